@@ -1,0 +1,50 @@
+# Quanyi: `make run` runs the service with demo data, `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint services install migrate demo loadtest bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+services:
+	@bash deploy/services.sh
+
+migrate: install services
+	$(BIN)/quanyi migrate
+
+demo: migrate
+	$(BIN)/quanyi demo
+
+## One command: dependencies, services, schema, demo data, then the API and workers in the foreground.
+run: demo
+	$(BIN)/quanyi run
+
+## One command: lint, then the whole test suite against real Redis and PostgreSQL.
+test: install services
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## A short Locust run against a fresh API, then the invariant audit.
+loadtest: install services
+	$(BIN)/python -m loadtests.run --short
+
+## Throughput and latency figures on this machine (needs wrk and redis-benchmark).
+bench: install services
+	$(BIN)/python -m loadtests.bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

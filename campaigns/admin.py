@@ -1,0 +1,73 @@
+"""The staff API under /admin/v1: login, rights, campaigns and their workflow."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from access.staff import Staff, authenticate, login
+from campaigns.model import TRANSITIONS
+from quanyi.appkeys import CAMPAIGNS, POOL, SETTINGS
+from quanyi.validation import Fields, parse_json
+from quanyi.web import json_response
+
+routes = web.RouteTableDef()
+
+
+async def _staff(request: web.Request) -> Staff:
+    return await authenticate(request.app[POOL], request.headers.get("Authorization", ""))
+
+
+@routes.post("/admin/v1/login")
+async def post_login(request: web.Request) -> web.Response:
+    f = Fields(parse_json(await request.read()))
+    username, password = f.text("username", 64), f.text("password", 256)
+    f.check()
+    token, expires_at = await login(
+        request.app[POOL], username, password, request.app[SETTINGS].staff_session_ttl_s
+    )
+    return json_response({"token": token, "expires_at": expires_at.isoformat()})
+
+
+@routes.post("/admin/v1/rights")
+async def post_right(request: web.Request) -> web.Response:
+    staff = await _staff(request)
+    body = parse_json(await request.read())
+    return json_response(await request.app[CAMPAIGNS].create_right(staff, body), 201)
+
+
+@routes.get("/admin/v1/rights")
+async def get_rights(request: web.Request) -> web.Response:
+    await _staff(request)
+    return json_response({"rights": await request.app[CAMPAIGNS].list_rights()})
+
+
+@routes.post("/admin/v1/campaigns")
+async def post_campaign(request: web.Request) -> web.Response:
+    staff = await _staff(request)
+    body = parse_json(await request.read())
+    campaign = await request.app[CAMPAIGNS].create(staff, body)
+    return json_response(await request.app[CAMPAIGNS].get(staff, campaign.id), 201)
+
+
+@routes.get("/admin/v1/campaigns")
+async def get_campaigns(request: web.Request) -> web.Response:
+    staff = await _staff(request)
+    return json_response({"campaigns": await request.app[CAMPAIGNS].list(staff)})
+
+
+@routes.get("/admin/v1/campaigns/{campaign_id}")
+async def get_campaign(request: web.Request) -> web.Response:
+    staff = await _staff(request)
+    return json_response(await request.app[CAMPAIGNS].get(staff, request.match_info["campaign_id"]))
+
+
+@routes.post("/admin/v1/campaigns/{campaign_id}/{action}")
+async def post_transition(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    if action not in TRANSITIONS:
+        raise web.HTTPNotFound(reason=f"no action {action}")
+    staff = await _staff(request)
+    campaign_id = request.match_info["campaign_id"]
+    service = request.app[CAMPAIGNS]
+    await service.transition(staff, campaign_id, action)
+    return json_response(await service.get(staff, campaign_id))

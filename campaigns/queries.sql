@@ -1,0 +1,52 @@
+-- name: insert_right
+INSERT INTO rights (id, name, kind, face_value, unit_cost, vendor_id, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *
+
+-- name: list_rights
+SELECT * FROM rights ORDER BY id
+
+-- name: rights_by_ids
+SELECT id, unit_cost FROM rights WHERE id = ANY($1::text[])
+
+-- name: insert_campaign
+INSERT INTO campaigns (id, name, branch, starts_at, ends_at, channels, budget, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+
+-- name: insert_reward
+INSERT INTO rewards (campaign_id, id, right_id, unit_cost, stock, daily_stock,
+                     per_customer_limit, per_customer_daily_limit, position)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+
+-- name: get_campaign
+SELECT * FROM campaigns WHERE id = $1
+
+-- name: lock_campaign
+SELECT * FROM campaigns WHERE id = $1 FOR UPDATE
+
+-- name: campaign_rewards
+SELECT * FROM rewards WHERE campaign_id = $1 ORDER BY position
+
+-- name: list_campaigns
+SELECT * FROM campaigns WHERE ($1::text IS NULL OR branch = $1) ORDER BY created_at DESC, id LIMIT 500
+
+-- name: all_campaign_ids
+SELECT id FROM campaigns ORDER BY id
+
+-- name: set_status
+UPDATE campaigns
+SET status = $2,
+    submitted_by = CASE WHEN $2 = 'pending' THEN $3 ELSE submitted_by END,
+    approved_by = CASE WHEN $2 = 'approved' AND approved_by IS NULL THEN $3 ELSE approved_by END,
+    approved_at = CASE WHEN $2 = 'approved' AND approved_at IS NULL THEN now() ELSE approved_at END,
+    updated_at = now()
+WHERE id = $1
+
+-- name: ledger_totals
+SELECT reward_id, count(*) AS granted, sum(unit_cost) AS spent
+FROM grants WHERE campaign_id = $1 GROUP BY reward_id
+
+-- name: live_rewards
+SELECT c.id AS campaign_id, r.id AS reward_id, r.stock
+FROM campaigns c JOIN rewards r ON r.campaign_id = c.id
+WHERE c.status IN ('approved', 'paused')

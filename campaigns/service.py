@@ -1,0 +1,216 @@
+"""The campaign workflow: create, submit, approve (maker-checker), pause, resume, end.
+
+PostgreSQL holds the definitions. Each change is published to Redis inside the transaction that
+made it, under the campaign's row lock, so Redis sees changes in the order they were made and a
+change Redis did not take is rolled back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from access.staff import Staff, audit
+from campaigns import queries
+from campaigns.model import TRANSITIONS, Campaign, CampaignDraft, RightDraft
+from inventory.keys import Keys
+from inventory.stock import Counters, StockLedger
+from ledger.lag import outbox_lag
+from quanyi.errors import (
+    AlreadyExists,
+    CampaignNotFound,
+    Forbidden,
+    InvalidRequest,
+    InvalidTransition,
+)
+
+
+def _row_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+class CampaignService:
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, keys: Keys) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._stock = StockLedger(redis, keys)
+
+    # rights
+
+    async def create_right(self, staff: Staff, body: Any) -> dict[str, Any]:
+        staff.require_role("marketer")
+        right = RightDraft.parse(body)
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(
+                    queries.insert_right,
+                    right.id,
+                    right.name,
+                    right.kind,
+                    right.face_value,
+                    right.unit_cost,
+                    right.vendor_id,
+                    staff.username,
+                )
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(f"right {right.id} exists") from None
+            await audit(conn, staff, "right.create", f"right:{right.id}", _row_json(row))
+        return _row_json(row)
+
+    async def list_rights(self) -> list[dict[str, Any]]:
+        return [_row_json(r) for r in await self._pool.fetch(queries.list_rights)]
+
+    # campaigns
+
+    async def create(self, staff: Staff, body: Any) -> Campaign:
+        staff.require_role("marketer")
+        draft = CampaignDraft.parse(body)
+        staff.require_branch(draft.branch)
+        async with self._pool.acquire() as conn, conn.transaction():
+            costs = {
+                r["id"]: r["unit_cost"]
+                for r in await conn.fetch(
+                    queries.rights_by_ids, [r.right_id for r in draft.rewards]
+                )
+            }
+            unknown = {
+                f"rewards[{i}].right_id": "no such right"
+                for i, r in enumerate(draft.rewards)
+                if r.right_id not in costs
+            }
+            if unknown:
+                raise InvalidRequest("unknown rights", unknown)
+            try:
+                await conn.execute(
+                    queries.insert_campaign,
+                    draft.id,
+                    draft.name,
+                    draft.branch,
+                    draft.starts_at,
+                    draft.ends_at,
+                    draft.channels,
+                    draft.budget,
+                    staff.username,
+                )
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(f"campaign {draft.id} exists") from None
+            for position, r in enumerate(draft.rewards):
+                await conn.execute(
+                    queries.insert_reward,
+                    draft.id,
+                    r.id,
+                    r.right_id,
+                    costs[r.right_id],
+                    r.stock,
+                    r.daily_stock,
+                    r.per_customer_limit,
+                    r.per_customer_daily_limit,
+                    position,
+                )
+            campaign = await self._load(conn, draft.id)
+            await audit(conn, staff, "campaign.create", f"campaign:{draft.id}", campaign.to_json())
+            await self._publish(conn, campaign)
+        return campaign
+
+    async def transition(self, staff: Staff, campaign_id: str, action: str) -> Campaign:
+        sources, target, roles = TRANSITIONS[action]
+        staff.require_role(*roles)
+        async with self._pool.acquire() as conn, conn.transaction():
+            campaign = await self._load(conn, campaign_id, lock=True)
+            staff.require_branch(campaign.branch)
+            if campaign.status not in sources:
+                raise InvalidTransition(
+                    f"cannot {action} a campaign that is {campaign.status}",
+                    status=campaign.status,
+                )
+            if action == "approve" and staff.username == campaign.submitted_by:
+                raise Forbidden("maker-checker: the submitter may not approve their own campaign")
+            await conn.execute(queries.set_status, campaign_id, target, staff.username)
+            await audit(
+                conn,
+                staff,
+                f"campaign.{action}",
+                f"campaign:{campaign_id}",
+                {"from": campaign.status, "to": target},
+            )
+            campaign = await self._load(conn, campaign_id)
+            await self._publish(conn, campaign)
+        return campaign
+
+    async def get(self, staff: Staff, campaign_id: str) -> dict[str, Any]:
+        async with self._pool.acquire() as conn:
+            campaign = await self._load(conn, campaign_id)
+            staff.require_branch(campaign.branch)
+            persisted = {
+                r["reward_id"]: r["granted"]
+                for r in await conn.fetch(queries.ledger_totals, campaign_id)
+            }
+        live = await self._stock.counters(campaign_id, [r.id for r in campaign.rewards])
+        lag = await outbox_lag(self._redis, self._keys)
+        rewards = []
+        for r in campaign.rewards:
+            granted = live.granted.get(r.id, 0)
+            rewards.append(
+                {
+                    "id": r.id,
+                    "right_id": r.right_id,
+                    "unit_cost": r.unit_cost,
+                    "stock": r.stock,
+                    "daily_stock": r.daily_stock,
+                    "per_customer_limit": r.per_customer_limit,
+                    "per_customer_daily_limit": r.per_customer_daily_limit,
+                    "granted": granted,
+                    "remaining": max(r.stock - granted, 0),
+                    "persisted": persisted.get(r.id, 0),
+                }
+            )
+        return {
+            **campaign.to_json(),
+            "spent": live.spent,
+            "rewards": rewards,
+            "ledger_lag": {"entries": lag.entries, "seconds": lag.seconds},
+        }
+
+    async def list(self, staff: Staff) -> list[dict[str, Any]]:
+        branch = None if staff.can_see(()) else staff.branch
+        rows = await self._pool.fetch(queries.list_campaigns, branch)
+        return [_row_json(r) for r in rows]
+
+    async def stock_levels(self) -> list[tuple[str, str, int]]:
+        """(campaign, reward, remaining) for every approved or paused campaign."""
+        levels = []
+        rows = await self._pool.fetch(queries.live_rewards)
+        for row in rows:
+            live = await self._stock.counters(row["campaign_id"], [row["reward_id"]])
+            remaining = max(row["stock"] - live.granted[row["reward_id"]], 0)
+            levels.append((row["campaign_id"], row["reward_id"], remaining))
+        return levels
+
+    async def publish_all(self) -> int:
+        """Publish every campaign again: heals Redis after a lost write or a restart that lost data."""
+        ids = [r["id"] for r in await self._pool.fetch(queries.all_campaign_ids)]
+        for campaign_id in ids:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await self._publish(conn, await self._load(conn, campaign_id, lock=True))
+        return len(ids)
+
+    async def _load(
+        self, conn: asyncpg.Connection, campaign_id: str, lock: bool = False
+    ) -> Campaign:
+        row = await conn.fetchrow(
+            queries.lock_campaign if lock else queries.get_campaign, campaign_id
+        )
+        if row is None:
+            raise CampaignNotFound(f"no campaign {campaign_id}")
+        return Campaign.from_rows(row, await conn.fetch(queries.campaign_rewards, campaign_id))
+
+    async def _publish(self, conn: asyncpg.Connection, campaign: Campaign) -> None:
+        totals = await conn.fetch(queries.ledger_totals, campaign.id)
+        counters = Counters(
+            granted={r["reward_id"]: r["granted"] for r in totals},
+            spent=sum(r["spent"] for r in totals),
+        )
+        await self._stock.publish(campaign.hot(), counters, fresh=campaign.approved_at is None)

@@ -1,0 +1,56 @@
+"""Every Redis key the platform uses, built in one place.
+
+A campaign's keys carry the hash tag `{c:ID}` so they share one cluster slot. The outbox, the
+pending-grant index and the idempotency buckets are shared by all campaigns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+IDEMPOTENCY_BUCKETS = 1 << 16
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.outbox = f"{prefix}:outbox"
+        self.outbox_dead = f"{prefix}:outbox:dead"
+        self.pending = f"{prefix}:pending"
+
+    def campaign(self, campaign_id: str) -> str:
+        return f"{self.prefix}:{{c:{campaign_id}}}"
+
+    def campaign_definition(self, campaign_id: str) -> str:
+        return f"{self.prefix}:{{c:{campaign_id}}}:def"
+
+    def customer_totals(self, campaign_id: str, bucket: int) -> str:
+        return f"{self.prefix}:{{c:{campaign_id}}}:cu:{bucket}"
+
+    def customer_daily(self, campaign_id: str, day: str, bucket: int) -> str:
+        return f"{self.prefix}:{{c:{campaign_id}}}:cd:{day}:{bucket}"
+
+    def reward_daily(self, campaign_id: str, day: str) -> str:
+        return f"{self.prefix}:{{c:{campaign_id}}}:rd:{day}"
+
+    def customer_pending(self, customer_id: str) -> str:
+        return f"{self.prefix}:pending:c:{customer_id}"
+
+    def idempotency(self, channel_id: str, request_id: str) -> tuple[str, bytes]:
+        """The bucket key and the field that hold one (channel, request id)."""
+        digest = hashlib.blake2b(f"{channel_id}\0{request_id}".encode(), digest_size=16).digest()
+        bucket = int.from_bytes(digest[:4], "big") % IDEMPOTENCY_BUCKETS
+        return f"{self.prefix}:idem:{bucket}", digest
+
+
+def customer_bucket(customer_id: str, buckets: int) -> int:
+    return zlib.crc32(customer_id.encode()) % buckets
+
+
+def buckets_for(total_stock: int) -> int:
+    """Enough customer buckets that each stays a small listpack hash (~64 fields at most)."""
+    buckets = 1
+    while buckets * 64 < total_stock and buckets < IDEMPOTENCY_BUCKETS:
+        buckets *= 2
+    return buckets

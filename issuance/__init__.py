@@ -1,0 +1,1 @@
+"""The channel-facing claim API and the hot path behind it."""

@@ -1,0 +1,294 @@
+"""Deciding claims: one atomic claim.lua decision per claim, several claims per round trip.
+
+Claims that arrive while a round trip is under way wait in a queue and go together in the next
+one, which is what lets one process decide far more claims per second than it has round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from inventory.keys import Keys, customer_bucket
+from inventory.scripts import Scripts
+from inventory.stock import HotCampaign, StockLedger
+from quanyi import metrics
+from quanyi.clock import Clock, local_day
+from quanyi.errors import (
+    BudgetExhausted,
+    CampaignNotActive,
+    CampaignNotFound,
+    ChannelNotAllowed,
+    IdempotencyConflict,
+    LimitReached,
+    OutOfStock,
+    QuanyiError,
+    RewardNotFound,
+    Unavailable,
+)
+from quanyi.ids import grant_id_ms, new_grant_id
+from quanyi.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class Claim:
+    channel_id: str
+    request_id: str
+    campaign_id: str
+    customer_id: str
+    reward_id: str | None
+
+    def fingerprint(self) -> str:
+        """Identifies the body: the same request id with another body is a conflict."""
+        body = f"{self.campaign_id}\0{self.customer_id}\0{self.reward_id or ''}".encode()
+        return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class Grant:
+    grant_id: str
+    campaign_id: str
+    reward_id: str
+    right_id: str
+    customer_id: str
+    channel_id: str
+    granted_at_ms: int
+    replayed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "grant_id": self.grant_id,
+            "campaign_id": self.campaign_id,
+            "reward_id": self.reward_id,
+            "right_id": self.right_id,
+            "customer_id": self.customer_id,
+            "channel_id": self.channel_id,
+            "status": "granted",
+            "granted_at": _rfc3339(self.granted_at_ms),
+            "replayed": self.replayed,
+        }
+
+
+def _rfc3339(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def rejection(outcome: str, detail: str, claim: Claim) -> QuanyiError:
+    """The domain error for a script outcome."""
+    match outcome:
+        case "idempotency_conflict":
+            return IdempotencyConflict(
+                f"request {claim.request_id} was already used with a different body"
+            )
+        case "campaign_not_found":
+            return CampaignNotFound(f"no campaign {claim.campaign_id}")
+        case "campaign_not_active":
+            return CampaignNotActive(
+                f"campaign {claim.campaign_id} is not active ({detail})", state=detail
+            )
+        case "channel_not_allowed":
+            return ChannelNotAllowed(f"channel {claim.channel_id} may not claim in this campaign")
+        case "reward_not_found":
+            return RewardNotFound(f"campaign {claim.campaign_id} has no reward {claim.reward_id}")
+        case "limit_reached":
+            return LimitReached(
+                f"customer reached the {detail.replace('_', ' ')} limit", scope=detail
+            )
+        case "out_of_stock":
+            return OutOfStock(f"no {detail} stock left", scope=detail)
+        case "budget_exhausted":
+            return BudgetExhausted(f"campaign {claim.campaign_id} budget is spent")
+    raise AssertionError(f"unknown claim outcome {outcome}")
+
+
+class CampaignCache:
+    """Each process keeps the hot definitions it has used. claim.lua checks the version on every
+    claim, so a cached definition that went stale is noticed and reloaded, never acted on."""
+
+    def __init__(self, stock: StockLedger) -> None:
+        self._stock = stock
+        self._campaigns: dict[str, HotCampaign] = {}
+
+    async def get(self, campaign_id: str, reload: bool = False) -> HotCampaign:
+        campaign = None if reload else self._campaigns.get(campaign_id)
+        if campaign is None:
+            campaign = await self._stock.definition(campaign_id)
+            if campaign is None:
+                self._campaigns.pop(campaign_id, None)
+                raise CampaignNotFound(f"no campaign {campaign_id}")
+            self._campaigns[campaign_id] = campaign
+        return campaign
+
+
+@dataclass
+class _Pending:
+    keys: list[str]
+    args: list[Any]
+    future: asyncio.Future
+
+
+class ClaimService:
+    def __init__(self, redis: Redis, keys: Keys, settings: Settings, clock: Clock) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+        self._zone = settings.zone
+        self._clock = clock
+        self._script = Scripts(redis).claim
+        self.campaigns = CampaignCache(StockLedger(redis, keys))
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._runners: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self._runners = [
+            asyncio.create_task(self._run_batches(), name=f"claim-batcher-{i}")
+            for i in range(self._settings.claim_batch_concurrency)
+        ]
+
+    async def close(self) -> None:
+        for task in self._runners:
+            task.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        while not self._queue.empty():
+            self._queue.get_nowait().future.set_exception(Unavailable("shutting down"))
+
+    async def claim(self, claim: Claim) -> Grant:
+        campaign = await self.campaigns.get(claim.campaign_id)
+        for attempt in (1, 2):
+            reward_id = claim.reward_id or (
+                campaign.rewards[0].id if len(campaign.rewards) == 1 else None
+            )
+            if reward_id is None:
+                raise RewardNotFound(
+                    f"campaign {campaign.id} has {len(campaign.rewards)} rewards: name one in reward_id"
+                )
+            reward = campaign.reward(reward_id)
+            if reward is None:
+                raise RewardNotFound(f"campaign {campaign.id} has no reward {reward_id}")
+            outcome, detail = await self._decide(claim, campaign, reward_id)
+            if outcome == "stale" and attempt == 1:
+                campaign = await self.campaigns.get(claim.campaign_id, reload=True)
+                continue
+            break
+        if outcome in ("granted", "replayed"):
+            return Grant(
+                grant_id=detail,
+                campaign_id=campaign.id,
+                reward_id=reward_id,
+                right_id=reward.right_id,
+                customer_id=claim.customer_id,
+                channel_id=claim.channel_id,
+                granted_at_ms=grant_id_ms(detail),
+                replayed=outcome == "replayed",
+            )
+        if outcome == "stale":
+            raise Unavailable("campaign definition is changing; retry")
+        raise rejection(outcome, detail, claim)
+
+    async def _decide(self, claim: Claim, campaign: HotCampaign, reward_id: str) -> tuple[str, str]:
+        now = self._clock()
+        now_ms = int(now * 1000)
+        day, day_ends = local_day(now, self._zone)
+        bucket = customer_bucket(claim.customer_id, campaign.buckets)
+        idem_key, idem_field = self._keys.idempotency(claim.channel_id, claim.request_id)
+        keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
+        grant_id = new_grant_id(now_ms)
+        reward = campaign.reward(reward_id)
+        assert reward is not None
+        event = orjson.dumps(
+            {
+                "grant_id": grant_id,
+                "campaign_id": campaign.id,
+                "reward_id": reward_id,
+                "right_id": reward.right_id,
+                "customer_id": claim.customer_id,
+                "channel_id": claim.channel_id,
+                "request_id": claim.request_id,
+                "unit_cost": reward.cost,
+                "granted_at_ms": now_ms,
+            }
+        )
+        pending = _Pending(
+            keys=[
+                self._keys.campaign(campaign.id),
+                idem_key,
+                self._keys.customer_totals(campaign.id, bucket),
+                self._keys.customer_daily(campaign.id, day, bucket),
+                self._keys.reward_daily(campaign.id, day),
+                self._keys.customer_pending(claim.customer_id),
+            ],
+            args=[
+                claim.channel_id,
+                idem_field,
+                claim.fingerprint(),
+                grant_id,
+                reward_id,
+                f"{reward_id}|{claim.customer_id}",
+                campaign.version,
+                keep_until,
+                day_ends + DAY_S,
+                event,
+            ],
+            future=asyncio.get_running_loop().create_future(),
+        )
+        started = self._clock_monotonic()
+        self._queue.put_nowait(pending)
+        outcome, detail = await pending.future
+        metrics.CLAIM_SECONDS.labels(outcome).observe(self._clock_monotonic() - started)
+        return outcome, detail
+
+    @staticmethod
+    def _clock_monotonic() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _run_batches(self) -> None:
+        limit = self._settings.claim_batch_max
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < limit and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                replies = await self._call(batch)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("claim batch of %d failed: redis unreachable: %s", len(batch), exc)
+                error: BaseException = Unavailable("the rights store is unreachable; retry")
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(error)
+                continue
+            except Exception as exc:  # a bug: fail these claims, keep serving others
+                log.exception("claim batch of %d failed", len(batch))
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            for p, (outcome, detail) in zip(batch, replies, strict=True):
+                if not p.future.done():
+                    p.future.set_result((outcome, detail))
+
+    async def _call(self, batch: list[_Pending]) -> list[tuple[str, str]]:
+        keys = [self._keys.outbox, self._keys.pending]
+        args: list[Any] = [int(self._clock() * 1000), len(batch)]
+        for p in batch:
+            keys.extend(p.keys)
+            args.extend(p.args)
+        metrics.CLAIM_BATCH_SIZE.observe(len(batch))
+        return await self._script(keys=keys, args=args)

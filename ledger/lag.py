@@ -1,0 +1,69 @@
+"""How far the ledger is behind the outbox, and trimming what every consumer group has done."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from inventory.keys import Keys
+
+LEDGER_GROUP = "ledger"
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class Lag:
+    entries: int
+    seconds: float
+
+
+async def _groups(redis: Redis, keys: Keys) -> list[dict]:
+    try:
+        return await redis.xinfo_groups(keys.outbox)
+    except ResponseError:  # no stream yet
+        return []
+
+
+async def outbox_lag(redis: Redis, keys: Keys, group: str = LEDGER_GROUP) -> Lag:
+    """Entries appended but not yet acknowledged by `group`, and the age of the oldest one."""
+    info = next((g for g in await _groups(redis, keys) if g["name"] == group), None)
+    if info is None:
+        return Lag(await redis.xlen(keys.outbox), 0.0)
+    oldest: str | None = None
+    if info["pending"]:
+        oldest = (await redis.xpending(keys.outbox, group))["min"]
+    else:
+        after = await redis.xrange(keys.outbox, f"({info['last-delivered-id']}", "+", count=1)
+        oldest = after[0][0] if after else None
+    undelivered = info.get("lag")
+    if undelivered is None:  # Redis could not count it: count what is after the last delivery
+        undelivered = len(await redis.xrange(keys.outbox, f"({info['last-delivered-id']}", "+"))
+    seconds = max(time.time() - _id_key(oldest)[0] / 1000, 0.0) if oldest else 0.0
+    return Lag(int(info["pending"]) + int(undelivered), seconds)
+
+
+async def trim_outbox(redis: Redis, keys: Keys) -> None:
+    """Drop outbox entries that every consumer group has acknowledged, never more.
+
+    Entries at or after a group's lowest pending id, or after its last-delivered id, stay. New
+    deliveries only ever take ids above the last-delivered one, so a floor computed here stays
+    safe while other consumers keep working.
+    """
+    floor: tuple[int, int] | None = None
+    floor_id = ""
+    for info in await _groups(redis, keys):
+        if info["pending"]:
+            low = (await redis.xpending(keys.outbox, info["name"]))["min"]
+        else:
+            low = info["last-delivered-id"]
+        if floor is None or _id_key(low) < floor:
+            floor, floor_id = _id_key(low), low
+    if floor is not None and floor > (0, 0):
+        await redis.xtrim(keys.outbox, minid=floor_id, approximate=False)

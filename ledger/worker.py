@@ -1,0 +1,321 @@
+"""The ledger worker: drains the Redis outbox into PostgreSQL, in batches, exactly once.
+
+An outbox entry is acknowledged only after the transaction holding its grant committed, and the
+outbox is trimmed only below what every consumer group acknowledged. A worker killed mid-batch
+leaves its entries pending; any worker re-claims them once they are idle long enough, and the
+insert ignores what was already written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from inventory.keys import Keys
+from ledger import queries
+from ledger.lag import LEDGER_GROUP, outbox_lag, trim_outbox
+from quanyi import metrics
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL is away (restarting, failing over): retry the same batch later.
+POSTGRES_AWAY = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+
+COLUMNS = (
+    "grant_id",
+    "campaign_id",
+    "reward_id",
+    "right_id",
+    "customer_id",
+    "channel_id",
+    "request_id",
+    "unit_cost",
+    "granted_at",
+    "outbox_id",
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    outbox_id: str
+    event: dict
+
+    @property
+    def grant_id(self) -> str:
+        return self.event["grant_id"]
+
+    def row(self) -> tuple:
+        e = self.event
+        return (
+            e["grant_id"],
+            e["campaign_id"],
+            e["reward_id"],
+            e["right_id"],
+            e["customer_id"],
+            e["channel_id"],
+            e["request_id"],
+            int(e["unit_cost"]),
+            datetime.fromtimestamp(e["granted_at_ms"] / 1000, UTC),
+            self.outbox_id,
+        )
+
+
+async def ensure_group(redis: Redis, keys: Keys, group: str = LEDGER_GROUP) -> None:
+    """Create the consumer group at the start of the outbox, so it sees every grant."""
+    try:
+        await redis.xgroup_create(keys.outbox, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class LedgerWorker:
+    def __init__(
+        self,
+        redis: Redis,
+        pool: asyncpg.Pool,
+        keys: Keys,
+        *,
+        consumer: str | None = None,
+        batch_size: int = 2000,
+        block_ms: int = 100,
+        reclaim_idle_ms: int = 30_000,
+    ) -> None:
+        self._redis = redis
+        self._pool = pool
+        self._keys = keys
+        self.consumer = consumer or default_consumer_name()
+        self._batch_size = batch_size
+        self._block_ms = block_ms
+        self._reclaim_idle_ms = reclaim_idle_ms
+        self._stopping = asyncio.Event()
+        self._last_housekeeping = 0.0
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from run()."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info("ledger worker %s started", self.consumer)
+        await ensure_group(self._redis, self._keys)
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self.step()
+                backoff = 0.5
+            except REDIS_AWAY as exc:
+                log.warning("ledger: redis unreachable (%s); retrying in %.1f s", exc, backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 5.0)
+        log.info("ledger worker %s stopped", self.consumer)
+
+    async def step(self) -> int:
+        """One round: house-keeping when due, then one batch of new entries. Returns grants written."""
+        written = 0
+        if time.monotonic() - self._last_housekeeping >= 1.0:
+            written += await self._reclaim()
+            await self._housekeeping()
+        reply = await self._redis.xreadgroup(
+            LEDGER_GROUP,
+            self.consumer,
+            {self._keys.outbox: ">"},
+            count=self._batch_size,
+            block=self._block_ms,
+        )
+        for _stream, messages in reply or []:
+            written += await self._persist(messages)
+        return written
+
+    async def drain(self) -> int:
+        """Persist everything already in the outbox (tests, CLI); returns grants written."""
+        await ensure_group(self._redis, self._keys)
+        total = 0
+        while True:
+            reply = await self._redis.xreadgroup(
+                LEDGER_GROUP, self.consumer, {self._keys.outbox: ">"}, count=self._batch_size
+            )
+            messages = [m for _s, ms in reply or [] for m in ms]
+            if not messages:
+                break
+            total += await self._persist(messages)
+        await trim_outbox(self._redis, self._keys)
+        return total
+
+    async def _reclaim(self) -> int:
+        """Take over entries another (dead) consumer left pending for too long."""
+        written = 0
+        start = "0-0"
+        while True:
+            reply = await self._redis.xautoclaim(
+                self._keys.outbox,
+                LEDGER_GROUP,
+                self.consumer,
+                self._reclaim_idle_ms,
+                start_id=start,
+                count=self._batch_size,
+            )
+            start, messages = reply[0], reply[1]
+            if len(reply) > 2 and reply[2]:
+                log.warning("ledger: %d outbox entries were deleted while pending", len(reply[2]))
+                await self._redis.xack(self._keys.outbox, LEDGER_GROUP, *reply[2])
+            if messages:
+                log.info("ledger: re-claimed %d pending entries", len(messages))
+                written += await self._persist(messages)
+            if start == "0-0" or self._stopping.is_set():
+                return written
+
+    async def _housekeeping(self) -> None:
+        self._last_housekeeping = time.monotonic()
+        await trim_outbox(self._redis, self._keys)
+        lag = await outbox_lag(self._redis, self._keys)
+        metrics.OUTBOX_LAG_ENTRIES.set(lag.entries)
+        metrics.OUTBOX_LAG_SECONDS.set(lag.seconds)
+
+    async def _persist(self, messages: list) -> int:
+        entries: list[Entry] = []
+        dead: list[tuple[str, dict, str]] = []
+        for outbox_id, fields in messages:
+            if not fields:  # trimmed under us: nothing left to write
+                dead.append((outbox_id, {}, "empty entry"))
+                continue
+            try:
+                event = orjson.loads(fields["g"])
+                entry = Entry(outbox_id, event)
+                entry.row()
+            except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+                dead.append((outbox_id, fields, f"unreadable event: {exc!r}"))
+                continue
+            entries.append(entry)
+
+        written = await self._write(entries, dead) if entries else 0
+        if dead:
+            await self._dead_letter(dead)
+        await self._acknowledge(entries)
+        return written
+
+    async def _write(self, entries: list[Entry], dead: list[tuple[str, dict, str]]) -> int:
+        """Insert the batch, retrying while PostgreSQL is away. Rows PostgreSQL refuses for
+        their content go to the dead-letter stream so they never block the rest."""
+        backoff = 0.5
+        while True:
+            try:
+                inserted = await self._insert(entries)
+                break
+            except POSTGRES_AWAY as exc:
+                metrics.LEDGER_RETRIES.inc()
+                log.warning(
+                    "ledger: postgresql unreachable (%s); retrying batch of %d in %.1f s",
+                    exc,
+                    len(entries),
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except asyncpg.PostgresError as exc:
+                log.error("ledger: batch refused (%s); writing row by row", exc)
+                inserted = set()
+                for entry in entries:
+                    try:
+                        inserted |= await self._insert([entry])
+                    except POSTGRES_AWAY:
+                        raise
+                    except asyncpg.PostgresError as row_exc:
+                        dead.append(
+                            (
+                                entry.outbox_id,
+                                {"g": orjson.dumps(entry.event).decode()},
+                                f"refused by postgresql: {row_exc}",
+                            )
+                        )
+                dead_ids = {d[0] for d in dead}
+                entries[:] = [e for e in entries if e.outbox_id not in dead_ids]
+                break
+        await self._check_unwritten(entries, inserted, dead)
+        metrics.LEDGER_BATCH_SIZE.observe(len(inserted))
+        metrics.LEDGER_PERSISTED.inc(len(inserted))
+        return len(inserted)
+
+    async def _insert(self, entries: list[Entry]) -> set[str]:
+        rows = [e.row() for e in entries]
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        async with self._pool.acquire() as conn, conn.transaction():
+            records = await conn.fetch(queries.insert_grants, *columns)
+        return {r["grant_id"] for r in records}
+
+    async def _check_unwritten(
+        self, entries: list[Entry], inserted: set[str], dead: list[tuple[str, dict, str]]
+    ) -> None:
+        """An entry not inserted is either already in the ledger (a re-delivery) or collides with
+        another grant for the same channel and request id, which only a Redis data loss can
+        cause: that one is kept aside for reconciliation, never silently dropped."""
+        missing = [e for e in entries if e.grant_id not in inserted]
+        if not missing:
+            return
+        existing = {
+            r["grant_id"]
+            for r in await self._pool.fetch(queries.existing_grants, [e.grant_id for e in missing])
+        }
+        for e in missing:
+            if e.grant_id not in existing:
+                log.error(
+                    "ledger: grant %s collides with another grant for request %s/%s",
+                    e.grant_id,
+                    e.event["channel_id"],
+                    e.event["request_id"],
+                )
+                dead.append(
+                    (
+                        e.outbox_id,
+                        {"g": orjson.dumps(e.event).decode()},
+                        "duplicate channel request id in ledger",
+                    )
+                )
+
+    async def _dead_letter(self, dead: list[tuple[str, dict, str]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for outbox_id, fields, reason in dead:
+                pipe.xadd(
+                    self._keys.outbox_dead, {**fields, "outbox_id": outbox_id, "error": reason}
+                )
+                pipe.xack(self._keys.outbox, LEDGER_GROUP, outbox_id)
+                metrics.LEDGER_DEAD_LETTERS.labels(reason.split(":")[0]).inc()
+            await pipe.execute()
+
+    async def _acknowledge(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self._keys.outbox, LEDGER_GROUP, *(e.outbox_id for e in entries))
+            pipe.hdel(self._keys.pending, *(e.grant_id for e in entries))
+            for e in entries:
+                pipe.srem(self._keys.customer_pending(e.event["customer_id"]), e.grant_id)
+            await pipe.execute()
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass

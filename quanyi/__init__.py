@@ -1,0 +1,1 @@
+"""Quanyi: the rights inventory and issuance platform of a credit-card centre."""

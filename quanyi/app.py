@@ -1,0 +1,219 @@
+"""The composition root: `create_app()` builds every resource and task, and closes them in
+reverse order (workers stop before the pools they use)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from access.channels import ChannelDirectory
+from campaigns import admin
+from campaigns.service import CampaignService
+from inventory.keys import Keys
+from issuance import api
+from issuance.claims import ClaimService
+from issuance.grants import GrantReader
+from ledger.lag import outbox_lag
+from ledger.worker import LedgerWorker, ensure_group
+from quanyi import metrics
+from quanyi.appkeys import CAMPAIGNS, CHANNELS, CLAIMS, CLOCK, GRANTS, KEYS, POOL, REDIS, SETTINGS
+from quanyi.clock import Clock, system_clock
+from quanyi.db import create_pool
+from quanyi.settings import Settings
+from quanyi.web import errors_middleware, json_response
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+class StartupError(RuntimeError):
+    """A dependency is missing or unsafe: the service refuses to start."""
+
+
+async def open_redis(settings: Settings) -> Redis:
+    redis = Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        max_connections=256,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+    )
+    try:
+        await redis.ping()
+    except OSError as exc:
+        await redis.aclose()
+        raise StartupError(f"redis at {settings.redis_url} is unreachable: {exc}") from exc
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except ResponseError:  # CONFIG is disabled on some managed services
+        policy = None
+        log.warning("cannot read maxmemory-policy; make sure it is noeviction")
+    if policy not in (None, "noeviction"):
+        await redis.aclose()
+        raise StartupError(
+            f"redis maxmemory-policy is {policy}: it may evict stock counters or idempotency keys; "
+            "set it to noeviction"
+        )
+    return redis
+
+
+async def open_pool(settings: Settings) -> asyncpg.Pool:
+    try:
+        return await create_pool(settings.database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StartupError(f"postgresql at {settings.database_url} is unreachable: {exc}") from exc
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), SHUTDOWN_GRACE_S)
+    except TimeoutError:
+        log.warning("postgresql pool did not close in time; terminating")
+        pool.terminate()
+
+
+@contextlib.asynccontextmanager
+async def background(name: str, coro: Awaitable[None]) -> AsyncIterator[asyncio.Task]:
+    """A named task that is cancelled on the way out, its error logged rather than lost."""
+    task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            try:
+                await asyncio.wait_for(task, SHUTDOWN_GRACE_S)
+            except Exception:
+                log.exception("background task %s failed", name)
+
+
+async def _watch_levels(app: web.Application) -> None:
+    """Keeps the stock and outbox gauges current for /metrics."""
+    while True:
+        try:
+            lag = await outbox_lag(app[REDIS], app[KEYS])
+            metrics.OUTBOX_LAG_ENTRIES.set(lag.entries)
+            metrics.OUTBOX_LAG_SECONDS.set(lag.seconds)
+            for campaign_id, reward_id, remaining in await app[CAMPAIGNS].stock_levels():
+                metrics.STOCK_REMAINING.labels(campaign_id, reward_id).set(remaining)
+        except Exception as exc:  # a gauge going stale must not take the API down
+            log.warning("metrics refresh failed: %s", exc)
+        await asyncio.sleep(2.0)
+
+
+def create_app(
+    settings: Settings,
+    clock: Clock = system_clock,
+    *,
+    workers: bool = False,
+) -> web.Application:
+    """The API; with `workers`, the ledger worker runs in the same process (`quanyi run`)."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[KEYS] = Keys(settings.key_prefix)
+
+    async def stores(app: web.Application) -> AsyncIterator[None]:
+        app[REDIS] = await open_redis(settings)
+        try:
+            app[POOL] = await open_pool(settings)
+        except StartupError:
+            await app[REDIS].aclose()
+            raise
+        await ensure_group(app[REDIS], app[KEYS])
+        yield
+        await close_pool(app[POOL])
+        await app[REDIS].aclose()
+
+    async def services(app: web.Application) -> AsyncIterator[None]:
+        redis, pool, keys = app[REDIS], app[POOL], app[KEYS]
+        app[CHANNELS] = ChannelDirectory(pool, clock, settings.signature_window_s)
+        await app[CHANNELS].refresh()
+        app[CAMPAIGNS] = CampaignService(pool, redis, keys)
+        published = await app[CAMPAIGNS].publish_all()
+        log.info("published %d campaigns to redis", published)
+        app[GRANTS] = GrantReader(redis, pool, keys)
+        app[CLAIMS] = ClaimService(redis, keys, settings, clock)
+        await app[CLAIMS].start()
+        async with (
+            background("channel-refresh", app[CHANNELS].keep_fresh(settings.channel_refresh_s)),
+            background("metrics-levels", _watch_levels(app)),
+        ):
+            yield
+        await app[CLAIMS].close()
+
+    app.cleanup_ctx.extend([stores, services])
+    if workers:
+        app.cleanup_ctx.append(_ledger_worker)
+    app.add_routes(api.routes)
+    app.add_routes(admin.routes)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+async def _ledger_worker(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    worker = LedgerWorker(
+        app[REDIS],
+        app[POOL],
+        app[KEYS],
+        batch_size=settings.ledger_batch_size,
+        block_ms=settings.ledger_block_ms,
+        reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
+    )
+    async with background("ledger-worker", worker.run()) as task:
+        yield
+        worker.stop()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(request.app[REDIS].ping(), 1.0)
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unreachable: {exc.__class__.__name__}"
+    try:
+        await asyncio.wait_for(request.app[POOL].fetchval("SELECT 1"), 1.0)
+        checks["postgresql"] = "ok"
+    except Exception as exc:
+        checks["postgresql"] = f"unreachable: {exc.__class__.__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
+    )
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    registry = REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

@@ -1,0 +1,100 @@
+"""PostgreSQL: the pool, ordered migrations and named queries read from `.sql` files."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK = 0x7175_616E  # "quan": one migrator at a time
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+class Queries(dict[str, str]):
+    """Named queries from a `.sql` file: each starts with a `-- name: NAME` line."""
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def load_queries(sql_file: str | Path) -> Queries:
+    text = Path(sql_file).read_text()
+    parts = _NAME.split(text)
+    return Queries(
+        (name, body.strip().rstrip(";"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True)
+    )
+
+
+async def create_pool(database_url: str, **options: object) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10, **options)
+    assert pool is not None
+    return pool
+
+
+async def ensure_database(database_url: str) -> bool:
+    """Create the URL's database when it is missing. True when it was created."""
+    try:
+        conn = await asyncpg.connect(database_url)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await conn.close()
+        return False
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    except asyncpg.DuplicateDatabaseError:
+        return False
+    finally:
+        await admin.close()
+    log.info("created database %s", name)
+    return True
+
+
+def migration_files() -> list[tuple[int, Path]]:
+    files = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        files.append((int(path.name.split("_", 1)[0]), path))
+    return files
+
+
+async def migrate(database_url: str) -> list[str]:
+    """Apply the migrations not applied yet, in order; returns the names applied."""
+    await ensure_database(database_url)
+    conn = await asyncpg.connect(database_url)
+    applied_now = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, path in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    version,
+                    path.name,
+                )
+            applied_now.append(path.name)
+            log.info("applied migration %s", path.name)
+    finally:
+        await conn.close()
+    return applied_now

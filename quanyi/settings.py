@@ -1,0 +1,85 @@
+"""Settings, parsed once at start-up and passed down; nothing else reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://127.0.0.1:5432/quanyi"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    tz: str = "Asia/Shanghai"
+    # Every Redis key starts with this; tests use their own.
+    key_prefix: str = "qy"
+    # Channel request signatures older or newer than this are refused.
+    signature_window_s: int = 300
+    # Idempotency keys outlive their campaign's end by this much.
+    idempotency_retention_days: int = 7
+    staff_session_ttl_s: int = 8 * 3600
+    # Claims that arrive together go to Redis as one script call of at most this many.
+    claim_batch_max: int = 64
+    claim_batch_concurrency: int = 4
+    # How often each process reloads channel secrets from PostgreSQL.
+    channel_refresh_s: float = 5.0
+    ledger_batch_size: int = 2000
+    ledger_block_ms: int = 100
+    # Outbox entries a dead ledger worker left pending are re-claimed after this idle time.
+    ledger_reclaim_idle_ms: int = 30_000
+    # An outbox entry delivered more often than this goes to the dead-letter stream.
+    ledger_max_deliveries: int = 10
+    # Port of the Prometheus endpoint of a standalone worker process.
+    worker_metrics_port: int = 9101
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Defaults, then the TOML file named by QUANYI_CONFIG, then QUANYI_* variables."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        config_file = env.get("QUANYI_CONFIG")
+        if config_file:
+            values.update(_read_toml(Path(config_file)))
+        for field in dataclasses.fields(cls):
+            raw = env.get(f"QUANYI_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = raw
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        typed: dict[str, Any] = {}
+        for name, raw in values.items():
+            kind = type(getattr(cls, name))
+            try:
+                typed[name] = kind(raw)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
+        settings = cls(**typed)
+        settings.zone  # noqa: B018 - fail at start-up on an unknown time zone
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    return dict(data.get("quanyi", data))

@@ -1,0 +1,128 @@
+"""Checking request bodies: every bad field is named in one `invalid_request` error."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from quanyi.errors import InvalidRequest
+
+IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# Lua numbers are doubles: every integer that reaches a script stays well inside 2^53.
+MAX_AMOUNT = 10**12
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise InvalidRequest("a JSON body is required")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+
+
+def looks_like_card_number(text: str) -> bool:
+    """13-19 digits passing the Luhn check: a PAN, which must never be stored in clear."""
+    digits = text.replace(" ", "").replace("-", "")
+    if not (digits.isdigit() and 13 <= len(digits) <= 19):
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+class Fields:
+    """Reads typed fields out of a JSON object, collecting an error per bad field."""
+
+    def __init__(self, body: Any, prefix: str = "", errors: dict[str, str] | None = None) -> None:
+        self.errors: dict[str, str] = {} if errors is None else errors
+        self.prefix = prefix
+        if not isinstance(body, dict):
+            self.errors[prefix.rstrip(".") or "body"] = "must be a JSON object"
+            body = {}
+        self.body: dict[str, Any] = body
+
+    def _fail(self, name: str, message: str) -> None:
+        self.errors[self.prefix + name] = message
+
+    def _get(self, name: str, required: bool) -> Any:
+        value = self.body.get(name)
+        if value is None and required:
+            self._fail(name, "required")
+        return value
+
+    def ident(self, name: str, required: bool = True) -> Any:
+        value = self._get(name, required)
+        if value is not None and not (isinstance(value, str) and IDENT.match(value)):
+            self._fail(
+                name, "1-64 characters: letters, digits, _ . : - (not starting with a symbol)"
+            )
+            return None
+        return value
+
+    def text(self, name: str, max_length: int = 200, required: bool = True) -> Any:
+        value = self._get(name, required)
+        if value is not None and not (
+            isinstance(value, str) and 0 < len(value.strip()) <= max_length
+        ):
+            self._fail(name, f"a non-empty string of at most {max_length} characters")
+            return None
+        return value
+
+    def integer(
+        self, name: str, minimum: int = 0, maximum: int = MAX_AMOUNT, required: bool = True
+    ) -> Any:
+        value = self._get(name, required)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum
+        ):
+            self._fail(name, f"an integer from {minimum} to {maximum}")
+            return None
+        return value
+
+    def time(self, name: str, required: bool = True) -> Any:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            self._fail(name, "an RFC 3339 time with an offset, like 2026-12-01T00:00:00+08:00")
+            return None
+        return parsed
+
+    def ident_list(self, name: str) -> Any:
+        value = self._get(name, True)
+        if value is not None and not (
+            isinstance(value, list)
+            and value
+            and all(isinstance(v, str) and IDENT.match(v) for v in value)
+        ):
+            self._fail(name, "a non-empty list of ids")
+            return None
+        return value
+
+    def objects(self, name: str) -> list[Fields]:
+        value = self._get(name, True)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not value:
+            self._fail(name, "a non-empty list of objects")
+            return []
+        return [
+            Fields(item, f"{self.prefix}{name}[{i}].", self.errors) for i, item in enumerate(value)
+        ]
+
+    def fail(self, name: str, message: str) -> None:
+        self._fail(name, message)
+
+    def check(self, message: str = "some fields are invalid") -> None:
+        if self.errors:
+            raise InvalidRequest(message, self.errors)

@@ -1,0 +1,231 @@
+"""Test fixtures: a real PostgreSQL database and a real Redis db of their own, emptied per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from access.channels import create_channel
+from access.signing import signed_headers
+from access.staff import create_staff
+from inventory.keys import Keys
+from quanyi.app import create_app
+from quanyi.db import migrate
+from quanyi.settings import Settings
+
+TEST_DATABASE_URL = os.environ.get(
+    "QUANYI_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/quanyi_test"
+)
+TEST_REDIS_URL = os.environ.get("QUANYI_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+TEST_PREFIX = "qyt"
+PASSWORD = "test-password-1"
+CHANNEL = "app"
+CHANNEL_SECRET = "test-channel-secret"
+
+
+class FakeClock:
+    """Unix seconds that only move when a test moves them."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_settings(**changes: Any) -> Settings:
+    base = Settings(
+        redis_url=TEST_REDIS_URL,
+        database_url=TEST_DATABASE_URL,
+        key_prefix=TEST_PREFIX,
+        channel_refresh_s=0.2,
+        ledger_block_ms=20,
+        ledger_reclaim_idle_ms=500,
+        worker_metrics_port=0,
+    )
+    return base.replace(**changes)
+
+
+@pytest.fixture(scope="session")
+def database() -> str:
+    async def fresh() -> None:
+        admin = await asyncpg.connect(TEST_DATABASE_URL.rsplit("/", 1)[0] + "/postgres")
+        name = TEST_DATABASE_URL.rsplit("/", 1)[1]
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+        await migrate(TEST_DATABASE_URL)
+
+    asyncio.run(fresh())
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=10)
+    tables = [
+        r["tablename"]
+        for r in await pool.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            " AND tablename <> 'schema_migrations'"
+        )
+    ]
+    await pool.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+    await client.flushdb()
+    await client.script_flush()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(TEST_PREFIX)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return test_settings()
+
+
+@pytest.fixture
+async def staff(pool: asyncpg.Pool) -> dict[str, str]:
+    """One account per role at head office, plus branch accounts; username -> role."""
+    accounts = {
+        "marketer": ("marketer", "HQ"),
+        "marketer2": ("marketer", "HQ"),
+        "approver": ("approver", "HQ"),
+        "admin": ("admin", "HQ"),
+        "sz-marketer": ("marketer", "SZ"),
+        "sz-approver": ("approver", "SZ"),
+    }
+    for username, (role, branch) in accounts.items():
+        await create_staff(pool, username, PASSWORD, role, branch)
+    return {u: r for u, (r, _b) in accounts.items()}
+
+
+class Api:
+    """A test client that signs channel requests and logs staff in."""
+
+    def __init__(self, client: Any, clock: FakeClock) -> None:
+        self.client = client
+        self.clock = clock
+        self._tokens: dict[str, str] = {}
+
+    async def channel(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        channel: str = CHANNEL,
+        secret: str = CHANNEL_SECRET,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
+        signed = signed_headers(channel, secret, method, path, int(self.clock()), data)
+        signed.update(headers or {})
+        resp = await self.client.request(method, path, data=data, headers=signed)
+        return resp.status, await resp.json()
+
+    async def claim(self, **body: Any) -> tuple[int, Any]:
+        return await self.channel("POST", "/v1/claims", body)
+
+    async def login(self, username: str) -> str:
+        if username not in self._tokens:
+            resp = await self.client.post(
+                "/admin/v1/login", json={"username": username, "password": PASSWORD}
+            )
+            assert resp.status == 200, await resp.text()
+            self._tokens[username] = (await resp.json())["token"]
+        return self._tokens[username]
+
+    async def admin(
+        self, username: str, method: str, path: str, body: Any = None
+    ) -> tuple[int, Any]:
+        token = await self.login(username)
+        resp = await self.client.request(
+            method, path, json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        return resp.status, await resp.json()
+
+    async def create_right(self, right_id: str = "coffee", unit_cost: int = 100, **extra: Any) -> None:
+        status, body = await self.admin(
+            "marketer", "POST", "/admin/v1/rights",
+            {"id": right_id, "name": f"{right_id} right", "kind": "voucher",
+             "face_value": unit_cost * 2, "unit_cost": unit_cost, **extra},
+        )
+        assert status == 201, body
+
+    async def create_campaign(
+        self,
+        campaign_id: str = "c1",
+        rewards: list[dict[str, Any]] | None = None,
+        *,
+        approve: bool = True,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """A campaign open from an hour ago for 30 days, on the test channel."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        body = {
+            "id": campaign_id,
+            "name": f"campaign {campaign_id}",
+            "branch": "HQ",
+            "starts_at": (now - timedelta(hours=1)).isoformat(),
+            "ends_at": (now + timedelta(days=30)).isoformat(),
+            "channels": [CHANNEL],
+            "rewards": rewards
+            or [{"id": "r1", "right_id": "coffee", "stock": 100, "per_customer_limit": 1}],
+            **fields,
+        }
+        status, created = await self.admin("marketer", "POST", "/admin/v1/campaigns", body)
+        assert status == 201, created
+        if approve:
+            status, created = await self.admin(
+                "marketer", "POST", f"/admin/v1/campaigns/{campaign_id}/submit"
+            )
+            assert status == 200, created
+            status, created = await self.admin(
+                "approver", "POST", f"/admin/v1/campaigns/{campaign_id}/approve"
+            )
+            assert status == 200, created
+        return created
+
+
+@pytest.fixture
+async def api(
+    aiohttp_client: Any,
+    pool: asyncpg.Pool,
+    redis: Redis,
+    staff: dict[str, str],
+    clock: FakeClock,
+    settings: Settings,
+) -> Api:
+    """The API (without workers) on a fresh database and Redis db, with one channel `app`."""
+    await create_channel(pool, CHANNEL, CHANNEL_SECRET)
+    await create_channel(pool, "wechat", "wechat-secret")
+    client = await aiohttp_client(create_app(settings, clock))
+    return Api(client, clock)

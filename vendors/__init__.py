@@ -1,0 +1,1 @@
+"""Vendor adapters and the fulfilment of grants at vendors (voucher codes, points, lounge passes)."""
