@@ -126,16 +126,26 @@ class CampaignCache:
     def __init__(self, stock: StockLedger) -> None:
         self._stock = stock
         self._campaigns: dict[str, HotCampaign] = {}
+        self._loading: dict[str, asyncio.Task[HotCampaign | None]] = {}
 
     async def get(self, campaign_id: str, reload: bool = False) -> HotCampaign:
         campaign = None if reload else self._campaigns.get(campaign_id)
         if campaign is None:
-            campaign = await self._stock.definition(campaign_id)
+            campaign = await self._load(campaign_id)
             if campaign is None:
                 self._campaigns.pop(campaign_id, None)
                 raise CampaignNotFound(f"no campaign {campaign_id}")
             self._campaigns[campaign_id] = campaign
         return campaign
+
+    async def _load(self, campaign_id: str) -> HotCampaign | None:
+        # A burst of claims for a campaign this process has not seen yet shares one read.
+        task = self._loading.get(campaign_id)
+        if task is None:
+            task = asyncio.create_task(self._stock.definition(campaign_id))
+            self._loading[campaign_id] = task
+            task.add_done_callback(lambda _t: self._loading.pop(campaign_id, None))
+        return await asyncio.shield(task)
 
 
 @dataclass

@@ -130,6 +130,10 @@ class LedgerWorker:
                 log.warning("ledger: redis unreachable (%s); retrying in %.1f s", exc, backoff)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
+        try:
+            await trim_outbox(self._redis, self._keys)
+        except REDIS_AWAY:
+            pass
         log.info("ledger worker %s stopped", self.consumer)
 
     async def step(self) -> int:

@@ -18,7 +18,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from access.channels import ChannelDirectory
@@ -47,13 +47,18 @@ class StartupError(RuntimeError):
 
 
 async def open_redis(settings: Settings) -> Redis:
-    redis = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        max_connections=256,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=30,
+    # A blocking pool: a burst beyond max_connections waits for a free connection instead of
+    # failing the request.
+    redis = Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            max_connections=128,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
+        )
     )
     try:
         await redis.ping()

@@ -88,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     command("demo", _demo, "load DEMO staff, channel, rights and an approved campaign")
+    claim = command("claim", _claim, "send one signed claim to a running API, as a channel would")
+    claim.add_argument("--campaign", required=True)
+    claim.add_argument("--customer", required=True)
+    claim.add_argument("--reward")
+    claim.add_argument("--request-id", help="defaults to a fresh random id")
+    claim.add_argument("--channel", required=True)
+    claim.add_argument("--secret", help="the channel secret; else QUANYI_CHANNEL_SECRET")
+    claim.add_argument("--url", help="API base URL; defaults to the configured host and port")
     return p
 
 
@@ -262,6 +270,41 @@ def _demo(settings: Any, args: argparse.Namespace) -> int:
     print(f"  DEMO staff demo-marketer / demo-approver / demo-admin, password {DEMO_PASSWORD}")
     print(f"  DEMO channel {DEMO_CHANNEL}, secret {DEMO_CHANNEL_SECRET}")
     return 0
+
+
+def _claim(settings: Any, args: argparse.Namespace) -> int:
+    import time
+    import uuid
+
+    import aiohttp
+    import orjson
+
+    from access.signing import signed_headers
+
+    secret = args.secret or os.environ.get("QUANYI_CHANNEL_SECRET")
+    if not secret:
+        print("quanyi: give --secret or set QUANYI_CHANNEL_SECRET", file=sys.stderr)
+        return 2
+    body = {
+        "request_id": args.request_id or uuid.uuid4().hex,
+        "campaign_id": args.campaign,
+        "customer_id": args.customer,
+    }
+    if args.reward:
+        body["reward_id"] = args.reward
+    data = orjson.dumps(body)
+    base = args.url or f"http://{settings.http_host}:{settings.http_port}"
+    headers = signed_headers(args.channel, secret, "POST", "/v1/claims", int(time.time()), data)
+    headers["Content-Type"] = "application/json"
+
+    async def send() -> tuple[int, bytes]:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(base + "/v1/claims", data=data, headers=headers) as resp:
+                return resp.status, await resp.read()
+
+    status, reply = _uvloop_run(send())
+    print(status, reply.decode())
+    return 0 if status < 400 else 1
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,19 +15,23 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from access import queries as staff_queries
 from access.channels import create_channel
+from access.passwords import hash_password
 from access.signing import signed_headers
-from access.staff import create_staff
 from inventory.keys import Keys
 from quanyi.app import create_app
 from quanyi.db import migrate
 from quanyi.settings import Settings
 
+# Each test run has its own database and key prefix, so runs side by side never meet, and
+# neither ever touches the service's own data.
+RUN_ID = os.getpid()
 TEST_DATABASE_URL = os.environ.get(
-    "QUANYI_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/quanyi_test"
+    "QUANYI_TEST_DATABASE_URL", f"postgresql://127.0.0.1:5432/quanyi_test_{RUN_ID}"
 )
 TEST_REDIS_URL = os.environ.get("QUANYI_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-TEST_PREFIX = "qyt"
+TEST_PREFIX = f"qyt{RUN_ID}"
 PASSWORD = "test-password-1"
 CHANNEL = "app"
 CHANNEL_SECRET = "test-channel-secret"
@@ -58,17 +63,28 @@ def test_settings(**changes: Any) -> Settings:
     return base.replace(**changes)
 
 
+async def _drop_database() -> None:
+    admin = await asyncpg.connect(TEST_DATABASE_URL.rsplit("/", 1)[0] + "/postgres")
+    name = TEST_DATABASE_URL.rsplit("/", 1)[1]
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def _delete_keys(client: Redis) -> None:
+    batch = [k async for k in client.scan_iter(match=f"{TEST_PREFIX}:*", count=1000)]
+    for i in range(0, len(batch), 1000):
+        await client.unlink(*batch[i : i + 1000])
+
+
 @pytest.fixture(scope="session")
-def database() -> str:
+def database() -> Iterator[str]:
     async def fresh() -> None:
-        admin = await asyncpg.connect(TEST_DATABASE_URL.rsplit("/", 1)[0] + "/postgres")
-        name = TEST_DATABASE_URL.rsplit("/", 1)[1]
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await _drop_database()
         await migrate(TEST_DATABASE_URL)
 
     asyncio.run(fresh())
-    return TEST_DATABASE_URL
+    yield TEST_DATABASE_URL
+    asyncio.run(_drop_database())
 
 
 @pytest.fixture
@@ -89,9 +105,10 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
     client = Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    await client.flushdb()
+    await _delete_keys(client)
     await client.script_flush()
     yield client
+    await _delete_keys(client)
     await client.aclose()
 
 
@@ -122,8 +139,14 @@ async def staff(pool: asyncpg.Pool) -> dict[str, str]:
         "sz-approver": ("approver", "SZ"),
     }
     for username, (role, branch) in accounts.items():
-        await create_staff(pool, username, PASSWORD, role, branch)
+        # What create_staff writes, with the password hashed once per session (scrypt is slow).
+        await pool.execute(staff_queries.insert_staff, username, _password_hash(), role, branch)
     return {u: r for u, (r, _b) in accounts.items()}
+
+
+@functools.cache
+def _password_hash() -> str:
+    return hash_password(PASSWORD)
 
 
 class Api:

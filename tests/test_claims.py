@@ -55,7 +55,7 @@ async def test_concurrent_claims_never_oversell(api, pool, redis, keys):
     persisted = await LedgerWorker(redis, pool, keys).drain()
     assert persisted == 100
     assert await pool.fetchval("SELECT count(*) FROM grants WHERE campaign_id = 'c1'") == 100
-    status, campaign = await api.admin("approver", "GET", "/admin/v1/campaigns/c1")
+    _, campaign = await api.admin("approver", "GET", "/admin/v1/campaigns/c1")
     reward = campaign["rewards"][0]
     assert (reward["granted"], reward["remaining"], reward["persisted"]) == (100, 0, 100)
 

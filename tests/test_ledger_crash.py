@@ -1,0 +1,175 @@
+"""The ledger under crashes: kill -9 of the worker mid-batch, PostgreSQL restarting.
+Every grant reaches the ledger exactly once and no unpersisted outbox entry is trimmed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from issuance.claims import Claim
+from ledger.lag import LEDGER_GROUP
+from quanyi.appkeys import CLAIMS
+from tests.conftest import TEST_DATABASE_URL, TEST_PREFIX, TEST_REDIS_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_worker(consumer: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "QUANYI_DATABASE_URL": TEST_DATABASE_URL,
+        "QUANYI_REDIS_URL": TEST_REDIS_URL,
+        "QUANYI_KEY_PREFIX": TEST_PREFIX,
+        "QUANYI_LEDGER_BATCH_SIZE": "250",
+        "QUANYI_LEDGER_RECLAIM_IDLE_MS": "300",
+        "QUANYI_WORKER_METRICS_PORT": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "quanyi.cli", "worker", "ledger", "--consumer", consumer],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def grant_many(api, first: int, count: int, campaign: str = "c1") -> list[str]:
+    claims = api.client.server.app[CLAIMS]
+    grants = await asyncio.gather(*(
+        claims.claim(Claim("app", f"q{i}", campaign, f"cust-{i}", None))
+        for i in range(first, first + count)
+    ))
+    return [g.grant_id for g in grants]
+
+
+async def ledger_count(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT count(*) FROM grants")
+
+
+async def test_kill_9_mid_batch_loses_nothing_and_writes_nothing_twice(api, pool, redis, keys):
+    await api.create_right()
+    await api.create_campaign(
+        rewards=[{"id": "r1", "right_id": "coffee", "stock": 100_000, "per_customer_limit": 1}]
+    )
+    first = await grant_many(api, 0, 1500)
+    worker = start_worker("ledger-a")
+    try:
+        await wait_for(lambda: _equals(ledger_count(pool), 1500), what="first grants persisted")
+
+        # Hold the ledger table so the worker blocks inside its next insert with the batch
+        # delivered to it but not acknowledged, then kill it there.
+        blocker = await asyncpg.connect(TEST_DATABASE_URL)
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE grants IN EXCLUSIVE MODE")
+        second = await grant_many(api, 1500, 1500)
+
+        async def worker_holds_entries() -> bool:
+            info = await redis.xpending(keys.outbox, LEDGER_GROUP)
+            return info["pending"] > 0
+
+        await wait_for(worker_holds_entries, what="a batch in flight")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        await tx.rollback()
+        await blocker.close()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    # The dead worker's entries are still pending, and the outbox still holds every grant the
+    # ledger does not: nothing unpersisted was trimmed.
+    assert (await redis.xpending(keys.outbox, LEDGER_GROUP))["pending"] > 0
+    persisted = {r["grant_id"] for r in await pool.fetch("SELECT grant_id FROM grants")}
+    assert persisted == set(first)
+    in_outbox = {
+        _grant_id(fields) for _id, fields in await redis.xrange(keys.outbox, "-", "+")
+    }
+    assert set(second) <= in_outbox
+
+    await grant_many(api, 3000, 500)  # more arrive while no worker runs
+    worker = start_worker("ledger-b")
+    try:
+        await wait_for(lambda: _equals(ledger_count(pool), 3500), what="ledger caught up")
+        await asyncio.sleep(1.5)  # a late duplicate insert, or a trim, would happen now
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0, worker.stderr.read().decode()[-2000:]
+
+    assert await ledger_count(pool) == 3500
+    assert await pool.fetchval("SELECT count(DISTINCT grant_id) FROM grants") == 3500
+    granted = int(await redis.hget(keys.campaign("c1"), "r:r1:granted"))
+    assert granted == 3500
+    assert (await redis.xpending(keys.outbox, LEDGER_GROUP))["pending"] == 0
+    assert await redis.hlen(keys.pending) == 0
+
+    async def trimmed() -> bool:
+        return await redis.xlen(keys.outbox) <= 1
+
+    await wait_for(trimmed, timeout=5, what="the outbox trimmed once persisted")
+
+
+def _grant_id(fields: dict) -> str:
+    import orjson
+
+    return orjson.loads(fields["g"])["grant_id"]
+
+
+async def _equals(value, expected) -> bool:
+    return await value == expected
+
+
+def _postgres_cluster() -> list[str] | None:
+    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster"):
+        return None
+    versions = sorted(Path("/etc/postgresql").glob("*/main"))
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].parent.name, "main"] if versions else None
+
+
+@pytest.mark.skipif(_postgres_cluster() is None, reason="needs root and a local pg_ctlcluster")
+async def test_postgres_restart_while_claims_continue(api, pool, redis, keys):
+    """Claims never touch PostgreSQL; the ledger retries until it is back, then catches up."""
+    await api.create_right()
+    await api.create_campaign(
+        rewards=[{"id": "r1", "right_id": "coffee", "stock": 100_000, "per_customer_limit": 1}]
+    )
+    cluster = _postgres_cluster()
+    assert cluster is not None
+    await grant_many(api, 0, 500)
+    worker = start_worker("ledger-pg")
+    try:
+        await wait_for(lambda: _equals(ledger_count(pool), 500), what="first grants persisted")
+        subprocess.run([*cluster, "stop", "-m", "fast"], check=True, capture_output=True)
+        try:
+            # The hot path keeps granting while the database is down.
+            await grant_many(api, 500, 1000)
+            await asyncio.sleep(1.0)
+            assert await redis.hlen(keys.pending) == 1000
+        finally:
+            subprocess.run([*cluster, "start"], check=True, capture_output=True)
+
+        async def caught_up() -> bool:
+            try:
+                return await ledger_count(pool) == 1500
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return False
+
+        await wait_for(caught_up, timeout=60, what="ledger caught up after the restart")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(15)
+    assert await pool.fetchval("SELECT count(DISTINCT grant_id) FROM grants") == 1500
+    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 1500
