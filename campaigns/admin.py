@@ -35,6 +35,14 @@ async def post_right(request: web.Request) -> web.Response:
     return json_response(await request.app[CAMPAIGNS].create_right(staff, body), 201)
 
 
+@routes.put("/admin/v1/rights/{right_id}")
+async def put_right(request: web.Request) -> web.Response:
+    staff = await _staff(request)
+    body = parse_json(await request.read())
+    right_id = request.match_info["right_id"]
+    return json_response(await request.app[CAMPAIGNS].update_right(staff, right_id, body))
+
+
 @routes.get("/admin/v1/rights")
 async def get_rights(request: web.Request) -> web.Response:
     await _staff(request)
@@ -59,6 +67,15 @@ async def get_campaigns(request: web.Request) -> web.Response:
 async def get_campaign(request: web.Request) -> web.Response:
     staff = await _staff(request)
     return json_response(await request.app[CAMPAIGNS].get(staff, request.match_info["campaign_id"]))
+
+
+@routes.put("/admin/v1/campaigns/{campaign_id}")
+async def put_campaign(request: web.Request) -> web.Response:
+    staff = await _staff(request)
+    body = parse_json(await request.read())
+    campaign_id = request.match_info["campaign_id"]
+    await request.app[CAMPAIGNS].update(staff, campaign_id, body)
+    return json_response(await request.app[CAMPAIGNS].get(staff, campaign_id))
 
 
 @routes.post("/admin/v1/campaigns/{campaign_id}/{action}")

@@ -15,6 +15,8 @@ from quanyi.validation import MAX_AMOUNT, Fields
 RIGHT_KINDS = ("voucher", "points", "lounge_pass", "cashback", "coupon", "physical", "other")
 MAX_LIMIT = 10_000
 
+EDITABLE = frozenset({"draft", "rejected"})
+
 # action: (states it may start from, state it leads to, roles that may do it)
 TRANSITIONS: dict[str, tuple[frozenset[str], str, tuple[str, ...]]] = {
     "submit": (frozenset({"draft", "rejected"}), "pending", ("marketer",)),

@@ -43,10 +43,24 @@ SET status = $2,
 WHERE id = $1
 
 -- name: ledger_totals
-SELECT reward_id, count(*) AS granted, sum(unit_cost) AS spent
+SELECT reward_id, count(*) AS granted, sum(unit_cost)::bigint AS spent
 FROM grants WHERE campaign_id = $1 GROUP BY reward_id
 
 -- name: live_rewards
 SELECT c.id AS campaign_id, r.id AS reward_id, r.stock
 FROM campaigns c JOIN rewards r ON r.campaign_id = c.id
 WHERE c.status IN ('approved', 'paused')
+
+-- name: update_right
+UPDATE rights SET name = $2, kind = $3, face_value = $4, unit_cost = $5, vendor_id = $6
+WHERE id = $1
+RETURNING *
+
+-- name: update_campaign
+UPDATE campaigns
+SET name = $2, branch = $3, starts_at = $4, ends_at = $5, channels = $6, budget = $7,
+    version = version + 1, updated_at = now()
+WHERE id = $1
+
+-- name: delete_rewards
+DELETE FROM rewards WHERE campaign_id = $1

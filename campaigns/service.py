@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from access.staff import Staff, audit
 from campaigns import queries
-from campaigns.model import TRANSITIONS, Campaign, CampaignDraft, RightDraft
+from campaigns.model import EDITABLE, TRANSITIONS, Campaign, CampaignDraft, RightDraft
 from inventory.keys import Keys
 from inventory.stock import Counters, StockLedger
 from ledger.lag import outbox_lag
@@ -24,6 +24,7 @@ from quanyi.errors import (
     Forbidden,
     InvalidRequest,
     InvalidTransition,
+    NotFound,
 )
 
 
@@ -65,24 +66,31 @@ class CampaignService:
 
     # campaigns
 
+    async def update_right(self, staff: Staff, right_id: str, body: Any) -> dict[str, Any]:
+        """Campaigns keep the unit cost their rewards were created with."""
+        staff.require_role("marketer")
+        right = RightDraft.parse({**body, "id": right_id} if isinstance(body, dict) else body)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                queries.update_right,
+                right.id,
+                right.name,
+                right.kind,
+                right.face_value,
+                right.unit_cost,
+                right.vendor_id,
+            )
+            if row is None:
+                raise NotFound(f"no right {right_id}")
+            await audit(conn, staff, "right.update", f"right:{right.id}", _row_json(row))
+        return _row_json(row)
+
     async def create(self, staff: Staff, body: Any) -> Campaign:
         staff.require_role("marketer")
         draft = CampaignDraft.parse(body)
         staff.require_branch(draft.branch)
         async with self._pool.acquire() as conn, conn.transaction():
-            costs = {
-                r["id"]: r["unit_cost"]
-                for r in await conn.fetch(
-                    queries.rights_by_ids, [r.right_id for r in draft.rewards]
-                )
-            }
-            unknown = {
-                f"rewards[{i}].right_id": "no such right"
-                for i, r in enumerate(draft.rewards)
-                if r.right_id not in costs
-            }
-            if unknown:
-                raise InvalidRequest("unknown rights", unknown)
+            costs = await self._right_costs(conn, draft)
             try:
                 await conn.execute(
                     queries.insert_campaign,
@@ -97,23 +105,76 @@ class CampaignService:
                 )
             except asyncpg.UniqueViolationError:
                 raise AlreadyExists(f"campaign {draft.id} exists") from None
-            for position, r in enumerate(draft.rewards):
-                await conn.execute(
-                    queries.insert_reward,
-                    draft.id,
-                    r.id,
-                    r.right_id,
-                    costs[r.right_id],
-                    r.stock,
-                    r.daily_stock,
-                    r.per_customer_limit,
-                    r.per_customer_daily_limit,
-                    position,
-                )
+            await self._insert_rewards(conn, draft, costs)
             campaign = await self._load(conn, draft.id)
             await audit(conn, staff, "campaign.create", f"campaign:{draft.id}", campaign.to_json())
             await self._publish(conn, campaign)
         return campaign
+
+    async def update(self, staff: Staff, campaign_id: str, body: Any) -> Campaign:
+        """Replace the definition of a draft or rejected campaign."""
+        staff.require_role("marketer")
+        draft = CampaignDraft.parse({**body, "id": campaign_id} if isinstance(body, dict) else body)
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await self._load(conn, campaign_id, lock=True)
+            staff.require_branch(current.branch)
+            staff.require_branch(draft.branch)
+            if current.status not in EDITABLE:
+                raise InvalidTransition(
+                    f"cannot edit a campaign that is {current.status}", state=current.status
+                )
+            costs = await self._right_costs(conn, draft)
+            await conn.execute(
+                queries.update_campaign,
+                draft.id,
+                draft.name,
+                draft.branch,
+                draft.starts_at,
+                draft.ends_at,
+                draft.channels,
+                draft.budget,
+            )
+            await conn.execute(queries.delete_rewards, campaign_id)
+            await self._insert_rewards(conn, draft, costs)
+            campaign = await self._load(conn, campaign_id)
+            await audit(
+                conn, staff, "campaign.update", f"campaign:{campaign_id}", campaign.to_json()
+            )
+            await self._publish(conn, campaign)
+        return campaign
+
+    @staticmethod
+    async def _right_costs(conn: asyncpg.Connection, draft: CampaignDraft) -> dict[str, int]:
+        costs = {
+            r["id"]: r["unit_cost"]
+            for r in await conn.fetch(queries.rights_by_ids, [r.right_id for r in draft.rewards])
+        }
+        unknown = {
+            f"rewards[{i}].right_id": "no such right"
+            for i, r in enumerate(draft.rewards)
+            if r.right_id not in costs
+        }
+        if unknown:
+            raise InvalidRequest("unknown rights", unknown)
+        return costs
+
+    @staticmethod
+    async def _insert_rewards(
+        conn: asyncpg.Connection, draft: CampaignDraft, costs: dict[str, int]
+    ) -> None:
+        for position, r in enumerate(draft.rewards):
+            await conn.execute(
+                queries.insert_reward,
+                draft.id,
+                r.id,
+                r.right_id,
+                costs[r.right_id],
+                r.stock,
+                r.daily_stock,
+                r.per_customer_limit,
+                r.per_customer_daily_limit,
+                position,
+            )
 
     async def transition(self, staff: Staff, campaign_id: str, action: str) -> Campaign:
         sources, target, roles = TRANSITIONS[action]
@@ -124,7 +185,7 @@ class CampaignService:
             if campaign.status not in sources:
                 raise InvalidTransition(
                     f"cannot {action} a campaign that is {campaign.status}",
-                    status=campaign.status,
+                    state=campaign.status,
                 )
             if action == "approve" and staff.username == campaign.submitted_by:
                 raise Forbidden("maker-checker: the submitter may not approve their own campaign")

@@ -19,9 +19,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inventory.keys import Keys, customer_bucket
 from inventory.scripts import Scripts
-from inventory.stock import HotCampaign, StockLedger
+from inventory.stock import HotCampaign, HotReward, StockLedger
 from quanyi import metrics
-from quanyi.clock import Clock, local_day
+from quanyi.clock import Clock, LocalCalendar
 from quanyi.errors import (
     BudgetExhausted,
     CampaignNotActive,
@@ -160,7 +160,7 @@ class ClaimService:
         self._redis = redis
         self._keys = keys
         self._settings = settings
-        self._zone = settings.zone
+        self._calendar = LocalCalendar(settings.zone)
         self._clock = clock
         self._script = Scripts(redis).claim
         self.campaigns = CampaignCache(StockLedger(redis, keys))
@@ -182,52 +182,61 @@ class ClaimService:
 
     async def claim(self, claim: Claim) -> Grant:
         campaign = await self.campaigns.get(claim.campaign_id)
-        for attempt in (1, 2):
-            reward_id = claim.reward_id or (
-                campaign.rewards[0].id if len(campaign.rewards) == 1 else None
-            )
-            if reward_id is None:
-                raise RewardNotFound(
-                    f"campaign {campaign.id} has {len(campaign.rewards)} rewards: name one in reward_id"
-                )
-            reward = campaign.reward(reward_id)
-            if reward is None:
-                raise RewardNotFound(f"campaign {campaign.id} has no reward {reward_id}")
-            outcome, detail = await self._decide(claim, campaign, reward_id)
-            if outcome == "stale" and attempt == 1:
-                campaign = await self.campaigns.get(claim.campaign_id, reload=True)
-                continue
-            break
+        for last in (False, True):
+            try:
+                reward = self._reward(campaign, claim.reward_id)
+            except RewardNotFound:
+                if last:
+                    raise
+            else:
+                outcome, detail = await self._decide(claim, campaign, reward)
+                if outcome != "stale":
+                    break
+                if last:
+                    raise Unavailable("campaign definition is changing; retry")
+            # The cached definition may be older than the campaign: look again once.
+            campaign = await self.campaigns.get(claim.campaign_id, reload=True)
         if outcome in ("granted", "replayed"):
             return Grant(
                 grant_id=detail,
                 campaign_id=campaign.id,
-                reward_id=reward_id,
+                reward_id=reward.id,
                 right_id=reward.right_id,
                 customer_id=claim.customer_id,
                 channel_id=claim.channel_id,
                 granted_at_ms=grant_id_ms(detail),
                 replayed=outcome == "replayed",
             )
-        if outcome == "stale":
-            raise Unavailable("campaign definition is changing; retry")
         raise rejection(outcome, detail, claim)
 
-    async def _decide(self, claim: Claim, campaign: HotCampaign, reward_id: str) -> tuple[str, str]:
+    @staticmethod
+    def _reward(campaign: HotCampaign, reward_id: str | None) -> HotReward:
+        if reward_id is None:
+            if len(campaign.rewards) != 1:
+                raise RewardNotFound(
+                    f"campaign {campaign.id} has {len(campaign.rewards)} rewards: name one in reward_id"
+                )
+            return campaign.rewards[0]
+        reward = campaign.reward(reward_id)
+        if reward is None:
+            raise RewardNotFound(f"campaign {campaign.id} has no reward {reward_id}")
+        return reward
+
+    async def _decide(
+        self, claim: Claim, campaign: HotCampaign, reward: HotReward
+    ) -> tuple[str, str]:
         now = self._clock()
         now_ms = int(now * 1000)
-        day, day_ends = local_day(now, self._zone)
+        day, day_ends = self._calendar.day(now)
         bucket = customer_bucket(claim.customer_id, campaign.buckets)
         idem_key, idem_field = self._keys.idempotency(claim.channel_id, claim.request_id)
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
         grant_id = new_grant_id(now_ms)
-        reward = campaign.reward(reward_id)
-        assert reward is not None
         event = orjson.dumps(
             {
                 "grant_id": grant_id,
                 "campaign_id": campaign.id,
-                "reward_id": reward_id,
+                "reward_id": reward.id,
                 "right_id": reward.right_id,
                 "customer_id": claim.customer_id,
                 "channel_id": claim.channel_id,
@@ -250,8 +259,8 @@ class ClaimService:
                 idem_field,
                 claim.fingerprint(),
                 grant_id,
-                reward_id,
-                f"{reward_id}|{claim.customer_id}",
+                reward.id,
+                f"{reward.id}|{claim.customer_id}",
                 campaign.version,
                 keep_until,
                 day_ends + DAY_S,

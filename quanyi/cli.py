@@ -302,7 +302,11 @@ def _claim(settings: Any, args: argparse.Namespace) -> int:
             async with session.post(base + "/v1/claims", data=data, headers=headers) as resp:
                 return resp.status, await resp.read()
 
-    status, reply = _uvloop_run(send())
+    try:
+        status, reply = _uvloop_run(send())
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"quanyi: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
     print(status, reply.decode())
     return 0 if status < 400 else 1
 

@@ -19,3 +19,22 @@ def local_day(now: float, zone: ZoneInfo) -> tuple[str, int]:
     start = local.replace(hour=0, minute=0, second=0, microsecond=0)
     end = (start + timedelta(days=1)).replace(tzinfo=None).replace(tzinfo=zone)
     return start.strftime("%Y%m%d"), int(end.timestamp())
+
+
+class LocalCalendar:
+    """local_day() for a stream of nearby times: recomputed only when a time leaves the day
+    it last computed, since zone arithmetic costs more than the rest of a claim's key building."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self._zone = zone
+        self._start = self._end = 0.0
+        self._day = ""
+
+    def day(self, now: float) -> tuple[str, int]:
+        if not self._start <= now < self._end:
+            self._day, end = local_day(now, self._zone)
+            self._end = float(end)
+            self._start = (
+                datetime.strptime(self._day, "%Y%m%d").replace(tzinfo=self._zone).timestamp()
+            )
+        return self._day, int(self._end)

@@ -15,9 +15,6 @@ class QuanyiError(Exception):
         self.message = message
         self.details = details
 
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.details}}
-
 
 class InvalidRequest(QuanyiError):
     status, code = 400, "invalid_request"

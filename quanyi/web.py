@@ -30,9 +30,11 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
-def error_response(status: int, code: str, message: str, **details: Any) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> web.Response:
     metrics.HTTP_ERRORS.labels(code).inc()
-    return json_response({"error": {"code": code, "message": message, **details}}, status)
+    return json_response({"error": {"code": code, "message": message, **(details or {})}}, status)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,7 +45,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except QuanyiError as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
