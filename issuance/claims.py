@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inventory.keys import Keys, customer_bucket
@@ -310,4 +311,9 @@ class ClaimService:
             keys.extend(p.keys)
             args.extend(p.args)
         metrics.CLAIM_BATCH_SIZE.observe(len(batch))
-        return await self._script(keys=keys, args=args)
+        try:
+            return await self._script(keys=keys, args=args)
+        except NoScriptError:
+            # The script cache was emptied again between redis-py's reload and its retry
+            # (SCRIPT FLUSH, restart, failover): EVAL carries the source, so it cannot miss.
+            return await self._redis.eval(self._script.script, len(keys), *keys, *args)

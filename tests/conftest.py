@@ -106,7 +106,6 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
 async def redis() -> AsyncIterator[Redis]:
     client = Redis.from_url(TEST_REDIS_URL, decode_responses=True)
     await _delete_keys(client)
-    await client.script_flush()
     yield client
     await _delete_keys(client)
     await client.aclose()

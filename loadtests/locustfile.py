@@ -1,0 +1,306 @@
+"""Locust users for the channel API: a flash sale on one hot campaign and steady issuance with
+reads. Every request is signed for the exact path it goes to.
+
+Normally started by `python -m loadtests.run`, which creates the campaigns and passes their ids
+in LOADTEST_* variables (see loadtests/scenario.py). By hand, against a running service:
+
+    LOADTEST_CHANNEL_ID=... LOADTEST_CHANNEL_SECRET=... LOADTEST_FLASH_CAMPAIGN=... \\
+    LOADTEST_STEADY_CAMPAIGN=... locust -f loadtests/locustfile.py --host http://127.0.0.1:8080
+
+(from the repository root, which Locust puts on the import path.)
+
+Single process only: the outcome tally and the summary live in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from collections import Counter, deque
+from typing import Any
+
+from locust import FastHttpUser, between, events, task
+from locust.env import Environment
+
+from access.signing import signed_headers
+from loadtests import scenario as sc
+
+log = logging.getLogger("loadtests")
+
+CLAIMS = "/v1/claims"
+# Campaign ids and pool sizes when not given: those `loadtests.run --short` creates.
+DEFAULTS = sc.scenario(short=True)
+
+
+def _env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None:
+        raise SystemExit(f"locustfile: set {name} (see loadtests/scenario.py)")
+    return value
+
+
+class Tally:
+    """What the clients saw: outcomes per campaign and the grant ids they were given."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, Counter[str]] = {}
+        self.grants: dict[str, set[str]] = {}
+
+    def count(self, campaign_id: str, outcome: str) -> None:
+        self.outcomes.setdefault(campaign_id, Counter())[outcome] += 1
+
+    def granted(self, campaign_id: str, grant_id: str) -> None:
+        self.count(campaign_id, "granted")
+        self.grants.setdefault(campaign_id, set()).add(grant_id)
+
+
+TALLY = Tally()
+
+
+class ChannelUser(FastHttpUser):
+    """A channel's client: signs each request, sorts answers into business outcomes and
+    failures."""
+
+    abstract = True
+    # Bounded, so a stuck request shows up as a failure rather than stalling the run.
+    network_timeout = 10.0
+    connection_timeout = 5.0
+
+    def on_start(self) -> None:
+        self.channel_id = _env(sc.ENV_CHANNEL_ID)
+        self.secret = _env(sc.ENV_CHANNEL_SECRET)
+
+    def _headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        headers = signed_headers(self.channel_id, self.secret, method, path, int(time.time()), body)
+        if body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    def claim(
+        self,
+        label: str,
+        campaign_id: str,
+        customer_id: str,
+        reward_id: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any] | None:
+        """One claim; the grant when one was given (201) or replayed (200), else None."""
+        payload = {
+            "request_id": request_id or uuid.uuid4().hex,
+            "campaign_id": campaign_id,
+            "customer_id": customer_id,
+        }
+        if reward_id:
+            payload["reward_id"] = reward_id
+        body = json.dumps(payload).encode()
+        with self.client.request(
+            "POST",
+            CLAIMS,
+            data=body,
+            headers=self._headers("POST", CLAIMS, body),
+            name=f"{CLAIMS} ({label})",
+            catch_response=True,
+        ) as resp:
+            if resp.status_code in (200, 201):
+                grant = _json(resp)
+                if grant is None or grant.get("campaign_id") != campaign_id:
+                    resp.failure(f"grant body unexpected: {resp.text[:200]!r}")
+                    return None
+                if (resp.status_code == 200) != bool(grant.get("replayed")):
+                    resp.failure(f"status {resp.status_code} with replayed={grant.get('replayed')}")
+                    return None
+                if resp.status_code == 201:
+                    TALLY.granted(campaign_id, grant["grant_id"])
+                else:
+                    TALLY.count(campaign_id, "replayed")
+                resp.success()
+                return grant
+            code = _error_code(resp)
+            if resp.status_code == 409 and code in sc.BUSINESS_REFUSALS:
+                TALLY.count(campaign_id, code)
+                resp.success()
+                return None
+            TALLY.count(campaign_id, f"failed:{resp.status_code}:{code}")
+            resp.failure(_describe(resp, code))
+            return None
+
+    def retry(
+        self, grant: dict[str, Any], customer_id: str, request_id: str, reward_id: str | None = None
+    ) -> None:
+        """The same request again, as after a lost response: it must give back the same grant,
+        never a new one nor a refusal, even once the stock is gone."""
+        again = self.claim("retry", grant["campaign_id"], customer_id, reward_id, request_id)
+        if again is None:
+            self.mismatch("retry", f"request {request_id} of grant {grant['grant_id']} refused")
+        elif again["grant_id"] != grant["grant_id"]:
+            self.mismatch("retry", f"{grant['grant_id']} then {again['grant_id']}")
+
+    def mismatch(self, what: str, detail: str) -> None:
+        """Reported as a failed pseudo-request, so it counts against the run like any failure."""
+        events.request.fire(
+            request_type="CHECK",
+            name=what,
+            response_time=0,
+            response_length=0,
+            exception=AssertionError(detail),
+            context={},
+        )
+
+    def get(self, path: str, name: str) -> dict[str, Any] | None:
+        with self.client.request(
+            "GET", path, headers=self._headers("GET", path, b""), name=name, catch_response=True
+        ) as resp:
+            if resp.status_code == 200:
+                data = _json(resp)
+                if data is None:
+                    resp.failure("200 without a JSON body")
+                return data
+            resp.failure(_describe(resp, _error_code(resp)))
+            return None
+
+
+def _json(resp: Any) -> Any:
+    try:
+        return resp.json()
+    except (ValueError, TypeError):
+        return None
+
+
+def _error_code(resp: Any) -> str:
+    data = _json(resp) if resp.status_code else None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return str(data["error"].get("code"))
+    return "none"
+
+
+def _describe(resp: Any, code: str) -> str:
+    if not resp.status_code:  # no HTTP answer at all: refused, reset, timed out
+        return f"connection error: {resp.error!r}"
+    return f"HTTP {resp.status_code} {code}"
+
+
+class FlashSaleUser(ChannelUser):
+    """Hammers the hot campaign. Its stock is small against demand and customers come back, so
+    most answers are out_of_stock or limit_reached once the first seconds are over."""
+
+    weight = 3
+    wait_time = between(0.005, 0.05)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.campaign_id = _env(sc.ENV_FLASH_CAMPAIGN, DEFAULTS.flash.id)
+        self.customers = int(_env(sc.ENV_FLASH_CUSTOMERS, str(DEFAULTS.flash.customers)))
+
+    @task
+    def claim_hot(self) -> None:
+        customer = sc.customer_id(sc.FLASH_PREFIX, random.randrange(self.customers))
+        request_id = uuid.uuid4().hex
+        # No reward_id: a one-reward campaign picks it, which is what most channels send.
+        grant = self.claim("flash", self.campaign_id, customer, request_id=request_id)
+        if grant is not None and random.random() < 0.2:
+            self.retry(grant, customer, request_id)
+
+
+class SteadyUser(ChannelUser):
+    """Everyday traffic: claims that succeed, a client retry now and then, and the reads a
+    channel makes right after a grant."""
+
+    weight = 2
+    wait_time = between(0.1, 0.5)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.campaign_id = _env(sc.ENV_STEADY_CAMPAIGN, DEFAULTS.steady.id)
+        self.reward_id = _env(sc.ENV_STEADY_REWARD, DEFAULTS.steady.reward.id)
+        self.customers = int(_env(sc.ENV_STEADY_CUSTOMERS, str(DEFAULTS.steady.customers)))
+        # Grants this user was given lately, with the customer they went to.
+        self.recent: deque[tuple[str, str]] = deque(maxlen=20)
+
+    def _customer(self) -> str:
+        return sc.customer_id(sc.STEADY_PREFIX, random.randrange(self.customers))
+
+    @task(6)
+    def claim_points(self) -> None:
+        customer = self._customer()
+        request_id = uuid.uuid4().hex
+        grant = self.claim("steady", self.campaign_id, customer, self.reward_id, request_id)
+        if grant is None:
+            return
+        self.recent.append((grant["grant_id"], customer))
+        if random.random() < 0.1:
+            self.retry(grant, customer, request_id, self.reward_id)
+
+    @task(3)
+    def read_grant(self) -> None:
+        if not self.recent:
+            return
+        grant_id, _customer = random.choice(self.recent)
+        grant = self.get(f"/v1/grants/{grant_id}", "/v1/grants/[grant_id]")
+        if grant is not None and grant.get("grant_id") != grant_id:
+            self.mismatch("read grant", f"asked {grant_id}, got {grant.get('grant_id')}")
+
+    @task(2)
+    def read_customer(self) -> None:
+        if not self.recent:
+            customer, grant_id = self._customer(), None
+        else:
+            grant_id, customer = self.recent[-1]
+        data = self.get(
+            f"/v1/customers/{customer}/grants?limit=20", "/v1/customers/[customer_id]/grants"
+        )
+        # Read-your-writes: a grant just given is listed, whether or not the ledger has it yet.
+        if data is not None and grant_id is not None:
+            if grant_id not in {g.get("grant_id") for g in data.get("grants", [])}:
+                self.mismatch("customer grants", f"grant {grant_id} of {customer} not listed")
+
+
+@events.quitting.add_listener
+def _verdict(environment: Environment, **_kwargs: Any) -> None:
+    """Locust's own exit code knows nothing of the SLA, and has exited 0 with failing tasks
+    (locustio/locust#1172): decide it here, from the failures and the p99 of every channel
+    endpoint, and leave a summary for the audit."""
+    sla_ms = float(os.environ.get(sc.ENV_P99_MS, sc.DEFAULT_P99_MS))
+    stats = environment.stats
+    problems = []
+    endpoints = {}
+    for entry in stats.entries.values():
+        if entry.method == "CHECK":
+            continue
+        p99 = entry.get_response_time_percentile(0.99) if entry.num_requests else 0
+        endpoints[f"{entry.method} {entry.name}"] = {
+            "requests": entry.num_requests,
+            "failures": entry.num_failures,
+            "rps": round(entry.total_rps, 1),
+            "p50_ms": entry.get_response_time_percentile(0.5) if entry.num_requests else 0,
+            "p99_ms": p99,
+            "max_ms": round(entry.max_response_time or 0),
+        }
+        if p99 > sla_ms:
+            problems.append(f"{entry.method} {entry.name}: p99 {p99} ms over the {sla_ms:g} ms SLA")
+    if stats.total.num_failures:
+        problems.append(f"{stats.total.num_failures} failed requests or checks")
+    if environment.runner is not None and environment.runner.exceptions:
+        problems.append(f"{len(environment.runner.exceptions)} distinct task exceptions")
+    if not any(name.startswith(f"POST {CLAIMS}") for name in endpoints):
+        problems.append("no claim was made")
+    if problems:
+        environment.process_exit_code = 1
+    for problem in problems:
+        log.error("load test: %s", problem)
+
+    path = os.environ.get(sc.ENV_SUMMARY)
+    if path:
+        summary = {
+            "sla_p99_ms": sla_ms,
+            "endpoints": endpoints,
+            "failures": stats.total.num_failures,
+            "problems": problems,
+            "outcomes": {c: dict(o) for c, o in TALLY.outcomes.items()},
+            "grant_ids": {c: sorted(g) for c, g in TALLY.grants.items()},
+        }
+        with open(path, "w") as f:
+            json.dump(summary, f)

@@ -1,0 +1,230 @@
+"""`python -m loadtests.run [--short] [--users N] [--duration S]`: a self-contained load test.
+
+Starts the service on its own database (quanyi_loadtest, recreated), Redis db 10 (flushed) and
+key prefix `qylt` on free ports, creates staff, a channel and two campaigns, runs Locust
+headless against it, waits for the ledger to catch up and audits the invariants. Exits non-zero
+when Locust failed (errors or the p99 SLA) or an invariant does not hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from redis.asyncio import Redis
+
+from loadtests import audit, seed
+from loadtests import scenario as sc
+from loadtests.stack import (
+    BIN,
+    DATABASE_URL,
+    KEY_PREFIX,
+    REDIS_URL,
+    SetupError,
+    Stack,
+    exclusive,
+    service,
+)
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+LEDGER_TIMEOUT_S = 60.0
+# Past the planned duration, Locust gets this long to stop before it is killed.
+LOCUST_GRACE_S = 60.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loadtests.run", description=__doc__.split("\n")[0])
+    p.add_argument("--short", action="store_true", help="about 25 s of load (make loadtest)")
+    p.add_argument("--users", type=int, help="concurrent Locust users (default 50)")
+    p.add_argument(
+        "--spawn-rate", type=float, help="users started per second (default: all in 1 s)"
+    )
+    p.add_argument("--duration", type=int, help="seconds of load (default 25 short, 180 otherwise)")
+    p.add_argument(
+        "--p99-ms",
+        type=float,
+        default=float(os.environ.get(sc.ENV_P99_MS, sc.DEFAULT_P99_MS)),
+        help=f"p99 SLA per channel endpoint, ms (default {sc.DEFAULT_P99_MS:g}, or ${sc.ENV_P99_MS})",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.users = args.users or 50
+    args.spawn_rate = args.spawn_rate or args.users
+    args.duration = args.duration or (25 if args.short else 180)
+    if args.users < 1 or args.duration < 1 or args.spawn_rate <= 0:
+        print("users, duration and spawn rate must be positive", file=sys.stderr)
+        return 2
+    try:
+        with exclusive():
+            return asyncio.run(_run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("loadtest: stopped; the service was shut down", file=sys.stderr)
+        return 130
+    except SetupError as exc:  # the message carries the tail of the failing process's log
+        print(f"loadtest: {exc}", file=sys.stderr)
+        return 1
+    except aiohttp.ClientError as exc:  # the API went away mid-run; its log says why
+        print(f"loadtest: lost the API: {exc!r}", file=sys.stderr)
+        return 1
+
+
+async def _run(args: argparse.Namespace) -> int:
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the children are stopped too.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    plan = sc.scenario(args.short)
+    stack = Stack(Path(tempfile.mkdtemp(prefix="quanyi-loadtest-")))
+    summary_path = stack.workdir / "summary.json"
+    made: dict[str, Any] = {}
+
+    async def accounts() -> None:
+        made["passwords"], made["channel_secret"] = await seed.accounts(DATABASE_URL)
+
+    print(f"loadtest: API {stack.base_url}, logs in {stack.workdir}", flush=True)
+    async with service(stack, accounts):
+        await stack.wait_ready()
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            marketer = await seed.Admin.login(
+                http, stack.base_url, seed.MARKETER, made["passwords"][seed.MARKETER]
+            )
+            approver = await seed.Admin.login(
+                http, stack.base_url, seed.APPROVER, made["passwords"][seed.APPROVER]
+            )
+            await seed.campaigns(marketer, approver, plan)
+            print(
+                f"loadtest: {args.users} users for {args.duration} s; flash stock "
+                f"{plan.flash.reward.stock} for {plan.flash.customers} customers",
+                flush=True,
+            )
+            sampler = asyncio.create_task(audit.sample_ledger_lag(marketer, plan.flash.id))
+            try:
+                locust_rc = await _locust(stack, args, plan, made["channel_secret"], summary_path)
+            finally:
+                sampler.cancel()
+            lag = await asyncio.gather(sampler, return_exceptions=True)
+            summary = _read_summary(summary_path)
+            caught_up = await audit.wait_for_ledger(marketer, plan, LEDGER_TIMEOUT_S)
+            db = await asyncpg.connect(DATABASE_URL)
+            redis = Redis.from_url(REDIS_URL)
+            try:
+                checks = await audit.audit(marketer, db, redis, KEY_PREFIX, plan, summary)
+            finally:
+                await db.close()
+                await redis.aclose()
+        died = stack.check_alive()
+    checks = [
+        audit.Check(
+            "locust passed (no failures, p99 within SLA)", locust_rc == 0, f"exit code {locust_rc}"
+        ),
+        audit.Check("API and ledger worker stayed up", not died, ", ".join(died) or "yes"),
+        caught_up,
+        *checks,
+    ]
+    ok = all(c.ok for c in checks)
+    print(_report(args, summary, lag[0], checks, ok))
+    if not ok:
+        print(f"loadtest: logs of the service in {stack.workdir}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+async def _locust(
+    stack: Stack, args: argparse.Namespace, plan: sc.Scenario, secret: str, summary: Path
+) -> int:
+    env = {
+        sc.ENV_CHANNEL_ID: seed.CHANNEL_ID,
+        sc.ENV_CHANNEL_SECRET: secret,
+        sc.ENV_FLASH_CAMPAIGN: plan.flash.id,
+        sc.ENV_FLASH_CUSTOMERS: str(plan.flash.customers),
+        sc.ENV_STEADY_CAMPAIGN: plan.steady.id,
+        sc.ENV_STEADY_REWARD: plan.steady.reward.id,
+        sc.ENV_STEADY_CUSTOMERS: str(plan.steady.customers),
+        sc.ENV_P99_MS: str(args.p99_ms),
+        sc.ENV_SUMMARY: str(summary),
+    }
+    proc = await stack.start(
+        "locust",
+        str(BIN / "locust"),
+        "-f", str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+        "-u", str(args.users),
+        "-r", str(args.spawn_rate),
+        "-t", f"{args.duration}s",
+        "--stop-timeout", "5",
+        "--host", stack.base_url,
+        env=env,
+        log=False,  # its summary table is part of the run's output
+    )  # fmt: skip
+    try:
+        return await asyncio.wait_for(proc.wait(), args.duration + LOCUST_GRACE_S)
+    except TimeoutError:
+        print("loadtest: locust overran its duration; stopping it", file=sys.stderr)
+        await stack.stop("locust")
+        return 1
+
+
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _report(
+    args: argparse.Namespace,
+    summary: dict[str, Any] | None,
+    lag: audit.LagPeak | BaseException,
+    checks: list[audit.Check],
+    ok: bool,
+) -> str:
+    lines = ["", "=" * 78, "Quanyi load test report", "=" * 78]
+    lines.append(
+        f"load: {args.users} users, {args.duration} s, p99 SLA {args.p99_ms:g} ms"
+        f" ({time.strftime('%Y-%m-%d %H:%M:%S')})"
+    )
+    if summary:
+        lines.append(
+            f"{'endpoint':<48}{'reqs':>8}{'fail':>6}{'rps':>8}{'p50':>7}{'p99':>7}{'max':>7}"
+        )
+        for name, e in sorted(summary["endpoints"].items()):
+            lines.append(
+                f"{name:<48}{e['requests']:>8}{e['failures']:>6}{e['rps']:>8}"
+                f"{e['p50_ms']:>7}{e['p99_ms']:>7}{e['max_ms']:>7}"
+            )
+        lines.append("outcomes seen by clients:")
+        for campaign, outcomes in sorted(summary["outcomes"].items()):
+            text = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items(), key=lambda kv: -kv[1]))
+            lines.append(f"  {campaign:<12} {text}")
+        for problem in summary.get("problems", []):
+            lines.append(f"  locust: {problem}")
+    else:
+        lines.append("no summary from locust (it did not finish normally)")
+    if isinstance(lag, audit.LagPeak):
+        lines.append(
+            f"ledger lag during the load: at most {lag.entries} entries, {lag.seconds:.2f} s"
+            f" ({lag.samples} samples)"
+        )
+    lines.append("invariants:")
+    for c in checks:
+        lines.append(f"  [{'PASS' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
+    lines.append(f"RESULT: {'PASS' if ok else 'FAIL'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The load-test scenario, shared by the orchestrator (which creates it) and the locustfile
+(which drives it): campaign ids, stock and limits, customer pools and the environment
+variables that carry them into the Locust process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ENV_CHANNEL_ID = "LOADTEST_CHANNEL_ID"
+ENV_CHANNEL_SECRET = "LOADTEST_CHANNEL_SECRET"
+ENV_FLASH_CAMPAIGN = "LOADTEST_FLASH_CAMPAIGN"
+ENV_FLASH_CUSTOMERS = "LOADTEST_FLASH_CUSTOMERS"
+ENV_STEADY_CAMPAIGN = "LOADTEST_STEADY_CAMPAIGN"
+ENV_STEADY_REWARD = "LOADTEST_STEADY_REWARD"
+ENV_STEADY_CUSTOMERS = "LOADTEST_STEADY_CUSTOMERS"
+ENV_P99_MS = "LOADTEST_P99_MS"
+# Where the locustfile writes what its clients saw, for the orchestrator's audit.
+ENV_SUMMARY = "LOADTEST_SUMMARY"
+
+# "Channel response < 1 s" from the requirements, read as a p99.
+DEFAULT_P99_MS = 1000.0
+
+# Refusals the service answers by design; a client seeing them is not a failed request.
+BUSINESS_REFUSALS = frozenset(
+    {"out_of_stock", "limit_reached", "budget_exhausted", "campaign_not_active"}
+)
+
+FLASH_PREFIX = "lt-f-"
+STEADY_PREFIX = "lt-s-"
+
+
+def customer_id(prefix: str, n: int) -> str:
+    # Not all digits, so it can never look like a card number to the API.
+    return f"{prefix}{n:07d}"
+
+
+@dataclass(frozen=True)
+class RewardPlan:
+    id: str
+    right_id: str
+    unit_cost: int
+    stock: int
+    per_customer_limit: int
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    id: str
+    name: str
+    reward: RewardPlan
+    budget: int
+    customers: int  # size of the pool the users draw customer ids from
+    customer_prefix: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    flash: CampaignPlan
+    steady: CampaignPlan
+
+    @property
+    def campaigns(self) -> tuple[CampaignPlan, ...]:
+        return (self.flash, self.steady)
+
+
+def scenario(short: bool) -> Scenario:
+    """Flash: demand far above stock, and a pool small enough that customers come back and hit
+    their limit before the stock runs out. Its budget pays for exactly the stock, so the audit
+    also covers spending at the edge. Steady: stock nobody exhausts, so claims keep granting."""
+    flash_stock = 1_000 if short else 5_000
+    coffee = RewardPlan("coffee", "lt-coffee", 1_800, flash_stock, per_customer_limit=2)
+    points = RewardPlan("points", "lt-points", 50, 10_000_000, per_customer_limit=5)
+    return Scenario(
+        flash=CampaignPlan(
+            id="lt-flash",
+            name="Load test flash sale",
+            reward=coffee,
+            budget=coffee.unit_cost * coffee.stock,
+            customers=flash_stock,
+            customer_prefix=FLASH_PREFIX,
+        ),
+        steady=CampaignPlan(
+            id="lt-steady",
+            name="Load test steady issuance",
+            reward=points,
+            budget=points.unit_cost * points.stock,
+            customers=50_000,
+            customer_prefix=STEADY_PREFIX,
+        ),
+    )
