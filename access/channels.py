@@ -13,6 +13,7 @@ from access import queries
 from access.signing import signature_matches
 from quanyi.clock import Clock
 from quanyi.errors import AlreadyExists, Unauthorized
+from quanyi.validation import is_digits
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class ChannelDirectory:
         signature = headers.get("X-Signature", "")
         if not (channel_id and timestamp and signature):
             raise Unauthorized("X-Channel-Id, X-Timestamp and X-Signature are required")
-        if not timestamp.isdigit() or abs(self._clock() - int(timestamp)) > self._window_s:
+        if not is_digits(timestamp) or abs(self._clock() - int(timestamp)) > self._window_s:
             raise Unauthorized(f"X-Timestamp must be unix seconds within {self._window_s} s of now")
         secret = self._secrets.get(channel_id)
         body = await request.read()

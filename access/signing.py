@@ -33,4 +33,6 @@ def signed_headers(
 def signature_matches(
     secret: str, method: str, path_qs: str, timestamp: str, body: bytes, signature: str
 ) -> bool:
+    if not signature.isascii():
+        return False
     return hmac.compare_digest(sign(secret, method, path_qs, timestamp, body), signature.lower())

@@ -7,8 +7,9 @@ from aiohttp import web
 from access.staff import Staff, authenticate, login
 from campaigns.model import TRANSITIONS
 from quanyi.appkeys import CAMPAIGNS, POOL, SETTINGS
+from quanyi.errors import CampaignNotFound
 from quanyi.validation import Fields, parse_json
-from quanyi.web import json_response
+from quanyi.web import json_response, path_id
 
 routes = web.RouteTableDef()
 
@@ -39,7 +40,7 @@ async def post_right(request: web.Request) -> web.Response:
 async def put_right(request: web.Request) -> web.Response:
     staff = await _staff(request)
     body = parse_json(await request.read())
-    right_id = request.match_info["right_id"]
+    right_id = path_id(request, "right_id")
     return json_response(await request.app[CAMPAIGNS].update_right(staff, right_id, body))
 
 
@@ -66,14 +67,16 @@ async def get_campaigns(request: web.Request) -> web.Response:
 @routes.get("/admin/v1/campaigns/{campaign_id}")
 async def get_campaign(request: web.Request) -> web.Response:
     staff = await _staff(request)
-    return json_response(await request.app[CAMPAIGNS].get(staff, request.match_info["campaign_id"]))
+    return json_response(
+        await request.app[CAMPAIGNS].get(staff, path_id(request, "campaign_id", CampaignNotFound))
+    )
 
 
 @routes.put("/admin/v1/campaigns/{campaign_id}")
 async def put_campaign(request: web.Request) -> web.Response:
     staff = await _staff(request)
     body = parse_json(await request.read())
-    campaign_id = request.match_info["campaign_id"]
+    campaign_id = path_id(request, "campaign_id", CampaignNotFound)
     await request.app[CAMPAIGNS].update(staff, campaign_id, body)
     return json_response(await request.app[CAMPAIGNS].get(staff, campaign_id))
 
@@ -84,7 +87,7 @@ async def post_transition(request: web.Request) -> web.Response:
     if action not in TRANSITIONS:
         raise web.HTTPNotFound(reason=f"no action {action}")
     staff = await _staff(request)
-    campaign_id = request.match_info["campaign_id"]
+    campaign_id = path_id(request, "campaign_id", CampaignNotFound)
     service = request.app[CAMPAIGNS]
     await service.transition(staff, campaign_id, action)
     return json_response(await service.get(staff, campaign_id))

@@ -73,6 +73,7 @@ class CampaignDraft:
     ends_at: datetime
     channels: list[str]
     budget: int | None
+    return_stock_on_failure: bool
     rewards: list[RewardDraft]
 
     @classmethod
@@ -100,6 +101,7 @@ class CampaignDraft:
             ends_at=f.time("ends_at"),
             channels=f.ident_list("channels"),
             budget=f.integer("budget", 0, MAX_AMOUNT, required=False),
+            return_stock_on_failure=f.boolean("return_stock_on_failure", default=True),
             rewards=rewards,
         )
         if draft.starts_at and draft.ends_at and draft.ends_at <= draft.starts_at:
@@ -118,6 +120,7 @@ class Reward:
     id: str
     right_id: str
     unit_cost: int
+    vendor_id: str | None
     stock: int
     daily_stock: int | None
     per_customer_limit: int
@@ -129,6 +132,7 @@ class Reward:
             id=row["id"],
             right_id=row["right_id"],
             unit_cost=row["unit_cost"],
+            vendor_id=row["vendor_id"],
             stock=row["stock"],
             daily_stock=row["daily_stock"],
             per_customer_limit=row["per_customer_limit"],
@@ -145,6 +149,7 @@ class Campaign:
     ends_at: datetime
     channels: tuple[str, ...]
     budget: int | None
+    return_stock_on_failure: bool
     status: str
     version: int
     created_by: str
@@ -163,6 +168,7 @@ class Campaign:
             ends_at=row["ends_at"],
             channels=tuple(row["channels"]),
             budget=row["budget"],
+            return_stock_on_failure=row["return_stock_on_failure"],
             status=row["status"],
             version=row["version"],
             created_by=row["created_by"],
@@ -181,6 +187,7 @@ class Campaign:
             ends_ms=int(self.ends_at.timestamp() * 1000),
             channels=self.channels,
             budget=self.budget,
+            return_stock_on_failure=self.return_stock_on_failure,
             buckets=buckets_for(sum(r.stock for r in self.rewards)),
             rewards=tuple(
                 HotReward(
@@ -191,6 +198,7 @@ class Campaign:
                     limit=r.per_customer_limit,
                     daily_limit=r.per_customer_daily_limit,
                     cost=r.unit_cost,
+                    vendor_id=r.vendor_id,
                 )
                 for r in self.rewards
             ),
@@ -205,6 +213,7 @@ class Campaign:
             "ends_at": self.ends_at.isoformat(),
             "channels": list(self.channels),
             "budget": self.budget,
+            "return_stock_on_failure": self.return_stock_on_failure,
             "status": self.status,
             "version": self.version,
             "created_by": self.created_by,

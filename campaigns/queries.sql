@@ -7,16 +7,17 @@ RETURNING *
 SELECT * FROM rights ORDER BY id
 
 -- name: rights_by_ids
-SELECT id, unit_cost FROM rights WHERE id = ANY($1::text[])
+SELECT id, unit_cost, vendor_id FROM rights WHERE id = ANY($1::text[])
 
 -- name: insert_campaign
-INSERT INTO campaigns (id, name, branch, starts_at, ends_at, channels, budget, created_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO campaigns (id, name, branch, starts_at, ends_at, channels, budget,
+                       return_stock_on_failure, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 
 -- name: insert_reward
-INSERT INTO rewards (campaign_id, id, right_id, unit_cost, stock, daily_stock,
+INSERT INTO rewards (campaign_id, id, right_id, unit_cost, vendor_id, stock, daily_stock,
                      per_customer_limit, per_customer_daily_limit, position)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 
 -- name: get_campaign
 SELECT * FROM campaigns WHERE id = $1
@@ -59,7 +60,7 @@ RETURNING *
 -- name: update_campaign
 UPDATE campaigns
 SET name = $2, branch = $3, starts_at = $4, ends_at = $5, channels = $6, budget = $7,
-    version = version + 1, updated_at = now()
+    return_stock_on_failure = $8, version = version + 1, updated_at = now()
 WHERE id = $1
 
 -- name: delete_rewards

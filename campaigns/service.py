@@ -28,6 +28,10 @@ from quanyi.errors import (
 )
 
 
+def _unknown_vendor(vendor_id: str | None) -> InvalidRequest:
+    return InvalidRequest("unknown vendor", {"vendor_id": f"no vendor {vendor_id}"})
+
+
 def _row_json(row: asyncpg.Record) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
@@ -58,6 +62,8 @@ class CampaignService:
                 )
             except asyncpg.UniqueViolationError:
                 raise AlreadyExists(f"right {right.id} exists") from None
+            except asyncpg.ForeignKeyViolationError:
+                raise _unknown_vendor(right.vendor_id) from None
             await audit(conn, staff, "right.create", f"right:{right.id}", _row_json(row))
         return _row_json(row)
 
@@ -71,15 +77,18 @@ class CampaignService:
         staff.require_role("marketer")
         right = RightDraft.parse({**body, "id": right_id} if isinstance(body, dict) else body)
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                queries.update_right,
-                right.id,
-                right.name,
-                right.kind,
-                right.face_value,
-                right.unit_cost,
-                right.vendor_id,
-            )
+            try:
+                row = await conn.fetchrow(
+                    queries.update_right,
+                    right.id,
+                    right.name,
+                    right.kind,
+                    right.face_value,
+                    right.unit_cost,
+                    right.vendor_id,
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise _unknown_vendor(right.vendor_id) from None
             if row is None:
                 raise NotFound(f"no right {right_id}")
             await audit(conn, staff, "right.update", f"right:{right.id}", _row_json(row))
@@ -90,7 +99,7 @@ class CampaignService:
         draft = CampaignDraft.parse(body)
         staff.require_branch(draft.branch)
         async with self._pool.acquire() as conn, conn.transaction():
-            costs = await self._right_costs(conn, draft)
+            rights = await self._rights(conn, draft)
             try:
                 await conn.execute(
                     queries.insert_campaign,
@@ -101,11 +110,12 @@ class CampaignService:
                     draft.ends_at,
                     draft.channels,
                     draft.budget,
+                    draft.return_stock_on_failure,
                     staff.username,
                 )
             except asyncpg.UniqueViolationError:
                 raise AlreadyExists(f"campaign {draft.id} exists") from None
-            await self._insert_rewards(conn, draft, costs)
+            await self._insert_rewards(conn, draft, rights)
             campaign = await self._load(conn, draft.id)
             await audit(conn, staff, "campaign.create", f"campaign:{draft.id}", campaign.to_json())
             await self._publish(conn, campaign)
@@ -123,7 +133,7 @@ class CampaignService:
                 raise InvalidTransition(
                     f"cannot edit a campaign that is {current.status}", state=current.status
                 )
-            costs = await self._right_costs(conn, draft)
+            rights = await self._rights(conn, draft)
             await conn.execute(
                 queries.update_campaign,
                 draft.id,
@@ -133,9 +143,10 @@ class CampaignService:
                 draft.ends_at,
                 draft.channels,
                 draft.budget,
+                draft.return_stock_on_failure,
             )
             await conn.execute(queries.delete_rewards, campaign_id)
-            await self._insert_rewards(conn, draft, costs)
+            await self._insert_rewards(conn, draft, rights)
             campaign = await self._load(conn, campaign_id)
             await audit(
                 conn, staff, "campaign.update", f"campaign:{campaign_id}", campaign.to_json()
@@ -144,23 +155,24 @@ class CampaignService:
         return campaign
 
     @staticmethod
-    async def _right_costs(conn: asyncpg.Connection, draft: CampaignDraft) -> dict[str, int]:
-        costs = {
-            r["id"]: r["unit_cost"]
+    async def _rights(conn: asyncpg.Connection, draft: CampaignDraft) -> dict[str, asyncpg.Record]:
+        """The rights the rewards name: their cost and vendor are copied into each reward."""
+        rights = {
+            r["id"]: r
             for r in await conn.fetch(queries.rights_by_ids, [r.right_id for r in draft.rewards])
         }
         unknown = {
             f"rewards[{i}].right_id": "no such right"
             for i, r in enumerate(draft.rewards)
-            if r.right_id not in costs
+            if r.right_id not in rights
         }
         if unknown:
             raise InvalidRequest("unknown rights", unknown)
-        return costs
+        return rights
 
     @staticmethod
     async def _insert_rewards(
-        conn: asyncpg.Connection, draft: CampaignDraft, costs: dict[str, int]
+        conn: asyncpg.Connection, draft: CampaignDraft, rights: dict[str, asyncpg.Record]
     ) -> None:
         for position, r in enumerate(draft.rewards):
             await conn.execute(
@@ -168,7 +180,8 @@ class CampaignService:
                 draft.id,
                 r.id,
                 r.right_id,
-                costs[r.right_id],
+                rights[r.right_id]["unit_cost"],
+                rights[r.right_id]["vendor_id"],
                 r.stock,
                 r.daily_stock,
                 r.per_customer_limit,
@@ -219,6 +232,7 @@ class CampaignService:
                     "id": r.id,
                     "right_id": r.right_id,
                     "unit_cost": r.unit_cost,
+                    "vendor_id": r.vendor_id,
                     "stock": r.stock,
                     "daily_stock": r.daily_stock,
                     "per_customer_limit": r.per_customer_limit,

@@ -18,6 +18,12 @@ class Keys:
         self.outbox = f"{prefix}:outbox"
         self.outbox_dead = f"{prefix}:outbox:dead"
         self.pending = f"{prefix}:pending"
+        self.pending_events = f"{prefix}:pending:ev"
+        self.fulfil_retry = f"{prefix}:fulfil:retry"
+        self.fulfil_parked = f"{prefix}:fulfil:parked"
+        self.fulfil_attempts = f"{prefix}:fulfil:attempts"
+        self.fulfil_dead = f"{prefix}:fulfil:dead"
+        self.outcomes = f"{prefix}:outcomes"
 
     def campaign(self, campaign_id: str) -> str:
         return f"{self.prefix}:{{c:{campaign_id}}}"
@@ -33,6 +39,15 @@ class Keys:
 
     def reward_daily(self, campaign_id: str, day: str) -> str:
         return f"{self.prefix}:{{c:{campaign_id}}}:rd:{day}"
+
+    def grant_states(self, campaign_id: str) -> str:
+        return f"{self.prefix}:{{c:{campaign_id}}}:gs"
+
+    def code_pool(self, vendor_id: str, right_id: str) -> str:
+        return f"{self.prefix}:codes:{{v:{vendor_id}}}:{right_id}"
+
+    def codes_assigned(self, vendor_id: str) -> str:
+        return f"{self.prefix}:codes:{{v:{vendor_id}}}:assigned"
 
     def customer_pending(self, customer_id: str) -> str:
         return f"{self.prefix}:pending:c:{customer_id}"

@@ -17,3 +17,6 @@ def lua_source(name: str) -> str:
 class Scripts:
     def __init__(self, redis: Redis) -> None:
         self.claim: AsyncScript = redis.register_script(lua_source("claim"))
+        self.transition: AsyncScript = redis.register_script(lua_source("transition"))
+        self.assign_code: AsyncScript = redis.register_script(lua_source("assign_code"))
+        self.lease_due: AsyncScript = redis.register_script(lua_source("lease_due"))

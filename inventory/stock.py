@@ -19,6 +19,7 @@ class HotReward:
     limit: int
     daily_limit: int | None
     cost: int
+    vendor_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class HotCampaign:
     budget: int | None
     buckets: int
     rewards: tuple[HotReward, ...]
+    return_stock_on_failure: bool = True
 
     def reward(self, reward_id: str) -> HotReward | None:
         for reward in self.rewards:

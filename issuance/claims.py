@@ -22,7 +22,7 @@ from inventory.keys import Keys, customer_bucket
 from inventory.scripts import Scripts
 from inventory.stock import HotCampaign, HotReward, StockLedger
 from quanyi import metrics
-from quanyi.clock import Clock, LocalCalendar
+from quanyi.clock import Clock, LocalCalendar, rfc3339
 from quanyi.errors import (
     BudgetExhausted,
     CampaignNotActive,
@@ -77,19 +77,9 @@ class Grant:
             "customer_id": self.customer_id,
             "channel_id": self.channel_id,
             "status": "granted",
-            "granted_at": _rfc3339(self.granted_at_ms),
+            "granted_at": rfc3339(self.granted_at_ms),
             "replayed": self.replayed,
         }
-
-
-def _rfc3339(ms: int) -> str:
-    from datetime import UTC, datetime
-
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def rejection(outcome: str, detail: str, claim: Claim) -> QuanyiError:
@@ -182,6 +172,19 @@ class ClaimService:
             self._queue.get_nowait().future.set_exception(Unavailable("shutting down"))
 
     async def claim(self, claim: Claim) -> Grant:
+        try:
+            return await self._claim(claim)
+        except (CampaignNotFound, RewardNotFound):
+            # Idempotency comes first even here: a request id already used for another
+            # campaign or reward is a conflict, not a missing campaign.
+            idem_key, idem_field = self._keys.idempotency(claim.channel_id, claim.request_id)
+            if await self._redis.hexists(idem_key, idem_field):
+                raise IdempotencyConflict(
+                    f"request {claim.request_id} was already used with a different body"
+                ) from None
+            raise
+
+    async def _claim(self, claim: Claim) -> Grant:
         campaign = await self.campaigns.get(claim.campaign_id)
         for last in (False, True):
             try:

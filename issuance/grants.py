@@ -1,8 +1,9 @@
 """Reading grants back: from the ledger, or from Redis while the ledger has not caught up, so a
-channel reads its grant right after the 201 (read-your-writes)."""
+channel reads its grant (and its latest state) right after the change (read-your-writes)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -10,9 +11,17 @@ import orjson
 from redis.asyncio import Redis
 
 from inventory.keys import Keys
-from issuance.claims import _rfc3339
 from ledger import queries
+from quanyi.clock import rfc3339
 from quanyi.errors import GrantNotFound
+
+# Kept on the grant for the lifecycle, not shown to channels.
+INTERNAL_FIELDS = ("granted_at_ms", "unit_cost")
+EVENTS = ("fulfilled", "failed", "redriven", "redeemed", "expired", "revoked")
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def _from_event(raw: str) -> dict[str, Any]:
@@ -25,8 +34,10 @@ def _from_event(raw: str) -> dict[str, Any]:
         "customer_id": e["customer_id"],
         "channel_id": e["channel_id"],
         "request_id": e["request_id"],
+        "unit_cost": e["unit_cost"],
         "status": "granted",
-        "granted_at": _rfc3339(e["granted_at_ms"]),
+        "granted_at": rfc3339(e["granted_at_ms"]),
+        "granted_at_ms": e["granted_at_ms"],
         "persisted": False,
     }
 
@@ -40,10 +51,40 @@ def _from_row(row: asyncpg.Record) -> dict[str, Any]:
         "customer_id": row["customer_id"],
         "channel_id": row["channel_id"],
         "request_id": row["request_id"],
+        "unit_cost": row["unit_cost"],
         "status": row["status"],
-        "granted_at": _rfc3339(int(row["granted_at"].timestamp() * 1000)),
+        "granted_at": rfc3339(_ms(row["granted_at"])),
+        "granted_at_ms": _ms(row["granted_at"]),
         "persisted": True,
     }
+
+
+def _apply(grant: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The grant's status, fulfilment details and timeline from its events, oldest first: the
+    status is the latest event (a redrive puts a failed grant back to granted)."""
+    latest = events[-1]["event"] if events else "granted"
+    grant["status"] = "granted" if latest == "redriven" else latest
+    fulfilled = next((e["detail"] for e in reversed(events) if e["event"] == "fulfilled"), {})
+    for field in ("vendor_id", "code", "reference", "expires_at"):
+        grant[field] = fulfilled.get(field)
+    timeline = [
+        {"event": "granted", "at": grant["granted_at"], "actor": f"channel:{grant['channel_id']}"}
+    ]
+    for e in events:
+        entry = {"event": e["event"], "at": rfc3339(e["at_ms"]), "actor": e["actor"]}
+        if e.get("detail"):
+            entry["detail"] = e["detail"]
+        timeline.append(entry)
+    grant["timeline"] = timeline
+    return grant
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
+def public(grant: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in grant.items() if k not in INTERNAL_FIELDS}
 
 
 class GrantReader:
@@ -53,15 +94,34 @@ class GrantReader:
         self._keys = keys
 
     async def get(self, grant_id: str) -> dict[str, Any]:
-        # Redis first: the ledger worker deletes the pending copy only after its commit, so one of
-        # the two always has the grant.
-        raw = await self._redis.hget(self._keys.pending, grant_id)
+        # Redis first: the ledger worker deletes a pending copy only after its commit, so one of
+        # the two always has it.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self._keys.pending, grant_id)
+            pipe.hmget(self._keys.pending_events, [f"{grant_id}:{e}" for e in EVENTS])
+            raw, raw_events = await pipe.execute()
+        pending = sorted(
+            (orjson.loads(r) for r in raw_events if r is not None), key=lambda e: e["at_ms"]
+        )
         if raw is not None:
-            return _from_event(raw)
-        row = await self._pool.fetchrow(queries.grant_by_id, grant_id)
-        if row is None:
-            raise GrantNotFound(f"no grant {grant_id}")
-        return _from_row(row)
+            grant, persisted = _from_event(raw), []
+        else:
+            row = await self._pool.fetchrow(queries.grant_by_id, grant_id)
+            if row is None:
+                raise GrantNotFound(f"no grant {grant_id}")
+            grant = _from_row(row)
+            persisted = [
+                {
+                    "event": r["event"],
+                    "at_ms": _ms(r["at"]),
+                    "actor": r["actor"],
+                    "detail": _json(r["detail"]),
+                }
+                for r in await self._pool.fetch(queries.events_of_grant, grant_id)
+            ]
+        seen = {(e["event"], e["at_ms"]) for e in persisted}
+        events = persisted + [e for e in pending if (e["event"], e["at_ms"]) not in seen]
+        return _apply(grant, events)
 
     async def of_customer(self, customer_id: str, limit: int = 100) -> list[dict[str, Any]]:
         pending_ids = await self._redis.smembers(self._keys.customer_pending(customer_id))
@@ -73,4 +133,5 @@ class GrantReader:
         grants = {g["grant_id"]: g for g in pending}
         for row in rows:
             grants[row["grant_id"]] = _from_row(row)
-        return sorted(grants.values(), key=lambda g: g["grant_id"], reverse=True)[:limit]
+        listed = sorted(grants.values(), key=lambda g: g["grant_id"], reverse=True)[:limit]
+        return [public(g) for g in listed]

@@ -15,3 +15,39 @@ SELECT * FROM grants WHERE grant_id = $1
 
 -- name: grants_of_customer
 SELECT * FROM grants WHERE customer_id = $1 ORDER BY granted_at DESC, grant_id DESC LIMIT $2
+
+-- name: insert_events
+INSERT INTO grant_events (grant_id, event, at, actor, detail, outbox_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[],
+                     $6::text[])
+ON CONFLICT DO NOTHING
+RETURNING grant_id
+
+-- name: refresh_status
+-- A grant's status is its latest event in outbox order, whichever order the entries reached
+-- the ledger in; its code and reference come from its latest fulfilment.
+UPDATE grants g
+SET status = s.status,
+    vendor_id = coalesce(f.detail ->> 'vendor_id', g.vendor_id),
+    code = coalesce(f.detail ->> 'code', g.code),
+    reference = coalesce(f.detail ->> 'reference', g.reference),
+    expires_at = coalesce((f.detail ->> 'expires_at')::timestamptz, g.expires_at)
+FROM (
+    SELECT DISTINCT ON (grant_id) grant_id,
+           CASE event WHEN 'redriven' THEN 'granted' ELSE event END AS status
+    FROM grant_events
+    WHERE grant_id = ANY($1::text[])
+    ORDER BY grant_id, split_part(outbox_id, '-', 1)::bigint DESC,
+             split_part(outbox_id, '-', 2)::bigint DESC
+) s
+LEFT JOIN LATERAL (
+    SELECT detail FROM grant_events e
+    WHERE e.grant_id = s.grant_id AND e.event = 'fulfilled'
+    ORDER BY split_part(outbox_id, '-', 1)::bigint DESC, split_part(outbox_id, '-', 2)::bigint DESC
+    LIMIT 1
+) f ON true
+WHERE g.grant_id = s.grant_id
+
+-- name: events_of_grant
+SELECT event, at, actor, detail, outbox_id FROM grant_events WHERE grant_id = $1
+ORDER BY split_part(outbox_id, '-', 1)::bigint, split_part(outbox_id, '-', 2)::bigint

@@ -56,6 +56,8 @@ COLUMNS = (
 
 @dataclass(frozen=True)
 class Entry:
+    """A grant, as claim.lua appended it (field `g`)."""
+
     outbox_id: str
     event: dict
 
@@ -79,13 +81,58 @@ class Entry:
         )
 
 
+@dataclass(frozen=True)
+class EventEntry:
+    """A later transition of a grant, as transition.lua appended it (field `e`)."""
+
+    outbox_id: str
+    event: dict
+
+    @property
+    def grant_id(self) -> str:
+        return self.event["grant_id"]
+
+    @property
+    def field(self) -> str:
+        return f"{self.event['grant_id']}:{self.event['event']}"
+
+    def row(self) -> tuple:
+        e = self.event
+        return (
+            e["grant_id"],
+            e["event"],
+            datetime.fromtimestamp(e["at_ms"] / 1000, UTC),
+            e["actor"],
+            orjson.dumps(e.get("detail") or {}).decode(),
+            self.outbox_id,
+        )
+
+
+def parse_entry(outbox_id: str, fields: dict) -> Entry | EventEntry:
+    """Raises ValueError, KeyError or TypeError for an entry that cannot be written."""
+    if "g" in fields:
+        entry: Entry | EventEntry = Entry(outbox_id, orjson.loads(fields["g"]))
+    elif "e" in fields:
+        entry = EventEntry(outbox_id, orjson.loads(fields["e"]))
+    else:
+        raise ValueError(f"no g or e field in {sorted(fields)}")
+    entry.row()
+    return entry
+
+
 async def ensure_group(redis: Redis, keys: Keys, group: str = LEDGER_GROUP) -> None:
-    """Create the consumer group at the start of the outbox, so it sees every grant."""
+    """Create the consumer group at the start of the outbox, so it sees every grant. Every group
+    is created before the first claim (at API start), so trimming never passes a group that
+    does not exist yet."""
     try:
         await redis.xgroup_create(keys.outbox, group, id="0", mkstream=True)
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+def _fields(entry: Entry | EventEntry) -> dict[str, str]:
+    return {"g" if isinstance(entry, Entry) else "e": orjson.dumps(entry.event).decode()}
 
 
 def default_consumer_name() -> str:
@@ -199,20 +246,16 @@ class LedgerWorker:
         metrics.OUTBOX_LAG_SECONDS.set(lag.seconds)
 
     async def _persist(self, messages: list) -> int:
-        entries: list[Entry] = []
+        entries: list[Entry | EventEntry] = []
         dead: list[tuple[str, dict, str]] = []
         for outbox_id, fields in messages:
             if not fields:  # trimmed under us: nothing left to write
                 dead.append((outbox_id, {}, "empty entry"))
                 continue
             try:
-                event = orjson.loads(fields["g"])
-                entry = Entry(outbox_id, event)
-                entry.row()
+                entries.append(parse_entry(outbox_id, fields))
             except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
                 dead.append((outbox_id, fields, f"unreadable event: {exc!r}"))
-                continue
-            entries.append(entry)
 
         written = await self._write(entries, dead) if entries else 0
         if dead:
@@ -220,7 +263,9 @@ class LedgerWorker:
         await self._acknowledge(entries)
         return written
 
-    async def _write(self, entries: list[Entry], dead: list[tuple[str, dict, str]]) -> int:
+    async def _write(
+        self, entries: list[Entry | EventEntry], dead: list[tuple[str, dict, str]]
+    ) -> int:
         """Insert the batch, retrying while PostgreSQL is away. Rows PostgreSQL refuses for
         their content go to the dead-letter stream so they never block the rest."""
         backoff = 0.5
@@ -241,6 +286,7 @@ class LedgerWorker:
             except asyncpg.PostgresError as exc:
                 log.error("ledger: batch refused (%s); writing row by row", exc)
                 inserted = set()
+                refused = set()
                 for entry in entries:
                     try:
                         inserted |= await self._insert([entry])
@@ -248,31 +294,39 @@ class LedgerWorker:
                         raise
                     except asyncpg.PostgresError as row_exc:
                         dead.append(
-                            (
-                                entry.outbox_id,
-                                {"g": orjson.dumps(entry.event).decode()},
-                                f"refused by postgresql: {row_exc}",
-                            )
+                            (entry.outbox_id, _fields(entry), f"refused by postgresql: {row_exc}")
                         )
-                dead_ids = {d[0] for d in dead}
-                entries[:] = [e for e in entries if e.outbox_id not in dead_ids]
+                        refused.add(entry.outbox_id)
+                entries[:] = [e for e in entries if e.outbox_id not in refused]
                 break
-        await self._check_unwritten(entries, inserted, dead)
+        await self._check_unwritten([e for e in entries if isinstance(e, Entry)], inserted, dead)
         metrics.LEDGER_BATCH_SIZE.observe(len(inserted))
         metrics.LEDGER_PERSISTED.inc(len(inserted))
         return len(inserted)
 
-    async def _insert(self, entries: list[Entry]) -> set[str]:
-        rows = [e.row() for e in entries]
-        columns = [list(col) for col in zip(*rows, strict=True)]
+    async def _insert(self, entries: list[Entry | EventEntry]) -> set[str]:
+        """One transaction: the grants, their events, then the statuses those events imply.
+        Returns the ids of the grants newly inserted."""
+        grants = [e.row() for e in entries if isinstance(e, Entry)]
+        events = [e.row() for e in entries if isinstance(e, EventEntry)]
+        inserted: set[str] = set()
         async with self._pool.acquire() as conn, conn.transaction():
-            records = await conn.fetch(queries.insert_grants, *columns)
-        return {r["grant_id"] for r in records}
+            if grants:
+                columns = [list(col) for col in zip(*grants, strict=True)]
+                inserted = {
+                    r["grant_id"] for r in await conn.fetch(queries.insert_grants, *columns)
+                }
+            if events:
+                columns = [list(col) for col in zip(*events, strict=True)]
+                await conn.execute(queries.insert_events, *columns)
+                touched = list({e.grant_id for e in entries})
+                await conn.execute(queries.refresh_status, touched)
+        return inserted
 
     async def _check_unwritten(
         self, entries: list[Entry], inserted: set[str], dead: list[tuple[str, dict, str]]
     ) -> None:
-        """An entry not inserted is either already in the ledger (a re-delivery) or collides with
+        """A grant not inserted is either already in the ledger (a re-delivery) or collides with
         another grant for the same channel and request id, which only a Redis data loss can
         cause: that one is kept aside for reconciliation, never silently dropped."""
         missing = [e for e in entries if e.grant_id not in inserted]
@@ -290,13 +344,7 @@ class LedgerWorker:
                     e.event["channel_id"],
                     e.event["request_id"],
                 )
-                dead.append(
-                    (
-                        e.outbox_id,
-                        {"g": orjson.dumps(e.event).decode()},
-                        "duplicate channel request id in ledger",
-                    )
-                )
+                dead.append((e.outbox_id, _fields(e), "duplicate channel request id in ledger"))
 
     async def _dead_letter(self, dead: list[tuple[str, dict, str]]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -308,14 +356,20 @@ class LedgerWorker:
                 metrics.LEDGER_DEAD_LETTERS.labels(reason.split(":")[0]).inc()
             await pipe.execute()
 
-    async def _acknowledge(self, entries: list[Entry]) -> None:
+    async def _acknowledge(self, entries: list[Entry | EventEntry]) -> None:
+        """Acknowledge what the ledger now holds and drop the read-your-writes copies."""
         if not entries:
             return
+        grants = [e for e in entries if isinstance(e, Entry)]
+        events = [e for e in entries if isinstance(e, EventEntry)]
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xack(self._keys.outbox, LEDGER_GROUP, *(e.outbox_id for e in entries))
-            pipe.hdel(self._keys.pending, *(e.grant_id for e in entries))
-            for e in entries:
+            if grants:
+                pipe.hdel(self._keys.pending, *(e.grant_id for e in grants))
+            for e in grants:
                 pipe.srem(self._keys.customer_pending(e.event["customer_id"]), e.grant_id)
+            if events:
+                pipe.hdel(self._keys.pending_events, *(e.field for e in events))
             await pipe.execute()
 
     async def _pause(self, seconds: float) -> None:

@@ -28,14 +28,32 @@ from inventory.keys import Keys
 from issuance import api
 from issuance.claims import ClaimService
 from issuance.grants import GrantReader
-from ledger.lag import outbox_lag
+from issuance.lifecycle import GrantLifecycle
+from issuance.outcomes import OutcomeWaiter
+from ledger.lag import LEDGER_GROUP, outbox_lag
 from ledger.worker import LedgerWorker, ensure_group
 from quanyi import metrics
-from quanyi.appkeys import CAMPAIGNS, CHANNELS, CLAIMS, CLOCK, GRANTS, KEYS, POOL, REDIS, SETTINGS
+from quanyi.appkeys import (
+    CAMPAIGNS,
+    CHANNELS,
+    CLAIMS,
+    CLOCK,
+    GRANTS,
+    KEYS,
+    LIFECYCLE,
+    OUTCOMES,
+    POOL,
+    REDIS,
+    SETTINGS,
+    VENDORS,
+)
 from quanyi.clock import Clock, system_clock
 from quanyi.db import create_pool
 from quanyi.settings import Settings
 from quanyi.web import errors_middleware, json_response
+from vendors import api as vendor_api
+from vendors.directory import VendorDirectory
+from vendors.fulfil import FULFIL_GROUP, FulfilmentWorker
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +160,10 @@ def create_app(
         except StartupError:
             await app[REDIS].aclose()
             raise
-        await ensure_group(app[REDIS], app[KEYS])
+        # Every consumer group exists before the first claim: the outbox is trimmed only below
+        # what all groups acknowledged, so a group made later would miss entries.
+        for group in (LEDGER_GROUP, FULFIL_GROUP):
+            await ensure_group(app[REDIS], app[KEYS], group)
         yield
         await close_pool(app[POOL])
         await app[REDIS].aclose()
@@ -156,9 +177,17 @@ def create_app(
         log.info("published %d campaigns to redis", published)
         app[GRANTS] = GrantReader(redis, pool, keys)
         app[CLAIMS] = ClaimService(redis, keys, settings, clock)
+        app[LIFECYCLE] = GrantLifecycle(
+            redis, keys, app[GRANTS], app[CLAIMS].campaigns, settings, clock
+        )
+        app[OUTCOMES] = OutcomeWaiter(redis, keys)
+        app[VENDORS] = VendorDirectory(pool)
+        await app[VENDORS].refresh()
         await app[CLAIMS].start()
         async with (
             background("channel-refresh", app[CHANNELS].keep_fresh(settings.channel_refresh_s)),
+            background("vendor-refresh", app[VENDORS].keep_fresh(settings.channel_refresh_s)),
+            background("outcomes", app[OUTCOMES].listen()),
             background("metrics-levels", _watch_levels(app)),
         ):
             yield
@@ -166,9 +195,10 @@ def create_app(
 
     app.cleanup_ctx.extend([stores, services])
     if workers:
-        app.cleanup_ctx.append(_ledger_worker)
+        app.cleanup_ctx.extend([_ledger_worker, _fulfilment_worker])
     app.add_routes(api.routes)
     app.add_routes(admin.routes)
+    app.add_routes(vendor_api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -186,6 +216,15 @@ async def _ledger_worker(app: web.Application) -> AsyncIterator[None]:
         reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
     )
     async with background("ledger-worker", worker.run()) as task:
+        yield
+        worker.stop()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S)
+
+
+async def _fulfilment_worker(app: web.Application) -> AsyncIterator[None]:
+    worker = FulfilmentWorker(app[REDIS], app[POOL], app[KEYS], app[SETTINGS], app[CLOCK])
+    async with background("fulfilment-worker", worker.run()) as task:
         yield
         worker.stop()
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):

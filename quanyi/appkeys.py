@@ -11,8 +11,11 @@ from campaigns.service import CampaignService
 from inventory.keys import Keys
 from issuance.claims import ClaimService
 from issuance.grants import GrantReader
+from issuance.lifecycle import GrantLifecycle
+from issuance.outcomes import OutcomeWaiter
 from quanyi.clock import Clock
 from quanyi.settings import Settings
+from vendors.directory import VendorDirectory
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -23,3 +26,6 @@ CHANNELS = web.AppKey("channels", ChannelDirectory)
 CLAIMS = web.AppKey("claims", ClaimService)
 GRANTS = web.AppKey("grants", GrantReader)
 CAMPAIGNS = web.AppKey("campaigns", CampaignService)
+LIFECYCLE = web.AppKey("lifecycle", GrantLifecycle)
+OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
+VENDORS = web.AppKey("vendors", VendorDirectory)

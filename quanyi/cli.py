@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     worker = command("worker", _worker, "run a background worker")
-    worker.add_argument("kind", choices=["ledger"])
+    worker.add_argument("kind", choices=["ledger", "fulfil"])
     worker.add_argument("--consumer", help="consumer name in the outbox group")
     run = command("run", _run, "migrate, then run the API and every worker in one process")
     run.add_argument("--host")
@@ -88,6 +88,70 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     command("demo", _demo, "load DEMO staff, channel, rights and an approved campaign")
+
+    sim = command("vendor-sim", _vendor_sim, "run the simulated vendor (a real HTTP server)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8099)
+    sim.add_argument("--latency-ms", type=float, default=20.0)
+    sim.add_argument("--jitter-ms", type=float, default=0.0)
+    sim.add_argument("--error-rate", type=float, default=0.0)
+    sim.add_argument("--timeout-rate", type=float, default=0.0)
+    sim.add_argument(
+        "--key-file", help="the vendor's private key (PEM): signs responses and callbacks"
+    )
+
+    vendor = sub.add_parser("vendor", help="manage vendors").add_subparsers(metavar="ACTION")
+    keygen = vendor.add_parser(
+        "keygen", help="make an RSA key pair: private.pem (0600), public.pem"
+    )
+    keygen.set_defaults(handler=_vendor_keygen)
+    keygen.add_argument("--out", required=True, help="folder to write the pair to")
+    v_create = vendor.add_parser("create", help="register a vendor")
+    v_create.set_defaults(handler=_vendor_create)
+    v_create.add_argument("--id", required=True)
+    v_create.add_argument("--name", required=True)
+    v_create.add_argument(
+        "--adapter", required=True, choices=["http", "points", "codepool", "simulated"]
+    )
+    v_create.add_argument("--base-url")
+    v_create.add_argument("--timeout-ms", type=int)
+    v_create.add_argument("--max-in-flight", type=int)
+    v_create.add_argument("--max-attempts", type=int)
+    v_create.add_argument(
+        "--public-key-file",
+        action="append",
+        default=[],
+        help="the vendor's public key (PEM); twice while rotating",
+    )
+    v_create.add_argument("--signing-key", help="our private key: file:PATH or env:VARIABLE")
+    v_list = vendor.add_parser("list", help="list vendors")
+    v_list.set_defaults(handler=_vendor_list)
+    codes = vendor.add_parser("import-codes", help="load voucher codes (CSV) into a code pool")
+    codes.set_defaults(handler=_vendor_import_codes)
+    codes.add_argument("--vendor", required=True)
+    codes.add_argument("--right", required=True)
+    codes.add_argument("--file", required=True)
+
+    dlq = sub.add_parser("dlq", help="grants whose fulfilment failed").add_subparsers(
+        metavar="ACTION"
+    )
+    dlq_list = dlq.add_parser("list", help="list dead-lettered fulfilments")
+    dlq_list.set_defaults(handler=_dlq_list)
+    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_redrive = dlq.add_parser("redrive", help="put failed grants back for fulfilment")
+    dlq_redrive.set_defaults(handler=_dlq_redrive)
+    which = dlq_redrive.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true")
+    which.add_argument("--grant", action="append", help="a grant id; repeat for more")
+
+    statement = sub.add_parser("statement", help="vendor statements").add_subparsers(
+        metavar="ACTION"
+    )
+    st_import = statement.add_parser("import", help="reconcile a vendor's daily statement (CSV)")
+    st_import.set_defaults(handler=_statement_import)
+    st_import.add_argument("--vendor", required=True)
+    st_import.add_argument("--day", required=True, help="YYYY-MM-DD, local day")
+    st_import.add_argument("--file", required=True)
     claim = command("claim", _claim, "send one signed claim to a running API, as a channel would")
     claim.add_argument("--campaign", required=True)
     claim.add_argument("--customer", required=True)
@@ -174,7 +238,8 @@ def _run(settings: Any, args: argparse.Namespace) -> int:
     _migrate(settings, args)
     print(
         f"quanyi: API on http://{args.host or settings.http_host}:{args.port or settings.http_port}"
-        " (claims /v1/claims, admin /admin/v1, /metrics, /readyz); ledger worker running. Ctrl-C stops."
+        " (claims /v1/claims, admin /admin/v1, /metrics, /readyz);"
+        " ledger and fulfilment workers running. Ctrl-C stops."
     )
     return _serve(settings, args, workers=True)
 
@@ -309,6 +374,146 @@ def _claim(settings: Any, args: argparse.Namespace) -> int:
         return 1
     print(status, reply.decode())
     return 0 if status < 400 else 1
+
+
+def _with_stores(settings: Any, job: Callable[..., Awaitable[Any]]) -> Any:
+    """Run `job(pool, redis, keys)` with the stores open, closing them after."""
+    from quanyi.app import close_pool
+
+    async def run() -> Any:
+        redis, pool, keys = await _stores(settings)
+        try:
+            return await job(pool, redis, keys)
+        finally:
+            await close_pool(pool)
+            await redis.aclose()
+
+    return _uvloop_run(run())
+
+
+def _vendor_sim(settings: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vendors.simulator import SimulatorConfig, run_simulator
+
+    config = SimulatorConfig(
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        error_rate=args.error_rate,
+        timeout_rate=args.timeout_rate,
+        private_key_pem=Path(args.key_file).read_text() if args.key_file else None,
+    )
+    print(
+        f"vendor simulator on http://{args.host}:{args.port} (control: /_sim/stats, /_sim/config)"
+    )
+    _uvloop_run(run_simulator(args.host, args.port, config))
+    return 0
+
+
+def _vendor_keygen(settings: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vendors.commands import keygen
+
+    private, public = keygen(Path(args.out))
+    print(f"private key: {private} (keep it secret; register it as file:{private.resolve()})")
+    print(f"public key:  {public} (give it to the other side)")
+    return 0
+
+
+def _vendor_create(settings: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vendors.commands import create_vendor
+
+    body: dict[str, Any] = {"id": args.id, "name": args.name, "adapter": args.adapter}
+    for name in ("base_url", "timeout_ms", "max_in_flight", "signing_key"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    if args.max_attempts is not None:
+        body["retry"] = {"max_attempts": args.max_attempts}
+    body["public_keys"] = [Path(p).read_text() for p in args.public_key_file]
+    vendor = _with_stores(settings, lambda pool, redis, keys: create_vendor(pool, body))
+    print(f"vendor {vendor.id} created ({vendor.adapter})")
+    return 0
+
+
+def _vendor_list(settings: Any, args: argparse.Namespace) -> int:
+    from vendors.commands import list_vendors
+
+    for v in _with_stores(settings, lambda pool, redis, keys: list_vendors(pool)):
+        print(
+            f"{v.id}\t{v.adapter}\t{v.base_url or '-'}\tin-flight {v.max_in_flight}"
+            f"\ttimeout {v.timeout_ms} ms\tattempts {v.max_attempts}\tkeys {len(v.public_keys)}"
+        )
+    return 0
+
+
+def _vendor_import_codes(settings: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vendors.commands import import_codes
+
+    result = _with_stores(
+        settings,
+        lambda pool, redis, keys: import_codes(
+            pool, redis, keys, args.vendor, args.right, Path(args.file)
+        ),
+    )
+    print(
+        f"read {result['read']}, added {result['added']}, refused as duplicates "
+        f"{result['duplicates']}; pool now holds {result['pool']} codes"
+    )
+    return 0
+
+
+def _dlq_list(settings: Any, args: argparse.Namespace) -> int:
+    from vendors.commands import dead_letters
+
+    entries = _with_stores(
+        settings, lambda pool, redis, keys: dead_letters(redis, keys, args.limit)
+    )
+    for e in entries:
+        print(
+            f"{e['id']}\t{e['grant_id']}\t{e['vendor_id']}\tattempts {e['attempts']}"
+            f"\t{e['at']}\t{e['error']}"
+        )
+    print(f"{len(entries)} dead-lettered fulfilments")
+    return 0
+
+
+def _dlq_redrive(settings: Any, args: argparse.Namespace) -> int:
+    from vendors.commands import redrive
+
+    wanted = None if args.all else set(args.grant)
+    results = _with_stores(
+        settings, lambda pool, redis, keys: redrive(pool, redis, keys, settings, wanted)
+    )
+    for grant_id, outcome in results:
+        print(f"{grant_id}\t{outcome}")
+    print(f"{sum(1 for _, o in results if o == 'redriven')} of {len(results)} redriven")
+    return 0
+
+
+def _statement_import(settings: Any, args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from vendors.commands import cli_staff
+    from vendors.statements import reconcile
+
+    text = Path(args.file).read_text()
+    report = _with_stores(
+        settings,
+        lambda pool, redis, keys: reconcile(
+            pool, cli_staff(), args.vendor, args.day, text, settings.zone
+        ),
+    )
+    print(json.dumps({"statement_id": report["statement_id"], "summary": report["summary"]}))
+    for bucket in ("mismatched", "missing_ours", "missing_theirs"):
+        for entry in report[bucket]:
+            print(f"{bucket}\t{json.dumps(entry)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 Clock = Callable[[], float]
 """Returns the current unix time in seconds."""
 
 system_clock: Clock = time.time
+
+
+def rfc3339(ms: int) -> str:
+    """A unix millisecond as RFC 3339 in UTC, as the APIs show times."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def local_day(now: float, zone: ZoneInfo) -> tuple[str, int]:

@@ -44,3 +44,36 @@ LEDGER_DEAD_LETTERS = Counter(
 LEDGER_RETRIES = Counter(
     "quanyi_ledger_retries_total", "Ledger batches retried after PostgreSQL was unreachable"
 )
+VENDOR_CALL_SECONDS = Histogram(
+    "quanyi_vendor_call_duration_seconds",
+    "Vendor issue calls by vendor and outcome (ok, retryable, rejected)",
+    ["vendor", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+VENDOR_RETRIES = Counter(
+    "quanyi_vendor_retries_total", "Fulfilments parked for a later attempt", ["vendor"]
+)
+VENDOR_CIRCUIT = Gauge(
+    "quanyi_vendor_circuit_state",
+    "Circuit breaker per vendor: 0 closed, 1 half-open, 2 open",
+    ["vendor"],
+    multiprocess_mode="max",
+)
+VENDOR_IN_FLIGHT = Gauge(
+    "quanyi_vendor_in_flight", "Vendor calls under way", ["vendor"], multiprocess_mode="sum"
+)
+VENDOR_DEAD_LETTERS = Counter(
+    "quanyi_vendor_dead_letters_total", "Grants whose fulfilment failed for good", ["vendor"]
+)
+FULFILMENTS = Counter(
+    "quanyi_fulfilments_total", "Fulfilment outcomes by vendor", ["vendor", "outcome"]
+)
+CODEPOOL_REMAINING = Gauge(
+    "quanyi_codepool_remaining",
+    "Voucher codes left per vendor and right",
+    ["vendor", "right"],
+    multiprocess_mode="max",
+)
+REDEMPTIONS = Counter(
+    "quanyi_redemptions_total", "Redemption callbacks by vendor and outcome", ["vendor", "outcome"]
+)

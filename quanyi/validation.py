@@ -3,37 +3,51 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from quanyi.errors import InvalidRequest
 
-IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Lua numbers are doubles: every integer that reaches a script stays well inside 2^53.
 MAX_AMOUNT = 10**12
 
 
 def parse_json(body: bytes) -> Any:
     if not body:
-        raise InvalidRequest("a JSON body is required")
+        raise InvalidRequest("a JSON body is required", {"body": "required"})
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+        raise InvalidRequest(f"body is not valid JSON: {exc}", {"body": "not valid JSON"}) from None
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def looks_like_card_number(text: str) -> bool:
     """13-19 digits passing the Luhn check: a PAN, which must never be stored in clear."""
     digits = text.replace(" ", "").replace("-", "")
-    if not (digits.isdigit() and 13 <= len(digits) <= 19):
+    if not (is_digits(digits) and 13 <= len(digits) <= 19):
         return False
     total = 0
     for i, d in enumerate(reversed(digits)):
         n = int(d) * (2 if i % 2 else 1)
         total += n - 9 if n > 9 else n
     return total % 10 == 0
+
+
+def _plausible(moment: datetime) -> bool:
+    """Within what PostgreSQL and the hot path's millisecond arithmetic take comfortably."""
+    try:
+        return 2000 <= moment.astimezone(UTC).year <= 9999
+    except (OverflowError, ValueError):
+        return False
 
 
 class Fields:
@@ -68,9 +82,14 @@ class Fields:
     def text(self, name: str, max_length: int = 200, required: bool = True) -> Any:
         value = self._get(name, required)
         if value is not None and not (
-            isinstance(value, str) and 0 < len(value.strip()) <= max_length
+            isinstance(value, str)
+            and 0 < len(value.strip()) <= max_length
+            and not CONTROL.search(value)
         ):
-            self._fail(name, f"a non-empty string of at most {max_length} characters")
+            self._fail(
+                name,
+                f"a non-empty string of at most {max_length} characters, no control characters",
+            )
             return None
         return value
 
@@ -85,6 +104,15 @@ class Fields:
             return None
         return value
 
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.body.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self._fail(name, "true or false")
+            return default
+        return value
+
     def time(self, name: str, required: bool = True) -> Any:
         value = self._get(name, required)
         if value is None:
@@ -93,8 +121,11 @@ class Fields:
             parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
         except ValueError:
             parsed = None
-        if parsed is None or parsed.tzinfo is None:
-            self._fail(name, "an RFC 3339 time with an offset, like 2026-12-01T00:00:00+08:00")
+        if parsed is None or parsed.tzinfo is None or not _plausible(parsed):
+            self._fail(
+                name,
+                "an RFC 3339 time with an offset between 2000 and 9999, like 2026-12-01T00:00:00+08:00",
+            )
             return None
         return parsed
 

@@ -14,7 +14,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ledger.worker import POSTGRES_AWAY
 from quanyi import metrics
-from quanyi.errors import QuanyiError
+from quanyi.errors import NotFound, QuanyiError
+from quanyi.validation import IDENT
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,14 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+
+
+def path_id(request: web.Request, name: str, missing: type[QuanyiError] = NotFound) -> str:
+    """An id from the URL path; one that no record can have is simply not found."""
+    value = request.match_info[name]
+    if not IDENT.match(value):
+        raise missing(f"no {name.removesuffix('_id')} {value!r}")
+    return value
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

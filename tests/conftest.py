@@ -7,9 +7,11 @@ import functools
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -23,6 +25,8 @@ from inventory.keys import Keys
 from quanyi.app import create_app
 from quanyi.db import migrate
 from quanyi.settings import Settings
+from vendors.rsa import generate_keypair
+from vendors.simulator import SimulatorConfig, create_simulator
 
 # Each test run has its own database and key prefix, so runs side by side never meet, and
 # neither ever touches the service's own data.
@@ -194,11 +198,21 @@ class Api:
         )
         return resp.status, await resp.json()
 
-    async def create_right(self, right_id: str = "coffee", unit_cost: int = 100, **extra: Any) -> None:
+    async def create_right(
+        self, right_id: str = "coffee", unit_cost: int = 100, **extra: Any
+    ) -> None:
         status, body = await self.admin(
-            "marketer", "POST", "/admin/v1/rights",
-            {"id": right_id, "name": f"{right_id} right", "kind": "voucher",
-             "face_value": unit_cost * 2, "unit_cost": unit_cost, **extra},
+            "marketer",
+            "POST",
+            "/admin/v1/rights",
+            {
+                "id": right_id,
+                "name": f"{right_id} right",
+                "kind": "voucher",
+                "face_value": unit_cost * 2,
+                "unit_cost": unit_cost,
+                **extra,
+            },
         )
         assert status == 201, body
 
@@ -251,3 +265,79 @@ async def api(
     await create_channel(pool, "wechat", "wechat-secret")
     client = await aiohttp_client(create_app(settings, clock))
     return Api(client, clock)
+
+
+# vendors
+
+
+@dataclass(frozen=True)
+class KeyPairs:
+    vendor_private: str
+    vendor_public: str
+    ours_private: str
+    ours_public: str
+    rotated_private: str
+    rotated_public: str
+
+
+@pytest.fixture(scope="session")
+def key_pairs() -> KeyPairs:
+    """RSA pairs for a vendor, for us, and the vendor's next key (a rotation); made once."""
+    return KeyPairs(*generate_keypair(), *generate_keypair(), *generate_keypair())
+
+
+@pytest.fixture
+def our_key_file(tmp_path: Any, key_pairs: KeyPairs) -> str:
+    path = tmp_path / "ours.pem"
+    path.write_text(key_pairs.ours_private)
+    return f"file:{path}"
+
+
+@pytest.fixture
+async def start_sim(aiohttp_server: Any, key_pairs: KeyPairs) -> Any:
+    """Starts a simulated vendor (a real HTTP server); returns its base URL."""
+
+    async def start(**config: Any) -> str:
+        config.setdefault("latency_ms", 5)
+        config.setdefault("private_key_pem", key_pairs.vendor_private)
+        config.setdefault("client_public_key_pem", key_pairs.ours_public)
+        server = await aiohttp_server(create_simulator(SimulatorConfig(**config)))
+        return str(server.make_url("")).rstrip("/")
+
+    return start
+
+
+async def register_vendor(
+    api: Api,
+    vendor_id: str,
+    base_url: str | None,
+    key_pairs: KeyPairs,
+    signing_key: str,
+    adapter: str = "simulated",
+    **extra: Any,
+) -> dict[str, Any]:
+    body = {
+        "id": vendor_id,
+        "name": f"vendor {vendor_id}",
+        "adapter": adapter,
+        "public_keys": [key_pairs.vendor_public],
+        "signing_key": signing_key,
+        **({"base_url": base_url} if base_url else {}),
+        **extra,
+    }
+    status, vendor = await api.admin("admin", "POST", "/admin/v1/vendors", body)
+    assert status == 201, vendor
+    return vendor
+
+
+async def sim_stats(base_url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/_sim/stats") as resp:
+        return await resp.json()
+
+
+async def sim_config(base_url: str, **config: Any) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{base_url}/_sim/config", json=config) as resp,
+    ):
+        assert resp.status == 200, await resp.text()

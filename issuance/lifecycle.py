@@ -1,0 +1,127 @@
+"""Moving grants along their lifecycle: fulfilled, redeemed, expired, failed, revoked.
+
+    granted -> fulfilled -> redeemed
+    granted -> failed            (retries exhausted; stock returns if the campaign says so)
+    fulfilled -> expired         (validity over)
+    granted | fulfilled -> revoked   (stock and the customer's limit return)
+
+Each transition is one transition.lua call: atomic, applied once, appended to the outbox so the
+ledger records it with who and when.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from inventory.keys import Keys, customer_bucket
+from inventory.scripts import Scripts
+from issuance.claims import CampaignCache
+from issuance.grants import GrantReader
+from quanyi.clock import Clock, local_day
+from quanyi.errors import Conflict
+from quanyi.settings import Settings
+
+RETURNS_STOCK = {"revoked": True, "redeemed": False, "expired": False, "fulfilled": False}
+EVENTS = ("fulfilled", "failed", "redriven", "redeemed", "expired", "revoked")
+
+
+def grant_from_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The grant as a transition needs it, from its outbox event: saves a look-up."""
+    fields = ("campaign_id", "reward_id", "customer_id", "granted_at_ms", "unit_cost")
+    return {k: event[k] for k in fields}
+
+
+class GrantNotLive(Conflict):
+    code = "grant_not_live"
+
+
+@dataclass(frozen=True)
+class Transition:
+    outcome: str  # applied | repeated | refused
+    before: str  # live, or the final state the grant was already in
+    grant: dict[str, Any]
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome == "applied"
+
+
+class GrantLifecycle:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        grants: GrantReader,
+        campaigns: CampaignCache,
+        settings: Settings,
+        clock: Clock,
+    ) -> None:
+        self._keys = keys
+        self._grants = grants
+        self._campaigns = campaigns
+        self._zone = settings.zone
+        self._clock = clock
+        self._script = Scripts(redis).transition
+
+    async def move(
+        self,
+        grant_id: str,
+        event: str,
+        actor: str,
+        detail: dict[str, Any] | None = None,
+        *,
+        return_stock: bool | None = None,
+        grant: dict[str, Any] | None = None,
+    ) -> Transition:
+        """Apply `event` to the grant. `return_stock` defaults to what the event implies (and for
+        `failed`, to the campaign's choice). `grant` saves the look-up when the caller has it."""
+        if grant is None:
+            grant = await self._grants.get(grant_id)
+        campaign = await self._campaigns.get(grant["campaign_id"])
+        reward = campaign.reward(grant["reward_id"])
+        if return_stock is None:
+            # A redrive takes back exactly what the failure gave back.
+            return_stock = (
+                campaign.return_stock_on_failure
+                if event in ("failed", "redriven")
+                else RETURNS_STOCK[event]
+            )
+        day, _ = local_day(grant["granted_at_ms"] / 1000, self._zone)
+        bucket = customer_bucket(grant["customer_id"], campaign.buckets)
+        cid = campaign.id
+        now_ms = int(self._clock() * 1000)
+        payload = orjson.dumps(
+            {
+                "grant_id": grant_id,
+                "event": event,
+                "at_ms": now_ms,
+                "actor": actor,
+                "detail": detail or {},
+                "campaign_id": cid,
+            }
+        )
+        outcome, before = await self._script(
+            keys=[
+                self._keys.outbox,
+                self._keys.campaign(cid),
+                self._keys.grant_states(cid),
+                self._keys.customer_totals(cid, bucket),
+                self._keys.customer_daily(cid, day, bucket),
+                self._keys.reward_daily(cid, day),
+                self._keys.pending_events,
+            ],
+            args=[
+                grant_id,
+                event,
+                1 if return_stock else 0,
+                grant["reward_id"],
+                f"{grant['reward_id']}|{grant['customer_id']}",
+                reward.cost if reward else grant["unit_cost"],
+                payload,
+            ],
+        )
+        return Transition(outcome, before, grant)

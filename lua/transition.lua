@@ -1,0 +1,81 @@
+-- transition.lua: move one grant along its lifecycle, atomically and exactly once.
+--
+-- Live grants (granted or fulfilled) have no entry in the state hash; a grant that left that
+-- state (redeemed, expired, failed, revoked) has one, so memory is spent only on the few that
+-- moved on. Leaving a live state is final: the first transition wins, a repeat is reported as
+-- such, and stock is returned only by the transition that leaves.
+--
+-- KEYS[1]  outbox stream
+-- KEYS[2]  campaign hash {c:ID} (counters: r:<reward>:granted, spent)
+-- KEYS[3]  grant state hash {c:ID}: grant id -> state once it is no longer live
+-- KEYS[4]  customer totals bucket hash {c:ID}
+-- KEYS[5]  customer daily bucket hash {c:ID} of the grant's day
+-- KEYS[6]  reward daily hash {c:ID} of the grant's day
+-- KEYS[7]  pending events hash: <grant id>:<event> -> event, until the ledger has it
+--
+-- ARGV[1]  grant id
+-- ARGV[2]  event: fulfilled | redeemed | expired | failed | revoked | redriven
+-- ARGV[3]  1 to give the stock, the customer's limit and the budget back, else 0; for
+--          redriven, 1 when the failure gave them back, so they must be taken again
+-- ARGV[4]  reward id
+-- ARGV[5]  customer field (<reward>|<customer>)
+-- ARGV[6]  unit cost
+-- ARGV[7]  event to append to the outbox
+--
+-- Returns {outcome, state before}:
+--   {"applied", "live"}      the transition happened ({"applied", "failed"} for a redrive)
+--   {"repeated", state}      the grant is already in that state (an idempotent repeat)
+--   {"refused", state}       the grant is no longer live (redeemed, expired, failed, revoked);
+--                            for a redrive: not failed, or "out_of_stock" / "limit_reached" /
+--                            "budget_exhausted" when what the failure gave back is gone
+
+local grant_id, event = ARGV[1], ARGV[2]
+local state = redis.call('HGET', KEYS[3], grant_id)
+local reward, customer_field, cost = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local r = 'r:' .. reward .. ':'
+
+-- A redrive puts a failed grant back in line for fulfilment (live again).
+if event == 'redriven' then
+  if state ~= 'failed' then return {'refused', state or 'live'} end
+  if ARGV[3] == '1' then
+    local c = redis.call('HMGET', KEYS[2], r .. 'stock', r .. 'granted', r .. 'limit', 'budget', 'spent')
+    if tonumber(c[2] or 0) >= tonumber(c[1]) then return {'refused', 'out_of_stock'} end
+    if tonumber(redis.call('HGET', KEYS[4], customer_field) or 0) >= tonumber(c[3]) then
+      return {'refused', 'limit_reached'}
+    end
+    if c[4] and tonumber(c[5] or 0) + cost > tonumber(c[4]) then
+      return {'refused', 'budget_exhausted'}
+    end
+    redis.call('HINCRBY', KEYS[2], r .. 'granted', 1)
+    if cost > 0 then redis.call('HINCRBY', KEYS[2], 'spent', cost) end
+    redis.call('HINCRBY', KEYS[4], customer_field, 1)
+  end
+  redis.call('HDEL', KEYS[3], grant_id)
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[7])
+  redis.call('HSET', KEYS[7], grant_id .. ':' .. event, ARGV[7])
+  return {'applied', 'failed'}
+end
+
+if state then
+  if state == event then return {'repeated', state} end
+  return {'refused', state}
+end
+
+if event ~= 'fulfilled' then
+  redis.call('HSET', KEYS[3], grant_id, event)
+end
+if ARGV[3] == '1' then
+  redis.call('HINCRBY', KEYS[2], r .. 'granted', -1)
+  if cost > 0 then redis.call('HINCRBY', KEYS[2], 'spent', -cost) end
+  redis.call('HINCRBY', KEYS[4], customer_field, -1)
+  -- Daily counters of a day that is over have expired: nothing to give back there.
+  if redis.call('HEXISTS', KEYS[5], customer_field) == 1 then
+    redis.call('HINCRBY', KEYS[5], customer_field, -1)
+  end
+  if redis.call('HEXISTS', KEYS[6], reward) == 1 then
+    redis.call('HINCRBY', KEYS[6], reward, -1)
+  end
+end
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[7])
+redis.call('HSET', KEYS[7], grant_id .. ':' .. event, ARGV[7])
+return {'applied', 'live'}

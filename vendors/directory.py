@@ -1,0 +1,48 @@
+"""Vendors as the callback endpoints need them: held in memory with their parsed public keys,
+so verifying a callback needs no database round trip. Reloaded in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from vendors import queries
+from vendors.registry import Vendor
+from vendors.rsa import RsaKey
+
+log = logging.getLogger(__name__)
+
+
+class VendorDirectory:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._vendors: dict[str, tuple[Vendor, list[RsaKey]]] = {}
+
+    async def refresh(self) -> None:
+        vendors = {}
+        for row in await self._pool.fetch(queries.list_vendors):
+            vendor = Vendor.from_row(row)
+            known = self._vendors.get(vendor.id)
+            if known is not None and known[0] == vendor:
+                vendors[vendor.id] = known
+                continue
+            try:
+                vendors[vendor.id] = (vendor, vendor.verifying_keys())
+            except (ValueError, IndexError, TypeError) as exc:
+                log.error("vendor %s has an unreadable public key: %s", vendor.id, exc)
+        self._vendors = vendors
+
+    async def keep_fresh(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning(
+                    "vendor refresh failed, keeping %d known vendors: %s", len(self._vendors), exc
+                )
+
+    def get(self, vendor_id: str) -> tuple[Vendor, list[RsaKey]] | None:
+        return self._vendors.get(vendor_id)

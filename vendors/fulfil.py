@@ -1,0 +1,480 @@
+"""The fulfilment worker: every grant fulfilled at its vendor exactly once.
+
+It reads new grants from the outbox with its own consumer group. Each vendor has a lane: a
+limit on calls in flight, a timeout, a circuit breaker, its own HTTP session. A failed attempt is
+parked in Redis (a sorted set by due time) and its outbox entry acknowledged, so a slow or dead
+vendor holds neither the outbox nor the other vendors' lanes. When retries run out, the grant
+fails (the campaign says whether its stock returns) and goes to the dead-letter stream, from
+where `quanyi dlq redrive` puts it back.
+
+Outcomes go through transition.lua, so the ledger records every one; the API learns them on a
+pub/sub channel (for claims that wait for fulfilment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+
+from inventory.keys import Keys
+from inventory.scripts import Scripts
+from inventory.stock import StockLedger
+from issuance.claims import CampaignCache
+from issuance.grants import GrantReader
+from issuance.lifecycle import GrantLifecycle, grant_from_event
+from ledger.worker import REDIS_AWAY, default_consumer_name, ensure_group
+from quanyi import metrics
+from quanyi.clock import Clock
+from quanyi.settings import Settings
+from vendors import queries
+from vendors.adapters import Adapter, Order, VendorError, make_adapter
+from vendors.breaker import STATE_VALUES, CircuitBreaker
+from vendors.registry import Vendor
+
+log = logging.getLogger(__name__)
+
+FULFIL_GROUP = "fulfil"
+LEASE_MS = 60_000
+EXPIRY_EVERY_S = 30.0
+VENDORS_EVERY_S = 10.0
+
+
+@dataclass
+class Lane:
+    """One vendor's share of the worker."""
+
+    vendor: Vendor
+    adapter: Adapter
+    session: aiohttp.ClientSession | None
+    breaker: CircuitBreaker
+    slots: asyncio.Semaphore
+    in_flight: int = 0
+
+    def backoff_s(self, attempt: int) -> float:
+        """Exponential, capped, with jitter so retries of one outage do not arrive together."""
+        ceiling = min(self.vendor.backoff_max_ms, self.vendor.backoff_base_ms * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0) / 1000
+
+
+@dataclass(frozen=True)
+class Route:
+    vendor_id: str | None
+    face_value: int
+
+
+@dataclass
+class _Work:
+    event: dict[str, Any]
+    outbox_id: str | None  # None for a parked retry, which has no outbox entry left
+
+
+class FulfilmentWorker:
+    def __init__(
+        self,
+        redis: Redis,
+        pool: asyncpg.Pool,
+        keys: Keys,
+        settings: Settings,
+        clock: Clock,
+        *,
+        consumer: str | None = None,
+        batch_size: int = 500,
+        block_ms: int = 100,
+        reclaim_idle_ms: int = 30_000,
+        breaker_threshold: int = 5,
+        breaker_reset_s: float = 5.0,
+        max_tasks: int = 20_000,
+    ) -> None:
+        self._redis = redis
+        self._pool = pool
+        self._keys = keys
+        self._clock = clock
+        self.consumer = consumer or default_consumer_name()
+        self._batch_size = batch_size
+        self._block_ms = block_ms
+        self._reclaim_idle_ms = reclaim_idle_ms
+        self._breaker_threshold = breaker_threshold
+        self._breaker_reset_s = breaker_reset_s
+        self._tasks: set[asyncio.Task] = set()
+        self._room = asyncio.Semaphore(max_tasks)
+        self._in_progress: set[str] = set()
+        self._lanes: dict[str, Lane] = {}
+        self._routes: dict[tuple[str, str], Route] = {}
+        self._scripts = Scripts(redis)
+        campaigns = CampaignCache(StockLedger(redis, keys))
+        self.lifecycle = GrantLifecycle(
+            redis, keys, GrantReader(redis, pool, keys), campaigns, settings, clock
+        )
+        self._stopping = asyncio.Event()
+        self._last = {"housekeeping": 0.0, "expiry": 0.0, "vendors": 0.0}
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, grace_s: float = 10.0) -> None:
+        log.info("fulfilment worker %s started", self.consumer)
+        await ensure_group(self._redis, self._keys, FULFIL_GROUP)
+        try:
+            backoff = 0.5
+            while not self._stopping.is_set():
+                try:
+                    await self.step()
+                    backoff = 0.5
+                except REDIS_AWAY as exc:
+                    log.warning("fulfil: redis unreachable (%s); retrying in %.1f s", exc, backoff)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), backoff)
+                    backoff = min(backoff * 2, 5.0)
+            await self.wait_idle(grace_s)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._close_lanes(self._lanes.values())
+            log.info("fulfilment worker %s stopped", self.consumer)
+
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Wait until no fulfilment is under way (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(list(self._tasks), timeout=deadline - time.monotonic())
+
+    async def step(self) -> None:
+        now = time.monotonic()
+        if now - self._last["vendors"] >= VENDORS_EVERY_S:
+            self._last["vendors"] = now
+            await self._load_vendors()
+        if now - self._last["housekeeping"] >= 1.0:
+            self._last["housekeeping"] = now
+            await self._reclaim()
+            await self._check_code_pools()
+        await self._take_due()
+        if now - self._last["expiry"] >= EXPIRY_EVERY_S:
+            self._last["expiry"] = now
+            await self.expire_due()
+        reply = await self._redis.xreadgroup(
+            FULFIL_GROUP,
+            self.consumer,
+            {self._keys.outbox: ">"},
+            count=self._batch_size,
+            block=self._block_ms,
+        )
+        for _stream, messages in reply or []:
+            for outbox_id, fields in messages:
+                await self._dispatch(outbox_id, fields)
+
+    # reading
+
+    async def _dispatch(self, outbox_id: str, fields: dict[str, str]) -> None:
+        if outbox_id in self._in_progress:
+            return
+        if "g" in fields:
+            await self._spawn(self._fulfil(_Work(orjson.loads(fields["g"]), outbox_id)), outbox_id)
+        elif "e" in fields and orjson.loads(fields["e"]).get("event") == "revoked":
+            await self._spawn(
+                self._revoke_at_vendor(orjson.loads(fields["e"]), outbox_id), outbox_id
+            )
+        else:  # other lifecycle events need nothing from vendors
+            await self._redis.xack(self._keys.outbox, FULFIL_GROUP, outbox_id)
+
+    async def _spawn(self, coro: Any, key: str) -> None:
+        await self._room.acquire()
+        self._in_progress.add(key)
+        task = asyncio.create_task(coro, name=f"fulfil-{key}")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            self._in_progress.discard(key)
+            self._room.release()
+            if not t.cancelled() and t.exception() is not None:
+                log.error("fulfilment task %s failed", key, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    async def _reclaim(self) -> None:
+        """Entries a dead worker took and never acknowledged."""
+        start = "0-0"
+        while not self._stopping.is_set():
+            start, messages, *_ = await self._redis.xautoclaim(
+                self._keys.outbox,
+                FULFIL_GROUP,
+                self.consumer,
+                self._reclaim_idle_ms,
+                start_id=start,
+                count=self._batch_size,
+            )
+            for outbox_id, fields in messages:
+                if fields:
+                    await self._dispatch(outbox_id, fields)
+                else:
+                    await self._redis.xack(self._keys.outbox, FULFIL_GROUP, outbox_id)
+            if start == "0-0":
+                return
+
+    async def _take_due(self) -> None:
+        now_ms = int(self._clock() * 1000)
+        due = await self._scripts.lease_due(
+            keys=[self._keys.fulfil_retry], args=[now_ms, now_ms + LEASE_MS, 200]
+        )
+        for grant_id in due:
+            if grant_id in self._in_progress:
+                continue
+            raw = await self._redis.hget(self._keys.fulfil_parked, grant_id)
+            if raw is None:
+                await self._redis.zrem(self._keys.fulfil_retry, grant_id)
+                continue
+            await self._spawn(self._fulfil(_Work(orjson.loads(raw), None)), grant_id)
+
+    # fulfilling
+
+    async def _fulfil(self, work: _Work) -> None:
+        event = work.event
+        route = await self._route(event["campaign_id"], event["reward_id"])
+        if route.vendor_id is None:
+            await self._fulfilled(work, None, {})
+            return
+        lane = self._lanes.get(route.vendor_id)
+        if lane is None:
+            await self._load_vendors()
+            lane = self._lanes.get(route.vendor_id)
+        if lane is None:
+            await self._attempt_failed(
+                work, None, f"vendor {route.vendor_id} is not registered", True
+            )
+            return
+        async with lane.slots:
+            if not lane.breaker.allow():
+                await self._park(work, lane.breaker.retry_in())
+                return
+            order = Order(
+                grant_id=event["grant_id"],
+                campaign_id=event["campaign_id"],
+                reward_id=event["reward_id"],
+                right_id=event["right_id"],
+                customer_id=event["customer_id"],
+                face_value=route.face_value,
+            )
+            vendor_id = lane.vendor.id
+            lane.in_flight += 1
+            metrics.VENDOR_IN_FLIGHT.labels(vendor_id).set(lane.in_flight)
+            started = time.monotonic()
+            try:
+                result = await lane.adapter.issue(order)
+            except VendorError as exc:
+                lane.breaker.failed()
+                outcome = "retryable" if exc.retryable else "rejected"
+                metrics.VENDOR_CALL_SECONDS.labels(vendor_id, outcome).observe(
+                    time.monotonic() - started
+                )
+                metrics.VENDOR_CIRCUIT.labels(vendor_id).set(STATE_VALUES[lane.breaker.state])
+                await self._attempt_failed(work, lane, str(exc), exc.retryable)
+                return
+            finally:
+                lane.in_flight -= 1
+                metrics.VENDOR_IN_FLIGHT.labels(vendor_id).set(lane.in_flight)
+            lane.breaker.succeeded()
+            metrics.VENDOR_CIRCUIT.labels(vendor_id).set(STATE_VALUES[lane.breaker.state])
+            metrics.VENDOR_CALL_SECONDS.labels(vendor_id, "ok").observe(time.monotonic() - started)
+        detail = {
+            "vendor_id": vendor_id,
+            "code": result.code,
+            "reference": result.reference,
+            "expires_at": result.expires_at,
+        }
+        await self._fulfilled(work, lane, {k: v for k, v in detail.items() if v is not None})
+
+    async def _fulfilled(self, work: _Work, lane: Lane | None, detail: dict[str, Any]) -> None:
+        event = work.event
+        vendor_id = lane.vendor.id if lane else "internal"
+        moved = await self.lifecycle.move(
+            event["grant_id"],
+            "fulfilled",
+            f"vendor:{vendor_id}",
+            detail,
+            grant=grant_from_event(event),
+        )
+        if moved.outcome == "refused" and moved.before == "revoked" and lane is not None:
+            # Revoked while the vendor was issuing it: take it back at the vendor too.
+            with contextlib.suppress(VendorError):
+                await lane.adapter.revoke(event["grant_id"])
+        metrics.FULFILMENTS.labels(vendor_id, "fulfilled").inc()
+        await self._announce(
+            event["grant_id"], "fulfilled" if moved.applied else moved.before, detail
+        )
+        await self._done(work)
+
+    async def _attempt_failed(
+        self, work: _Work, lane: Lane | None, error: str, retryable: bool
+    ) -> None:
+        grant_id = work.event["grant_id"]
+        attempts = await self._redis.hincrby(self._keys.fulfil_attempts, grant_id, 1)
+        max_attempts = lane.vendor.max_attempts if lane else 1
+        if retryable and attempts < max_attempts and lane is not None:
+            metrics.VENDOR_RETRIES.labels(lane.vendor.id).inc()
+            await self._park(work, lane.backoff_s(attempts))
+            return
+        vendor_id = lane.vendor.id if lane else "unknown"
+        log.warning(
+            "fulfil: grant %s failed at %s after %d attempts: %s",
+            grant_id,
+            vendor_id,
+            attempts,
+            error,
+        )
+        detail = {"vendor_id": vendor_id, "error": error[:500], "attempts": attempts}
+        moved = await self.lifecycle.move(
+            grant_id, "failed", "system:fulfilment", detail, grant=grant_from_event(work.event)
+        )
+        await self._redis.xadd(
+            self._keys.fulfil_dead,
+            {
+                "grant": orjson.dumps(work.event).decode(),
+                "vendor_id": vendor_id,
+                "error": error[:500],
+                "attempts": attempts,
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
+        metrics.VENDOR_DEAD_LETTERS.labels(vendor_id).inc()
+        metrics.FULFILMENTS.labels(vendor_id, "failed").inc()
+        await self._announce(grant_id, "failed" if moved.applied else moved.before, detail)
+        await self._done(work)
+
+    async def _park(self, work: _Work, delay_s: float) -> None:
+        """Try again later: durable in Redis, and the outbox entry is released."""
+        grant_id = work.event["grant_id"]
+        due_ms = int((self._clock() + delay_s) * 1000)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys.fulfil_parked, grant_id, orjson.dumps(work.event))
+            pipe.zadd(self._keys.fulfil_retry, {grant_id: due_ms})
+            if work.outbox_id:
+                pipe.xack(self._keys.outbox, FULFIL_GROUP, work.outbox_id)
+            await pipe.execute()
+
+    async def _done(self, work: _Work) -> None:
+        grant_id = work.event["grant_id"]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if work.outbox_id:
+                pipe.xack(self._keys.outbox, FULFIL_GROUP, work.outbox_id)
+            pipe.zrem(self._keys.fulfil_retry, grant_id)
+            pipe.hdel(self._keys.fulfil_parked, grant_id)
+            pipe.hdel(self._keys.fulfil_attempts, grant_id)
+            await pipe.execute()
+
+    async def _announce(self, grant_id: str, status: str, detail: dict[str, Any]) -> None:
+        message = {"grant_id": grant_id, "status": status, **detail}
+        await self._redis.publish(self._keys.outcomes, orjson.dumps(message))
+
+    async def _revoke_at_vendor(self, event: dict[str, Any], outbox_id: str) -> None:
+        """A revoked grant is taken back at its vendor too (best effort, a few tries)."""
+        route = await self._route(event["campaign_id"], event["reward_id"])
+        lane = self._lanes.get(route.vendor_id) if route.vendor_id else None
+        if lane is not None:
+            for attempt in range(1, 4):
+                try:
+                    await lane.adapter.revoke(event["grant_id"])
+                    break
+                except VendorError as exc:
+                    if not exc.retryable or attempt == 3:
+                        log.warning(
+                            "fulfil: could not revoke %s at %s: %s",
+                            event["grant_id"],
+                            lane.vendor.id,
+                            exc,
+                        )
+                        break
+                    await asyncio.sleep(lane.backoff_s(attempt))
+        await self._redis.xack(self._keys.outbox, FULFIL_GROUP, outbox_id)
+
+    # upkeep
+
+    async def expire_due(self) -> int:
+        """Fulfilled grants whose validity is over become expired."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        expired = 0
+        for row in await self._pool.fetch(queries.expiring_grants, now, 500):
+            moved = await self.lifecycle.move(row["grant_id"], "expired", "system:expiry")
+            expired += moved.applied
+        return expired
+
+    async def _route(self, campaign_id: str, reward_id: str) -> Route:
+        route = self._routes.get((campaign_id, reward_id))
+        if route is None:
+            for row in await self._pool.fetch(queries.reward_routes, campaign_id):
+                self._routes[(campaign_id, row["reward_id"])] = Route(
+                    row["vendor_id"], row["face_value"]
+                )
+            route = self._routes.setdefault((campaign_id, reward_id), Route(None, 0))
+        return route
+
+    async def _load_vendors(self) -> None:
+        rows = await self._pool.fetch(queries.list_vendors)
+        stale = []
+        for row in rows:
+            vendor = Vendor.from_row(row)
+            current = self._lanes.get(vendor.id)
+            if current is not None and current.vendor == vendor:
+                continue
+            if current is not None:
+                stale.append(current)
+            try:
+                self._lanes[vendor.id] = self._lane(vendor)
+            except (OSError, KeyError, ValueError) as exc:
+                log.error("fulfil: vendor %s cannot be used: %s", vendor.id, exc)
+        await self._close_lanes(stale)
+
+    def _lane(self, vendor: Vendor) -> Lane:
+        session = None
+        if vendor.adapter != "codepool":
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=vendor.max_in_flight)
+            )
+        adapter = make_adapter(vendor, session, self._redis, self._keys, self._clock)
+        return Lane(
+            vendor=vendor,
+            adapter=adapter,
+            session=session,
+            breaker=CircuitBreaker(self._breaker_threshold, self._breaker_reset_s),
+            slots=asyncio.Semaphore(vendor.max_in_flight),
+        )
+
+    @staticmethod
+    async def _close_lanes(lanes: Any) -> None:
+        for lane in lanes:
+            if lane.session is not None:
+                await lane.session.close()
+
+    async def _check_code_pools(self) -> None:
+        """Warn when a code pool holds fewer codes than its campaigns may still grant."""
+        stock = StockLedger(self._redis, self._keys)
+        for lane in self._lanes.values():
+            if lane.vendor.adapter != "codepool":
+                continue
+            demand: dict[str, int] = {}
+            for row in await self._pool.fetch(queries.codepool_demand, lane.vendor.id):
+                counters = await stock.counters(row["campaign_id"], [row["reward_id"]])
+                left = max(row["stock"] - counters.granted[row["reward_id"]], 0)
+                demand[row["right_id"]] = demand.get(row["right_id"], 0) + left
+            for right_id, needed in demand.items():
+                codes = await self._redis.llen(self._keys.code_pool(lane.vendor.id, right_id))
+                metrics.CODEPOOL_REMAINING.labels(lane.vendor.id, right_id).set(codes)
+                if codes < needed:
+                    log.warning(
+                        "code pool low: vendor %s right %s has %d codes for %d grants still possible",
+                        lane.vendor.id,
+                        right_id,
+                        codes,
+                        needed,
+                    )

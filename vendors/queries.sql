@@ -1,0 +1,67 @@
+-- name: insert_vendor
+INSERT INTO vendors (id, name, adapter, base_url, timeout_ms, max_in_flight, max_attempts,
+                     backoff_base_ms, backoff_max_ms, public_keys, signing_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+RETURNING *
+
+-- name: update_vendor
+UPDATE vendors
+SET name = $2, adapter = $3, base_url = $4, timeout_ms = $5, max_in_flight = $6,
+    max_attempts = $7, backoff_base_ms = $8, backoff_max_ms = $9, public_keys = $10,
+    signing_key = $11, updated_at = now()
+WHERE id = $1
+RETURNING *
+
+-- name: get_vendor
+SELECT * FROM vendors WHERE id = $1
+
+-- name: list_vendors
+SELECT * FROM vendors ORDER BY id
+
+-- name: reward_routes
+SELECT r.campaign_id, r.id AS reward_id, r.vendor_id, rt.face_value, rt.kind
+FROM rewards r JOIN rights rt ON rt.id = r.right_id
+WHERE r.campaign_id = $1
+
+-- name: insert_codes
+INSERT INTO vendor_codes (vendor_id, right_id, code)
+SELECT $1, $2, code FROM unnest($3::text[]) AS code
+ON CONFLICT DO NOTHING
+RETURNING code
+
+-- name: right_vendor
+SELECT vendor_id FROM rights WHERE id = $1
+
+-- name: grant_by_code
+SELECT grant_id FROM grants WHERE vendor_id = $1 AND code = $2
+
+-- name: get_redemption
+SELECT * FROM redemptions WHERE vendor_id = $1 AND redemption_id = $2
+
+-- name: insert_redemption
+INSERT INTO redemptions (vendor_id, redemption_id, grant_id, code, redeemed_at, outcome, reason, body)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT DO NOTHING
+
+-- name: expiring_grants
+SELECT grant_id FROM grants WHERE status = 'fulfilled' AND expires_at < $1 LIMIT $2
+
+-- name: vendor_grants
+SELECT g.grant_id, g.code, g.status, redeemed.redemption_id, redeemed.redeemed_at
+FROM grants g
+LEFT JOIN LATERAL (
+    SELECT redemption_id, redeemed_at FROM redemptions r
+    WHERE r.vendor_id = g.vendor_id AND r.grant_id = g.grant_id AND r.outcome = 'applied'
+    LIMIT 1
+) redeemed ON true
+WHERE g.vendor_id = $1 AND g.granted_at >= $2 AND g.granted_at < $3
+
+-- name: insert_statement
+INSERT INTO statements (vendor_id, uploaded_by, rows, report) VALUES ($1, $2, $3, $4)
+RETURNING id, uploaded_at
+
+-- name: codepool_demand
+SELECT r.campaign_id, r.id AS reward_id, r.right_id, r.stock
+FROM rewards r JOIN campaigns c ON c.id = r.campaign_id
+WHERE r.vendor_id = $1 AND c.status IN ('approved', 'paused')
+

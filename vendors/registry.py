@@ -1,0 +1,183 @@
+"""The vendor registry: who fulfils which rights, how to reach them, and their keys.
+
+Private keys never live in the database or the repository: a vendor row names where ours is
+(`file:PATH` or `env:VARIABLE`); the vendor's public keys (two during a rotation) are stored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from access.staff import Staff, audit
+from quanyi.errors import AlreadyExists, InvalidRequest, NotFound
+from quanyi.validation import Fields
+from vendors import queries
+from vendors.rsa import RsaKey, load_key
+
+ADAPTERS = ("http", "points", "codepool", "simulated")
+
+
+@dataclass(frozen=True)
+class Vendor:
+    id: str
+    name: str
+    adapter: str
+    base_url: str | None
+    timeout_ms: int
+    max_in_flight: int
+    max_attempts: int
+    backoff_base_ms: int
+    backoff_max_ms: int
+    public_keys: tuple[str, ...]
+    signing_key: str | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Vendor:
+        return cls(
+            **{k: row[k] for k in cls.__dataclass_fields__ if k != "public_keys"},
+            public_keys=tuple(row["public_keys"]),
+        )
+
+    def verifying_keys(self) -> list[RsaKey]:
+        return [load_key(pem) for pem in self.public_keys]
+
+    def private_key(self) -> RsaKey | None:
+        return load_private_key(self.signing_key) if self.signing_key else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "adapter": self.adapter,
+            "base_url": self.base_url,
+            "timeout_ms": self.timeout_ms,
+            "max_in_flight": self.max_in_flight,
+            "retry": {
+                "max_attempts": self.max_attempts,
+                "backoff_base_ms": self.backoff_base_ms,
+                "backoff_max_ms": self.backoff_max_ms,
+            },
+            "public_keys": list(self.public_keys),
+            "signing_key": self.signing_key,
+        }
+
+
+def load_private_key(reference: str) -> RsaKey:
+    """`file:PATH` or `env:VARIABLE` holding a PEM private key."""
+    kind, _, where = reference.partition(":")
+    if kind == "file":
+        return load_key(Path(where).read_text())
+    if kind == "env":
+        return load_key(os.environ[where])
+    raise ValueError(f"signing key reference must be file:PATH or env:VARIABLE, not {reference!r}")
+
+
+def _parse(body: Any, current: Vendor | None = None) -> dict[str, Any]:
+    """A vendor body; with `current`, a partial update over it."""
+    base = current.to_json() if current else {}
+    if current and isinstance(body, dict):
+        retry = {**base.pop("retry"), **(body.get("retry") or {})}
+        body = {**base, **body, "retry": retry}
+    f = Fields(body)
+    retry = (
+        Fields((body or {}).get("retry") or {}, "retry.", f.errors) if isinstance(body, dict) else f
+    )
+    values = {
+        "id": f.ident("id"),
+        "name": f.text("name"),
+        "adapter": f.text("adapter", 16),
+        "base_url": f.text("base_url", 500, required=False),
+        "timeout_ms": f.integer("timeout_ms", 1, 120_000, required=False) or 2000,
+        "max_in_flight": f.integer("max_in_flight", 1, 10_000, required=False) or 64,
+        "max_attempts": retry.integer("max_attempts", 1, 100, required=False) or 8,
+        "backoff_base_ms": retry.integer("backoff_base_ms", 1, 3_600_000, required=False) or 200,
+        "backoff_max_ms": retry.integer("backoff_max_ms", 1, 86_400_000, required=False) or 60_000,
+        "public_keys": (body or {}).get("public_keys", []) if isinstance(body, dict) else [],
+        "signing_key": f.text("signing_key", 500, required=False),
+    }
+    if values["adapter"] and values["adapter"] not in ADAPTERS:
+        f.fail("adapter", f"one of {', '.join(ADAPTERS)}")
+    if values["adapter"] in ("http", "points", "simulated") and not values["base_url"]:
+        f.fail("base_url", f"required for the {values['adapter']} adapter")
+    keys = values["public_keys"]
+    if not isinstance(keys, list) or len(keys) > 2 or not all(isinstance(k, str) for k in keys):
+        f.fail("public_keys", "a list of at most two PEM public keys (two while rotating)")
+    else:
+        for i, pem in enumerate(keys):
+            try:
+                key = load_key(pem)
+                if key.has_private():
+                    f.fail(f"public_keys[{i}]", "a private key: send only the public part")
+            except (ValueError, IndexError, TypeError):
+                f.fail(f"public_keys[{i}]", "not a PEM RSA public key")
+    if values["signing_key"]:
+        try:
+            load_private_key(values["signing_key"])
+        except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:
+            f.fail("signing_key", f"cannot load a private key from it: {exc}")
+    f.check()
+    return values
+
+
+class VendorRegistry:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, staff: Staff, body: Any) -> Vendor:
+        staff.require_role("admin")
+        v = _parse(body)
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(queries.insert_vendor, *_columns(v))
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(f"vendor {v['id']} exists") from None
+            vendor = Vendor.from_row(row)
+            await audit(conn, staff, "vendor.create", f"vendor:{vendor.id}", vendor.to_json())
+        return vendor
+
+    async def update(self, staff: Staff, vendor_id: str, body: Any) -> Vendor:
+        staff.require_role("admin")
+        if not isinstance(body, dict):
+            raise InvalidRequest("body must be a JSON object")
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await self._get(conn, vendor_id)
+            v = _parse({**body, "id": vendor_id}, current)
+            row = await conn.fetchrow(queries.update_vendor, *_columns(v))
+            vendor = Vendor.from_row(row)
+            await audit(conn, staff, "vendor.update", f"vendor:{vendor.id}", vendor.to_json())
+        return vendor
+
+    async def get(self, vendor_id: str) -> Vendor:
+        async with self._pool.acquire() as conn:
+            return await self._get(conn, vendor_id)
+
+    async def all(self) -> list[Vendor]:
+        return [Vendor.from_row(r) for r in await self._pool.fetch(queries.list_vendors)]
+
+    @staticmethod
+    async def _get(conn: asyncpg.Connection, vendor_id: str) -> Vendor:
+        row = await conn.fetchrow(queries.get_vendor, vendor_id)
+        if row is None:
+            raise NotFound(f"no vendor {vendor_id}")
+        return Vendor.from_row(row)
+
+
+def _columns(v: dict[str, Any]) -> tuple:
+    return (
+        v["id"],
+        v["name"],
+        v["adapter"],
+        v["base_url"],
+        v["timeout_ms"],
+        v["max_in_flight"],
+        v["max_attempts"],
+        v["backoff_base_ms"],
+        v["backoff_max_ms"],
+        v["public_keys"],
+        v["signing_key"],
+    )
