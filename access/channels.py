@@ -76,7 +76,7 @@ class ChannelDirectory:
         secret = self._secrets.get(channel_id)
         body = await request.read()
         if secret is None or not signature_matches(
-            secret, request.method, request.path_qs, timestamp, body, signature
+            secret, request.method, request.raw_path, timestamp, body, signature
         ):
             raise Unauthorized("unknown channel or bad signature")
         return channel_id, body

@@ -200,8 +200,13 @@ class CampaignService:
                     f"cannot {action} a campaign that is {campaign.status}",
                     state=campaign.status,
                 )
-            if action == "approve" and staff.username == campaign.submitted_by:
-                raise Forbidden("maker-checker: the submitter may not approve their own campaign")
+            if action == "approve" and staff.username in (
+                campaign.submitted_by,
+                campaign.created_by,
+            ):
+                raise Forbidden(
+                    "maker-checker: whoever created or submitted a campaign may not approve it"
+                )
             await conn.execute(queries.set_status, campaign_id, target, staff.username)
             await audit(
                 conn,

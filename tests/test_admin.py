@@ -653,3 +653,25 @@ async def test_campaign_view_shows_live_and_persisted_counters(api, redis, pool,
     assert (r2["granted"], r2["remaining"], r2["persisted"]) == (1, 1, 1)
     assert view["ledger_lag"] == {"entries": 0, "seconds": 0.0}
     assert (view["status"], view["version"], view["approved_by"]) == ("approved", 1, "approver")
+
+
+async def test_the_creator_may_not_approve_even_when_someone_else_submitted(api, coffee):
+    """Maker-checker covers whoever made the campaign, not only whoever submitted it."""
+    now = datetime.fromtimestamp(api.clock(), UTC)
+    body = {
+        "id": "c9",
+        "name": "made by an admin",
+        "branch": "HQ",
+        "starts_at": (now - timedelta(hours=1)).isoformat(),
+        "ends_at": (now + timedelta(days=1)).isoformat(),
+        "channels": ["app"],
+        "rewards": [{"id": "r1", "right_id": "coffee", "stock": 5, "per_customer_limit": 1}],
+    }
+    status, created = await api.admin("admin", "POST", "/admin/v1/campaigns", body)
+    assert status == 201, created
+    status, _ = await api.admin("marketer2", "POST", "/admin/v1/campaigns/c9/submit")
+    assert status == 200
+    status, refused = await api.admin("admin", "POST", "/admin/v1/campaigns/c9/approve")
+    assert (status, refused["error"]["code"]) == (403, "forbidden")
+    status, approved = await api.admin("approver", "POST", "/admin/v1/campaigns/c9/approve")
+    assert (status, approved["status"]) == (200, "approved")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+import yarl
 from redis.asyncio import ConnectionPool
 
 from inventory.scripts import lua_source
@@ -731,3 +732,11 @@ async def test_bad_limit_on_customer_grants_is_400_not_500(api, c1, limit):
     status, resp = await api.channel("GET", path)
     error = assert_error(status, resp, 400, "invalid_request")
     assert set(error["fields"]) == {"limit"}
+
+
+async def test_the_signature_covers_the_path_exactly_as_sent(api, c1):
+    """Channels sign the raw path they send, percent-escapes and all."""
+    path = "/v1/customers/cust%2D1/grants"
+    resp = await api.client.get(yarl.URL(path, encoded=True), headers=sign(api, "GET", path))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["customer_id"] == "cust-1"
