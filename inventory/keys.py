@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import zlib
 
-IDEMPOTENCY_BUCKETS = 1 << 16
+DEFAULT_IDEMPOTENCY_BUCKETS = 1 << 14
+MAX_CUSTOMER_BUCKETS = 1 << 16
 
 
 class Keys:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, idempotency_buckets: int = DEFAULT_IDEMPOTENCY_BUCKETS) -> None:
         self.prefix = prefix
+        self._idempotency_buckets = idempotency_buckets
         self.outbox = f"{prefix}:outbox"
         self.outbox_dead = f"{prefix}:outbox:dead"
         self.pending = f"{prefix}:pending"
@@ -55,7 +57,7 @@ class Keys:
     def idempotency(self, channel_id: str, request_id: str) -> tuple[str, bytes]:
         """The bucket key and the field that hold one (channel, request id)."""
         digest = hashlib.blake2b(f"{channel_id}\0{request_id}".encode(), digest_size=16).digest()
-        bucket = int.from_bytes(digest[:4], "big") % IDEMPOTENCY_BUCKETS
+        bucket = int.from_bytes(digest[:4], "big") % self._idempotency_buckets
         return f"{self.prefix}:idem:{bucket}", digest
 
 
@@ -66,6 +68,6 @@ def customer_bucket(customer_id: str, buckets: int) -> int:
 def buckets_for(total_stock: int) -> int:
     """Enough customer buckets that each stays a small listpack hash (~64 fields at most)."""
     buckets = 1
-    while buckets * 64 < total_stock and buckets < IDEMPOTENCY_BUCKETS:
+    while buckets * 64 < total_stock and buckets < MAX_CUSTOMER_BUCKETS:
         buckets *= 2
     return buckets

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -19,6 +20,8 @@ from prometheus_client import (
     multiprocess,
 )
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ResponseError
 
 from access.channels import ChannelDirectory
@@ -64,12 +67,23 @@ class StartupError(RuntimeError):
     """A dependency is missing or unsafe: the service refuses to start."""
 
 
+class PackedConnection(Connection):
+    """Packs commands with hiredis, as redis-py's sync client does: the same bytes, several
+    times faster than the asyncio client's pure-Python packer (~10 us a claim)."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)
+
+
 async def open_redis(settings: Settings) -> Redis:
     # A blocking pool: a burst beyond max_connections waits for a free connection instead of
     # failing the request.
     redis = Redis.from_pool(
         BlockingConnectionPool.from_url(
             settings.redis_url,
+            connection_class=PackedConnection,
             decode_responses=True,
             max_connections=128,
             timeout=5,
@@ -151,7 +165,7 @@ def create_app(
     app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[KEYS] = Keys(settings.key_prefix)
+    app[KEYS] = Keys(settings.key_prefix, settings.idempotency_buckets)
 
     async def stores(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = await open_redis(settings)
@@ -214,6 +228,7 @@ async def _ledger_worker(app: web.Application) -> AsyncIterator[None]:
         batch_size=settings.ledger_batch_size,
         block_ms=settings.ledger_block_ms,
         reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
+        linger_ms=settings.ledger_linger_ms,
     )
     async with background("ledger-worker", worker.run()) as task:
         yield

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -25,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "workers", 1) > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Must be set before prometheus_client is first imported: each process writes its own
         # metric files there and /metrics on any process reports them all.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quanyi-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="quanyi-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        atexit.register(shutil.rmtree, metrics_dir, True)
     from quanyi.logs import setup_logging
     from quanyi.settings import Settings
 
@@ -175,7 +179,7 @@ async def _stores(settings: Any) -> tuple[Any, Any, Any]:
 
     redis = await open_redis(settings)
     pool = await open_pool(settings)
-    return redis, pool, Keys(settings.key_prefix)
+    return redis, pool, Keys(settings.key_prefix, settings.idempotency_buckets)
 
 
 def _migrate(settings: Any, args: argparse.Namespace) -> int:
@@ -249,18 +253,33 @@ def _worker(settings: Any, args: argparse.Namespace) -> int:
 
     from ledger.worker import LedgerWorker
     from quanyi.app import close_pool
+    from quanyi.clock import system_clock
+    from vendors.fulfil import FulfilmentWorker
 
     async def work() -> None:
         redis, pool, keys = await _stores(settings)
-        worker = LedgerWorker(
-            redis,
-            pool,
-            keys,
-            consumer=args.consumer,
-            batch_size=settings.ledger_batch_size,
-            block_ms=settings.ledger_block_ms,
-            reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
-        )
+        worker: LedgerWorker | FulfilmentWorker
+        if args.kind == "ledger":
+            worker = LedgerWorker(
+                redis,
+                pool,
+                keys,
+                consumer=args.consumer,
+                batch_size=settings.ledger_batch_size,
+                block_ms=settings.ledger_block_ms,
+                reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
+                linger_ms=settings.ledger_linger_ms,
+            )
+        else:
+            worker = FulfilmentWorker(
+                redis,
+                pool,
+                keys,
+                settings,
+                system_clock,
+                consumer=args.consumer,
+                reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
+            )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
@@ -270,8 +289,10 @@ def _worker(settings: Any, args: argparse.Namespace) -> int:
             await close_pool(pool)
             await redis.aclose()
 
-    if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr=settings.http_host)
+    # Each kind has its own port, so both workers can run on one host.
+    port = settings.worker_metrics_port
+    if port:
+        start_http_server(port + (0 if args.kind == "ledger" else 1), addr=settings.http_host)
     _uvloop_run(work())
     return 0
 

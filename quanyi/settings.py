@@ -33,12 +33,17 @@ class Settings:
     channel_refresh_s: float = 5.0
     ledger_batch_size: int = 2000
     ledger_block_ms: int = 100
+    # A small batch waits this long for company: bigger transactions, far less work per grant.
+    ledger_linger_ms: int = 50
     # Outbox entries a dead ledger worker left pending are re-claimed after this idle time.
     ledger_reclaim_idle_ms: int = 30_000
     # An outbox entry delivered more often than this goes to the dead-letter stream.
     ledger_max_deliveries: int = 10
-    # Port of the Prometheus endpoint of a standalone worker process.
+    # Prometheus port of a standalone ledger worker; the fulfilment worker takes the next one.
     worker_metrics_port: int = 9101
+    # Idempotency entries are spread over this many small hashes. Set it once, before the first
+    # claim: size it to about the request ids retained at once divided by 100.
+    idempotency_buckets: int = 16384
 
     @property
     def zone(self) -> ZoneInfo:
