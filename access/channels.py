@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 
@@ -12,6 +11,7 @@ from aiohttp import web
 from access import queries
 from access.signing import signature_matches
 from quanyi.clock import Clock
+from quanyi.db import keep_refreshed
 from quanyi.errors import AlreadyExists, Unauthorized
 from quanyi.validation import is_digits
 
@@ -54,14 +54,7 @@ class ChannelDirectory:
         self._secrets = {r["id"]: r["secret"] for r in rows}
 
     async def keep_fresh(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.refresh()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning(
-                    "channel refresh failed, keeping %d known channels: %s", len(self._secrets), exc
-                )
+        await keep_refreshed(self.refresh, interval_s, "channel")
 
     async def authenticate(self, request: web.Request) -> tuple[str, bytes]:
         """The calling channel's id and the raw body, once the signature over it is verified."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +35,18 @@ def load_queries(sql_file: str | Path) -> Queries:
         (name, body.strip().rstrip(";"))
         for name, body in zip(parts[1::2], parts[2::2], strict=True)
     )
+
+
+async def keep_refreshed(
+    refresh: Callable[[], Awaitable[None]], interval_s: float, what: str
+) -> None:
+    """Call `refresh` every `interval_s` for good; while PostgreSQL is away, keep what was loaded."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await refresh()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("%s refresh failed, keeping what was loaded: %s", what, exc)
 
 
 async def create_pool(database_url: str, **options: object) -> asyncpg.Pool:

@@ -3,11 +3,11 @@ so verifying a callback needs no database round trip. Reloaded in the background
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import asyncpg
 
+from quanyi.db import keep_refreshed
 from vendors import queries
 from vendors.registry import Vendor
 from vendors.rsa import RsaKey
@@ -35,14 +35,7 @@ class VendorDirectory:
         self._vendors = vendors
 
     async def keep_fresh(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.refresh()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning(
-                    "vendor refresh failed, keeping %d known vendors: %s", len(self._vendors), exc
-                )
+        await keep_refreshed(self.refresh, interval_s, "vendor")
 
     def get(self, vendor_id: str) -> tuple[Vendor, list[RsaKey]] | None:
         return self._vendors.get(vendor_id)
