@@ -61,7 +61,7 @@ class GrantLifecycle:
         clock: Clock,
     ) -> None:
         self._keys = keys
-        self._grants = grants
+        self._grants = self.grants = grants
         self._campaigns = campaigns
         self._zone = settings.zone
         self._clock = clock
@@ -102,6 +102,7 @@ class GrantLifecycle:
                 "actor": actor,
                 "detail": detail or {},
                 "campaign_id": cid,
+                "reward_id": grant["reward_id"],
             }
         )
         outcome, before = await self._script(

@@ -523,7 +523,7 @@ def _statement_import(settings: Any, args: argparse.Namespace) -> int:
     from vendors.commands import cli_staff
     from vendors.statements import reconcile
 
-    text = Path(args.file).read_text()
+    text = Path(args.file).read_text(encoding="utf-8-sig")
     report = _with_stores(
         settings,
         lambda pool, redis, keys: reconcile(

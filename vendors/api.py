@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import asyncpg
@@ -37,7 +38,11 @@ async def post_redemption(request: web.Request) -> web.Response:
     app = request.app
     vendor_id = path_id(request, "vendor_id")
     body = await _verified_body(request, vendor_id)
-    f = Fields(parse_json(body))
+    payload = parse_json(body)
+    if _has_nul(payload):
+        # PostgreSQL cannot keep such a body (jsonb); refuse it before anything changes.
+        raise InvalidRequest("text must not contain NUL characters", {"body": "NUL character"})
+    f = Fields(payload)
     redemption_id = f.ident("redemption_id")
     grant_id = f.text("grant_id", 64, required=False)
     code = f.text("code", 128, required=False)
@@ -63,16 +68,25 @@ async def post_redemption(request: web.Request) -> web.Response:
     if grant is None:
         await _record(pool, *record, "refused", "unknown grant")
         return _answer("refused", "unknown grant", redemption_id, grant_id, False)
-    if grant.get("vendor_id") != vendor_id:
-        if grant.get("vendor_id") is None and grant["status"] == "granted":
-            raise Conflict("the grant is not fulfilled yet; retry later", state="granted")
+    # Who fulfils it: recorded at fulfilment, else (not fulfilled yet, or revoked before its
+    # fulfilment was recorded) the vendor its reward is routed to.
+    owner = grant.get("vendor_id") or await pool.fetchval(
+        queries.reward_vendor, grant["campaign_id"], grant["reward_id"]
+    )
+    if owner != vendor_id:
         raise Forbidden(f"grant {grant['grant_id']} is not fulfilled by vendor {vendor_id}")
+    if grant["status"] == "granted":
+        raise Conflict("the grant is not fulfilled yet; retry later", state="granted")
     moved = await app[LIFECYCLE].move(
         grant["grant_id"],
         "redeemed",
         f"vendor:{vendor_id}",
         {"redemption_id": redemption_id, "redeemed_at": redeemed_at.isoformat()},
     )
+    if moved.outcome == "repeated" and not await _redeemed_by(
+        app, grant["grant_id"], redemption_id
+    ):
+        moved = dataclasses.replace(moved, outcome="refused", before="redeemed")
     if moved.outcome == "refused":
         reason = f"grant is {moved.before}"
         await _record(pool, *record, "refused", reason)
@@ -81,15 +95,53 @@ async def post_redemption(request: web.Request) -> web.Response:
     return _answer("applied", None, redemption_id, grant["grant_id"], moved.outcome == "repeated")
 
 
-async def _verified_body(request: web.Request, vendor_id: str) -> bytes:
+async def _redeemed_by(app: web.Application, grant_id: str, redemption_id: str) -> bool:
+    """Whether the grant was redeemed by this very redemption (a concurrent retry of it)."""
+    grant = await app[GRANTS].get(grant_id)
+    return any(
+        e["event"] == "redeemed" and e.get("detail", {}).get("redemption_id") == redemption_id
+        for e in grant["timeline"]
+    )
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+STATEMENT_MAX_BYTES = 16 * 1024 * 1024
+
+
+async def _read_large(request: web.Request, limit: int) -> bytes:
+    """The body, up to `limit` bytes: statements are larger than the app-wide request limit."""
+    if (request.content_length or 0) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)
+
+
+async def _verified_body(request: web.Request, vendor_id: str, limit: int | None = None) -> bytes:
     app = request.app
     timestamp = request.headers.get("X-Vendor-Timestamp", "")
     signature = request.headers.get("X-Vendor-Signature", "")
     window = app[SETTINGS].signature_window_s
-    if not is_digits(timestamp) or abs(app[CLOCK]() - int(timestamp)) > window:
+    if (
+        not is_digits(timestamp)
+        or len(timestamp) > 12
+        or abs(int(app[CLOCK]()) - int(timestamp)) > window
+    ):
         raise Unauthorized(f"X-Vendor-Timestamp must be unix seconds within {window} s of now")
     known = app[VENDORS].get(vendor_id)
-    body = await request.read()
+    body = await (_read_large(request, limit) if limit else request.read())
     if known is None or not known[1] or not verify(known[1], timestamp, body, signature):
         raise Unauthorized("unknown vendor or bad signature")
     return body
@@ -235,7 +287,7 @@ async def post_statement(request: web.Request) -> web.Response:
     vendor_id = path_id(request, "vendor_id")
     await VendorRegistry(request.app[POOL]).get(vendor_id)
     try:
-        text = (await request.read()).decode()
+        text = (await _read_large(request, STATEMENT_MAX_BYTES)).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidRequest("a statement is UTF-8 CSV") from None
     report = await reconcile(
@@ -253,9 +305,9 @@ async def post_statement(request: web.Request) -> web.Response:
 async def post_vendor_statement(request: web.Request) -> web.Response:
     """A vendor sends its daily statement itself, signed like a callback."""
     vendor_id = path_id(request, "vendor_id")
-    body = await _verified_body(request, vendor_id)
+    body = await _verified_body(request, vendor_id, STATEMENT_MAX_BYTES)
     try:
-        text = body.decode()
+        text = body.decode("utf-8-sig")  # spreadsheet exports start with a BOM
     except UnicodeDecodeError:
         raise InvalidRequest("a statement is UTF-8 CSV") from None
     sender = Staff(f"vendor:{vendor_id}", "vendor", "HQ")

@@ -39,6 +39,7 @@ def keygen(out: Path) -> tuple[Path, Path]:
     private, public = generate_keypair()
     private_path, public_path = out / "private.pem", out / "public.pem"
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode of O_CREAT applies to a new file only
     with os.fdopen(fd, "w") as f:
         f.write(private)
     public_path.write_text(public)

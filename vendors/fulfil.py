@@ -379,7 +379,10 @@ class FulfilmentWorker:
 
     async def _revoke_at_vendor(self, event: dict[str, Any], outbox_id: str) -> None:
         """A revoked grant is taken back at its vendor too (best effort, a few tries)."""
-        route = await self._route(event["campaign_id"], event["reward_id"])
+        reward_id = event.get("reward_id")
+        if reward_id is None:  # events written before they carried it
+            reward_id = (await self.lifecycle.grants.get(event["grant_id"]))["reward_id"]
+        route = await self._route(event["campaign_id"], reward_id)
         lane = self._lanes.get(route.vendor_id) if route.vendor_id else None
         if lane is not None:
             for attempt in range(1, 4):

@@ -29,6 +29,9 @@ SELECT $1, $2, code FROM unnest($3::text[]) AS code
 ON CONFLICT DO NOTHING
 RETURNING code
 
+-- name: reward_vendor
+SELECT vendor_id FROM rewards WHERE campaign_id = $1 AND id = $2
+
 -- name: right_vendor
 SELECT vendor_id FROM rights WHERE id = $1
 

@@ -81,7 +81,8 @@ def _parse(body: Any, current: Vendor | None = None) -> dict[str, Any]:
     """A vendor body; with `current`, a partial update over it."""
     base = current.to_json() if current else {}
     if current and isinstance(body, dict):
-        retry = {**base.pop("retry"), **(body.get("retry") or {})}
+        kept, given = base.pop("retry"), body.get("retry")
+        retry = {**kept, **given} if isinstance(given, dict) else kept if given is None else given
         body = {**base, **body, "retry": retry}
     f = Fields(body)
     retry = (
@@ -117,7 +118,8 @@ def _parse(body: Any, current: Vendor | None = None) -> dict[str, Any]:
                 f.fail(f"public_keys[{i}]", "not a PEM RSA public key")
     if values["signing_key"]:
         try:
-            load_private_key(values["signing_key"])
+            if not load_private_key(values["signing_key"]).has_private():
+                f.fail("signing_key", "it holds a public key; ours must be a private key")
         except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:
             f.fail("signing_key", f"cannot load a private key from it: {exc}")
     f.check()

@@ -31,15 +31,22 @@ EXPECTED = {"fulfilled": "issued", "redeemed": "redeemed", "expired": "issued"}
 
 def parse_statement(text: str) -> list[dict[str, str]]:
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        reader.fieldnames  # noqa: B018 - reads the header line
+    except csv.Error as exc:
+        raise InvalidRequest(f"not CSV: {exc}") from None
     if not reader.fieldnames or not {"grant_id", "code", "status"} <= set(reader.fieldnames):
         raise InvalidRequest("a statement is CSV with columns grant_id,code,status,redeemed_at")
     rows = []
-    for line, row in enumerate(reader, start=2):
-        if not (row.get("grant_id") or row.get("code")):
-            raise InvalidRequest(f"line {line}: grant_id or code is required")
-        if row.get("status") not in ("issued", "redeemed"):
-            raise InvalidRequest(f"line {line}: status must be issued or redeemed")
-        rows.append({k: (v or "").strip() for k, v in row.items() if k})
+    try:
+        for line, row in enumerate(reader, start=2):
+            if not (row.get("grant_id") or row.get("code")):
+                raise InvalidRequest(f"line {line}: grant_id or code is required")
+            if row.get("status") not in ("issued", "redeemed"):
+                raise InvalidRequest(f"line {line}: status must be issued or redeemed")
+            rows.append({k: (v or "").strip() for k, v in row.items() if k})
+    except csv.Error as exc:
+        raise InvalidRequest(f"line {reader.line_num}: not CSV: {exc}") from None
     return rows
 
 
@@ -47,6 +54,8 @@ async def reconcile(
     pool: asyncpg.Pool, staff: Staff, vendor_id: str, day: str, text: str, zone: ZoneInfo
 ) -> dict[str, Any]:
     try:
+        if not day.isascii():
+            raise ValueError(day)
         start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=zone)
     except ValueError:
         raise InvalidRequest("day must be YYYY-MM-DD", {"day": "YYYY-MM-DD"}) from None
