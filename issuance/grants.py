@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from inventory.keys import Keys
 from ledger import queries
+from ledger.lag import stream_id_key
 from quanyi.clock import rfc3339
 from quanyi.errors import GrantNotFound
 
@@ -79,6 +80,11 @@ def _apply(grant: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any
     return grant
 
 
+def _pending_event(raw: str) -> dict[str, Any]:
+    outbox_id, _, body = raw.partition(" ")
+    return {**orjson.loads(body), "outbox_id": outbox_id}
+
+
 def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str) else value
 
@@ -100,9 +106,7 @@ class GrantReader:
             pipe.hget(self._keys.pending, grant_id)
             pipe.hmget(self._keys.pending_events, [f"{grant_id}:{e}" for e in EVENTS])
             raw, raw_events = await pipe.execute()
-        pending = sorted(
-            (orjson.loads(r) for r in raw_events if r is not None), key=lambda e: e["at_ms"]
-        )
+        pending = [_pending_event(r) for r in raw_events if r is not None]
         if raw is not None:
             grant, persisted = _from_event(raw), []
         else:
@@ -116,11 +120,16 @@ class GrantReader:
                     "at_ms": _ms(r["at"]),
                     "actor": r["actor"],
                     "detail": _json(r["detail"]),
+                    "outbox_id": r["outbox_id"],
                 }
                 for r in await self._pool.fetch(queries.events_of_grant, grant_id)
             ]
-        seen = {(e["event"], e["at_ms"]) for e in persisted}
-        events = persisted + [e for e in pending if (e["event"], e["at_ms"]) not in seen]
+        # In outbox order: the order Redis applied them in, whatever the hosts' clocks say.
+        seen = {e["outbox_id"] for e in persisted}
+        events = sorted(
+            persisted + [e for e in pending if e["outbox_id"] not in seen],
+            key=lambda e: stream_id_key(e["outbox_id"]),
+        )
         return _apply(grant, events)
 
     async def of_customer(self, customer_id: str, limit: int = 100) -> list[dict[str, Any]]:

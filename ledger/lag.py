@@ -13,7 +13,8 @@ from inventory.keys import Keys
 LEDGER_GROUP = "ledger"
 
 
-def _id_key(stream_id: str) -> tuple[int, int]:
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    """A stream entry id as numbers, for ordering: '10-2' comes before '9-5' as text."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
 
@@ -45,7 +46,7 @@ async def outbox_lag(redis: Redis, keys: Keys, group: str = LEDGER_GROUP) -> Lag
     undelivered = info.get("lag")
     if undelivered is None:  # Redis could not count it: count what is after the last delivery
         undelivered = len(await redis.xrange(keys.outbox, f"({info['last-delivered-id']}", "+"))
-    seconds = max(time.time() - _id_key(oldest)[0] / 1000, 0.0) if oldest else 0.0
+    seconds = max(time.time() - stream_id_key(oldest)[0] / 1000, 0.0) if oldest else 0.0
     return Lag(int(info["pending"]) + int(undelivered), seconds)
 
 
@@ -63,7 +64,7 @@ async def trim_outbox(redis: Redis, keys: Keys) -> None:
             low = (await redis.xpending(keys.outbox, info["name"]))["min"]
         else:
             low = info["last-delivered-id"]
-        if floor is None or _id_key(low) < floor:
-            floor, floor_id = _id_key(low), low
+        if floor is None or stream_id_key(low) < floor:
+            floor, floor_id = stream_id_key(low), low
     if floor is not None and floor > (0, 0):
         await redis.xtrim(keys.outbox, minid=floor_id, approximate=False)

@@ -11,7 +11,8 @@
 -- KEYS[4]  customer totals bucket hash {c:ID}
 -- KEYS[5]  customer daily bucket hash {c:ID} of the grant's day
 -- KEYS[6]  reward daily hash {c:ID} of the grant's day
--- KEYS[7]  pending events hash: <grant id>:<event> -> event, until the ledger has it
+-- KEYS[7]  pending events hash: <grant id>:<event> -> "<outbox id> <event>", until the
+--          ledger has it (the outbox id orders a grant's events)
 --
 -- ARGV[1]  grant id
 -- ARGV[2]  event: fulfilled | redeemed | expired | failed | revoked | redriven
@@ -51,8 +52,8 @@ if event == 'redriven' then
     redis.call('HINCRBY', KEYS[4], customer_field, 1)
   end
   redis.call('HDEL', KEYS[3], grant_id)
-  redis.call('XADD', KEYS[1], '*', 'e', ARGV[7])
-  redis.call('HSET', KEYS[7], grant_id .. ':' .. event, ARGV[7])
+  local outbox_id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[7])
+  redis.call('HSET', KEYS[7], grant_id .. ':' .. event, outbox_id .. ' ' .. ARGV[7])
   return {'applied', 'failed'}
 end
 
@@ -76,6 +77,6 @@ if ARGV[3] == '1' then
     redis.call('HINCRBY', KEYS[6], reward, -1)
   end
 end
-redis.call('XADD', KEYS[1], '*', 'e', ARGV[7])
-redis.call('HSET', KEYS[7], grant_id .. ':' .. event, ARGV[7])
+local outbox_id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[7])
+redis.call('HSET', KEYS[7], grant_id .. ':' .. event, outbox_id .. ' ' .. ARGV[7])
 return {'applied', 'live'}

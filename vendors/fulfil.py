@@ -36,6 +36,7 @@ from issuance.lifecycle import GrantLifecycle, grant_from_event
 from ledger.worker import REDIS_AWAY, default_consumer_name, ensure_group
 from quanyi import metrics
 from quanyi.clock import Clock
+from quanyi.errors import GrantNotFound
 from quanyi.settings import Settings
 from vendors import queries
 from vendors.adapters import Adapter, Order, VendorError, make_adapter
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 FULFIL_GROUP = "fulfil"
 LEASE_MS = 60_000
+# A fulfilment that raised something unexpected is retried this often, this far apart.
+CRASH_ATTEMPTS = 10
+CRASH_BACKOFF_S = 5.0
 EXPIRY_EVERY_S = 30.0
 VENDORS_EVERY_S = 10.0
 
@@ -77,6 +81,8 @@ class Route:
 class _Work:
     event: dict[str, Any]
     outbox_id: str | None  # None for a parked retry, which has no outbox entry left
+    # Taken over from a dead worker or from the retry set: its outcome may be recorded already.
+    redelivered: bool = False
 
 
 class FulfilmentWorker:
@@ -176,11 +182,14 @@ class FulfilmentWorker:
 
     # reading
 
-    async def _dispatch(self, outbox_id: str, fields: dict[str, str]) -> None:
+    async def _dispatch(
+        self, outbox_id: str, fields: dict[str, str], redelivered: bool = False
+    ) -> None:
         if outbox_id in self._in_progress:
             return
         if "g" in fields:
-            await self._spawn(self._fulfil(_Work(orjson.loads(fields["g"]), outbox_id)), outbox_id)
+            work = _Work(orjson.loads(fields["g"]), outbox_id, redelivered)
+            await self._spawn(self._fulfil(work), outbox_id)
         elif "e" in fields and orjson.loads(fields["e"]).get("event") == "revoked":
             await self._spawn(
                 self._revoke_at_vendor(orjson.loads(fields["e"]), outbox_id), outbox_id
@@ -217,7 +226,7 @@ class FulfilmentWorker:
             )
             for outbox_id, fields in messages:
                 if fields:
-                    await self._dispatch(outbox_id, fields)
+                    await self._dispatch(outbox_id, fields, redelivered=True)
                 else:
                     await self._redis.xack(self._keys.outbox, FULFIL_GROUP, outbox_id)
             if start == "0-0":
@@ -235,11 +244,35 @@ class FulfilmentWorker:
             if raw is None:
                 await self._redis.zrem(self._keys.fulfil_retry, grant_id)
                 continue
-            await self._spawn(self._fulfil(_Work(orjson.loads(raw), None)), grant_id)
+            await self._spawn(self._fulfil(_Work(orjson.loads(raw), None, True)), grant_id)
 
     # fulfilling
 
     async def _fulfil(self, work: _Work) -> None:
+        try:
+            if work.redelivered and await self._moved_on(work.event["grant_id"]):
+                await self._done(work)  # a worker died after recording it, before finishing
+                return
+            await self._fulfil_once(work)
+        except Exception as exc:  # a bug, or a store gone mid-way: retry, then dead-letter
+            log.exception("fulfil: grant %s crashed", work.event["grant_id"])
+            attempts = await self._redis.hincrby(
+                self._keys.fulfil_attempts, work.event["grant_id"], 1
+            )
+            if attempts < CRASH_ATTEMPTS:
+                await self._park(work, CRASH_BACKOFF_S)
+            else:
+                await self._give_up(work, "unknown", repr(exc), attempts)
+
+    async def _moved_on(self, grant_id: str) -> bool:
+        """Whether the grant is no longer waiting for fulfilment (fulfilled, revoked, ...)."""
+        try:
+            grant = await self.lifecycle.grants.get(grant_id)
+        except GrantNotFound:
+            return False
+        return grant["status"] != "granted"
+
+    async def _fulfil_once(self, work: _Work) -> None:
         event = work.event
         route = await self._route(event["campaign_id"], event["reward_id"])
         if route.vendor_id is None:
@@ -325,7 +358,11 @@ class FulfilmentWorker:
             metrics.VENDOR_RETRIES.labels(lane.vendor.id).inc()
             await self._park(work, lane.backoff_s(attempts))
             return
-        vendor_id = lane.vendor.id if lane else "unknown"
+        await self._give_up(work, lane.vendor.id if lane else "unknown", error, attempts)
+
+    async def _give_up(self, work: _Work, vendor_id: str, error: str, attempts: int) -> None:
+        """Retries are over: the grant fails and goes to the dead-letter stream."""
+        grant_id = work.event["grant_id"]
         log.warning(
             "fulfil: grant %s failed at %s after %d attempts: %s",
             grant_id,
