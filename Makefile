@@ -27,7 +27,7 @@ demo: migrate
 
 ## One command: dependencies, services, schema, demo data, then the API and workers in the foreground.
 run: demo
-	$(BIN)/quanyi run
+	$(BIN)/quanyi run --demo-vendor-sim
 
 ## One command: lint, then the whole test suite against real Redis and PostgreSQL.
 test: install services

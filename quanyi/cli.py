@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     run = command("run", _run, "migrate, then run the API and every worker in one process")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
+    run.add_argument(
+        "--demo-vendor-sim",
+        action="store_true",
+        help="also run the DEMO simulated vendor on 127.0.0.1:8099 (see quanyi demo)",
+    )
 
     staff = sub.add_parser("staff", help="manage staff accounts").add_subparsers(metavar="ACTION")
     create = staff.add_parser("create", help="create a staff account")
@@ -161,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     claim.add_argument("--customer", required=True)
     claim.add_argument("--reward")
     claim.add_argument("--request-id", help="defaults to a fresh random id")
+    claim.add_argument("--wait-ms", type=int, help="wait up to this long for the vendor (<= 800)")
     claim.add_argument("--channel", required=True)
     claim.add_argument("--secret", help="the channel secret; else QUANYI_CHANNEL_SECRET")
     claim.add_argument("--url", help="API base URL; defaults to the configured host and port")
@@ -190,31 +196,48 @@ def _migrate(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_app(settings: Any, app: Any, host: str, port: int, reuse_port: bool) -> None:
+async def _serve_app(
+    settings: Any,
+    app: Any,
+    host: str,
+    port: int,
+    reuse_port: bool,
+    beside: tuple[Any, str, int] | None = None,
+) -> None:
+    """Serve `app` until SIGINT or SIGTERM; `beside`, another (app, host, port) alongside."""
     from aiohttp import web
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=2048)
-    await site.start()
-    log.info("listening on http://%s:%d", host, port)
+    runners = []
+    for one, one_host, one_port, reuse in [
+        (app, host, port, reuse_port),
+        *([(*beside, False)] if beside else []),
+    ]:
+        runner = web.AppRunner(one, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, one_host, one_port, reuse_port=reuse, backlog=2048).start()
+        runners.append(runner)
+        log.info("listening on http://%s:%d", one_host, one_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
-    await runner.cleanup()
+    for runner in reversed(runners):
+        await runner.cleanup()
 
 
-def _serve(settings: Any, args: argparse.Namespace, workers: bool = False) -> int:
+def _serve(
+    settings: Any, args: argparse.Namespace, workers: bool = False, beside: Any = None
+) -> int:
     from quanyi.app import create_app
 
     host = args.host or settings.http_host
     port = args.port or settings.http_port
     processes = getattr(args, "workers", 1)
     if processes <= 1:
-        _uvloop_run(_serve_app(settings, create_app(settings, workers=workers), host, port, False))
+        app = create_app(settings, workers=workers)
+        _uvloop_run(_serve_app(settings, app, host, port, False, beside))
         return 0
     import multiprocessing
 
@@ -240,12 +263,26 @@ def _serve(settings: Any, args: argparse.Namespace, workers: bool = False) -> in
 
 def _run(settings: Any, args: argparse.Namespace) -> int:
     _migrate(settings, args)
+    beside = None
+    if args.demo_vendor_sim:
+        from quanyi.demo import DEMO_VENDOR, demo_keys
+        from vendors.simulator import SimulatorConfig, create_simulator
+
+        keys = demo_keys()
+        sim = create_simulator(
+            SimulatorConfig(
+                private_key_pem=keys["vendor_private"].read_text(),
+                client_public_key_pem=keys["ours_public"].read_text(),
+            )
+        )
+        beside = (sim, "127.0.0.1", 8099)
+        print(f"quanyi: DEMO simulated vendor {DEMO_VENDOR} on http://127.0.0.1:8099 (/_sim/stats)")
     print(
         f"quanyi: API on http://{args.host or settings.http_host}:{args.port or settings.http_port}"
         " (claims /v1/claims, admin /admin/v1, /metrics, /readyz);"
         " ledger and fulfilment workers running. Ctrl-C stops."
     )
-    return _serve(settings, args, workers=True)
+    return _serve(settings, args, workers=True, beside=beside)
 
 
 def _worker(settings: Any, args: argparse.Namespace) -> int:
@@ -378,6 +415,8 @@ def _claim(settings: Any, args: argparse.Namespace) -> int:
     }
     if args.reward:
         body["reward_id"] = args.reward
+    if args.wait_ms:
+        body["wait_ms"] = args.wait_ms
     data = orjson.dumps(body)
     base = args.url or f"http://{settings.http_host}:{settings.http_port}"
     headers = signed_headers(args.channel, secret, "POST", "/v1/claims", int(time.time()), data)

@@ -1,9 +1,11 @@
-"""Demo data: a catalog, an approved campaign, staff and a channel. Everything here is DEMO:
-the passwords and the channel secret are public and must never reach production."""
+"""Demo data: a catalog, approved campaigns, staff, a channel and a simulated vendor.
+Everything here is DEMO: the passwords and the channel secret are public, the RSA keys are made
+on the spot under var/demo-keys (never committed); none of it may reach production."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 from redis.asyncio import Redis
@@ -13,11 +15,33 @@ from access.staff import Staff, create_staff
 from campaigns.service import CampaignService
 from inventory.keys import Keys
 from quanyi.errors import AlreadyExists
+from vendors.commands import keygen
+from vendors.registry import VendorRegistry
 
 DEMO_PASSWORD = "demo-password-not-secret"
 DEMO_CHANNEL = "demo-app"
 DEMO_CHANNEL_SECRET = "demo-channel-secret-not-for-production"
 DEMO_CAMPAIGN = "demo-coffee-week"
+DEMO_VENDOR_CAMPAIGN = "demo-lounge-month"
+DEMO_VENDOR = "demo-sim"
+DEMO_VENDOR_URL = "http://127.0.0.1:8099"
+DEMO_KEYS = Path(__file__).resolve().parent.parent / "var" / "demo-keys"
+
+
+def demo_keys() -> dict[str, Path]:
+    """The simulated vendor's key pair and ours, made once."""
+    paths = {
+        "vendor_private": DEMO_KEYS / "vendor" / "private.pem",
+        "vendor_public": DEMO_KEYS / "vendor" / "public.pem",
+        "ours_private": DEMO_KEYS / "ours" / "private.pem",
+        "ours_public": DEMO_KEYS / "ours" / "public.pem",
+    }
+    for side in ("vendor", "ours"):
+        if not paths[f"{side}_private"].exists():
+            keygen(DEMO_KEYS / side)
+    return paths
+
+
 DEMO_STAFF = (
     ("demo-marketer", "marketer", "HQ"),
     ("demo-approver", "approver", "HQ"),
@@ -38,20 +62,37 @@ async def load_demo(pool: asyncpg.Pool, redis: Redis, keys: Keys) -> list[str]:
     marketer = Staff("demo-marketer", "marketer", "HQ")
     approver = Staff("demo-approver", "approver", "HQ")
     service = CampaignService(pool, redis, keys)
+    keys_on_disk = demo_keys()
+    try:
+        await VendorRegistry(pool).create(
+            Staff("demo-admin", "admin", "HQ"),
+            {
+                "id": DEMO_VENDOR,
+                "name": "DEMO simulated vendor (quanyi run --demo-vendor-sim)",
+                "adapter": "simulated",
+                "base_url": DEMO_VENDOR_URL,
+                "public_keys": [keys_on_disk["vendor_public"].read_text()],
+                "signing_key": f"file:{keys_on_disk['ours_private']}",
+            },
+        )
+        created.append(f"vendor {DEMO_VENDOR}")
+    except AlreadyExists:
+        pass
     for right in (
         {
             "id": "demo-coffee",
-            "name": "DEMO coffee voucher",
+            "name": "DEMO coffee voucher (fulfilled internally)",
             "kind": "voucher",
             "face_value": 3000,
             "unit_cost": 1800,
         },
         {
-            "id": "demo-lounge",
-            "name": "DEMO airport lounge pass",
+            "id": "demo-lounge-pass",
+            "name": "DEMO lounge pass (fulfilled by the simulated vendor)",
             "kind": "lounge_pass",
             "face_value": 20000,
             "unit_cost": 9000,
+            "vendor_id": DEMO_VENDOR,
         },
     ):
         try:
@@ -85,6 +126,31 @@ async def load_demo(pool: asyncpg.Pool, redis: Redis, keys: Keys) -> list[str]:
         await service.transition(marketer, DEMO_CAMPAIGN, "submit")
         await service.transition(approver, DEMO_CAMPAIGN, "approve")
         created.append(f"campaign {DEMO_CAMPAIGN} (approved)")
+    except AlreadyExists:
+        pass
+    try:
+        await service.create(
+            marketer,
+            {
+                "id": DEMO_VENDOR_CAMPAIGN,
+                "name": "DEMO spend this month, get a lounge pass",
+                "branch": "HQ",
+                "starts_at": (now - timedelta(hours=1)).isoformat(),
+                "ends_at": (now + timedelta(days=30)).isoformat(),
+                "channels": [DEMO_CHANNEL],
+                "rewards": [
+                    {
+                        "id": "lounge",
+                        "right_id": "demo-lounge-pass",
+                        "stock": 500,
+                        "per_customer_limit": 1,
+                    },
+                ],
+            },
+        )
+        await service.transition(marketer, DEMO_VENDOR_CAMPAIGN, "submit")
+        await service.transition(approver, DEMO_VENDOR_CAMPAIGN, "approve")
+        created.append(f"campaign {DEMO_VENDOR_CAMPAIGN} (approved)")
     except AlreadyExists:
         pass
     return created
