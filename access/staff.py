@@ -35,6 +35,11 @@ class Staff:
         if self.branch not in (HEAD_OFFICE, branch):
             raise Forbidden(f"staff of branch {self.branch} may not act on branch {branch}")
 
+    def require_head_office(self) -> None:
+        """Shared resources (the rights catalog, vendors) are head office's to change."""
+        if self.branch != HEAD_OFFICE:
+            raise Forbidden(f"only head-office staff may change this; you are at {self.branch}")
+
     def can_see(self, branches: Iterable[str]) -> bool:
         return self.branch == HEAD_OFFICE or self.branch in branches
 

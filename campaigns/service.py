@@ -47,6 +47,7 @@ class CampaignService:
 
     async def create_right(self, staff: Staff, body: Any) -> dict[str, Any]:
         staff.require_role("marketer")
+        staff.require_head_office()
         right = RightDraft.parse(body)
         async with self._pool.acquire() as conn, conn.transaction():
             try:
@@ -75,6 +76,7 @@ class CampaignService:
     async def update_right(self, staff: Staff, right_id: str, body: Any) -> dict[str, Any]:
         """Campaigns keep the unit cost their rewards were created with."""
         staff.require_role("marketer")
+        staff.require_head_office()
         right = RightDraft.parse({**body, "id": right_id} if isinstance(body, dict) else body)
         async with self._pool.acquire() as conn, conn.transaction():
             try:

@@ -140,6 +140,7 @@ async def staff(pool: asyncpg.Pool) -> dict[str, str]:
         "admin": ("admin", "HQ"),
         "sz-marketer": ("marketer", "SZ"),
         "sz-approver": ("approver", "SZ"),
+        "sz-admin": ("admin", "SZ"),
     }
     for username, (role, branch) in accounts.items():
         # What create_staff writes, with the password hashed once per session (scrypt is slow).

@@ -17,7 +17,7 @@ from access.staff import _token_hash
 from tests.conftest import CHANNEL, CHANNEL_SECRET, TEST_PREFIX, TEST_REDIS_URL
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-STAFF = ("marketer", "marketer2", "approver", "admin", "sz-marketer", "sz-approver")
+STAFF = ("marketer", "marketer2", "approver", "admin", "sz-marketer", "sz-approver", "sz-admin")
 
 
 async def send(

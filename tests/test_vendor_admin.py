@@ -501,3 +501,27 @@ def test_keygen_over_an_older_pair_leaves_the_private_key_owner_only(tmp_path):
     assert done.returncode == 0, done.stderr
     assert rsa.load_key(old.read_text()).has_private()
     assert stat.S_IMODE(old.stat().st_mode) == 0o600
+
+
+async def test_only_head_office_changes_the_shared_catalog_and_vendors(api, pool):
+    """Rights and vendors serve every branch: a branch admin may not change them."""
+    status, body = await api.admin(
+        "sz-admin",
+        "POST",
+        "/admin/v1/rights",
+        {"id": "tea", "name": "tea", "kind": "voucher", "face_value": 2, "unit_cost": 1},
+    )
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    status, body = await api.admin(
+        "sz-admin",
+        "POST",
+        "/admin/v1/vendors",
+        {"id": "v1", "name": "v1", "adapter": "codepool"},
+    )
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    assert await pool.fetchval("SELECT count(*) FROM rights") == 0
+    assert await pool.fetchval("SELECT count(*) FROM vendors") == 0
+    status, _ = await api.admin(
+        "admin", "POST", "/admin/v1/vendors", {"id": "v1", "name": "v1", "adapter": "codepool"}
+    )
+    assert status == 201

@@ -132,6 +132,7 @@ class VendorRegistry:
 
     async def create(self, staff: Staff, body: Any) -> Vendor:
         staff.require_role("admin")
+        staff.require_head_office()
         v = _parse(body)
         async with self._pool.acquire() as conn, conn.transaction():
             try:
@@ -144,6 +145,7 @@ class VendorRegistry:
 
     async def update(self, staff: Staff, vendor_id: str, body: Any) -> Vendor:
         staff.require_role("admin")
+        staff.require_head_office()
         if not isinstance(body, dict):
             raise InvalidRequest("body must be a JSON object")
         async with self._pool.acquire() as conn, conn.transaction():
