@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services install migrate demo loadtest bench clean
+.PHONY: run test lint services install migrate demo loadtest bench bench-fulfil clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed"; exit 1; }
@@ -45,6 +45,10 @@ loadtest: install services
 ## Throughput and latency figures on this machine (needs wrk and redis-benchmark).
 bench: install services
 	$(BIN)/python -m loadtests.bench
+
+## One fulfilment worker against a 50 ms vendor, and claims that wait for their fulfilment.
+bench-fulfil: install services
+	$(BIN)/python -m loadtests.bench_fulfil
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

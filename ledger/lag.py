@@ -60,9 +60,11 @@ async def trim_outbox(redis: Redis, keys: Keys) -> None:
     floor: tuple[int, int] | None = None
     floor_id = ""
     for info in await _groups(redis, keys):
+        low = None
         if info["pending"]:
+            # None when the group acknowledged the rest after XINFO GROUPS answered.
             low = (await redis.xpending(keys.outbox, info["name"]))["min"]
-        else:
+        if low is None:
             low = info["last-delivered-id"]
         if floor is None or stream_id_key(low) < floor:
             floor, floor_id = stream_id_key(low), low

@@ -1,11 +1,13 @@
 """Locust users for the channel API: a flash sale on one hot campaign and steady issuance with
-reads. Every request is signed for the exact path it goes to.
+reads, claims that wait for their fulfilment, and redemptions the simulated vendor reports back
+through signed callbacks. Every channel request is signed for the exact path it goes to.
 
 Normally started by `python -m loadtests.run`, which creates the campaigns and passes their ids
 in LOADTEST_* variables (see loadtests/scenario.py). By hand, against a running service:
 
     LOADTEST_CHANNEL_ID=... LOADTEST_CHANNEL_SECRET=... LOADTEST_FLASH_CAMPAIGN=... \\
-    LOADTEST_STEADY_CAMPAIGN=... locust -f loadtests/locustfile.py --host http://127.0.0.1:8080
+    LOADTEST_STEADY_CAMPAIGN=... LOADTEST_SIM_URL=http://127.0.0.1:8099 \\
+    locust -f loadtests/locustfile.py --host http://127.0.0.1:8080
 
 (from the repository root, which Locust puts on the import path.)
 
@@ -32,6 +34,14 @@ from loadtests import scenario as sc
 log = logging.getLogger("loadtests")
 
 CLAIMS = "/v1/claims"
+REDEEM = "/_sim/redeem"
+# What a claim that waited for its fulfilment may come back as: fulfilled in time, or not yet.
+WAITED_STATUSES = frozenset({"granted", "fulfilled"})
+# What a read may show of a grant the client was told is in the key state: never an earlier one.
+LATER_STATUSES = {
+    "fulfilled": frozenset({"fulfilled", "redeemed", "expired"}),
+    "redeemed": frozenset({"redeemed"}),
+}
 # Campaign ids and pool sizes when not given: those `loadtests.run --short` creates.
 DEFAULTS = sc.scenario(short=True)
 
@@ -44,11 +54,16 @@ def _env(name: str, default: str | None = None) -> str:
 
 
 class Tally:
-    """What the clients saw: outcomes per campaign and the grant ids they were given."""
+    """What the clients saw: outcomes per campaign, the grant ids they were given, what claims
+    that waited came back as, the codes of those fulfilled and the grants redeemed."""
 
     def __init__(self) -> None:
         self.outcomes: dict[str, Counter[str]] = {}
         self.grants: dict[str, set[str]] = {}
+        self.waited: Counter[str] = Counter()
+        self.codes: dict[str, str] = {}
+        self.redeemed: set[str] = set()
+        self.redemption_replays = 0
 
     def count(self, campaign_id: str, outcome: str) -> None:
         self.outcomes.setdefault(campaign_id, Counter())[outcome] += 1
@@ -87,15 +102,20 @@ class ChannelUser(FastHttpUser):
         customer_id: str,
         reward_id: str | None = None,
         request_id: str | None = None,
+        wait_ms: int | None = None,
     ) -> dict[str, Any] | None:
-        """One claim; the grant when one was given (201) or replayed (200), else None."""
-        payload = {
+        """One claim; the grant when one was given (201) or replayed (200), else None. With
+        `wait_ms` (sent for the vendor's campaign only), a new grant must come back granted, or
+        fulfilled with the vendor's code."""
+        payload: dict[str, Any] = {
             "request_id": request_id or uuid.uuid4().hex,
             "campaign_id": campaign_id,
             "customer_id": customer_id,
         }
         if reward_id:
             payload["reward_id"] = reward_id
+        if wait_ms:
+            payload["wait_ms"] = wait_ms
         body = json.dumps(payload).encode()
         with self.client.request(
             "POST",
@@ -115,6 +135,8 @@ class ChannelUser(FastHttpUser):
                     return None
                 if resp.status_code == 201:
                     TALLY.granted(campaign_id, grant["grant_id"])
+                    if wait_ms and not _waited_well(resp, grant):
+                        return None
                 else:
                     TALLY.count(campaign_id, "replayed")
                 resp.success()
@@ -163,6 +185,21 @@ class ChannelUser(FastHttpUser):
             return None
 
 
+def _waited_well(resp: Any, grant: dict[str, Any]) -> bool:
+    """A claim that waited: fulfilled with a code, or still granted; tallied either way."""
+    status = grant.get("status")
+    TALLY.waited[str(status)] += 1
+    if status not in WAITED_STATUSES:
+        resp.failure(f"waited claim came back {status!r}")
+        return False
+    if status == "fulfilled":
+        if not grant.get("code"):
+            resp.failure("fulfilled without a code")
+            return False
+        TALLY.codes[grant["grant_id"]] = grant["code"]
+    return True
+
+
 def _json(resp: Any) -> Any:
     try:
         return resp.json()
@@ -175,6 +212,23 @@ def _error_code(resp: Any) -> str:
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         return str(data["error"].get("code"))
     return "none"
+
+
+def _redemption_problem(resp: Any, grant_id: str, replay: bool) -> str | None:
+    """Why the simulator's report of our callback answer is wrong, or None when it is right."""
+    if resp.status_code != 200:
+        return f"simulator: {_describe(resp, _error_code(resp))}"
+    report = _json(resp)
+    if not isinstance(report, dict) or not isinstance(report.get("body"), dict):
+        return f"simulator report unexpected: {resp.text[:200]!r}"
+    answer = report["body"]
+    if report.get("status") != 200:
+        return f"callback answered HTTP {report.get('status')}: {str(answer)[:200]}"
+    if answer.get("status") != "redeemed" or answer.get("grant_id") != grant_id:
+        return f"callback answer unexpected: {str(answer)[:200]}"
+    if bool(answer.get("replayed")) != replay:
+        return f"callback replayed={answer.get('replayed')}, expected {replay}"
+    return None
 
 
 def _describe(resp: Any, code: str) -> str:
@@ -206,8 +260,9 @@ class FlashSaleUser(ChannelUser):
 
 
 class SteadyUser(ChannelUser):
-    """Everyday traffic: claims that succeed, a client retry now and then, and the reads a
-    channel makes right after a grant."""
+    """Everyday traffic: claims that succeed, a client retry now and then, claims that wait for
+    the vendor, the reads a channel makes right after a grant, and customers using their
+    vouchers at the vendor, which tells us through a signed callback."""
 
     weight = 2
     wait_time = between(0.1, 0.5)
@@ -217,13 +272,20 @@ class SteadyUser(ChannelUser):
         self.campaign_id = _env(sc.ENV_STEADY_CAMPAIGN, DEFAULTS.steady.id)
         self.reward_id = _env(sc.ENV_STEADY_REWARD, DEFAULTS.steady.reward.id)
         self.customers = int(_env(sc.ENV_STEADY_CUSTOMERS, str(DEFAULTS.steady.customers)))
+        self.wait_ms = int(_env(sc.ENV_WAIT_MS, str(sc.DEFAULT_WAIT_MS)))
+        self.sim_url = _env(sc.ENV_SIM_URL).rstrip("/")
+        vendor_id = _env(sc.ENV_VENDOR_ID, sc.VENDOR_ID)
+        self.callback_url = f"{self.host}/v1/vendors/{vendor_id}/redemptions"
         # Grants this user was given lately, with the customer they went to.
         self.recent: deque[tuple[str, str]] = deque(maxlen=20)
+        # Fulfilled grants not yet redeemed, and the latest state this user was told of each.
+        self.redeemable: deque[str] = deque(maxlen=50)
+        self.told: dict[str, str] = {}
 
     def _customer(self) -> str:
         return sc.customer_id(sc.STEADY_PREFIX, random.randrange(self.customers))
 
-    @task(6)
+    @task(3)
     def claim_points(self) -> None:
         customer = self._customer()
         request_id = uuid.uuid4().hex
@@ -235,13 +297,70 @@ class SteadyUser(ChannelUser):
             self.retry(grant, customer, request_id, self.reward_id)
 
     @task(3)
+    def claim_and_wait(self) -> None:
+        """A channel that shows the voucher code right away when the vendor is quick."""
+        customer = self._customer()
+        grant = self.claim(
+            "steady, wait_ms", self.campaign_id, customer, self.reward_id, wait_ms=self.wait_ms
+        )
+        if grant is None:
+            return
+        self.recent.append((grant["grant_id"], customer))
+        if grant.get("status") == "fulfilled":
+            self.told[grant["grant_id"]] = "fulfilled"
+            self.redeemable.append(grant["grant_id"])
+
+    @task(1)
+    def redeem(self) -> None:
+        """The customer uses a voucher: the simulator sends its signed callback to the API and
+        reports the API's answer. Now and then the vendor sends the same callback again, as
+        vendors do when unsure it arrived: it must be answered as a replay."""
+        if not self.redeemable:
+            return
+        grant_id = self.redeemable.popleft()
+        redemption_id = uuid.uuid4().hex
+        if self.redemption(grant_id, redemption_id, replay=False):
+            self.told[grant_id] = "redeemed"
+            TALLY.redeemed.add(grant_id)
+            if random.random() < 0.1 and self.redemption(grant_id, redemption_id, replay=True):
+                TALLY.redemption_replays += 1
+
+    def redemption(self, grant_id: str, redemption_id: str, replay: bool) -> bool:
+        payload = {
+            "callback_url": self.callback_url,
+            "grant_id": grant_id,
+            "redemption_id": redemption_id,
+        }
+        with self.client.request(
+            "POST",
+            f"{self.sim_url}{REDEEM}",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            name=f"{REDEEM} (signed callback)",
+            catch_response=True,
+        ) as resp:
+            problem = _redemption_problem(resp, grant_id, replay)
+            if problem:
+                resp.failure(problem)
+                return False
+            resp.success()
+            return True
+
+    @task(3)
     def read_grant(self) -> None:
         if not self.recent:
             return
         grant_id, _customer = random.choice(self.recent)
         grant = self.get(f"/v1/grants/{grant_id}", "/v1/grants/[grant_id]")
-        if grant is not None and grant.get("grant_id") != grant_id:
+        if grant is None:
+            return
+        if grant.get("grant_id") != grant_id:
             self.mismatch("read grant", f"asked {grant_id}, got {grant.get('grant_id')}")
+            return
+        # Read-your-writes along the lifecycle: once told fulfilled or redeemed, never less.
+        told = self.told.get(grant_id)
+        if told is not None and grant.get("status") not in LATER_STATUSES[told]:
+            self.mismatch("read grant", f"{grant_id} was {told}, read {grant.get('status')}")
 
     @task(2)
     def read_customer(self) -> None:
@@ -301,6 +420,10 @@ def _verdict(environment: Environment, **_kwargs: Any) -> None:
             "problems": problems,
             "outcomes": {c: dict(o) for c, o in TALLY.outcomes.items()},
             "grant_ids": {c: sorted(g) for c, g in TALLY.grants.items()},
+            "waited": dict(TALLY.waited),
+            "fulfilled_codes": TALLY.codes,
+            "redeemed": sorted(TALLY.redeemed),
+            "redemption_replays": TALLY.redemption_replays,
         }
         with open(path, "w") as f:
             json.dump(summary, f)

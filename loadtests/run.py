@@ -1,9 +1,11 @@
 """`python -m loadtests.run [--short] [--users N] [--duration S]`: a self-contained load test.
 
 Starts the service on its own database (quanyi_loadtest, recreated), Redis db 10 (flushed) and
-key prefix `qylt` on free ports, creates staff, a channel and two campaigns, runs Locust
-headless against it, waits for the ledger to catch up and audits the invariants. Exits non-zero
-when Locust failed (errors or the p99 SLA) or an invariant does not hold.
+key prefix `qylt` on free ports, with a simulated vendor and the ledger and fulfilment workers;
+creates staff, a channel, the vendor and two campaigns (one fulfilled at the vendor), runs
+Locust headless against it, waits for the ledger to catch up and fulfilment to settle, and
+audits the invariants. Exits non-zero when Locust failed (errors or the p99 SLA) or an invariant
+does not hold.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from loadtests.stack import (
     SetupError,
     Stack,
     exclusive,
+    make_vendor_keys,
     service,
 )
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 LEDGER_TIMEOUT_S = 60.0
+FULFILMENT_TIMEOUT_S = 30.0
 # Past the planned duration, Locust gets this long to stop before it is killed.
 LOCUST_GRACE_S = 60.0
 
@@ -94,17 +98,23 @@ async def _run(args: argparse.Namespace) -> int:
     async def accounts() -> None:
         made["passwords"], made["channel_secret"] = await seed.accounts(DATABASE_URL)
 
-    print(f"loadtest: API {stack.base_url}, logs in {stack.workdir}", flush=True)
-    async with service(stack, accounts):
+    vendor_keys = make_vendor_keys(stack.workdir)
+
+    print(
+        f"loadtest: API {stack.base_url}, vendor {stack.sim_url}, logs in {stack.workdir}",
+        flush=True,
+    )
+    async with service(stack, accounts, vendor_keys, sc.SIM_LATENCY_MS):
         await stack.wait_ready()
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            marketer = await seed.Admin.login(
-                http, stack.base_url, seed.MARKETER, made["passwords"][seed.MARKETER]
-            )
-            approver = await seed.Admin.login(
-                http, stack.base_url, seed.APPROVER, made["passwords"][seed.APPROVER]
-            )
+
+            async def login(username: str) -> seed.Admin:
+                password = made["passwords"][username]
+                return await seed.Admin.login(http, stack.base_url, username, password)
+
+            marketer, approver = await login(seed.MARKETER), await login(seed.APPROVER)
+            await seed.vendor(await login(seed.ADMIN), sc.VENDOR_ID, stack.sim_url, vendor_keys)
             await seed.campaigns(marketer, approver, plan)
             print(
                 f"loadtest: {args.users} users for {args.duration} s; flash stock "
@@ -118,25 +128,39 @@ async def _run(args: argparse.Namespace) -> int:
                 sampler.cancel()
             lag = await asyncio.gather(sampler, return_exceptions=True)
             summary = _read_summary(summary_path)
-            caught_up = await audit.wait_for_ledger(marketer, plan, LEDGER_TIMEOUT_S)
+            died = stack.check_alive
+            caught_up = await audit.wait_for_ledger(marketer, plan, LEDGER_TIMEOUT_S, died)
             db = await asyncpg.connect(DATABASE_URL)
-            redis = Redis.from_url(REDIS_URL)
+            redis = Redis.from_url(REDIS_URL, decode_responses=True)
             try:
+                settled = await audit.wait_for_fulfilment(
+                    db, redis, KEY_PREFIX, plan, FULFILMENT_TIMEOUT_S, died
+                )
+                vendor = await _sim_stats(http, stack.sim_url)
                 checks = await audit.audit(marketer, db, redis, KEY_PREFIX, plan, summary)
+                checks += await audit.fulfilment(db, redis, KEY_PREFIX, plan, summary, vendor)
             finally:
                 await db.close()
                 await redis.aclose()
-        died = stack.check_alive()
+        dead = stack.check_alive()
     checks = [
         audit.Check(
             "locust passed (no failures, p99 within SLA)", locust_rc == 0, f"exit code {locust_rc}"
         ),
-        audit.Check("API and ledger worker stayed up", not died, ", ".join(died) or "yes"),
+        audit.Check(
+            "simulator, API, ledger and fulfilment workers stayed up",
+            not dead,
+            ", ".join(dead) or "yes",
+        ),
         caught_up,
+        settled,
         *checks,
     ]
     ok = all(c.ok for c in checks)
-    print(_report(args, summary, lag[0], checks, ok))
+    print(_report(args, summary, lag[0], vendor, checks, ok))
+    for death in dead:  # "NAME exited CODE": why it died is at the end of its log
+        name = death.split()[0]
+        print(f"loadtest: {death}; the end of {name}.log:\n{stack.tail(name, 15)}", file=sys.stderr)
     if not ok:
         print(f"loadtest: logs of the service in {stack.workdir}", file=sys.stderr)
     return 0 if ok else 1
@@ -155,6 +179,9 @@ async def _locust(
         sc.ENV_STEADY_CUSTOMERS: str(plan.steady.customers),
         sc.ENV_P99_MS: str(args.p99_ms),
         sc.ENV_SUMMARY: str(summary),
+        sc.ENV_SIM_URL: stack.sim_url,
+        sc.ENV_VENDOR_ID: sc.VENDOR_ID,
+        sc.ENV_WAIT_MS: str(sc.DEFAULT_WAIT_MS),
     }
     proc = await stack.start(
         "locust",
@@ -178,6 +205,13 @@ async def _locust(
         return 1
 
 
+async def _sim_stats(http: aiohttp.ClientSession, sim_url: str) -> dict[str, Any]:
+    async with http.get(f"{sim_url}/_sim/stats") as resp:
+        if resp.status != 200:
+            raise SetupError(f"simulator stats: HTTP {resp.status}")
+        return await resp.json()
+
+
 def _read_summary(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -189,6 +223,7 @@ def _report(
     args: argparse.Namespace,
     summary: dict[str, Any] | None,
     lag: audit.LagPeak | BaseException,
+    vendor: dict[str, Any],
     checks: list[audit.Check],
     ok: bool,
 ) -> str:
@@ -210,6 +245,17 @@ def _report(
         for campaign, outcomes in sorted(summary["outcomes"].items()):
             text = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items(), key=lambda kv: -kv[1]))
             lines.append(f"  {campaign:<12} {text}")
+        waited = summary.get("waited", {})
+        if waited:
+            text = ", ".join(f"{k} {v}" for k, v in sorted(waited.items()))
+            share = waited.get("fulfilled", 0) / max(sum(waited.values()), 1)
+            lines.append(
+                f"  claims with wait_ms {sc.DEFAULT_WAIT_MS}: {text} ({share:.0%} fulfilled in time)"
+            )
+        lines.append(
+            f"  redemptions confirmed by callback: {len(summary.get('redeemed', []))}"
+            f" (+{summary.get('redemption_replays', 0)} replayed)"
+        )
         for problem in summary.get("problems", []):
             lines.append(f"  locust: {problem}")
     else:
@@ -219,6 +265,11 @@ def _report(
             f"ledger lag during the load: at most {lag.entries} entries, {lag.seconds:.2f} s"
             f" ({lag.samples} samples)"
         )
+    calls = sum(vendor.get("calls", {}).values())
+    lines.append(
+        f"vendor {sc.VENDOR_ID} ({sc.SIM_LATENCY_MS:g} ms): {calls} issue calls, "
+        f"{vendor.get('issued', 0)} issued, at most {vendor.get('max_in_flight', 0)} in flight"
+    )
     lines.append("invariants:")
     for c in checks:
         lines.append(f"  [{'PASS' if c.ok else 'FAIL'}] {c.name}: {c.detail}")

@@ -1,6 +1,6 @@
 """The load-test scenario, shared by the orchestrator (which creates it) and the locustfile
-(which drives it): campaign ids, stock and limits, customer pools and the environment
-variables that carry them into the Locust process."""
+(which drives it): campaign ids, stock and limits, customer pools, the simulated vendor and the
+environment variables that carry them into the Locust process."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ ENV_STEADY_CAMPAIGN = "LOADTEST_STEADY_CAMPAIGN"
 ENV_STEADY_REWARD = "LOADTEST_STEADY_REWARD"
 ENV_STEADY_CUSTOMERS = "LOADTEST_STEADY_CUSTOMERS"
 ENV_P99_MS = "LOADTEST_P99_MS"
+ENV_SIM_URL = "LOADTEST_SIM_URL"
+ENV_VENDOR_ID = "LOADTEST_VENDOR_ID"
+ENV_WAIT_MS = "LOADTEST_WAIT_MS"
 # Where the locustfile writes what its clients saw, for the orchestrator's audit.
 ENV_SUMMARY = "LOADTEST_SUMMARY"
 
@@ -24,6 +27,13 @@ DEFAULT_P99_MS = 1000.0
 BUSINESS_REFUSALS = frozenset(
     {"out_of_stock", "limit_reached", "budget_exhausted", "campaign_not_active"}
 )
+
+# The simulated vendor the steady campaign's right is fulfilled at, and how long it takes.
+VENDOR_ID = "lt-sim"
+SIM_LATENCY_MS = 20.0
+# How long a claim may wait for its fulfilment: well above the vendor's latency, so nearly all
+# come back fulfilled, and well below the SLA, so waiting never breaks it.
+DEFAULT_WAIT_MS = 300
 
 FLASH_PREFIX = "lt-f-"
 STEADY_PREFIX = "lt-s-"
@@ -41,6 +51,7 @@ class RewardPlan:
     unit_cost: int
     stock: int
     per_customer_limit: int
+    vendor_id: str | None = None  # None: fulfilled internally, no vendor call
 
 
 @dataclass(frozen=True)
@@ -62,14 +73,21 @@ class Scenario:
     def campaigns(self) -> tuple[CampaignPlan, ...]:
         return (self.flash, self.steady)
 
+    @property
+    def vendor_campaigns(self) -> tuple[CampaignPlan, ...]:
+        return tuple(plan for plan in self.campaigns if plan.reward.vendor_id)
+
 
 def scenario(short: bool) -> Scenario:
     """Flash: demand far above stock, and a pool small enough that customers come back and hit
     their limit before the stock runs out. Its budget pays for exactly the stock, so the audit
-    also covers spending at the edge. Steady: stock nobody exhausts, so claims keep granting."""
+    also covers spending at the edge; its right needs no vendor. Steady: stock nobody
+    exhausts, so claims keep granting, each fulfilled at the simulated vendor."""
     flash_stock = 1_000 if short else 5_000
     coffee = RewardPlan("coffee", "lt-coffee", 1_800, flash_stock, per_customer_limit=2)
-    points = RewardPlan("points", "lt-points", 50, 10_000_000, per_customer_limit=5)
+    points = RewardPlan(
+        "points", "lt-points", 50, 10_000_000, per_customer_limit=5, vendor_id=VENDOR_ID
+    )
     return Scenario(
         flash=CampaignPlan(
             id="lt-flash",

@@ -1,6 +1,7 @@
-"""Accounts, rights and campaigns for a run. Staff and the channel go straight into the
-database (the service has no API for them); rights and campaigns go through the admin API, so
-the run also covers the maker-checker workflow and the publication to Redis."""
+"""Accounts, the vendor, rights and campaigns for a run. Staff and the channel go straight into
+the database (the service has no API for them); the vendor, rights and campaigns go through the
+admin API, so the run also covers the vendor registry, the maker-checker workflow and the
+publication to Redis."""
 
 from __future__ import annotations
 
@@ -13,22 +14,25 @@ import aiohttp
 from access.channels import create_channel
 from access.staff import create_staff
 from loadtests.scenario import CampaignPlan, Scenario
-from loadtests.stack import SetupError
+from loadtests.stack import SetupError, VendorKeys
 from quanyi.db import create_pool
 
 MARKETER = "lt-marketer"
 APPROVER = "lt-approver"
+ADMIN = "lt-admin"  # only an admin may register vendors
 CHANNEL_ID = "lt-app"
 
 
 async def accounts(database_url: str) -> tuple[dict[str, str], str]:
-    """A marketer and an approver (maker-checker needs two people) with one-off passwords, and
-    a channel with a generated secret. Returns (passwords by username, channel secret)."""
-    passwords = {MARKETER: secrets.token_urlsafe(16), APPROVER: secrets.token_urlsafe(16)}
+    """A marketer and an approver (maker-checker needs two people) and an admin, with one-off
+    passwords, and a channel with a generated secret. Returns (passwords by username, channel
+    secret)."""
+    roles = {MARKETER: "marketer", APPROVER: "approver", ADMIN: "admin"}
+    passwords = {username: secrets.token_urlsafe(16) for username in roles}
     pool = await create_pool(database_url)
     try:
-        await create_staff(pool, MARKETER, passwords[MARKETER], "marketer", "HQ")
-        await create_staff(pool, APPROVER, passwords[APPROVER], "approver", "HQ")
+        for username, role in roles.items():
+            await create_staff(pool, username, passwords[username], role, "HQ")
         secret = await create_channel(pool, CHANNEL_ID)
     finally:
         await pool.close()
@@ -93,22 +97,51 @@ def _campaign_body(plan: CampaignPlan, channel_id: str) -> dict[str, Any]:
     }
 
 
+async def vendor(
+    admin: Admin,
+    vendor_id: str,
+    base_url: str,
+    keys: VendorKeys | None,
+    max_in_flight: int = 64,
+) -> dict[str, Any]:
+    """Register a simulated vendor. With `keys`, its public key verifies its callbacks and
+    responses and our key (a file reference, never the key itself) signs the calls to it;
+    without, nothing is signed. Few attempts with short backoffs, so a vendor that misbehaves
+    shows up in the dead-letter stream within the run."""
+    body: dict[str, Any] = {
+        "id": vendor_id,
+        "name": f"Simulated vendor {vendor_id}",
+        "adapter": "simulated",
+        "base_url": base_url,
+        "timeout_ms": 2000,
+        "max_in_flight": max_in_flight,
+        "retry": {"max_attempts": 3, "backoff_base_ms": 100, "backoff_max_ms": 1000},
+    }
+    if keys is not None:
+        body.update(public_keys=[keys.vendor_public], signing_key=keys.signing_key)
+    return await admin.call("POST", "/admin/v1/vendors", body, expect=201)
+
+
+async def campaign(marketer: Admin, approver: Admin, plan: CampaignPlan) -> None:
+    """Create the right and the campaign as the marketer; the approver approves."""
+    r = plan.reward
+    right = {
+        "id": r.right_id,
+        "name": f"{plan.name}: {r.id}",
+        "kind": "voucher",
+        "face_value": r.unit_cost * 2,
+        "unit_cost": r.unit_cost,
+    }
+    if r.vendor_id:
+        right["vendor_id"] = r.vendor_id
+    await marketer.call("POST", "/admin/v1/rights", right, expect=201)
+    await marketer.call("POST", "/admin/v1/campaigns", _campaign_body(plan, CHANNEL_ID), expect=201)
+    await marketer.call("POST", f"/admin/v1/campaigns/{plan.id}/submit")
+    approved = await approver.call("POST", f"/admin/v1/campaigns/{plan.id}/approve")
+    if approved.get("status") != "approved":
+        raise SetupError(f"campaign {plan.id} is {approved.get('status')} after approval")
+
+
 async def campaigns(marketer: Admin, approver: Admin, scenario: Scenario) -> None:
-    """Create each right and campaign as the marketer; the approver approves."""
     for plan in scenario.campaigns:
-        r = plan.reward
-        right = {
-            "id": r.right_id,
-            "name": f"{plan.name}: {r.id}",
-            "kind": "voucher",
-            "face_value": r.unit_cost * 2,
-            "unit_cost": r.unit_cost,
-        }
-        await marketer.call("POST", "/admin/v1/rights", right, expect=201)
-        await marketer.call(
-            "POST", "/admin/v1/campaigns", _campaign_body(plan, CHANNEL_ID), expect=201
-        )
-        await marketer.call("POST", f"/admin/v1/campaigns/{plan.id}/submit")
-        approved = await approver.call("POST", f"/admin/v1/campaigns/{plan.id}/approve")
-        if approved.get("status") != "approved":
-            raise SetupError(f"campaign {plan.id} is {approved.get('status')} after approval")
+        await campaign(marketer, approver, plan)

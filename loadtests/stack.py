@@ -1,5 +1,6 @@
 """The service under test, started from scratch: its own database and Redis db, wiped first,
-and the API and ledger worker as child processes that are always stopped on the way out."""
+then a simulated vendor, the API, the ledger worker and the fulfilment worker as child processes
+that are always stopped on the way out."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
+from vendors.rsa import generate_keypair
+
 DATABASE_URL = "postgresql://127.0.0.1:5432/quanyi_loadtest"
 REDIS_URL = "redis://127.0.0.1:6379/10"
 KEY_PREFIX = "qylt"
@@ -30,6 +33,10 @@ BIN = Path(sys.executable).parent
 # Children run from the repository root, where `loadtests` and the service packages import.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_PATH = Path(tempfile.gettempdir()) / "quanyi-loadtest.lock"
+# Only these databases are ever dropped and recreated.
+SCRATCH_DATABASES = ("quanyi_loadtest", "quanyi_benchfulfil")
+# Children that run until told to stop; any of them dying fails the run.
+LONG_RUNNING = ("vendor-sim", "api", "worker", "fulfil")
 
 
 class SetupError(RuntimeError):
@@ -54,12 +61,12 @@ def free_port() -> int:
 
 
 async def reset_database(url: str = DATABASE_URL) -> None:
-    """Drop and recreate the load-test database. Refuses any other name, so a typo in the URL
-    can never wipe a real one."""
+    """Drop and recreate a scratch database. Refuses any other name, so a typo in the URL can
+    never wipe a real one."""
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
-    if name != "quanyi_loadtest" or parts.hostname not in ("127.0.0.1", "localhost"):
-        raise SetupError(f"refusing to drop {url}: only a local quanyi_loadtest is wiped")
+    if name not in SCRATCH_DATABASES or parts.hostname not in ("127.0.0.1", "localhost"):
+        raise SetupError(f"refusing to drop {url}: only local {', '.join(SCRATCH_DATABASES)}")
     admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -79,25 +86,60 @@ async def reset_redis(url: str = REDIS_URL) -> None:
         await redis.aclose()
 
 
+@dataclass(frozen=True)
+class VendorKeys:
+    """A throwaway key pair each side, in the run's folder."""
+
+    vendor_private: Path  # the simulator signs its responses and callbacks with it
+    vendor_public: str  # registered with the vendor: verifies those
+    ours_private: Path  # registered as the vendor's signing_key: signs our calls to it
+
+    @property
+    def signing_key(self) -> str:
+        return f"file:{self.ours_private}"
+
+
+def make_vendor_keys(folder: Path) -> VendorKeys:
+    """Fresh pairs for the simulator and for us; the private halves readable by us only."""
+    vendor_private, vendor_public = generate_keypair()
+    ours_private, _ours_public = generate_keypair()
+    paths = folder / "vendor-private.pem", folder / "our-private.pem"
+    for path, pem in zip(paths, (vendor_private, ours_private), strict=True):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(pem)
+    return VendorKeys(paths[0], vendor_public, paths[1])
+
+
 @dataclass
 class Stack:
-    """Ports, environment and log files of one run."""
+    """Stores, ports, environment and log files of one run."""
 
     workdir: Path
+    database_url: str = DATABASE_URL
+    redis_url: str = REDIS_URL
+    key_prefix: str = KEY_PREFIX
     api_port: int = field(default_factory=free_port)
     worker_metrics_port: int = field(default_factory=free_port)
+    sim_port: int = field(default_factory=free_port)
     procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    # Children that serve HTTP, with the URL that answers 200 once they do.
+    health: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.api_port}"
 
+    @property
+    def sim_url(self) -> str:
+        return f"http://{HOST}:{self.sim_port}"
+
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QUANYI_")}
         env.update(
-            QUANYI_DATABASE_URL=DATABASE_URL,
-            QUANYI_REDIS_URL=REDIS_URL,
-            QUANYI_KEY_PREFIX=KEY_PREFIX,
+            QUANYI_DATABASE_URL=self.database_url,
+            QUANYI_REDIS_URL=self.redis_url,
+            QUANYI_KEY_PREFIX=self.key_prefix,
             QUANYI_HTTP_HOST=HOST,
             QUANYI_HTTP_PORT=str(self.api_port),
             QUANYI_WORKER_METRICS_PORT=str(self.worker_metrics_port),
@@ -125,7 +167,8 @@ class Stack:
         self, name: str, *argv: str, env: Mapping[str, str] | None = None, log: bool = True
     ) -> asyncio.subprocess.Process:
         """Start a child; with `log`, its output goes to <workdir>/<name>.log, else to ours."""
-        out = self.log_path(name).open("wb") if log else None
+        # Appended: a child started again under the same name keeps its earlier output.
+        out = self.log_path(name).open("ab") if log else None
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -167,23 +210,58 @@ class Stack:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    async def start_api(self) -> None:
+        await self.start("api", str(BIN / "quanyi"), "serve")
+        self.health["api"] = f"{self.base_url}/readyz"
+
+    async def start_vendor_sim(
+        self,
+        keys: VendorKeys | None,
+        latency_ms: float,
+        name: str = "vendor-sim",
+        port: int | None = None,
+    ) -> str:
+        """A simulated vendor (on `sim_port` unless given one); with `keys`, it signs its
+        responses and callbacks. Returns its base URL."""
+        port = port or self.sim_port
+        url = f"http://{HOST}:{port}"
+        argv = [str(BIN / "quanyi"), "vendor-sim", "--host", HOST, "--port", str(port)]
+        argv += ["--latency-ms", f"{latency_ms:g}", "--error-rate", "0"]
+        if keys is not None:
+            argv += ["--key-file", str(keys.vendor_private)]
+        await self.start(name, *argv)
+        self.health[name] = f"{url}/_sim/stats"
+        return url
+
+    async def start_fulfil(self) -> None:
+        # It would serve metrics on the ledger worker's port + 1, which free_port() never
+        # checked: 0 turns them off.
+        env = {"QUANYI_WORKER_METRICS_PORT": "0"}
+        await self.start("fulfil", str(BIN / "quanyi"), "worker", "fulfil", env=env)
+
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Until /readyz answers 200; fails early when the API process died."""
+        """Until every child that serves HTTP answers 200 (the API's /readyz, the simulators'
+        stats). Fails early when any child died. (The workers have nothing to ask: a consumer
+        shows in its group only once it read an entry.)"""
+        waiting = [name for name in self.health if name in self.procs]
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-            while time.monotonic() < deadline:
-                for name in ("api", "worker"):
-                    proc = self.procs.get(name)
-                    if proc is not None and proc.returncode is not None:
-                        raise SetupError(f"{name} exited {proc.returncode}:\n{self.tail(name)}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with http.get(f"{self.base_url}/readyz") as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.2)
-        raise SetupError(f"API not ready after {timeout_s:g} s:\n{self.tail('api')}")
+            while waiting and time.monotonic() < deadline:
+                self.raise_if_died()
+                waiting = [n for n in waiting if not await _answers_200(http, self.health[n])]
+                if waiting:
+                    await asyncio.sleep(0.2)
+        if waiting:
+            name = waiting[0]
+            raise SetupError(f"{name} not ready after {timeout_s:g} s:\n{self.tail(name)}")
 
-    def check_alive(self, names: tuple[str, ...] = ("api", "worker")) -> list[str]:
+    def raise_if_died(self) -> None:
+        """Any child still listed has not been told to stop: it exiting is a failure."""
+        for name, proc in self.procs.items():
+            if proc.returncode is not None:
+                raise SetupError(f"{name} exited {proc.returncode}:\n{self.tail(name)}")
+
+    def check_alive(self, names: tuple[str, ...] = LONG_RUNNING) -> list[str]:
         """Those of the long-running children that died before being told to stop."""
         return [
             f"{name} exited {proc.returncode}"
@@ -192,19 +270,32 @@ class Stack:
         ]
 
 
+async def _answers_200(http: aiohttp.ClientSession, url: str) -> bool:
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        async with http.get(url) as resp:
+            return resp.status == 200
+    return False
+
+
 @contextlib.asynccontextmanager
 async def service(
-    stack: Stack, before_start: Callable[[], Awaitable[None]]
+    stack: Stack,
+    before_start: Callable[[], Awaitable[None]],
+    vendor_keys: VendorKeys,
+    sim_latency_ms: float,
 ) -> AsyncIterator[Stack]:
     """Fresh stores and schema, `before_start` (accounts the API reads at start-up), then the
-    API and the ledger worker; both stopped however we leave."""
-    await reset_database()
-    await reset_redis()
+    vendor simulator, the API, the ledger and the fulfilment worker; all stopped however we
+    leave (the simulator last, after the worker that calls it)."""
+    await reset_database(stack.database_url)
+    await reset_redis(stack.redis_url)
     try:
         await stack.run("migrate", str(BIN / "quanyi"), "migrate")
         await before_start()
-        await stack.start("api", str(BIN / "quanyi"), "serve")
+        await stack.start_vendor_sim(vendor_keys, sim_latency_ms)
+        await stack.start_api()
         await stack.start("worker", str(BIN / "quanyi"), "worker", "ledger")
+        await stack.start_fulfil()
         yield stack
     finally:
         await stack.stop_all()

@@ -52,6 +52,9 @@ CRASH_ATTEMPTS = 10
 CRASH_BACKOFF_S = 5.0
 EXPIRY_EVERY_S = 30.0
 VENDORS_EVERY_S = 10.0
+# Outcomes recorded at once, well below the Redis pool (128): beyond it, tasks would wait for a
+# connection longer than the pool's timeout and fail after the vendor already issued.
+RECORDING_LIMIT = 64
 
 
 @dataclass
@@ -83,6 +86,8 @@ class _Work:
     outbox_id: str | None  # None for a parked retry, which has no outbox entry left
     # Taken over from a dead worker or from the retry set: its outcome may be recorded already.
     redelivered: bool = False
+    # Parked or counted an attempt: there is retry state to clean up.
+    retried: bool = False
 
 
 class FulfilmentWorker:
@@ -115,6 +120,9 @@ class FulfilmentWorker:
         self._tasks: set[asyncio.Task] = set()
         self._room = asyncio.Semaphore(max_tasks)
         self._in_progress: set[str] = set()
+        self._recording = asyncio.Semaphore(RECORDING_LIMIT)
+        self._loading_routes: dict[str, asyncio.Task[None]] = {}
+        self._acks: list[str] = []
         self._lanes: dict[str, Lane] = {}
         self._routes: dict[tuple[str, str], Route] = {}
         self._scripts = Scripts(redis)
@@ -179,6 +187,12 @@ class FulfilmentWorker:
         for _stream, messages in reply or []:
             for outbox_id, fields in messages:
                 await self._dispatch(outbox_id, fields)
+        await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        if self._acks:
+            acks, self._acks = self._acks, []
+            await self._redis.xack(self._keys.outbox, FULFIL_GROUP, *acks)
 
     # reading
 
@@ -194,8 +208,8 @@ class FulfilmentWorker:
             await self._spawn(
                 self._revoke_at_vendor(orjson.loads(fields["e"]), outbox_id), outbox_id
             )
-        else:  # other lifecycle events need nothing from vendors
-            await self._redis.xack(self._keys.outbox, FULFIL_GROUP, outbox_id)
+        else:  # other lifecycle events need nothing from vendors: acknowledged per batch
+            self._acks.append(outbox_id)
 
     async def _spawn(self, coro: Any, key: str) -> None:
         await self._room.acquire()
@@ -228,7 +242,8 @@ class FulfilmentWorker:
                 if fields:
                     await self._dispatch(outbox_id, fields, redelivered=True)
                 else:
-                    await self._redis.xack(self._keys.outbox, FULFIL_GROUP, outbox_id)
+                    self._acks.append(outbox_id)
+            await self._flush_acks()
             if start == "0-0":
                 return
 
@@ -256,6 +271,7 @@ class FulfilmentWorker:
             await self._fulfil_once(work)
         except Exception as exc:  # a bug, or a store gone mid-way: retry, then dead-letter
             log.exception("fulfil: grant %s crashed", work.event["grant_id"])
+            work.retried = True
             attempts = await self._redis.hincrby(
                 self._keys.fulfil_attempts, work.event["grant_id"], 1
             )
@@ -320,15 +336,23 @@ class FulfilmentWorker:
             lane.breaker.succeeded()
             metrics.VENDOR_CIRCUIT.labels(vendor_id).set(STATE_VALUES[lane.breaker.state])
             metrics.VENDOR_CALL_SECONDS.labels(vendor_id, "ok").observe(time.monotonic() - started)
-        detail = {
-            "vendor_id": vendor_id,
-            "code": result.code,
-            "reference": result.reference,
-            "expires_at": result.expires_at,
-        }
-        await self._fulfilled(work, lane, {k: v for k, v in detail.items() if v is not None})
+            detail = {
+                "vendor_id": vendor_id,
+                "code": result.code,
+                "reference": result.reference,
+                "expires_at": result.expires_at,
+            }
+            # Recorded before the slot is given back: a lane never holds more issued but
+            # unrecorded fulfilments than max_in_flight, however long the backlog.
+            await self._fulfilled(work, lane, {k: v for k, v in detail.items() if v is not None})
 
     async def _fulfilled(self, work: _Work, lane: Lane | None, detail: dict[str, Any]) -> None:
+        async with self._recording:
+            await self._record_fulfilled(work, lane, detail)
+
+    async def _record_fulfilled(
+        self, work: _Work, lane: Lane | None, detail: dict[str, Any]
+    ) -> None:
         event = work.event
         vendor_id = lane.vendor.id if lane else "internal"
         moved = await self.lifecycle.move(
@@ -352,6 +376,7 @@ class FulfilmentWorker:
         self, work: _Work, lane: Lane | None, error: str, retryable: bool
     ) -> None:
         grant_id = work.event["grant_id"]
+        work.retried = True
         attempts = await self._redis.hincrby(self._keys.fulfil_attempts, grant_id, 1)
         max_attempts = lane.vendor.max_attempts if lane else 1
         if retryable and attempts < max_attempts and lane is not None:
@@ -392,6 +417,7 @@ class FulfilmentWorker:
     async def _park(self, work: _Work, delay_s: float) -> None:
         """Try again later: durable in Redis, and the outbox entry is released."""
         grant_id = work.event["grant_id"]
+        work.retried = True
         due_ms = int((self._clock() + delay_s) * 1000)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._keys.fulfil_parked, grant_id, orjson.dumps(work.event))
@@ -402,6 +428,10 @@ class FulfilmentWorker:
 
     async def _done(self, work: _Work) -> None:
         grant_id = work.event["grant_id"]
+        if work.outbox_id and not work.redelivered and not work.retried:
+            # A first attempt that went through left nothing else behind.
+            await self._redis.xack(self._keys.outbox, FULFIL_GROUP, work.outbox_id)
+            return
         async with self._redis.pipeline(transaction=True) as pipe:
             if work.outbox_id:
                 pipe.xack(self._keys.outbox, FULFIL_GROUP, work.outbox_id)
@@ -452,12 +482,21 @@ class FulfilmentWorker:
     async def _route(self, campaign_id: str, reward_id: str) -> Route:
         route = self._routes.get((campaign_id, reward_id))
         if route is None:
-            for row in await self._pool.fetch(queries.reward_routes, campaign_id):
-                self._routes[(campaign_id, row["reward_id"])] = Route(
-                    row["vendor_id"], row["face_value"]
-                )
+            # A backlog of a campaign not seen yet shares one look-up.
+            loading = self._loading_routes.get(campaign_id)
+            if loading is None:
+                loading = asyncio.create_task(self._load_routes(campaign_id))
+                self._loading_routes[campaign_id] = loading
+                loading.add_done_callback(lambda _t: self._loading_routes.pop(campaign_id, None))
+            await asyncio.shield(loading)
             route = self._routes.setdefault((campaign_id, reward_id), Route(None, 0))
         return route
+
+    async def _load_routes(self, campaign_id: str) -> None:
+        for row in await self._pool.fetch(queries.reward_routes, campaign_id):
+            self._routes[(campaign_id, row["reward_id"])] = Route(
+                row["vendor_id"], row["face_value"]
+            )
 
     async def _load_vendors(self) -> None:
         rows = await self._pool.fetch(queries.list_vendors)
