@@ -8,7 +8,7 @@ ON CONFLICT DO NOTHING
 RETURNING grant_id
 
 -- name: existing_grants
-SELECT grant_id FROM grants WHERE grant_id = ANY($1::text[])
+SELECT g.grant_id FROM unnest($1::text[]) AS t (grant_id) JOIN grants g USING (grant_id)
 
 -- name: grant_by_id
 SELECT * FROM grants WHERE grant_id = $1
@@ -25,28 +25,33 @@ RETURNING grant_id
 
 -- name: refresh_status
 -- A grant's status is its latest event in outbox order, whichever order the entries reached
--- the ledger in; its code and reference come from its latest fulfilment.
+-- the ledger in; its code and reference come from its latest fulfilment. Ids are unnested and
+-- looked up one by one through the index: a generic plan of `= ANY($1)` cannot know the array
+-- is small, and scanned the whole events table for every batch.
 UPDATE grants g
-SET status = s.status,
+SET status = latest.status,
     vendor_id = coalesce(f.detail ->> 'vendor_id', g.vendor_id),
     code = coalesce(f.detail ->> 'code', g.code),
     reference = coalesce(f.detail ->> 'reference', g.reference),
     expires_at = coalesce((f.detail ->> 'expires_at')::timestamptz, g.expires_at)
-FROM (
-    SELECT DISTINCT ON (grant_id) grant_id,
-           CASE event WHEN 'redriven' THEN 'granted' ELSE event END AS status
-    FROM grant_events
-    WHERE grant_id = ANY($1::text[])
-    ORDER BY grant_id, split_part(outbox_id, '-', 1)::bigint DESC,
-             split_part(outbox_id, '-', 2)::bigint DESC
-) s
+FROM unnest($1::text[]) AS t (grant_id)
+CROSS JOIN LATERAL (
+    SELECT CASE e.event WHEN 'redriven' THEN 'granted' ELSE e.event END AS status
+    FROM grant_events e
+    WHERE e.grant_id = t.grant_id
+    ORDER BY split_part(e.outbox_id, '-', 1)::bigint DESC,
+             split_part(e.outbox_id, '-', 2)::bigint DESC
+    LIMIT 1
+) latest
 LEFT JOIN LATERAL (
-    SELECT detail FROM grant_events e
-    WHERE e.grant_id = s.grant_id AND e.event = 'fulfilled'
-    ORDER BY split_part(outbox_id, '-', 1)::bigint DESC, split_part(outbox_id, '-', 2)::bigint DESC
+    SELECT e.detail
+    FROM grant_events e
+    WHERE e.grant_id = t.grant_id AND e.event = 'fulfilled'
+    ORDER BY split_part(e.outbox_id, '-', 1)::bigint DESC,
+             split_part(e.outbox_id, '-', 2)::bigint DESC
     LIMIT 1
 ) f ON true
-WHERE g.grant_id = s.grant_id
+WHERE g.grant_id = t.grant_id
 
 -- name: events_of_grant
 SELECT event, at, actor, detail, outbox_id FROM grant_events WHERE grant_id = $1

@@ -874,6 +874,8 @@ class Bench:
             # fulfilment worker (these grants need no vendor) catch up too, then measure.
             with running("fulfil", quanyi_argv("worker", "fulfil"), env, self.dir) as fulfil:
                 await self.phase("fulfil-drain", lambda: self.drain_fulfil(redis, fulfil))
+            # The ledger records the fulfilments too before it stops.
+            await settled(redis, pool, timeout_s=120.0)
         # used_memory again with every client gone, so connection buffers do not count as
         # grant data.
         memory = MemoryRun(before, await settled(redis, pool), middle)

@@ -50,6 +50,9 @@ async def keep_refreshed(
 
 
 async def create_pool(database_url: str, **options: object) -> asyncpg.Pool:
+    # JIT compiling pays off for analytics, not for short OLTP statements: the ledger's status
+    # refresh is costed high enough to trigger it and spent over a second compiling each batch.
+    options.setdefault("server_settings", {"jit": "off"})
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10, **options)
     assert pool is not None
     return pool
