@@ -71,8 +71,6 @@ class CampaignService:
     async def list_rights(self) -> list[dict[str, Any]]:
         return [_row_json(r) for r in await self._pool.fetch(queries.list_rights)]
 
-    # campaigns
-
     async def update_right(self, staff: Staff, right_id: str, body: Any) -> dict[str, Any]:
         """Campaigns keep the unit cost their rewards were created with."""
         staff.require_role("marketer")
@@ -95,6 +93,8 @@ class CampaignService:
                 raise NotFound(f"no right {right_id}")
             await audit(conn, staff, "right.update", f"right:{right.id}", _row_json(row))
         return _row_json(row)
+
+    # campaigns
 
     async def create(self, staff: Staff, body: Any) -> Campaign:
         staff.require_role("marketer")

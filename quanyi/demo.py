@@ -101,56 +101,44 @@ async def load_demo(pool: asyncpg.Pool, redis: Redis, keys: Keys) -> list[str]:
         except AlreadyExists:
             pass
     now = datetime.now(UTC)
-    try:
-        await service.create(
-            marketer,
+    campaigns = (
+        (
+            DEMO_CAMPAIGN,
+            "DEMO first 10,000 customers get a coffee",
+            18_000_000,
             {
-                "id": DEMO_CAMPAIGN,
-                "name": "DEMO first 10,000 customers get a coffee",
-                "branch": "HQ",
-                "starts_at": (now - timedelta(hours=1)).isoformat(),
-                "ends_at": (now + timedelta(days=30)).isoformat(),
-                "channels": [DEMO_CHANNEL],
-                "budget": 18_000_000,
-                "rewards": [
-                    {
-                        "id": "coffee",
-                        "right_id": "demo-coffee",
-                        "stock": 10_000,
-                        "daily_stock": 2_000,
-                        "per_customer_limit": 1,
-                    },
-                ],
+                "id": "coffee",
+                "right_id": "demo-coffee",
+                "stock": 10_000,
+                "daily_stock": 2_000,
+                "per_customer_limit": 1,
             },
-        )
-        await service.transition(marketer, DEMO_CAMPAIGN, "submit")
-        await service.transition(approver, DEMO_CAMPAIGN, "approve")
-        created.append(f"campaign {DEMO_CAMPAIGN} (approved)")
-    except AlreadyExists:
-        pass
-    try:
-        await service.create(
-            marketer,
-            {
-                "id": DEMO_VENDOR_CAMPAIGN,
-                "name": "DEMO spend this month, get a lounge pass",
-                "branch": "HQ",
-                "starts_at": (now - timedelta(hours=1)).isoformat(),
-                "ends_at": (now + timedelta(days=30)).isoformat(),
-                "channels": [DEMO_CHANNEL],
-                "rewards": [
-                    {
-                        "id": "lounge",
-                        "right_id": "demo-lounge-pass",
-                        "stock": 500,
-                        "per_customer_limit": 1,
-                    },
-                ],
-            },
-        )
-        await service.transition(marketer, DEMO_VENDOR_CAMPAIGN, "submit")
-        await service.transition(approver, DEMO_VENDOR_CAMPAIGN, "approve")
-        created.append(f"campaign {DEMO_VENDOR_CAMPAIGN} (approved)")
-    except AlreadyExists:
-        pass
+        ),
+        (
+            DEMO_VENDOR_CAMPAIGN,
+            "DEMO spend this month, get a lounge pass",
+            None,
+            {"id": "lounge", "right_id": "demo-lounge-pass", "stock": 500, "per_customer_limit": 1},
+        ),
+    )
+    for campaign_id, name, budget, reward in campaigns:
+        try:
+            await service.create(
+                marketer,
+                {
+                    "id": campaign_id,
+                    "name": name,
+                    "branch": "HQ",
+                    "starts_at": (now - timedelta(hours=1)).isoformat(),
+                    "ends_at": (now + timedelta(days=30)).isoformat(),
+                    "channels": [DEMO_CHANNEL],
+                    "budget": budget,
+                    "rewards": [reward],
+                },
+            )
+        except AlreadyExists:
+            continue
+        await service.transition(marketer, campaign_id, "submit")
+        await service.transition(approver, campaign_id, "approve")
+        created.append(f"campaign {campaign_id} (approved)")
     return created

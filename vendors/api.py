@@ -286,19 +286,8 @@ async def post_statement(request: web.Request) -> web.Response:
     staff.require_role("approver", "marketer")
     vendor_id = path_id(request, "vendor_id")
     await VendorRegistry(request.app[POOL]).get(vendor_id)
-    try:
-        text = (await _read_large(request, STATEMENT_MAX_BYTES)).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidRequest("a statement is UTF-8 CSV") from None
-    report = await reconcile(
-        request.app[POOL],
-        staff,
-        vendor_id,
-        request.query.get("day", ""),
-        text,
-        request.app[SETTINGS].zone,
-    )
-    return json_response(report, 201)
+    body = await _read_large(request, STATEMENT_MAX_BYTES)
+    return await _reconcile(request, staff, vendor_id, body)
 
 
 @routes.post("/v1/vendors/{vendor_id}/statements")
@@ -306,17 +295,18 @@ async def post_vendor_statement(request: web.Request) -> web.Response:
     """A vendor sends its daily statement itself, signed like a callback."""
     vendor_id = path_id(request, "vendor_id")
     body = await _verified_body(request, vendor_id, STATEMENT_MAX_BYTES)
+    return await _reconcile(request, Staff(f"vendor:{vendor_id}", "vendor", "HQ"), vendor_id, body)
+
+
+async def _reconcile(
+    request: web.Request, actor: Staff, vendor_id: str, body: bytes
+) -> web.Response:
     try:
         text = body.decode("utf-8-sig")  # spreadsheet exports start with a BOM
     except UnicodeDecodeError:
         raise InvalidRequest("a statement is UTF-8 CSV") from None
-    sender = Staff(f"vendor:{vendor_id}", "vendor", "HQ")
+    day = request.query.get("day", "")
     report = await reconcile(
-        request.app[POOL],
-        sender,
-        vendor_id,
-        request.query.get("day", ""),
-        text,
-        request.app[SETTINGS].zone,
+        request.app[POOL], actor, vendor_id, day, text, request.app[SETTINGS].zone
     )
     return json_response(report, 201)
