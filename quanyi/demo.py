@@ -63,21 +63,21 @@ async def load_demo(pool: asyncpg.Pool, redis: Redis, keys: Keys) -> list[str]:
     approver = Staff("demo-approver", "approver", "HQ")
     service = CampaignService(pool, redis, keys)
     keys_on_disk = demo_keys()
+    vendor = {
+        "id": DEMO_VENDOR,
+        "name": "DEMO simulated vendor (quanyi run --demo-vendor-sim)",
+        "adapter": "simulated",
+        "base_url": DEMO_VENDOR_URL,
+        "public_keys": [keys_on_disk["vendor_public"].read_text()],
+        "signing_key": f"file:{keys_on_disk['ours_private']}",
+    }
+    registry, demo_admin = VendorRegistry(pool), Staff("demo-admin", "admin", "HQ")
     try:
-        await VendorRegistry(pool).create(
-            Staff("demo-admin", "admin", "HQ"),
-            {
-                "id": DEMO_VENDOR,
-                "name": "DEMO simulated vendor (quanyi run --demo-vendor-sim)",
-                "adapter": "simulated",
-                "base_url": DEMO_VENDOR_URL,
-                "public_keys": [keys_on_disk["vendor_public"].read_text()],
-                "signing_key": f"file:{keys_on_disk['ours_private']}",
-            },
-        )
+        await registry.create(demo_admin, vendor)
         created.append(f"vendor {DEMO_VENDOR}")
     except AlreadyExists:
-        pass
+        # Another checkout made other demo keys: the vendor follows the ones here.
+        await registry.update(demo_admin, DEMO_VENDOR, vendor)
     for right in (
         {
             "id": "demo-coffee",
