@@ -147,6 +147,12 @@ class _Pending:
     future: asyncio.Future
 
 
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(error)
+
+
 class ClaimService:
     def __init__(self, redis: Redis, keys: Keys, settings: Settings, clock: Clock) -> None:
         self._redis = redis
@@ -287,22 +293,18 @@ class ClaimService:
                 batch.append(self._queue.get_nowait())
             try:
                 replies = await self._call(batch)
+                for p, (outcome, detail) in zip(batch, replies, strict=True):
+                    if not p.future.done():
+                        p.future.set_result((outcome, detail))
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("claim batch of %d failed: redis unreachable: %s", len(batch), exc)
-                error: BaseException = Unavailable("the rights store is unreachable; retry")
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(error)
-                continue
+                _fail(batch, Unavailable("the rights store is unreachable; retry"))
+            except asyncio.CancelledError:
+                _fail(batch, Unavailable("shutting down; retry"))
+                raise
             except Exception as exc:  # a bug: fail these claims, keep serving others
                 log.exception("claim batch of %d failed", len(batch))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            for p, (outcome, detail) in zip(batch, replies, strict=True):
-                if not p.future.done():
-                    p.future.set_result((outcome, detail))
+                _fail(batch, exc)
 
     async def _call(self, batch: list[_Pending]) -> list[tuple[str, str]]:
         keys = [self._keys.outbox, self._keys.pending]

@@ -64,6 +64,7 @@ class GrantLifecycle:
         self._grants = self.grants = grants
         self._campaigns = campaigns
         self._zone = settings.zone
+        self._retention_s = settings.idempotency_retention_days * 86_400
         self._clock = clock
         self._script = Scripts(redis).transition
 
@@ -90,6 +91,11 @@ class GrantLifecycle:
                 if event in ("failed", "redriven")
                 else RETURNS_STOCK[event]
             )
+        keep_until = campaign.ends_ms // 1000 + self._retention_s
+        if self._clock() > keep_until and event in ("revoked", "failed", "redriven"):
+            # The campaign's counters and grant states are gone: nothing can be given back
+            # exactly once any more.
+            return Transition("refused", "retention_over", grant)
         day, _ = local_day(grant["granted_at_ms"] / 1000, self._zone)
         bucket = customer_bucket(grant["customer_id"], campaign.buckets)
         cid = campaign.id
@@ -123,6 +129,7 @@ class GrantLifecycle:
                 f"{grant['reward_id']}|{grant['customer_id']}",
                 reward.cost if reward else grant["unit_cost"],
                 payload,
+                keep_until,
             ],
         )
         return Transition(outcome, before, grant)

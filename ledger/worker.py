@@ -15,6 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -39,6 +40,9 @@ POSTGRES_AWAY = (
     asyncpg.InsufficientResourcesError,
 )
 REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+# What PostgreSQL refuses for a row's content: only these send an entry to the dead letters.
+# Anything else (a failover's read-only primary, a timeout, a deadlock) is retried.
+CONTENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 COLUMNS = (
     "grant_id",
@@ -52,6 +56,10 @@ COLUMNS = (
     "granted_at",
     "outbox_id",
 )
+
+
+class LedgerStopping(Exception):
+    """Asked to stop while PostgreSQL was away: the batch stays pending for the next worker."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,10 @@ class LedgerWorker:
                 log.warning("ledger: redis unreachable (%s); retrying in %.1f s", exc, backoff)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except (*POSTGRES_AWAY, asyncpg.PostgresError) as exc:
+                log.warning("ledger: postgresql error (%s); retrying in %.1f s", exc, backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 5.0)
         try:
             await trim_outbox(self._redis, self._keys)
         except REDIS_AWAY:
@@ -262,7 +274,10 @@ class LedgerWorker:
             except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
                 dead.append((outbox_id, fields, f"unreadable event: {exc!r}"))
 
-        written = await self._write(entries, dead) if entries else 0
+        try:
+            written = await self._write(entries, dead) if entries else 0
+        except LedgerStopping:
+            return 0  # unacknowledged: re-claimed by the next worker
         if dead:
             await self._dead_letter(dead)
         await self._acknowledge(entries)
@@ -278,32 +293,32 @@ class LedgerWorker:
             try:
                 inserted = await self._insert(entries)
                 break
-            except POSTGRES_AWAY as exc:
-                metrics.LEDGER_RETRIES.inc()
-                log.warning(
-                    "ledger: postgresql unreachable (%s); retrying batch of %d in %.1f s",
-                    exc,
-                    len(entries),
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except asyncpg.PostgresError as exc:
+            except CONTENT_ERRORS as exc:
                 log.error("ledger: batch refused (%s); writing row by row", exc)
                 inserted = set()
                 refused = set()
                 for entry in entries:
                     try:
                         inserted |= await self._insert([entry])
-                    except POSTGRES_AWAY:
-                        raise
-                    except asyncpg.PostgresError as row_exc:
+                    except CONTENT_ERRORS as row_exc:
                         dead.append(
                             (entry.outbox_id, _fields(entry), f"refused by postgresql: {row_exc}")
                         )
                         refused.add(entry.outbox_id)
                 entries[:] = [e for e in entries if e.outbox_id not in refused]
                 break
+            except (*POSTGRES_AWAY, asyncpg.PostgresError) as exc:
+                metrics.LEDGER_RETRIES.inc()
+                log.warning(
+                    "ledger: postgresql unavailable (%s); retrying batch of %d in %.1f s",
+                    exc,
+                    len(entries),
+                    backoff,
+                )
+                await self._pause(backoff)
+                if self._stopping.is_set():
+                    raise LedgerStopping from exc
+                backoff = min(backoff * 2, 5.0)
         await self._check_unwritten([e for e in entries if isinstance(e, Entry)], inserted, dead)
         metrics.LEDGER_BATCH_SIZE.observe(len(inserted))
         metrics.LEDGER_PERSISTED.inc(len(inserted))
@@ -324,8 +339,11 @@ class LedgerWorker:
             if events:
                 columns = [list(col) for col in zip(*events, strict=True)]
                 await conn.execute(queries.insert_events, *columns)
-                touched = list({e.grant_id for e in entries})
-                await conn.execute(queries.refresh_status, touched)
+            # Events may reach the ledger before their grant (a dead worker's batch is taken
+            # over later): a grant inserted now takes the status its events already give it.
+            touched = {e.grant_id for e in entries if isinstance(e, EventEntry)} | inserted
+            if touched:
+                await conn.execute(queries.refresh_status, list(touched))
         return inserted
 
     async def _check_unwritten(
@@ -358,8 +376,21 @@ class LedgerWorker:
                     self._keys.outbox_dead, {**fields, "outbox_id": outbox_id, "error": reason}
                 )
                 pipe.xack(self._keys.outbox, LEDGER_GROUP, outbox_id)
+                self._forget_pending(pipe, fields)
                 metrics.LEDGER_DEAD_LETTERS.labels(reason.split(":")[0]).inc()
             await pipe.execute()
+
+    def _forget_pending(self, pipe: Any, fields: dict) -> None:
+        """A dead-lettered entry is no longer on its way to the ledger: drop its pending copy."""
+        try:
+            entry = parse_entry("0-0", fields)
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+            return
+        if isinstance(entry, Entry):
+            pipe.hdel(self._keys.pending, entry.grant_id)
+            pipe.srem(self._keys.customer_pending(entry.event["customer_id"]), entry.grant_id)
+        else:
+            pipe.hdel(self._keys.pending_events, entry.field)
 
     async def _acknowledge(self, entries: list[Entry | EventEntry]) -> None:
         """Acknowledge what the ledger now holds and drop the read-your-writes copies."""

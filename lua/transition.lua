@@ -22,6 +22,7 @@
 -- ARGV[5]  customer field (<reward>|<customer>)
 -- ARGV[6]  unit cost
 -- ARGV[7]  event to append to the outbox
+-- ARGV[8]  unix second until which the campaign's grant states are kept (its end + retention)
 --
 -- Returns {outcome, state before}:
 --   {"applied", "live"}      the transition happened ({"applied", "failed"} for a redrive)
@@ -39,7 +40,8 @@ local r = 'r:' .. reward .. ':'
 if event == 'redriven' then
   if state ~= 'failed' then return {'refused', state or 'live'} end
   if ARGV[3] == '1' then
-    local c = redis.call('HMGET', KEYS[2], r .. 'stock', r .. 'granted', r .. 'limit', 'budget', 'spent')
+    local c = redis.call('HMGET', KEYS[2], r .. 'stock', r .. 'granted', r .. 'limit', 'budget',
+      'spent', r .. 'dstock', r .. 'dlimit')
     if tonumber(c[2] or 0) >= tonumber(c[1]) then return {'refused', 'out_of_stock'} end
     if tonumber(redis.call('HGET', KEYS[4], customer_field) or 0) >= tonumber(c[3]) then
       return {'refused', 'limit_reached'}
@@ -47,9 +49,24 @@ if event == 'redriven' then
     if c[4] and tonumber(c[5] or 0) + cost > tonumber(c[4]) then
       return {'refused', 'budget_exhausted'}
     end
+    -- The grant's day still counts what the failure gave back, while that day's keys live.
+    local daily_stock, daily_limit = tonumber(c[6] or 0), tonumber(c[7] or 0)
+    local day_open = redis.call('EXISTS', KEYS[6]) == 1
+    if daily_stock > 0 and day_open and
+        tonumber(redis.call('HGET', KEYS[6], reward) or 0) >= daily_stock then
+      return {'refused', 'out_of_stock'}
+    end
+    if daily_limit > 0 and redis.call('EXISTS', KEYS[5]) == 1 and
+        tonumber(redis.call('HGET', KEYS[5], customer_field) or 0) >= daily_limit then
+      return {'refused', 'limit_reached'}
+    end
     redis.call('HINCRBY', KEYS[2], r .. 'granted', 1)
     if cost > 0 then redis.call('HINCRBY', KEYS[2], 'spent', cost) end
     redis.call('HINCRBY', KEYS[4], customer_field, 1)
+    if daily_stock > 0 and day_open then redis.call('HINCRBY', KEYS[6], reward, 1) end
+    if daily_limit > 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+      redis.call('HINCRBY', KEYS[5], customer_field, 1)
+    end
   end
   redis.call('HDEL', KEYS[3], grant_id)
   local outbox_id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[7])
@@ -64,11 +81,15 @@ end
 
 if event ~= 'fulfilled' then
   redis.call('HSET', KEYS[3], grant_id, event)
+  redis.call('EXPIREAT', KEYS[3], ARGV[8])
 end
 if ARGV[3] == '1' then
   redis.call('HINCRBY', KEYS[2], r .. 'granted', -1)
   if cost > 0 then redis.call('HINCRBY', KEYS[2], 'spent', -cost) end
-  redis.call('HINCRBY', KEYS[4], customer_field, -1)
+  -- Customer totals outlive the campaign by the retention only: nothing to give back after.
+  if redis.call('HEXISTS', KEYS[4], customer_field) == 1 then
+    redis.call('HINCRBY', KEYS[4], customer_field, -1)
+  end
   -- Daily counters of a day that is over have expired: nothing to give back there.
   if redis.call('HEXISTS', KEYS[5], customer_field) == 1 then
     redis.call('HINCRBY', KEYS[5], customer_field, -1)

@@ -130,15 +130,20 @@ async def close_pool(pool: asyncpg.Pool) -> None:
 async def background(name: str, coro: Awaitable[None]) -> AsyncIterator[asyncio.Task]:
     """A named task that is cancelled on the way out, its error logged rather than lost."""
     task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+
+    def died(t: asyncio.Task) -> None:
+        # Said the moment it happens, not at shutdown: a dead worker stalls the outbox.
+        if not t.cancelled() and t.exception() is not None:
+            log.error("background task %s died", name, exc_info=t.exception())
+
+    task.add_done_callback(died)
     try:
         yield task
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            try:
+            with contextlib.suppress(Exception):  # already logged by died()
                 await asyncio.wait_for(task, SHUTDOWN_GRACE_S)
-            except Exception:
-                log.exception("background task %s failed", name)
 
 
 async def _watch_levels(app: web.Application) -> None:

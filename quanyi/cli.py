@@ -184,7 +184,11 @@ async def _stores(settings: Any) -> tuple[Any, Any, Any]:
     from quanyi.app import open_pool, open_redis
 
     redis = await open_redis(settings)
-    pool = await open_pool(settings)
+    try:
+        pool = await open_pool(settings)
+    except BaseException:
+        await redis.aclose()
+        raise
     return redis, pool, Keys(settings.key_prefix, settings.idempotency_buckets)
 
 

@@ -33,7 +33,7 @@ from inventory.stock import StockLedger
 from issuance.claims import CampaignCache
 from issuance.grants import GrantReader
 from issuance.lifecycle import GrantLifecycle, grant_from_event
-from ledger.worker import REDIS_AWAY, default_consumer_name, ensure_group
+from ledger.worker import POSTGRES_AWAY, REDIS_AWAY, default_consumer_name, ensure_group
 from quanyi import metrics
 from quanyi.clock import Clock
 from quanyi.errors import GrantNotFound
@@ -145,8 +145,13 @@ class FulfilmentWorker:
                 try:
                     await self.step()
                     backoff = 0.5
-                except REDIS_AWAY as exc:
-                    log.warning("fulfil: redis unreachable (%s); retrying in %.1f s", exc, backoff)
+                except Exception as exc:  # redis or postgresql away, or a bug: never stop for good
+                    if isinstance(exc, REDIS_AWAY | POSTGRES_AWAY | asyncpg.PostgresError):
+                        log.warning(
+                            "fulfil: store unavailable (%s); retrying in %.1f s", exc, backoff
+                        )
+                    else:
+                        log.exception("fulfil: step failed; retrying in %.1f s", backoff)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), backoff)
                     backoff = min(backoff * 2, 5.0)
