@@ -6,10 +6,8 @@ process; callbacks are signed with the vendor's RSA key exactly as a vendor sign
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +20,7 @@ from ledger.worker import LedgerWorker
 from quanyi.ids import new_grant_id
 from tests.conftest import register_vendor, sim_stats
 from tests.helpers import SHANGHAI, audit_rows, redis_state, send, sign_in
+from tests.test_fulfilment import running, until
 from vendors import rsa
 from vendors.fulfil import FulfilmentWorker
 
@@ -125,24 +124,6 @@ async def assert_untouched(api: Any, pool: Any, grant_id: str) -> None:
     assert grant["status"] == "fulfilled", grant
     assert [e["event"] for e in grant["timeline"]] == ["granted", "fulfilled"]
     assert await redemption_rows(pool) == []
-
-
-@contextlib.asynccontextmanager
-async def running(worker: FulfilmentWorker) -> AsyncIterator[FulfilmentWorker]:
-    task = asyncio.create_task(worker.run(grace_s=2))
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 15)
-
-
-async def until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 # --- fixtures -----------------------------------------------------------------------------
