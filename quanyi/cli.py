@@ -170,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
     claim.add_argument("--channel", required=True)
     claim.add_argument("--secret", help="the channel secret; else QUANYI_CHANNEL_SECRET")
     claim.add_argument("--url", help="API base URL; defaults to the configured host and port")
+    grant = command("grant", _grant, "read one grant (status, code, timeline), as a channel would")
+    grant.add_argument("grant_id")
+    grant.add_argument("--channel", required=True)
+    grant.add_argument("--secret", help="the channel secret; else QUANYI_CHANNEL_SECRET")
+    grant.add_argument("--url", help="API base URL; defaults to the configured host and port")
     return p
 
 
@@ -400,8 +405,29 @@ def _demo(settings: Any, args: argparse.Namespace) -> int:
 
 
 def _claim(settings: Any, args: argparse.Namespace) -> int:
-    import time
     import uuid
+
+    body: dict[str, Any] = {
+        "request_id": args.request_id or uuid.uuid4().hex,
+        "campaign_id": args.campaign,
+        "customer_id": args.customer,
+    }
+    if args.reward:
+        body["reward_id"] = args.reward
+    if args.wait_ms:
+        body["wait_ms"] = args.wait_ms
+    return _channel_call(settings, args, "POST", "/v1/claims", body)
+
+
+def _grant(settings: Any, args: argparse.Namespace) -> int:
+    return _channel_call(settings, args, "GET", f"/v1/grants/{args.grant_id}", None)
+
+
+def _channel_call(
+    settings: Any, args: argparse.Namespace, method: str, path: str, body: Any
+) -> int:
+    """One signed request, as a channel sends it; prints the status and the reply."""
+    import time
 
     import aiohttp
     import orjson
@@ -412,23 +438,14 @@ def _claim(settings: Any, args: argparse.Namespace) -> int:
     if not secret:
         print("quanyi: give --secret or set QUANYI_CHANNEL_SECRET", file=sys.stderr)
         return 2
-    body = {
-        "request_id": args.request_id or uuid.uuid4().hex,
-        "campaign_id": args.campaign,
-        "customer_id": args.customer,
-    }
-    if args.reward:
-        body["reward_id"] = args.reward
-    if args.wait_ms:
-        body["wait_ms"] = args.wait_ms
-    data = orjson.dumps(body)
+    data = orjson.dumps(body) if body is not None else b""
     base = args.url or f"http://{settings.http_host}:{settings.http_port}"
-    headers = signed_headers(args.channel, secret, "POST", "/v1/claims", int(time.time()), data)
+    headers = signed_headers(args.channel, secret, method, path, int(time.time()), data)
     headers["Content-Type"] = "application/json"
 
     async def send() -> tuple[int, bytes]:
         async with aiohttp.ClientSession() as session:
-            async with session.post(base + "/v1/claims", data=data, headers=headers) as resp:
+            async with session.request(method, base + path, data=data, headers=headers) as resp:
                 return resp.status, await resp.read()
 
     try:
