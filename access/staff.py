@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,18 +29,19 @@ class Staff:
         if self.role != "admin" and self.role not in roles:
             raise Forbidden(f"role {self.role} may not do this; needs {' or '.join(roles)}")
 
+    @property
+    def at_head_office(self) -> bool:
+        return self.branch == HEAD_OFFICE
+
     def require_branch(self, branch: str) -> None:
         """Head-office staff act on every branch; branch staff on their own only."""
-        if self.branch not in (HEAD_OFFICE, branch):
+        if not self.at_head_office and self.branch != branch:
             raise Forbidden(f"staff of branch {self.branch} may not act on branch {branch}")
 
     def require_head_office(self) -> None:
         """Shared resources (the rights catalog, vendors) are head office's to change."""
-        if self.branch != HEAD_OFFICE:
+        if not self.at_head_office:
             raise Forbidden(f"only head-office staff may change this; you are at {self.branch}")
-
-    def can_see(self, branches: Iterable[str]) -> bool:
-        return self.branch == HEAD_OFFICE or self.branch in branches
 
 
 def _token_hash(token: str) -> bytes:

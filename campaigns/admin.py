@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from access.staff import Staff, authenticate, login
+from access.staff import login
 from campaigns.model import TRANSITIONS
 from quanyi.appkeys import CAMPAIGNS, POOL, SETTINGS
 from quanyi.errors import CampaignNotFound
 from quanyi.validation import Fields, parse_json
-from quanyi.web import json_response, path_id
+from quanyi.web import json_response, path_id, request_staff
 
 routes = web.RouteTableDef()
-
-
-async def _staff(request: web.Request) -> Staff:
-    return await authenticate(request.app[POOL], request.headers.get("Authorization", ""))
 
 
 @routes.post("/admin/v1/login")
@@ -31,14 +27,14 @@ async def post_login(request: web.Request) -> web.Response:
 
 @routes.post("/admin/v1/rights")
 async def post_right(request: web.Request) -> web.Response:
-    staff = await _staff(request)
+    staff = await request_staff(request)
     body = parse_json(await request.read())
     return json_response(await request.app[CAMPAIGNS].create_right(staff, body), 201)
 
 
 @routes.put("/admin/v1/rights/{right_id}")
 async def put_right(request: web.Request) -> web.Response:
-    staff = await _staff(request)
+    staff = await request_staff(request)
     body = parse_json(await request.read())
     right_id = path_id(request, "right_id")
     return json_response(await request.app[CAMPAIGNS].update_right(staff, right_id, body))
@@ -46,13 +42,13 @@ async def put_right(request: web.Request) -> web.Response:
 
 @routes.get("/admin/v1/rights")
 async def get_rights(request: web.Request) -> web.Response:
-    await _staff(request)
+    await request_staff(request)
     return json_response({"rights": await request.app[CAMPAIGNS].list_rights()})
 
 
 @routes.post("/admin/v1/campaigns")
 async def post_campaign(request: web.Request) -> web.Response:
-    staff = await _staff(request)
+    staff = await request_staff(request)
     body = parse_json(await request.read())
     campaign = await request.app[CAMPAIGNS].create(staff, body)
     return json_response(await request.app[CAMPAIGNS].get(staff, campaign.id), 201)
@@ -60,13 +56,13 @@ async def post_campaign(request: web.Request) -> web.Response:
 
 @routes.get("/admin/v1/campaigns")
 async def get_campaigns(request: web.Request) -> web.Response:
-    staff = await _staff(request)
+    staff = await request_staff(request)
     return json_response({"campaigns": await request.app[CAMPAIGNS].list(staff)})
 
 
 @routes.get("/admin/v1/campaigns/{campaign_id}")
 async def get_campaign(request: web.Request) -> web.Response:
-    staff = await _staff(request)
+    staff = await request_staff(request)
     return json_response(
         await request.app[CAMPAIGNS].get(staff, path_id(request, "campaign_id", CampaignNotFound))
     )
@@ -74,7 +70,7 @@ async def get_campaign(request: web.Request) -> web.Response:
 
 @routes.put("/admin/v1/campaigns/{campaign_id}")
 async def put_campaign(request: web.Request) -> web.Response:
-    staff = await _staff(request)
+    staff = await request_staff(request)
     body = parse_json(await request.read())
     campaign_id = path_id(request, "campaign_id", CampaignNotFound)
     await request.app[CAMPAIGNS].update(staff, campaign_id, body)
@@ -86,7 +82,7 @@ async def post_transition(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     if action not in TRANSITIONS:
         raise web.HTTPNotFound(reason=f"no action {action}")
-    staff = await _staff(request)
+    staff = await request_staff(request)
     campaign_id = path_id(request, "campaign_id", CampaignNotFound)
     service = request.app[CAMPAIGNS]
     await service.transition(staff, campaign_id, action)

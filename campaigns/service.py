@@ -257,7 +257,7 @@ class CampaignService:
         }
 
     async def list(self, staff: Staff) -> list[dict[str, Any]]:
-        branch = None if staff.can_see(()) else staff.branch
+        branch = None if staff.at_head_office else staff.branch
         rows = await self._pool.fetch(queries.list_campaigns, branch)
         return [_row_json(r) for r in rows]
 

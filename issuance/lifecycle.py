@@ -61,7 +61,7 @@ class GrantLifecycle:
         clock: Clock,
     ) -> None:
         self._keys = keys
-        self._grants = self.grants = grants
+        self.grants = grants
         self._campaigns = campaigns
         self._zone = settings.zone
         self._retention_s = settings.idempotency_retention_days * 86_400
@@ -81,7 +81,7 @@ class GrantLifecycle:
         """Apply `event` to the grant. `return_stock` defaults to what the event implies (and for
         `failed`, to the campaign's choice). `grant` saves the look-up when the caller has it."""
         if grant is None:
-            grant = await self._grants.get(grant_id)
+            grant = await self.grants.get(grant_id)
         campaign = await self._campaigns.get(grant["campaign_id"])
         reward = campaign.reward(grant["reward_id"])
         if return_stock is None:

@@ -12,8 +12,10 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from access.staff import Staff, authenticate
 from ledger.worker import POSTGRES_AWAY
 from quanyi import metrics
+from quanyi.appkeys import POOL
 from quanyi.errors import NotFound, QuanyiError
 from quanyi.validation import IDENT
 
@@ -33,6 +35,11 @@ def path_id(request: web.Request, name: str, missing: type[QuanyiError] = NotFou
     if not IDENT.match(value):
         raise missing(f"no {name.removesuffix('_id')} {value!r}")
     return value
+
+
+async def request_staff(request: web.Request) -> Staff:
+    """The staff member whose bearer token signs this admin request."""
+    return await authenticate(request.app[POOL], request.headers.get("Authorization", ""))
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

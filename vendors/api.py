@@ -8,14 +8,14 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from access.staff import Staff, audit, authenticate
+from access.staff import Staff, audit
 from issuance.api import revoke
 from issuance.grants import public
 from quanyi.appkeys import CAMPAIGNS, CLOCK, GRANTS, LIFECYCLE, POOL, SETTINGS, VENDORS
 from quanyi.errors import Conflict, Forbidden, GrantNotFound, InvalidRequest, Unauthorized
 from quanyi.ids import is_grant_id
 from quanyi.validation import Fields, is_digits, parse_json
-from quanyi.web import json_response, path_id
+from quanyi.web import json_response, path_id, request_staff
 from vendors import queries
 from vendors.registry import VendorRegistry
 from vendors.rsa import verify
@@ -216,13 +216,9 @@ def _answer(
 # staff
 
 
-async def _staff(request: web.Request) -> Staff:
-    return await authenticate(request.app[POOL], request.headers.get("Authorization", ""))
-
-
 @routes.post("/admin/v1/vendors")
 async def post_vendor(request: web.Request) -> web.Response:
-    staff = await _staff(request)
+    staff = await request_staff(request)
     vendor = await VendorRegistry(request.app[POOL]).create(staff, parse_json(await request.read()))
     await request.app[VENDORS].refresh()
     return json_response(vendor.to_json(), 201)
@@ -230,21 +226,21 @@ async def post_vendor(request: web.Request) -> web.Response:
 
 @routes.get("/admin/v1/vendors")
 async def get_vendors(request: web.Request) -> web.Response:
-    await _staff(request)
+    await request_staff(request)
     vendors = await VendorRegistry(request.app[POOL]).all()
     return json_response({"vendors": [v.to_json() for v in vendors]})
 
 
 @routes.get("/admin/v1/vendors/{vendor_id}")
 async def get_vendor(request: web.Request) -> web.Response:
-    await _staff(request)
+    await request_staff(request)
     vendor = await VendorRegistry(request.app[POOL]).get(path_id(request, "vendor_id"))
     return json_response(vendor.to_json())
 
 
 @routes.patch("/admin/v1/vendors/{vendor_id}")
 async def patch_vendor(request: web.Request) -> web.Response:
-    staff = await _staff(request)
+    staff = await request_staff(request)
     vendor = await VendorRegistry(request.app[POOL]).update(
         staff, path_id(request, "vendor_id"), parse_json(await request.read())
     )
@@ -255,7 +251,7 @@ async def patch_vendor(request: web.Request) -> web.Response:
 @routes.post("/admin/v1/grants/{grant_id}/revoke")
 async def staff_revoke(request: web.Request) -> web.Response:
     """Staff cancel a grant of a campaign of their branch; audited."""
-    staff = await _staff(request)
+    staff = await request_staff(request)
     staff.require_role("marketer", "approver")
     grant_id = request.match_info["grant_id"]
     if not is_grant_id(grant_id):
@@ -282,7 +278,7 @@ async def staff_revoke(request: web.Request) -> web.Response:
 @routes.post("/admin/v1/vendors/{vendor_id}/statements")
 async def post_statement(request: web.Request) -> web.Response:
     """Upload a vendor's daily statement (CSV) for `?day=YYYY-MM-DD`; returns the report."""
-    staff = await _staff(request)
+    staff = await request_staff(request)
     staff.require_role("approver", "marketer")
     vendor_id = path_id(request, "vendor_id")
     await VendorRegistry(request.app[POOL]).get(vendor_id)
