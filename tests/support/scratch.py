@@ -1,0 +1,200 @@
+"""Scratch PostgreSQL and Redis servers that a fault test owns: their own port and directory, so
+stopping, killing or flushing them never touches the machine's shared services.
+
+    with ScratchPostgres(tmp_path) as pg:       # initdb + pg_ctl, trust auth on loopback
+        url = pg.url("quanyi")                  # postgresql://127.0.0.1:<port>/quanyi
+        pg.restart()                            # or pg.stop() / pg.start()
+
+    with ScratchRedis(tmp_path, appendonly=True, appendfsync="always") as r:
+        url = r.url(0)                          # redis://127.0.0.1:<port>/0
+        r.kill()                                # kill -9, then r.start() replays the AOF
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+def postgres_available() -> bool:
+    return _postgres_bin("initdb") is not None and _postgres_bin("pg_ctl") is not None
+
+
+def redis_available() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+def _wait(check, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not come up in {timeout_s:.0f} s")
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class ScratchPostgres:
+    """A PostgreSQL cluster in `root/pg`, on a free loopback port. PostgreSQL refuses to run as
+    root, so as root the cluster belongs to the `postgres` system user."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(root) / "pg"
+        self.port = free_port()
+        self._initdb = _postgres_bin("initdb")
+        self._pg_ctl = _postgres_bin("pg_ctl")
+        if not (self._initdb and self._pg_ctl):
+            raise RuntimeError("initdb/pg_ctl not found: install postgresql")
+        self._user = "postgres" if os.geteuid() == 0 else None
+
+    def url(self, database: str = "postgres") -> str:
+        user = f"{self._user}@" if self._user else ""
+        return f"postgresql://{user}127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str) -> None:
+        if self._user:
+            argv = ("runuser", "-u", self._user, "--", *argv)
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+
+    def __enter__(self) -> ScratchPostgres:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self._user:
+            entry = pwd.getpwnam(self._user)
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+            # runuser needs to reach the directory through every parent.
+            for parent in self.dir.parents:
+                if parent == Path("/"):
+                    break
+                os.chmod(parent, os.stat(parent).st_mode | 0o011)
+        self._run(
+            self._initdb,
+            "-D",
+            str(self.dir),
+            "-A",
+            "trust",
+            "-U",
+            self._user or "root",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        self.start()
+        return self
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir}"
+            " -c fsync=off -c max_connections=100"
+        )
+        self._run(
+            self._pg_ctl,
+            "-D",
+            str(self.dir),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.dir / "log"),
+            "start",
+        )
+        _wait(lambda: _answers(self.port), "scratch postgresql")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(self._pg_ctl, "-D", str(self.dir), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+
+
+class ScratchRedis:
+    """A redis-server in `root/redis`, on a free loopback port, optionally with AOF."""
+
+    def __init__(
+        self, root: Path, *, appendonly: bool = False, appendfsync: str = "everysec"
+    ) -> None:
+        self.dir = Path(root) / "redis"
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def __enter__(self) -> ScratchRedis:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.start()
+        return self
+
+    def start(self) -> None:
+        argv = [
+            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+            "--dir", str(self.dir), "--save", "", "--maxmemory-policy", "noeviction",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync, "--logfile", str(self.dir / "redis.log"),
+        ]  # fmt: skip
+        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        _wait(lambda: _answers(self.port), "scratch redis")
+
+    def kill(self) -> None:
+        """kill -9: whatever the AOF had not written is gone."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait(10)
+            self._process = None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
