@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,11 +15,20 @@ import asyncpg
 import orjson
 
 from access import queries
-from access.passwords import hash_password, verify_password
-from quanyi.errors import AlreadyExists, Forbidden, InvalidRequest, Unauthorized
+from access.passwords import hash_password_off_loop, verify_password_off_loop
+from quanyi.errors import AlreadyExists, Forbidden, InvalidRequest, TooManyAttempts, Unauthorized
+from quanyi.pan import mask_json, mask_pans
+
+log = logging.getLogger(__name__)
 
 ROLES = ("marketer", "approver", "admin")
 HEAD_OFFICE = "HQ"
+# After this many failed logins for one username within the window, further logins (even with
+# the right password) are refused until the oldest of them leaves the window.
+LOGIN_MAX_FAILURES = 5
+LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
+# Expired sessions and failures older than the window are deleted this often.
+STAFF_SWEEP_INTERVAL_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,24 @@ class Staff:
             raise Forbidden(f"only head-office staff may change this; you are at {self.branch}")
 
 
+# Who the audit log names for a login with a username no staff has: what was typed into the
+# username box is not kept (it may be anything, a card number included).
+UNKNOWN_STAFF = Staff("(unknown)", "none", "-")
+
+
 def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def _username_digest(username: str) -> bytes:
+    return hashlib.sha256(username.encode()).digest()
+
+
+def _bearer_token(authorization: str) -> str:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send Authorization: Bearer <token> from POST /admin/v1/login")
+    return token.strip()
 
 
 async def create_staff(
@@ -55,8 +83,9 @@ async def create_staff(
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", {"role": "unknown role"})
     if len(password) < 8:
         raise InvalidRequest("password too short", {"password": "at least 8 characters"})
+    password_hash = await hash_password_off_loop(password)
     try:
-        await pool.execute(queries.insert_staff, username, hash_password(password), role, branch)
+        await pool.execute(queries.insert_staff, username, password_hash, role, branch)
     except asyncpg.UniqueViolationError:
         raise AlreadyExists(f"staff {username} exists") from None
 
@@ -64,26 +93,78 @@ async def create_staff(
 async def login(
     pool: asyncpg.Pool, username: str, password: str, ttl_s: int
 ) -> tuple[str, datetime]:
+    """A new session for the right password. Every attempt first counts as a failure of its
+    username (known or not), so guesses sent at once cannot pass the limit together; a locked
+    username is refused before any hashing, whatever the password."""
+    digest = _username_digest(username)
+    attempt = await pool.fetchval(queries.insert_login_attempt, digest)
     row = await pool.fetchrow(queries.staff_for_login, username)
+    actor = Staff(username, row["role"], row["branch"]) if row else UNKNOWN_STAFF
+    target = username if row else UNKNOWN_STAFF.username
+    recent = [
+        r
+        for r in await pool.fetch(
+            queries.recent_login_failures, digest, LOGIN_FAILURE_WINDOW, LOGIN_MAX_FAILURES + 1
+        )
+        if r["id"] != attempt
+    ]
+    if len(recent) >= LOGIN_MAX_FAILURES:
+        await pool.execute(queries.delete_login_attempt, attempt)
+        # One more try is allowed once fewer than the limit remain in the window.
+        retry_after_s = max(1, math.ceil(recent[LOGIN_MAX_FAILURES - 1]["ages_out_in_s"]))
+        await audit(pool, actor, "login.locked", target, {"retry_after_s": retry_after_s})
+        raise TooManyAttempts(
+            f"too many failed logins; try again in {retry_after_s} s", retry_after_s
+        )
     # Hash even for unknown users so response time does not reveal who exists.
     stored = row["password_hash"] if row else "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AA=="
-    if not verify_password(password, stored) or row is None:
+    if not await verify_password_off_loop(password, stored) or row is None:
+        await audit(pool, actor, "login.failed", target, {"failures": len(recent) + 1})
         raise Unauthorized("wrong username or password")
+    await pool.execute(queries.delete_login_attempt, attempt)
     token = secrets.token_urlsafe(32)
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl_s)
     await pool.execute(queries.insert_session, _token_hash(token), username, expires_at)
-    await audit(pool, Staff(username, row["role"], row["branch"]), "login", username)
+    await audit(pool, actor, "login", username)
     return token, expires_at
 
 
 async def authenticate(pool: asyncpg.Pool, authorization: str) -> Staff:
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("send Authorization: Bearer <token> from POST /admin/v1/login")
-    row = await pool.fetchrow(queries.staff_for_token, _token_hash(token.strip()))
+    row = await pool.fetchrow(queries.staff_for_token, _token_hash(_bearer_token(authorization)))
     if row is None:
         raise Unauthorized("token unknown or expired")
     return Staff(row["username"], row["role"], row["branch"])
+
+
+async def logout(pool: asyncpg.Pool, authorization: str) -> Staff:
+    """Ends the session of this bearer token at once; audited."""
+    staff = await authenticate(pool, authorization)
+    await pool.execute(queries.delete_session, _token_hash(_bearer_token(authorization)))
+    await audit(pool, staff, "logout", staff.username)
+    return staff
+
+
+async def sweep_staff_records(pool: asyncpg.Pool) -> tuple[int, int]:
+    """Deletes expired sessions and failed logins that left the lockout window; returns how
+    many of each."""
+    sessions = await pool.execute(queries.delete_expired_sessions)
+    failures = await pool.execute(queries.delete_old_login_failures, LOGIN_FAILURE_WINDOW)
+    return int(sessions.split()[-1]), int(failures.split()[-1])
+
+
+async def keep_staff_records_swept(
+    pool: asyncpg.Pool, interval_s: float = STAFF_SWEEP_INTERVAL_S
+) -> None:
+    """sweep_staff_records at start and then every `interval_s`, for good; a sweep that fails
+    (PostgreSQL away) is tried again next time."""
+    while True:
+        try:
+            sessions, failures = await sweep_staff_records(pool)
+            if sessions or failures:
+                log.info("deleted %d expired sessions, %d old failed logins", sessions, failures)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("staff sweep failed, trying again later: %s", exc)
+        await asyncio.sleep(interval_s)
 
 
 async def audit(
@@ -93,11 +174,13 @@ async def audit(
     target: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
+    # Whatever reached the detail (a reason, a name, a username typed at login) is kept with
+    # its card numbers masked.
     await conn.execute(
         queries.insert_audit,
-        staff.username,
+        mask_pans(staff.username),
         staff.branch,
         action,
-        target,
-        orjson.dumps(detail or {}).decode(),
+        mask_pans(target),
+        orjson.dumps(mask_json(detail or {})).decode(),
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from access.staff import login
+from access.staff import login, logout
 from campaigns.model import TRANSITIONS
 from quanyi.appkeys import CAMPAIGNS, POOL, SETTINGS
-from quanyi.errors import CampaignNotFound
+from quanyi.errors import CampaignNotFound, NotFound
 from quanyi.validation import Fields, parse_json
 from quanyi.web import json_response, path_id, request_staff
 
@@ -16,13 +16,25 @@ routes = web.RouteTableDef()
 
 @routes.post("/admin/v1/login")
 async def post_login(request: web.Request) -> web.Response:
-    f = Fields(parse_json(await request.read()))
-    username, password = f.text("username", 64), f.text("password", 256)
+    body = parse_json(await request.read())
+    f = Fields(body)
+    username = f.text("username", 64)
+    f.text("password", 256)
     f.check()
+    # The password as typed: text fields come back with card-number-like runs masked, which
+    # is right for what is kept, and a password is only ever hashed.
+    password = body["password"]
     token, expires_at = await login(
         request.app[POOL], username, password, request.app[SETTINGS].staff_session_ttl_s
     )
     return json_response({"token": token, "expires_at": expires_at.isoformat()})
+
+
+@routes.post("/admin/v1/logout")
+async def post_logout(request: web.Request) -> web.Response:
+    """Ends the caller's session: its token stops working at once."""
+    staff = await logout(request.app[POOL], request.headers.get("Authorization", ""))
+    return json_response({"username": staff.username, "logged_out": True})
 
 
 @routes.post("/admin/v1/rights")
@@ -81,7 +93,7 @@ async def put_campaign(request: web.Request) -> web.Response:
 async def post_transition(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     if action not in TRANSITIONS:
-        raise web.HTTPNotFound(reason=f"no action {action}")
+        raise NotFound(f"no action {action!r}")  # repr: the path may hold a line break
     staff = await request_staff(request)
     campaign_id = path_id(request, "campaign_id", CampaignNotFound)
     service = request.app[CAMPAIGNS]

@@ -16,6 +16,10 @@ RIGHT_KINDS = ("voucher", "points", "lounge_pass", "cashback", "coupon", "physic
 MAX_LIMIT = 10_000
 
 EDITABLE = frozenset({"draft", "rejected"})
+# States in which a campaign's rewards may still be claimed or approved: the rights they use
+# are frozen. Drafts and rejected campaigns copy the catalog again when edited; ended ones pay
+# out their own frozen copy.
+LIVE = ("pending", "approved", "paused")
 
 # action: (states it may start from, state it leads to, roles that may do it)
 TRANSITIONS: dict[str, tuple[frozenset[str], str, tuple[str, ...]]] = {
@@ -117,8 +121,12 @@ class CampaignDraft:
 
 @dataclass(frozen=True)
 class Reward:
+    """A reward with what it pays out (face value, unit cost, vendor) copied from its right when
+    the campaign was drafted or last edited: approval approves these figures, not the catalog's."""
+
     id: str
     right_id: str
+    face_value: int
     unit_cost: int
     vendor_id: str | None
     stock: int
@@ -131,6 +139,7 @@ class Reward:
         return cls(
             id=row["id"],
             right_id=row["right_id"],
+            face_value=row["face_value"],
             unit_cost=row["unit_cost"],
             vendor_id=row["vendor_id"],
             stock=row["stock"],
@@ -156,6 +165,8 @@ class Campaign:
     submitted_by: str | None
     approved_by: str | None
     approved_at: datetime | None
+    # Whoever created, edited or submitted any version: none of them may approve it.
+    makers: tuple[str, ...]
     rewards: tuple[Reward, ...]
 
     @classmethod
@@ -175,6 +186,7 @@ class Campaign:
             submitted_by=row["submitted_by"],
             approved_by=row["approved_by"],
             approved_at=row["approved_at"],
+            makers=tuple(row["makers"]),
             rewards=tuple(Reward.from_row(r) for r in rewards),
         )
 
@@ -220,4 +232,5 @@ class Campaign:
             "submitted_by": self.submitted_by,
             "approved_by": self.approved_by,
             "approved_at": self.approved_at.isoformat() if self.approved_at else None,
+            "makers": list(self.makers),
         }

@@ -7,17 +7,29 @@ RETURNING *
 SELECT * FROM rights ORDER BY id
 
 -- name: rights_by_ids
-SELECT id, unit_cost, vendor_id FROM rights WHERE id = ANY($1::text[])
+SELECT id, face_value, unit_cost, vendor_id FROM rights WHERE id = ANY($1::text[])
+
+-- name: lock_right
+SELECT id FROM rights WHERE id = $1 FOR UPDATE
+
+-- name: share_rights
+SELECT id FROM rights WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE
+
+-- name: campaigns_using_right
+SELECT DISTINCT c.id
+FROM campaigns c JOIN rewards r ON r.campaign_id = c.id
+WHERE r.right_id = $1 AND c.status = ANY($2::text[])
+ORDER BY c.id
 
 -- name: insert_campaign
 INSERT INTO campaigns (id, name, branch, starts_at, ends_at, channels, budget,
-                       return_stock_on_failure, created_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                       return_stock_on_failure, created_by, makers)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ARRAY[$9::text])
 
 -- name: insert_reward
-INSERT INTO rewards (campaign_id, id, right_id, unit_cost, vendor_id, stock, daily_stock,
-                     per_customer_limit, per_customer_daily_limit, position)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+INSERT INTO rewards (campaign_id, id, right_id, face_value, unit_cost, vendor_id, stock,
+                     daily_stock, per_customer_limit, per_customer_daily_limit, position)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 
 -- name: get_campaign
 SELECT * FROM campaigns WHERE id = $1
@@ -27,6 +39,16 @@ SELECT * FROM campaigns WHERE id = $1 FOR UPDATE
 
 -- name: campaign_rewards
 SELECT * FROM rewards WHERE campaign_id = $1 ORDER BY position
+
+-- name: rewards_of_campaigns
+SELECT * FROM rewards WHERE campaign_id = ANY($1::text[]) ORDER BY campaign_id, position
+
+-- name: ledger_counts
+SELECT campaign_id, reward_id,
+       count(*) AS persisted,
+       count(*) FILTER (WHERE status = 'revoked') AS revoked,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM grants WHERE campaign_id = ANY($1::text[]) GROUP BY campaign_id, reward_id
 
 -- name: list_campaigns
 SELECT * FROM campaigns WHERE ($1::text IS NULL OR branch = $1) ORDER BY created_at DESC, id LIMIT 500
@@ -38,6 +60,8 @@ SELECT id FROM campaigns ORDER BY id
 UPDATE campaigns
 SET status = $2,
     submitted_by = CASE WHEN $2 = 'pending' THEN $3 ELSE submitted_by END,
+    makers = CASE WHEN $2 = 'pending' AND NOT $3 = ANY(makers) THEN makers || $3::text
+                  ELSE makers END,
     approved_by = CASE WHEN $2 = 'approved' AND approved_by IS NULL THEN $3 ELSE approved_by END,
     approved_at = CASE WHEN $2 = 'approved' AND approved_at IS NULL THEN now() ELSE approved_at END,
     updated_at = now()
@@ -46,6 +70,17 @@ WHERE id = $1
 -- name: ledger_totals
 SELECT reward_id, count(*) AS granted, sum(unit_cost)::bigint AS spent
 FROM grants WHERE campaign_id = $1 GROUP BY reward_id
+
+-- name: live_ledger_totals
+-- What Redis counts for a campaign, from the ledger: every grant once, except those whose
+-- stock came back (transition.lua): revoked ones, and failed ones when the campaign returns
+-- stock on failure. A redriven grant is `granted` again and counts again.
+SELECT g.reward_id, count(*) AS granted, coalesce(sum(g.unit_cost), 0)::bigint AS spent
+FROM grants g JOIN campaigns c ON c.id = g.campaign_id
+WHERE g.campaign_id = $1
+  AND g.status <> 'revoked'
+  AND NOT (g.status = 'failed' AND c.return_stock_on_failure)
+GROUP BY g.reward_id
 
 -- name: live_rewards
 SELECT c.id AS campaign_id, r.id AS reward_id, r.stock
@@ -60,7 +95,8 @@ RETURNING *
 -- name: update_campaign
 UPDATE campaigns
 SET name = $2, branch = $3, starts_at = $4, ends_at = $5, channels = $6, budget = $7,
-    return_stock_on_failure = $8, version = version + 1, updated_at = now()
+    return_stock_on_failure = $8, version = version + 1, updated_at = now(),
+    makers = CASE WHEN $9 = ANY(makers) THEN makers ELSE makers || $9::text END
 WHERE id = $1
 
 -- name: delete_rewards

@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 
 from access.staff import Staff, audit
 from campaigns import queries
-from campaigns.model import EDITABLE, TRANSITIONS, Campaign, CampaignDraft, RightDraft
+from campaigns.model import EDITABLE, LIVE, TRANSITIONS, Campaign, CampaignDraft, RightDraft
+from campaigns.view import campaign_views
 from inventory.keys import Keys
 from inventory.stock import Counters, StockLedger
-from ledger.lag import outbox_lag
 from quanyi.errors import (
     AlreadyExists,
     CampaignNotFound,
@@ -25,6 +25,7 @@ from quanyi.errors import (
     InvalidRequest,
     InvalidTransition,
     NotFound,
+    RightInUse,
 )
 
 
@@ -72,11 +73,26 @@ class CampaignService:
         return [_row_json(r) for r in await self._pool.fetch(queries.list_rights)]
 
     async def update_right(self, staff: Staff, right_id: str, body: Any) -> dict[str, Any]:
-        """Campaigns keep the unit cost their rewards were created with."""
+        """Change a right that no live campaign uses. A pending, approved or paused campaign
+        pays out the face value, cost and vendor its approver saw (copied into its rewards), and
+        the catalog must not drift from them unseen: such an edit is refused. Drafts and rejected
+        campaigns copy the new figures when next edited; ended ones keep their own copy."""
         staff.require_role("marketer")
         staff.require_head_office()
         right = RightDraft.parse({**body, "id": right_id} if isinstance(body, dict) else body)
         async with self._pool.acquire() as conn, conn.transaction():
+            # Under the right's lock: a submit that makes a campaign live waits for this edit,
+            # or this edit sees the campaign it made live (see transition).
+            if await conn.fetchrow(queries.lock_right, right.id) is None:
+                raise NotFound(f"no right {right_id}")
+            in_use = [
+                r["id"] for r in await conn.fetch(queries.campaigns_using_right, right.id, LIVE)
+            ]
+            if in_use:
+                raise RightInUse(
+                    f"right {right.id} is paid out by live campaigns; end them first",
+                    campaigns=in_use,
+                )
             try:
                 row = await conn.fetchrow(
                     queries.update_right,
@@ -146,6 +162,7 @@ class CampaignService:
                 draft.channels,
                 draft.budget,
                 draft.return_stock_on_failure,
+                staff.username,
             )
             await conn.execute(queries.delete_rewards, campaign_id)
             await self._insert_rewards(conn, draft, rights)
@@ -158,7 +175,8 @@ class CampaignService:
 
     @staticmethod
     async def _rights(conn: asyncpg.Connection, draft: CampaignDraft) -> dict[str, asyncpg.Record]:
-        """The rights the rewards name: their cost and vendor are copied into each reward."""
+        """The rights the rewards name: their face value, cost and vendor are copied into each
+        reward, so what the campaign pays out is what its approver sees."""
         rights = {
             r["id"]: r
             for r in await conn.fetch(queries.rights_by_ids, [r.right_id for r in draft.rewards])
@@ -182,6 +200,7 @@ class CampaignService:
                 draft.id,
                 r.id,
                 r.right_id,
+                rights[r.right_id]["face_value"],
                 rights[r.right_id]["unit_cost"],
                 rights[r.right_id]["vendor_id"],
                 r.stock,
@@ -202,12 +221,16 @@ class CampaignService:
                     f"cannot {action} a campaign that is {campaign.status}",
                     state=campaign.status,
                 )
-            if action == "approve" and staff.username in (
-                campaign.submitted_by,
-                campaign.created_by,
-            ):
+            makers = {*campaign.makers, campaign.created_by, campaign.submitted_by}
+            if action == "approve" and staff.username in makers:
                 raise Forbidden(
-                    "maker-checker: whoever created or submitted a campaign may not approve it"
+                    "maker-checker: whoever created, edited or submitted any version of a"
+                    " campaign may not approve it"
+                )
+            if target in LIVE and campaign.status not in LIVE:
+                # Its rights become frozen: wait for an edit of one of them in flight.
+                await conn.fetch(
+                    queries.share_rights, sorted({r.right_id for r in campaign.rewards})
                 )
             await conn.execute(queries.set_status, campaign_id, target, staff.username)
             await audit(
@@ -224,42 +247,21 @@ class CampaignService:
     async def get(self, staff: Staff, campaign_id: str) -> dict[str, Any]:
         async with self._pool.acquire() as conn:
             campaign = await self._load(conn, campaign_id)
-            staff.require_branch(campaign.branch)
-            persisted = {
-                r["reward_id"]: r["granted"]
-                for r in await conn.fetch(queries.ledger_totals, campaign_id)
-            }
-        live = await self._stock.counters(campaign_id, [r.id for r in campaign.rewards])
-        lag = await outbox_lag(self._redis, self._keys)
-        rewards = []
-        for r in campaign.rewards:
-            granted = live.granted.get(r.id, 0)
-            rewards.append(
-                {
-                    "id": r.id,
-                    "right_id": r.right_id,
-                    "unit_cost": r.unit_cost,
-                    "vendor_id": r.vendor_id,
-                    "stock": r.stock,
-                    "daily_stock": r.daily_stock,
-                    "per_customer_limit": r.per_customer_limit,
-                    "per_customer_daily_limit": r.per_customer_daily_limit,
-                    "granted": granted,
-                    "remaining": max(r.stock - granted, 0),
-                    "persisted": persisted.get(r.id, 0),
-                }
-            )
-        return {
-            **campaign.to_json(),
-            "spent": live.spent,
-            "rewards": rewards,
-            "ledger_lag": {"entries": lag.entries, "seconds": lag.seconds},
-        }
+        staff.require_branch(campaign.branch)
+        [view] = await campaign_views(self._pool, self._redis, self._keys, [campaign])
+        return view
 
     async def list(self, staff: Staff) -> list[dict[str, Any]]:
+        """The campaigns the staff member's branch may see, each as `get` shows it; rewards and
+        ledger figures are read for all of them at once."""
         branch = None if staff.at_head_office else staff.branch
-        rows = await self._pool.fetch(queries.list_campaigns, branch)
-        return [_row_json(r) for r in rows]
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(queries.list_campaigns, branch)
+            rewards: dict[str, list[asyncpg.Record]] = {row["id"]: [] for row in rows}
+            for reward in await conn.fetch(queries.rewards_of_campaigns, list(rewards)):
+                rewards[reward["campaign_id"]].append(reward)
+        campaigns = [Campaign.from_rows(row, rewards[row["id"]]) for row in rows]
+        return await campaign_views(self._pool, self._redis, self._keys, campaigns)
 
     async def stock_levels(self) -> list[tuple[str, str, int]]:
         """(campaign, reward, remaining) for every approved or paused campaign."""
@@ -289,8 +291,19 @@ class CampaignService:
             raise CampaignNotFound(f"no campaign {campaign_id}")
         return Campaign.from_rows(row, await conn.fetch(queries.campaign_rewards, campaign_id))
 
+    async def publish_one(self, campaign_id: str) -> bool:
+        """Publish one campaign again (Redis lost it); False when there is no such campaign."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                campaign = await self._load(conn, campaign_id, lock=True)
+            except CampaignNotFound:
+                return False
+            await self._publish(conn, campaign)
+        return True
+
     async def _publish(self, conn: asyncpg.Connection, campaign: Campaign) -> None:
-        totals = await conn.fetch(queries.ledger_totals, campaign.id)
+        # Counters are only initialised from these (when Redis lost them): live grants only.
+        totals = await conn.fetch(queries.live_ledger_totals, campaign.id)
         counters = Counters(
             granted={r["reward_id"]: r["granted"] for r in totals},
             spent=sum(r["spent"] for r in totals),

@@ -122,7 +122,8 @@ async def get_customer_grants(request: web.Request) -> web.Response:
             "not a customer id", {"customer_id": "a customer number, 1-64 characters"}
         )
     limit_raw = request.query.get("limit", "100")
-    if not is_digits(limit_raw) or not 1 <= int(limit_raw) <= 500:
+    # Length first: int() refuses strings of more than 4,300 digits with a ValueError.
+    if not is_digits(limit_raw) or len(limit_raw) > 3 or not 1 <= int(limit_raw) <= 500:
         raise InvalidRequest("bad limit", {"limit": "an integer from 1 to 500"})
     grants = await request.app[GRANTS].of_customer(customer_id, int(limit_raw))
     return json_response({"customer_id": customer_id, "grants": grants})

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,6 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from inventory.keys import Keys, customer_bucket
 from inventory.scripts import Scripts
 from inventory.stock import HotCampaign, HotReward, StockLedger
+from issuance.definitions import CampaignCache, Republisher
+from issuance.grants import GrantReader
 from quanyi import metrics
 from quanyi.clock import Clock, LocalCalendar, rfc3339
 from quanyi.errors import (
@@ -68,6 +71,8 @@ class Grant:
     channel_id: str
     granted_at_ms: int
     replayed: bool
+    # A replay reports the grant as it is now (fulfilled, revoked, ...).
+    status: str = "granted"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,7 +82,7 @@ class Grant:
             "right_id": self.right_id,
             "customer_id": self.customer_id,
             "channel_id": self.channel_id,
-            "status": "granted",
+            "status": self.status,
             "granted_at": rfc3339(self.granted_at_ms),
             "replayed": self.replayed,
         }
@@ -111,35 +116,6 @@ def rejection(outcome: str, detail: str, claim: Claim) -> QuanyiError:
     raise AssertionError(f"unknown claim outcome {outcome}")
 
 
-class CampaignCache:
-    """Each process keeps the hot definitions it has used. claim.lua checks the version on every
-    claim, so a cached definition that went stale is noticed and reloaded, never acted on."""
-
-    def __init__(self, stock: StockLedger) -> None:
-        self._stock = stock
-        self._campaigns: dict[str, HotCampaign] = {}
-        self._loading: dict[str, asyncio.Task[HotCampaign | None]] = {}
-
-    async def get(self, campaign_id: str, reload: bool = False) -> HotCampaign:
-        campaign = None if reload else self._campaigns.get(campaign_id)
-        if campaign is None:
-            campaign = await self._load(campaign_id)
-            if campaign is None:
-                self._campaigns.pop(campaign_id, None)
-                raise CampaignNotFound(f"no campaign {campaign_id}")
-            self._campaigns[campaign_id] = campaign
-        return campaign
-
-    async def _load(self, campaign_id: str) -> HotCampaign | None:
-        # A burst of claims for a campaign this process has not seen yet shares one read.
-        task = self._loading.get(campaign_id)
-        if task is None:
-            task = asyncio.create_task(self._stock.definition(campaign_id))
-            self._loading[campaign_id] = task
-            task.add_done_callback(lambda _t: self._loading.pop(campaign_id, None))
-        return await asyncio.shield(task)
-
-
 @dataclass
 class _Pending:
     keys: list[str]
@@ -154,14 +130,24 @@ def _fail(batch: list[_Pending], error: BaseException) -> None:
 
 
 class ClaimService:
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        clock: Clock,
+        *,
+        republish: Republisher | None = None,
+        grants: GrantReader | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._settings = settings
         self._calendar = LocalCalendar(settings.zone)
         self._clock = clock
         self._script = Scripts(redis).claim
-        self.campaigns = CampaignCache(StockLedger(redis, keys))
+        self.campaigns = CampaignCache(StockLedger(redis, keys), republish)
+        self._grants = grants
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._runners: list[asyncio.Task] = []
 
@@ -201,13 +187,17 @@ class ClaimService:
                     raise
             else:
                 outcome, detail = await self._decide(claim, campaign, reward)
-                if outcome != "stale":
+                if outcome not in ("stale", "campaign_not_found"):
                     break
                 if last:
                     raise Unavailable("campaign definition is changing; retry")
+                if outcome == "campaign_not_found":
+                    # The definition was at hand, so the campaign exists: Redis lost it.
+                    campaign = await self.campaigns.republish(claim.campaign_id)
+                    continue
             # The cached definition may be older than the campaign: look again once.
             campaign = await self.campaigns.get(claim.campaign_id, reload=True)
-        if outcome in ("granted", "replayed"):
+        if outcome == "granted":
             return Grant(
                 grant_id=detail,
                 campaign_id=campaign.id,
@@ -216,9 +206,32 @@ class ClaimService:
                 customer_id=claim.customer_id,
                 channel_id=claim.channel_id,
                 granted_at_ms=grant_id_ms(detail),
-                replayed=outcome == "replayed",
+                replayed=False,
+            )
+        if outcome == "replayed":
+            return Grant(
+                grant_id=detail,
+                campaign_id=campaign.id,
+                reward_id=reward.id,
+                right_id=reward.right_id,
+                customer_id=claim.customer_id,
+                channel_id=claim.channel_id,
+                granted_at_ms=grant_id_ms(detail),
+                replayed=True,
+                status=await self._status_now(campaign.id, detail),
             )
         raise rejection(outcome, detail, claim)
+
+    async def _status_now(self, campaign_id: str, grant_id: str) -> str:
+        """A replayed grant's current status (replays only: a new grant is `granted`). Final
+        states come from Redis, which decides them; a live grant may be fulfilled by now."""
+        final = await self._redis.hget(self._keys.grant_states(campaign_id), grant_id)
+        if final is not None or self._grants is None:
+            return final or "granted"
+        try:
+            return (await self._grants.get(grant_id))["status"]
+        except (QuanyiError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return "granted"  # the ledger is away: the replay still answers
 
     @staticmethod
     def _reward(campaign: HotCampaign, reward_id: str | None) -> HotReward:

@@ -143,4 +143,25 @@ class GrantReader:
         for row in rows:
             grants[row["grant_id"]] = _from_row(row)
         listed = sorted(grants.values(), key=lambda g: g["grant_id"], reverse=True)[:limit]
+        await self._apply_pending_events(listed)
         return [public(g) for g in listed]
+
+    async def _apply_pending_events(self, grants: list[dict[str, Any]]) -> None:
+        """A transition the ledger has not stored yet (a revoke a moment ago) sets the status:
+        the list reads the latest state, as a single grant read does."""
+        if not grants:
+            return
+        fields = [f"{g['grant_id']}:{e}" for g in grants for e in EVENTS]
+        raws = await self._redis.hmget(self._keys.pending_events, fields)
+        latest: dict[str, dict[str, Any]] = {}
+        for raw in raws:
+            if raw is None:
+                continue
+            event = _pending_event(raw)
+            held = latest.get(event["grant_id"])
+            if held is None or stream_id_key(event["outbox_id"]) > stream_id_key(held["outbox_id"]):
+                latest[event["grant_id"]] = event
+        for g in grants:
+            event = latest.get(g["grant_id"])
+            if event is not None:
+                g["status"] = "granted" if event["event"] == "redriven" else event["event"]

@@ -11,6 +11,11 @@ from redis.exceptions import ResponseError
 from inventory.keys import Keys
 
 LEDGER_GROUP = "ledger"
+FULFIL_GROUP = "fulfil"
+# Every consumer group of the outbox. They are created together (at API start, and again by a
+# worker that finds its group gone after a Redis restart or flush): the outbox is trimmed only
+# below what every existing group acknowledged, so a group made later would miss entries.
+OUTBOX_GROUPS = (LEDGER_GROUP, FULFIL_GROUP)
 
 
 def stream_id_key(stream_id: str) -> tuple[int, int]:

@@ -21,12 +21,12 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inventory.keys import Keys
 from ledger import queries
-from ledger.lag import LEDGER_GROUP, outbox_lag, trim_outbox
+from ledger.lag import LEDGER_GROUP, OUTBOX_GROUPS, outbox_lag, trim_outbox
 from quanyi import metrics
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,12 @@ POSTGRES_AWAY = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
+    # A pooled connection the server cut mid-way (a restart) can surface as asyncpg's own
+    # "cannot switch to state ..." instead of a connection error.
+    asyncpg.InternalClientError,
 )
-REDIS_AWAY = (RedisConnectionError, RedisTimeoutError)
+# Redis is away (restarting, loading its data, failing over to a replica): retry later.
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 # What PostgreSQL refuses for a row's content: only these send an entry to the dead letters.
 # Anything else (a failover's read-only primary, a timeout, a deadlock) is retried.
 CONTENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -139,6 +143,19 @@ async def ensure_group(redis: Redis, keys: Keys, group: str = LEDGER_GROUP) -> N
             raise
 
 
+async def ensure_groups(redis: Redis, keys: Keys) -> None:
+    """Every consumer group of the outbox, together: a worker re-creating only its own group
+    after a Redis flush could trim entries the other group has not seen yet."""
+    for group in OUTBOX_GROUPS:
+        await ensure_group(redis, keys, group)
+
+
+def group_missing(exc: BaseException) -> bool:
+    """NOGROUP: the outbox or its consumer group is gone (a Redis restart without the data, a
+    flush). The worker re-creates the groups and goes on."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
 def _fields(entry: Entry | EventEntry) -> dict[str, str]:
     return {"g" if isinstance(entry, Entry) else "e": orjson.dumps(entry.event).decode()}
 
@@ -170,30 +187,40 @@ class LedgerWorker:
         self._linger_s = linger_ms / 1000
         self._stopping = asyncio.Event()
         self._last_housekeeping = 0.0
+        self._groups_ready = False
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from run()."""
         self._stopping.set()
 
     async def run(self) -> None:
+        """Work until stop(). Whatever can be retried (a store away, the consumer group gone) is
+        retried here; anything else escapes to the supervisor, which restarts the worker."""
         log.info("ledger worker %s started", self.consumer)
-        await ensure_group(self._redis, self._keys)
         backoff = 0.5
         while not self._stopping.is_set():
             try:
+                if not self._groups_ready:
+                    await ensure_groups(self._redis, self._keys)
+                    self._groups_ready = True
                 await self.step()
                 backoff = 0.5
+                continue
             except REDIS_AWAY as exc:
                 log.warning("ledger: redis unreachable (%s); retrying in %.1f s", exc, backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 5.0)
             except (*POSTGRES_AWAY, asyncpg.PostgresError) as exc:
                 log.warning("ledger: postgresql error (%s); retrying in %.1f s", exc, backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except ResponseError as exc:
+                if not group_missing(exc):
+                    raise
+                log.warning("ledger: outbox consumer group gone (%s); re-creating it", exc)
+                self._groups_ready = False
+                continue
+            await self._pause(backoff)
+            backoff = min(backoff * 2, 5.0)
         try:
             await trim_outbox(self._redis, self._keys)
-        except REDIS_AWAY:
+        except (*REDIS_AWAY, ResponseError):
             pass
         log.info("ledger worker %s stopped", self.consumer)
 

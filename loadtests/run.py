@@ -34,6 +34,7 @@ from loadtests.stack import (
     REDIS_URL,
     SetupError,
     Stack,
+    VendorKeys,
     exclusive,
     make_vendor_keys,
     service,
@@ -123,7 +124,9 @@ async def _run(args: argparse.Namespace) -> int:
             )
             sampler = asyncio.create_task(audit.sample_ledger_lag(marketer, plan.flash.id))
             try:
-                locust_rc = await _locust(stack, args, plan, made["channel_secret"], summary_path)
+                locust_rc = await _locust(
+                    stack, args, plan, made["channel_secret"], summary_path, vendor_keys
+                )
             finally:
                 sampler.cancel()
             lag = await asyncio.gather(sampler, return_exceptions=True)
@@ -167,7 +170,12 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _locust(
-    stack: Stack, args: argparse.Namespace, plan: sc.Scenario, secret: str, summary: Path
+    stack: Stack,
+    args: argparse.Namespace,
+    plan: sc.Scenario,
+    secret: str,
+    summary: Path,
+    vendor_keys: VendorKeys,
 ) -> int:
     env = {
         sc.ENV_CHANNEL_ID: seed.CHANNEL_ID,
@@ -182,6 +190,8 @@ async def _locust(
         sc.ENV_SIM_URL: stack.sim_url,
         sc.ENV_VENDOR_ID: sc.VENDOR_ID,
         sc.ENV_WAIT_MS: str(sc.DEFAULT_WAIT_MS),
+        sc.ENV_VENDOR_KEY_FILE: str(vendor_keys.vendor_private),
+        sc.ENV_STATEMENT_MIB: str(sc.DEFAULT_STATEMENT_MIB),
     }
     proc = await stack.start(
         "locust",
@@ -256,6 +266,18 @@ def _report(
             f"  redemptions confirmed by callback: {len(summary.get('redeemed', []))}"
             f" (+{summary.get('redemption_replays', 0)} replayed)"
         )
+        logins = summary.get("logins", {})
+        lines.append(
+            f"  login flood (wrong passwords): {sum(logins.values())} attempts, "
+            + ", ".join(f"{k} {v}" for k, v in sorted(logins.items()))
+        )
+        lines.append(
+            f"  signed statement uploads: {summary.get('statements', 0)}"
+            f" ({summary.get('statement_bytes', 0) / 2**20:.0f} MiB in all)"
+        )
+        exempt = summary.get("sla_exempt", [])
+        if exempt:
+            lines.append(f"  not held to the channel SLA: {', '.join(exempt)}")
         for problem in summary.get("problems", []):
             lines.append(f"  locust: {problem}")
     else:

@@ -17,6 +17,10 @@ ENV_P99_MS = "LOADTEST_P99_MS"
 ENV_SIM_URL = "LOADTEST_SIM_URL"
 ENV_VENDOR_ID = "LOADTEST_VENDOR_ID"
 ENV_WAIT_MS = "LOADTEST_WAIT_MS"
+# The simulated vendor's private key (the statement uploads sign with it) and their size.
+ENV_VENDOR_KEY_FILE = "LOADTEST_VENDOR_KEY_FILE"
+ENV_STATEMENT_MIB = "LOADTEST_STATEMENT_MIB"
+DEFAULT_STATEMENT_MIB = 4.0
 # Where the locustfile writes what its clients saw, for the orchestrator's audit.
 ENV_SUMMARY = "LOADTEST_SUMMARY"
 

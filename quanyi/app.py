@@ -22,9 +22,12 @@ from prometheus_client import (
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from access.channels import ChannelDirectory
+from access.secret_box import secret_box
+from access.staff import keep_staff_records_swept
 from campaigns import admin
 from campaigns.service import CampaignService
 from inventory.keys import Keys
@@ -33,8 +36,8 @@ from issuance.claims import ClaimService
 from issuance.grants import GrantReader
 from issuance.lifecycle import GrantLifecycle
 from issuance.outcomes import OutcomeWaiter
-from ledger.lag import LEDGER_GROUP, outbox_lag
-from ledger.worker import LedgerWorker, ensure_group
+from ledger.lag import FULFIL_GROUP, LEDGER_GROUP, outbox_lag
+from ledger.worker import LedgerWorker, ensure_groups
 from quanyi import metrics
 from quanyi.appkeys import (
     CAMPAIGNS,
@@ -52,19 +55,30 @@ from quanyi.appkeys import (
 )
 from quanyi.clock import Clock, system_clock
 from quanyi.db import create_pool
+from quanyi.errors import SecretsKeyError
+from quanyi.logs import install_redaction, redact
 from quanyi.settings import Settings
+from quanyi.supervisor import Supervisor
 from quanyi.web import errors_middleware, json_response
 from vendors import api as vendor_api
 from vendors.directory import VendorDirectory
-from vendors.fulfil import FULFIL_GROUP, FulfilmentWorker
+from vendors.fulfil import FulfilmentWorker
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
+# The workers this process runs (`quanyi run`), by name; /readyz reports each.
+WORKERS = web.AppKey("workers", dict[str, Supervisor])
+# The outbox consumer group each worker drains: its lag is the worker's lag.
+WORKER_GROUPS = {"ledger": LEDGER_GROUP, "fulfil": FULFIL_GROUP}
 
 
 class StartupError(RuntimeError):
-    """A dependency is missing or unsafe: the service refuses to start."""
+    """A dependency is missing or unsafe: the service refuses to start. The message is printed
+    and logged: credentials and card numbers in it are masked."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 class PackedConnection(Connection):
@@ -94,7 +108,7 @@ async def open_redis(settings: Settings) -> Redis:
     )
     try:
         await redis.ping()
-    except OSError as exc:
+    except (OSError, RedisConnectionError) as exc:
         await redis.aclose()
         raise StartupError(f"redis at {settings.redis_url} is unreachable: {exc}") from exc
     try:
@@ -166,11 +180,14 @@ def create_app(
     *,
     workers: bool = False,
 ) -> web.Application:
-    """The API; with `workers`, the ledger worker runs in the same process (`quanyi run`)."""
+    """The API; with `workers`, the ledger and fulfilment workers run in the same process
+    (`quanyi run`), each under a supervisor that restarts it should it die."""
+    install_redaction()  # no card number or credential in any log record of the process
     app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[KEYS] = Keys(settings.key_prefix, settings.idempotency_buckets)
+    app[WORKERS] = {}
 
     async def stores(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = await open_redis(settings)
@@ -181,21 +198,32 @@ def create_app(
             raise
         # Every consumer group exists before the first claim: the outbox is trimmed only below
         # what all groups acknowledged, so a group made later would miss entries.
-        for group in (LEDGER_GROUP, FULFIL_GROUP):
-            await ensure_group(app[REDIS], app[KEYS], group)
+        await ensure_groups(app[REDIS], app[KEYS])
         yield
         await close_pool(app[POOL])
         await app[REDIS].aclose()
 
     async def services(app: web.Application) -> AsyncIterator[None]:
         redis, pool, keys = app[REDIS], app[POOL], app[KEYS]
-        app[CHANNELS] = ChannelDirectory(pool, clock, settings.signature_window_s)
-        await app[CHANNELS].refresh()
+        try:
+            app[CHANNELS] = ChannelDirectory(
+                pool, clock, settings.signature_window_s, secret_box(settings)
+            )
+            await app[CHANNELS].refresh()
+        except SecretsKeyError as exc:
+            raise StartupError(str(exc)) from exc
         app[CAMPAIGNS] = CampaignService(pool, redis, keys)
         published = await app[CAMPAIGNS].publish_all()
         log.info("published %d campaigns to redis", published)
         app[GRANTS] = GrantReader(redis, pool, keys)
-        app[CLAIMS] = ClaimService(redis, keys, settings, clock)
+        app[CLAIMS] = ClaimService(
+            redis,
+            keys,
+            settings,
+            clock,
+            republish=app[CAMPAIGNS].publish_one,
+            grants=app[GRANTS],
+        )
         app[LIFECYCLE] = GrantLifecycle(
             redis, keys, app[GRANTS], app[CLAIMS].campaigns, settings, clock
         )
@@ -208,6 +236,7 @@ def create_app(
             background("vendor-refresh", app[VENDORS].keep_fresh(settings.channel_refresh_s)),
             background("outcomes", app[OUTCOMES].listen()),
             background("metrics-levels", _watch_levels(app)),
+            background("staff-sweep", keep_staff_records_swept(pool)),
         ):
             yield
         await app[CLAIMS].close()
@@ -224,31 +253,50 @@ def create_app(
     return app
 
 
-async def _ledger_worker(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    worker = LedgerWorker(
-        app[REDIS],
-        app[POOL],
-        app[KEYS],
-        batch_size=settings.ledger_batch_size,
-        block_ms=settings.ledger_block_ms,
-        reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
-        linger_ms=settings.ledger_linger_ms,
-    )
-    async with background("ledger-worker", worker.run()) as task:
+@contextlib.asynccontextmanager
+async def supervised(app: web.Application, supervisor: Supervisor) -> AsyncIterator[None]:
+    """The worker runs under its supervisor for as long as the app; /readyz reports it."""
+    app[WORKERS][supervisor.name] = supervisor
+    async with background(f"{supervisor.name}-worker", supervisor.run()) as task:
         yield
-        worker.stop()
+        supervisor.stop()
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S)
+
+
+async def _ledger_worker(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+
+    def make() -> LedgerWorker:
+        return LedgerWorker(
+            app[REDIS],
+            app[POOL],
+            app[KEYS],
+            batch_size=settings.ledger_batch_size,
+            block_ms=settings.ledger_block_ms,
+            reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
+            linger_ms=settings.ledger_linger_ms,
+        )
+
+    async with supervised(app, Supervisor("ledger", make)):
+        yield
 
 
 async def _fulfilment_worker(app: web.Application) -> AsyncIterator[None]:
-    worker = FulfilmentWorker(app[REDIS], app[POOL], app[KEYS], app[SETTINGS], app[CLOCK])
-    async with background("fulfilment-worker", worker.run()) as task:
+    settings = app[SETTINGS]
+
+    def make() -> FulfilmentWorker:
+        return FulfilmentWorker(
+            app[REDIS],
+            app[POOL],
+            app[KEYS],
+            settings,
+            app[CLOCK],
+            reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
+        )
+
+    async with supervised(app, Supervisor("fulfil", make)):
         yield
-        worker.stop()
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE_S)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -267,10 +315,32 @@ async def readyz(request: web.Request) -> web.Response:
         checks["postgresql"] = "ok"
     except Exception as exc:
         checks["postgresql"] = f"unreachable: {exc.__class__.__name__}"
+    checks.update(await _worker_checks(request.app, checks["redis"] == "ok"))
     ready = all(v == "ok" for v in checks.values())
     return json_response(
         {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
     )
+
+
+async def _worker_checks(app: web.Application, redis_ok: bool) -> dict[str, str]:
+    """Each worker of this process: running, and not further behind the outbox than allowed."""
+    checks: dict[str, str] = {}
+    max_lag_s = app[SETTINGS].ready_max_lag_s
+    for name, supervisor in app[WORKERS].items():
+        checks[f"{name}_worker"] = supervisor.health()
+        if max_lag_s <= 0 or not redis_ok:
+            continue
+        try:
+            lag = await outbox_lag(app[REDIS], app[KEYS], WORKER_GROUPS[name])
+        except Exception as exc:
+            checks[f"{name}_lag"] = f"unknown: {exc.__class__.__name__}"
+            continue
+        checks[f"{name}_lag"] = (
+            "ok"
+            if lag.seconds <= max_lag_s
+            else f"{lag.seconds:.0f} s behind ({lag.entries} entries; at most {max_lag_s:g} s)"
+        )
+    return checks
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -175,6 +176,19 @@ def _parser() -> argparse.ArgumentParser:
     grant.add_argument("--channel", required=True)
     grant.add_argument("--secret", help="the channel secret; else QUANYI_CHANNEL_SECRET")
     grant.add_argument("--url", help="API base URL; defaults to the configured host and port")
+    rebuild = command(
+        "rebuild-redis", _rebuild_redis, "restore Redis from the ledger after Redis lost its data"
+    )
+    rebuild.add_argument(
+        "--quiet-s",
+        type=float,
+        default=10.0,
+        help="refuse unless the newest outbox entry is at least this old (default 10)",
+    )
+    rebuild.add_argument(
+        "--force", action="store_true", help="run even while claims flow (may lose some)"
+    )
+    command("reconcile", _reconcile, "compare Redis, the outbox, the ledger and vendor outcomes")
     return p
 
 
@@ -205,6 +219,29 @@ def _migrate(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A listening socket, made before anything else starts: a port that is taken fails here,
+    at once and in one line, instead of after the workers started."""
+    from quanyi.app import StartupError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server(
+            (host, port), family=family, backlog=2048, reuse_port=reuse_port
+        )
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {_reason(exc)}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _reason(exc: OSError) -> str:
+    """`address already in use`, without the details socket.create_server adds."""
+    if exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno).lower()
+    return "the host name does not resolve" if exc.errno else str(exc).lower()
+
+
 async def _serve_app(
     settings: Any,
     app: Any,
@@ -212,47 +249,69 @@ async def _serve_app(
     port: int,
     reuse_port: bool,
     beside: tuple[Any, str, int] | None = None,
+    banner: str | None = None,
 ) -> None:
-    """Serve `app` until SIGINT or SIGTERM; `beside`, another (app, host, port) alongside."""
+    """Serve `app` until SIGINT or SIGTERM; `beside`, another (app, host, port) alongside;
+    `banner` is printed once everything listens."""
     from aiohttp import web
 
+    from quanyi.web import app_runner
+
+    sites = [(app, host, port, reuse_port), *([(*beside, False)] if beside else [])]
+    sockets: list[socket.socket] = []
     runners = []
-    for one, one_host, one_port, reuse in [
-        (app, host, port, reuse_port),
-        *([(*beside, False)] if beside else []),
-    ]:
-        runner = web.AppRunner(one, access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, one_host, one_port, reuse_port=reuse, backlog=2048).start()
-        runners.append(runner)
-        log.info("listening on http://%s:%d", one_host, one_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    for runner in reversed(runners):
-        await runner.cleanup()
+    try:
+        for _one, one_host, one_port, reuse in sites:
+            sockets.append(_listen(one_host, one_port, reuse))
+        for (one, one_host, one_port, _reuse), sock in zip(sites, sockets, strict=True):
+            runner = app_runner(one, settings)  # our JSON for every error, the access log
+            runners.append(runner)
+            await runner.setup()
+            await web.SockSite(runner, sock, backlog=2048).start()
+            log.info("listening on http://%s:%d", one_host, one_port)
+        if banner:
+            print(banner, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        for sock in sockets:
+            sock.close()
 
 
 def _serve(
-    settings: Any, args: argparse.Namespace, workers: bool = False, beside: Any = None
+    settings: Any,
+    args: argparse.Namespace,
+    workers: bool = False,
+    beside: Any = None,
+    banner: str | None = None,
 ) -> int:
-    from quanyi.app import create_app
+    from quanyi.app import StartupError, create_app
 
     host = args.host or settings.http_host
     port = args.port or settings.http_port
     processes = getattr(args, "workers", 1)
     if processes <= 1:
         app = create_app(settings, workers=workers)
-        _uvloop_run(_serve_app(settings, app, host, port, False, beside))
+        _uvloop_run(_serve_app(settings, app, host, port, False, beside, banner))
         return 0
     import multiprocessing
 
+    # The children share the port (SO_REUSEPORT): find out here, once, whether it is free.
+    _listen(host, port, True).close()
+
     def child() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C as SIGTERM
-        _uvloop_run(_serve_app(settings, create_app(settings), host, port, True))
+        try:
+            _uvloop_run(_serve_app(settings, create_app(settings), host, port, True))
+        except StartupError as exc:
+            print(f"quanyi: {exc}", file=sys.stderr)
+            sys.exit(1)
 
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=child, name=f"quanyi-api-{i}") for i in range(processes)]
@@ -273,6 +332,7 @@ def _serve(
 def _run(settings: Any, args: argparse.Namespace) -> int:
     _migrate(settings, args)
     beside = None
+    banner: list[str] = []  # printed once everything listens
     if args.demo_vendor_sim:
         from quanyi.demo import DEMO_VENDOR, demo_keys
         from vendors.simulator import SimulatorConfig, create_simulator
@@ -285,13 +345,15 @@ def _run(settings: Any, args: argparse.Namespace) -> int:
             )
         )
         beside = (sim, "127.0.0.1", 8099)
-        print(f"quanyi: DEMO simulated vendor {DEMO_VENDOR} on http://127.0.0.1:8099 (/_sim/stats)")
-    print(
+        banner.append(
+            f"quanyi: DEMO simulated vendor {DEMO_VENDOR} on http://127.0.0.1:8099 (/_sim/stats)"
+        )
+    banner.append(
         f"quanyi: API on http://{args.host or settings.http_host}:{args.port or settings.http_port}"
         " (claims /v1/claims, admin /admin/v1, /metrics, /readyz);"
         " ledger and fulfilment workers running. Ctrl-C stops."
     )
-    return _serve(settings, args, workers=True, beside=beside)
+    return _serve(settings, args, workers=True, beside=beside, banner="\n".join(banner))
 
 
 def _worker(settings: Any, args: argparse.Namespace) -> int:
@@ -300,24 +362,25 @@ def _worker(settings: Any, args: argparse.Namespace) -> int:
     from ledger.worker import LedgerWorker
     from quanyi.app import close_pool
     from quanyi.clock import system_clock
+    from quanyi.supervisor import Supervisor
     from vendors.fulfil import FulfilmentWorker
 
     async def work() -> None:
         redis, pool, keys = await _stores(settings)
-        worker: LedgerWorker | FulfilmentWorker
-        if args.kind == "ledger":
-            worker = LedgerWorker(
-                redis,
-                pool,
-                keys,
-                consumer=args.consumer,
-                batch_size=settings.ledger_batch_size,
-                block_ms=settings.ledger_block_ms,
-                reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
-                linger_ms=settings.ledger_linger_ms,
-            )
-        else:
-            worker = FulfilmentWorker(
+
+        def make() -> LedgerWorker | FulfilmentWorker:
+            if args.kind == "ledger":
+                return LedgerWorker(
+                    redis,
+                    pool,
+                    keys,
+                    consumer=args.consumer,
+                    batch_size=settings.ledger_batch_size,
+                    block_ms=settings.ledger_block_ms,
+                    reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
+                    linger_ms=settings.ledger_linger_ms,
+                )
+            return FulfilmentWorker(
                 redis,
                 pool,
                 keys,
@@ -326,11 +389,14 @@ def _worker(settings: Any, args: argparse.Namespace) -> int:
                 consumer=args.consumer,
                 reclaim_idle_ms=settings.ledger_reclaim_idle_ms,
             )
+
+        # A worker that dies is restarted, and said so on quanyi_worker_up{worker}.
+        supervisor = Supervisor(args.kind, make)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, worker.stop)
+            loop.add_signal_handler(sig, supervisor.stop)
         try:
-            await worker.run()
+            await supervisor.run()
         finally:
             await close_pool(pool)
             await redis.aclose()
@@ -338,7 +404,15 @@ def _worker(settings: Any, args: argparse.Namespace) -> int:
     # Each kind has its own port, so both workers can run on one host.
     port = settings.worker_metrics_port
     if port:
-        start_http_server(port + (0 if args.kind == "ledger" else 1), addr=settings.http_host)
+        port += 0 if args.kind == "ledger" else 1
+        try:
+            start_http_server(port, addr=settings.http_host)
+        except OSError as exc:
+            from quanyi.app import StartupError
+
+            raise StartupError(
+                f"cannot listen on {settings.http_host}:{port} (metrics): {_reason(exc)}"
+            ) from None
     _uvloop_run(work())
     return 0
 
@@ -363,17 +437,19 @@ def _staff_create(settings: Any, args: argparse.Namespace) -> int:
 
 def _channel_create(settings: Any, args: argparse.Namespace) -> int:
     from access.channels import create_channel
+    from access.secret_box import secret_box
     from quanyi.db import create_pool
-    from quanyi.validation import IDENT
+    from quanyi.validation import IDENT, looks_like_card_number
 
-    if not IDENT.match(args.id):
-        print("quanyi: channel id: 1-64 letters, digits, _ . : -", file=sys.stderr)
+    if not IDENT.match(args.id) or looks_like_card_number(args.id):
+        print("quanyi: channel id: 1-64 letters, digits, _ . : -, no card number", file=sys.stderr)
         return 2
+    box = secret_box(settings)  # sealed at rest: refuses to run without a usable key
 
     async def create() -> str:
         pool = await create_pool(settings.database_url)
         try:
-            return await create_channel(pool, args.id, args.secret)
+            return await create_channel(pool, args.id, args.secret, box=box)
         finally:
             await pool.close()
 
@@ -386,13 +462,14 @@ def _channel_create(settings: Any, args: argparse.Namespace) -> int:
 
 
 def _demo(settings: Any, args: argparse.Namespace) -> int:
+    from access.secret_box import secret_box
     from quanyi.app import close_pool
     from quanyi.demo import DEMO_CHANNEL, DEMO_CHANNEL_SECRET, DEMO_PASSWORD, load_demo
 
     async def load() -> list[str]:
         redis, pool, keys = await _stores(settings)
         try:
-            return await load_demo(pool, redis, keys)
+            return await load_demo(pool, redis, keys, secret_box(settings))
         finally:
             await close_pool(pool)
             await redis.aclose()
@@ -594,6 +671,56 @@ def _statement_import(settings: Any, args: argparse.Namespace) -> int:
     for bucket in ("mismatched", "missing_ours", "missing_theirs"):
         for entry in report[bucket]:
             print(f"{bucket}\t{json.dumps(entry)}")
+    return 0
+
+
+def _rebuild_redis(settings: Any, args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from ledger.rebuild import ClaimsFlowing, Rebuild, refuse_while_flowing
+    from quanyi.clock import system_clock
+
+    async def job(pool: Any, redis: Any, keys: Any) -> Any:
+        if not args.force:
+            await refuse_while_flowing(redis, keys, system_clock(), args.quiet_s)
+        rebuild = Rebuild(pool, redis, keys, settings, system_clock)
+        with Progress() as progress:
+            task = progress.add_task("restoring redis", total=await rebuild.total())
+            return await rebuild.run(lambda n: progress.advance(task, n))
+
+    try:
+        restored = _with_stores(settings, job)
+    except ClaimsFlowing as exc:
+        print(f"quanyi: refusing to rebuild: {exc}; stop the API or pass --force", file=sys.stderr)
+        return 1
+    for what, count in restored.items():
+        print(f"restored {count} {what}")
+    return 0
+
+
+def _reconcile(settings: Any, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ledger.reconcile import Reconcile, drifted
+    from quanyi.clock import system_clock
+
+    findings = _with_stores(
+        settings,
+        lambda pool, redis, keys: Reconcile(pool, redis, keys, settings, system_clock).run(),
+    )
+    drift = drifted(findings)
+    table = Table(title="drift" if drift else "reconciliation")
+    for column in ("check", "subject", "redis", "ledger", ""):
+        table.add_column(column)
+    for f in findings:
+        table.add_row(f.check, f.subject, str(f.redis), str(f.ledger), "ok" if f.ok else "DRIFT")
+    console = Console()
+    console.print(table)
+    if drift:
+        console.print(f"{len(drift)} checks drift")
+        return 1
+    console.print("in agreement")
     return 0
 
 

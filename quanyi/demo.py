@@ -1,6 +1,7 @@
 """Demo data: a catalog, approved campaigns, staff, a channel and a simulated vendor.
-Everything here is DEMO: the passwords and the channel secret are public, the RSA keys are made
-on the spot under var/demo-keys (never committed); none of it may reach production."""
+Everything here is DEMO: the passwords and the channel secret are public, the RSA keys and the
+secrets key (when QUANYI_SECRETS_KEY is not set) are made on the spot under var/demo-keys (never
+committed); none of it may reach production."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from access.channels import create_channel
+from access.secret_box import SecretBox
 from access.staff import Staff, create_staff
 from campaigns.service import CampaignService
 from inventory.keys import Keys
@@ -49,8 +51,12 @@ DEMO_STAFF = (
 )
 
 
-async def load_demo(pool: asyncpg.Pool, redis: Redis, keys: Keys) -> list[str]:
-    """Idempotent: what exists already is left as it is. Returns what it created."""
+async def load_demo(
+    pool: asyncpg.Pool, redis: Redis, keys: Keys, box: SecretBox | None = None
+) -> list[str]:
+    """Idempotent: what exists already is left as it is. Returns what it created. The demo
+    channel's secret is sealed with `box` (default: the DEMO secrets key, made under
+    var/demo-keys/ when QUANYI_SECRETS_KEY is not set)."""
     created = []
     for username, role, branch in DEMO_STAFF:
         try:
@@ -58,7 +64,7 @@ async def load_demo(pool: asyncpg.Pool, redis: Redis, keys: Keys) -> list[str]:
             created.append(f"staff {username}")
         except AlreadyExists:
             pass
-    await create_channel(pool, DEMO_CHANNEL, DEMO_CHANNEL_SECRET, replace=True)
+    await create_channel(pool, DEMO_CHANNEL, DEMO_CHANNEL_SECRET, replace=True, box=box)
     marketer = Staff("demo-marketer", "marketer", "HQ")
     approver = Staff("demo-approver", "approver", "HQ")
     service = CampaignService(pool, redis, keys)

@@ -3,12 +3,16 @@ middleware turns them into `{"error": {"code", "message", ...}}`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 
 class QuanyiError(Exception):
     status = 500
     code = "internal"
+    # HTTP headers the response carries besides the JSON body (Retry-After, ...).
+    headers: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -83,5 +87,28 @@ class AlreadyExists(Conflict):
     code = "already_exists"
 
 
+class RightInUse(Conflict):
+    """A right that live campaigns pay out changes only once none uses it (details: campaigns)."""
+
+    code = "right_in_use"
+
+
+class TooManyAttempts(QuanyiError):
+    """Too many failed logins for one username lately; says when the next try may come."""
+
+    status, code = 429, "too_many_attempts"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class Unavailable(QuanyiError):
     status, code = 503, "unavailable"
+
+
+class SecretsKeyError(QuanyiError):
+    """The secrets key (QUANYI_SECRETS_KEY) cannot be read, or it does not open a stored
+    secret: the service refuses to start, a command refuses to run."""
+
+    code = "secrets_key"

@@ -1,12 +1,108 @@
-"""Structured logs: one JSON object per line on stderr."""
+"""Structured logs: one JSON object per line on stderr, with card numbers and credentials
+masked in every record before any handler sees it."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
+from typing import IO, Any
 
 import orjson
+
+from quanyi.pan import mask_pans
+
+# `scheme://user:password@host` -> `scheme://user:***@host`; `password=...` in a DSN.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]*@")
+_KEYWORD_PASSWORD = re.compile(
+    r"(?i)\b(?P<key>password|passwd|pwd|secret|token)(?P<eq>\s*=\s*)[^\s&,;'\"]+"
+)
+# A bearer token, however it is quoted; an Authorization header's value, whatever its scheme.
+_BEARER = re.compile(r"(?P<scheme>\b(?i:bearer)|\bBasic)(?P<gap>\s+)[^\s'\",;)\]}]+")
+_AUTHORIZATION = re.compile(r"(?i)(?P<name>authorization['\"]?\s*[:=,]\s*['\"]?)[^'\"\r\n]+")
+
+
+def mask_credentials(text: str) -> str:
+    """Passwords in URLs and DSNs and bearer tokens replaced by `***`. Each pattern runs only
+    when its marker is in the text: most log lines have none."""
+    lower = text.lower()
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m["head"] + "***@", text)
+    if "=" in text:
+        text = _KEYWORD_PASSWORD.sub(lambda m: m["key"] + m["eq"] + "***", text)
+    if "authorization" in lower:
+        text = _AUTHORIZATION.sub(lambda m: m["name"] + "***", text)
+    if "bearer" in lower or "Basic" in text:
+        text = _BEARER.sub(lambda m: m["scheme"] + m["gap"] + "***", text)
+    return text
+
+
+def redact(text: str) -> str:
+    """What may be written to a log or an error message: no card number, no credential."""
+    return mask_pans(mask_credentials(text))
+
+
+class RedactingFilter(logging.Filter):
+    """Masks a record in place: its message with the arguments merged in, its exception and
+    stack text. Installed on our handler, and at record creation (install_redaction) so that
+    every handler, the test suite's included, sees only the masked record."""
+
+    _exception_formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record, self._exception_formatter)
+        # `extra` values are set after the record is made: masked here, on their way out.
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = {k: _redact_value(v) for k, v in fields.items()}
+        return True
+
+
+def _redact_value(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
+
+
+def redact_record(record: logging.LogRecord, formatter: logging.Formatter) -> None:
+    if getattr(record, "_redacted", False):
+        return
+    record._redacted = True
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: keep the parts as text
+        message = f"{record.msg} {record.args}"
+    masked = redact(message)
+    if masked != message or not isinstance(record.msg, str):
+        record.msg, record.args = masked, ()
+    if record.exc_info:
+        if not record.exc_text:
+            record.exc_text = formatter.formatException(record.exc_info)
+        # Only the masked text goes on: no handler can render the exception itself again.
+        record.exc_info = None
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+_installed = False
+
+
+def install_redaction() -> None:
+    """Every log record of the process is masked when it is made (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    make_record = logging.getLogRecordFactory()
+    formatter = logging.Formatter()
+
+    def redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        redact_record(record, formatter)
+        return record
+
+    logging.setLogRecordFactory(redacted_record)
+    _installed = True
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,15 +114,25 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "process": record.process,
         }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):  # structured lines (the access log): their own keys
+            entry.update({k: v for k, v in fields.items() if k not in entry})
+        if record.exc_info or record.exc_text:
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def json_handler(stream: IO[str] | None = None) -> logging.Handler:
+    """The JSON-lines handler, masking what reaches it."""
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    return handler
 
 
 def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    install_redaction()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [json_handler()]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -74,6 +74,12 @@ CODEPOOL_REMAINING = Gauge(
     ["vendor", "right"],
     multiprocess_mode="max",
 )
+WORKER_UP = Gauge(
+    "quanyi_worker_up",
+    "1 while a worker of this process runs, 0 while it is dead or waiting to be restarted",
+    ["worker"],
+    multiprocess_mode="livemin",
+)
 REDEMPTIONS = Counter(
     "quanyi_redemptions_total", "Redemption callbacks by vendor and outcome", ["vendor", "outcome"]
 )

@@ -31,6 +31,9 @@ class Settings:
     claim_batch_concurrency: int = 4
     # How often each process reloads channel secrets from PostgreSQL.
     channel_refresh_s: float = 5.0
+    # The key channel secrets are sealed with at rest: `file:PATH` or `env:VARIABLE` holding 32
+    # random bytes (hex or base64). Empty: a DEMO key under var/demo-keys/, never in production.
+    secrets_key: str = ""
     ledger_batch_size: int = 2000
     ledger_block_ms: int = 100
     # A small batch waits this long for company: bigger transactions, far less work per grant.
@@ -41,9 +44,14 @@ class Settings:
     ledger_max_deliveries: int = 10
     # Prometheus port of a standalone ledger worker; the fulfilment worker takes the next one.
     worker_metrics_port: int = 9101
+    # /readyz answers 503 while a worker of the process is this many seconds behind the outbox
+    # (0: no lag check; a dead worker is always reported).
+    ready_max_lag_s: float = 60.0
     # Idempotency entries are spread over this many small hashes. Set it once, before the first
     # claim: size it to about the request ids retained at once divided by 100.
     idempotency_buckets: int = 16384
+    # One JSON line per HTTP request on the log (quanyi/access_log.py).
+    access_log: bool = True
 
     @property
     def zone(self) -> ZoneInfo:
@@ -73,7 +81,7 @@ class Settings:
         for name, raw in values.items():
             kind = type(getattr(cls, name))
             try:
-                typed[name] = kind(raw)
+                typed[name] = _boolean(raw) if kind is bool else kind(raw)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
         settings = cls(**typed)
@@ -82,6 +90,18 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _boolean(raw: Any) -> bool:
+    """A TOML boolean, or true/false, on/off, yes/no, 1/0 from the environment."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(raw)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

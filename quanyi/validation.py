@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from quanyi.errors import InvalidRequest
+from quanyi.pan import id_has_pan, mask_pans
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -31,15 +32,11 @@ def is_digits(text: str) -> bool:
 
 
 def looks_like_card_number(text: str) -> bool:
-    """13-19 digits passing the Luhn check: a PAN, which must never be stored in clear."""
-    digits = text.replace(" ", "").replace("-", "")
-    if not (is_digits(digits) and 13 <= len(digits) <= 19):
-        return False
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 else 1)
-        total += n - 9 if n > 9 else n
-    return total % 10 == 0
+    """Holds a card number in any separator form (see quanyi/pan.py): never stored."""
+    return id_has_pan(text)
+
+
+PAN_IN_ID = "looks like a card number: card numbers are never sent or stored"
 
 
 def _plausible(moment: datetime) -> bool:
@@ -77,9 +74,16 @@ class Fields:
                 name, "1-64 characters: letters, digits, _ . : - (not starting with a symbol)"
             )
             return None
+        if value is not None and id_has_pan(value):
+            self._fail(name, PAN_IN_ID)
+            return None
         return value
 
-    def text(self, name: str, max_length: int = 200, required: bool = True) -> Any:
+    def text(
+        self, name: str, max_length: int = 200, required: bool = True, *, mask: bool = True
+    ) -> Any:
+        """A string; with `mask`, its card numbers masked. `mask=False` is for a value that is
+        looked up (a vendor's code) and masked by the caller where it is stored."""
         value = self._get(name, required)
         if value is not None and not (
             isinstance(value, str)
@@ -91,7 +95,8 @@ class Fields:
                 f"a non-empty string of at most {max_length} characters, no control characters",
             )
             return None
-        return value
+        # Free text is kept (a reason, a name), a card number in it never is.
+        return mask_pans(value) if mask and value is not None else value
 
     def integer(
         self, name: str, minimum: int = 0, maximum: int = MAX_AMOUNT, required: bool = True
@@ -137,6 +142,9 @@ class Fields:
             and all(isinstance(v, str) and IDENT.match(v) for v in value)
         ):
             self._fail(name, "a non-empty list of ids")
+            return None
+        if value is not None and any(id_has_pan(v) for v in value):
+            self._fail(name, PAN_IN_ID)
             return None
         return value
 

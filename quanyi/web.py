@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import (
+    BadStatusLine,
+    HttpProcessingError,
+    InvalidHeader,
+    LineTooLong,
+    PayloadEncodingError,
+)
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from access.staff import Staff, authenticate
 from ledger.worker import POSTGRES_AWAY
 from quanyi import metrics
+from quanyi.access_log import STAFF_USERNAME, access_log_options
 from quanyi.appkeys import POOL
 from quanyi.errors import NotFound, QuanyiError
+from quanyi.settings import Settings
 from quanyi.validation import IDENT
 
 log = logging.getLogger(__name__)
@@ -39,18 +49,29 @@ def path_id(request: web.Request, name: str, missing: type[QuanyiError] = NotFou
 
 async def request_staff(request: web.Request) -> Staff:
     """The staff member whose bearer token signs this admin request."""
-    return await authenticate(request.app[POOL], request.headers.get("Authorization", ""))
+    staff = await authenticate(request.app[POOL], request.headers.get("Authorization", ""))
+    request[STAFF_USERNAME] = staff.username  # for the access log line
+    return staff
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     metrics.HTTP_ERRORS.labels(code).inc()
-    return json_response({"error": {"code": code, "message": message, **(details or {})}}, status)
+    body = {"error": {"code": code, "message": message, **(details or {})}}
+    return json_response(body, status, headers)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -61,7 +82,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except QuanyiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -73,6 +94,72 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except (*POSTGRES_AWAY, asyncpg.TooManyConnectionsError) as exc:
         log.warning("postgresql unreachable: %s", exc)
         return error_response(503, "unavailable", "the database is unreachable; retry")
+    except (HttpProcessingError, RequestPayloadError) as exc:  # a body that broke off mid-way
+        return error_response(400, "invalid_request", _malformed(exc))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; it has been logged")
+
+
+# HTTP that aiohttp itself cannot parse
+
+
+def _malformed(exc: BaseException | None) -> str:
+    """What was wrong, never the offending bytes: aiohttp's own message quotes them (a header
+    value may be a token)."""
+    if isinstance(exc, LineTooLong):
+        return "malformed HTTP: the request line or a header is too long"
+    if isinstance(exc, BadStatusLine):
+        return "malformed HTTP: bad request line"
+    if isinstance(exc, InvalidHeader):
+        return "malformed HTTP: bad header"
+    if isinstance(exc, PayloadEncodingError | RequestPayloadError):
+        return "malformed HTTP: bad body encoding (chunks, length or compression)"
+    return "malformed HTTP request"
+
+
+class JsonErrorsRequestHandler(RequestHandler):
+    """aiohttp answers what it cannot parse (a bad request line, header or chunked body, a line
+    too long) and errors that escape every middleware itself, in text/plain quoting the
+    offending bytes. This answers them with our JSON error instead, quoting nothing."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # part of a response went out: only closing is left
+            raise ConnectionError("response already started; cannot send an error")
+        if status >= 500:
+            log.error("unhandled error in the HTTP server (%d)", status, exc_info=exc)
+            code, text = ("internal", "internal error; it has been logged")
+            if status == 504:
+                code, text = ("timeout", "the request timed out; retry")
+        else:
+            log.info("malformed HTTP from %s: %s", request.remote, type(exc).__name__)
+            code, text = _HTTP_CODES.get(status, "invalid_request"), _malformed(exc)
+        response = error_response(status, code, text)
+        response.force_close()
+        return response
+
+
+class _JsonErrorsServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return JsonErrorsRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorsRunner(web.AppRunner):
+    """An AppRunner whose connections are JsonErrorsRequestHandlers."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The app builds a plain Server; only which handler a connection gets differs.
+        server.__class__ = _JsonErrorsServer
+        return server
+
+
+def app_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The one way the service serves an app: our JSON for every error, and the access log."""
+    return JsonErrorsRunner(app, handle_signals=False, **access_log_options(settings))

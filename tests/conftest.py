@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 from access import queries as staff_queries
 from access.channels import create_channel
 from access.passwords import hash_password
+from access.secret_box import secret_box
 from access.signing import signed_headers
 from inventory.keys import Keys
 from quanyi.app import create_app
@@ -39,6 +41,9 @@ TEST_PREFIX = f"qyt{RUN_ID}"
 PASSWORD = "test-password-1"
 CHANNEL = "app"
 CHANNEL_SECRET = "test-channel-secret"
+# The key channel secrets are sealed with: random per run, named by reference like production's.
+SECRETS_KEY_ENV = "QUANYI_TEST_SECRETS_KEY"
+os.environ.setdefault(SECRETS_KEY_ENV, secrets.token_hex(32))
 
 
 class FakeClock:
@@ -63,6 +68,7 @@ def test_settings(**changes: Any) -> Settings:
         ledger_block_ms=20,
         ledger_reclaim_idle_ms=500,
         worker_metrics_port=0,
+        secrets_key=f"env:{SECRETS_KEY_ENV}",
     )
     return base.replace(**changes)
 
@@ -262,8 +268,9 @@ async def api(
     settings: Settings,
 ) -> Api:
     """The API (without workers) on a fresh database and Redis db, with one channel `app`."""
-    await create_channel(pool, CHANNEL, CHANNEL_SECRET)
-    await create_channel(pool, "wechat", "wechat-secret")
+    box = secret_box(settings)
+    await create_channel(pool, CHANNEL, CHANNEL_SECRET, box=box)
+    await create_channel(pool, "wechat", "wechat-secret", box=box)
     client = await aiohttp_client(create_app(settings, clock))
     return Api(client, clock)
 

@@ -73,15 +73,16 @@ async def test_a_process_with_a_stale_definition_reloads_it(api):
 async def test_editing_a_right_keeps_the_cost_campaigns_were_made_with(api):
     await api.create_right(unit_cost=100)
     await api.create_campaign()
-    status, right = await api.admin(
-        "marketer",
-        "PUT",
-        "/admin/v1/rights/coffee",
-        {"name": "coffee", "kind": "voucher", "face_value": 500, "unit_cost": 400},
-    )
+    edit = {"name": "coffee", "kind": "voucher", "face_value": 500, "unit_cost": 400}
+    # While the campaign is live its right is frozen (tests/test_maker_checker.py); once it
+    # ended, the right may change and the campaign keeps what it was approved with.
+    status, refused = await api.admin("marketer", "PUT", "/admin/v1/rights/coffee", edit)
+    assert (status, refused["error"]["code"]) == (409, "right_in_use")
+    await api.admin("marketer", "POST", "/admin/v1/campaigns/c1/end")
+    status, right = await api.admin("marketer", "PUT", "/admin/v1/rights/coffee", edit)
     assert status == 200 and right["unit_cost"] == 400
     status, campaign = await api.admin("approver", "GET", "/admin/v1/campaigns/c1")
-    assert campaign["rewards"][0]["unit_cost"] == 100
+    assert (campaign["rewards"][0]["unit_cost"], campaign["rewards"][0]["face_value"]) == (100, 200)
     status, missing = await api.admin(
         "marketer",
         "PUT",

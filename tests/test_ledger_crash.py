@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -18,20 +18,25 @@ from issuance.claims import Claim
 from ledger.lag import LEDGER_GROUP
 from quanyi.appkeys import CLAIMS
 from tests.conftest import TEST_DATABASE_URL, TEST_PREFIX, TEST_REDIS_URL
+from tests.support.scratch import ScratchPostgres, free_port, postgres_available
+from tests.support.scratch_api import scratch_api
 from vendors.fulfil import FULFIL_GROUP
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_worker(consumer: str) -> subprocess.Popen:
+def start_worker(
+    consumer: str, database_url: str = TEST_DATABASE_URL, metrics_port: int = 0
+) -> subprocess.Popen:
     env = {
         **os.environ,
-        "QUANYI_DATABASE_URL": TEST_DATABASE_URL,
+        "QUANYI_DATABASE_URL": database_url,
         "QUANYI_REDIS_URL": TEST_REDIS_URL,
         "QUANYI_KEY_PREFIX": TEST_PREFIX,
         "QUANYI_LEDGER_BATCH_SIZE": "250",
         "QUANYI_LEDGER_RECLAIM_IDLE_MS": "300",
-        "QUANYI_WORKER_METRICS_PORT": "0",
+        "QUANYI_WORKER_METRICS_PORT": str(metrics_port),
+        "QUANYI_HTTP_HOST": "127.0.0.1",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "quanyi.cli", "worker", "ledger", "--consumer", consumer],
@@ -149,48 +154,65 @@ async def _equals(value, expected) -> bool:
     return await value == expected
 
 
-def _postgres_cluster() -> list[str] | None:
-    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster"):
-        return None
-    versions = sorted(Path("/etc/postgresql").glob("*/main"))
-    return (
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1].parent.name, "main"]
-        if versions
-        else None
-    )
-
-
-@pytest.mark.skipif(_postgres_cluster() is None, reason="needs root and a local pg_ctlcluster")
-async def test_postgres_restart_while_claims_continue(api, pool, redis, keys):
-    """Claims never touch PostgreSQL; the ledger retries until it is back, then catches up."""
-    await api.create_right()
-    await api.create_campaign(
-        rewards=[{"id": "r1", "right_id": "coffee", "stock": 100_000, "per_customer_limit": 1}]
-    )
-    cluster = _postgres_cluster()
-    assert cluster is not None
-    await grant_many(api, 0, 500)
-    worker = start_worker("ledger-pg")
+async def worker_up(metrics_port: int) -> float | None:
+    """quanyi_worker_up{worker="ledger"} as a standalone worker serves it."""
     try:
-        await wait_for(lambda: _equals(ledger_count(pool), 500), what="first grants persisted")
-        subprocess.run([*cluster, "stop", "-m", "fast"], check=True, capture_output=True)
-        try:
-            # The hot path keeps granting while the database is down.
-            await grant_many(api, 500, 1000)
-            await asyncio.sleep(1.0)
-            assert await redis.hlen(keys.pending) == 1000
-        finally:
-            subprocess.run([*cluster, "start"], check=True, capture_output=True)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp,
+        ):
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return None
+    for line in text.splitlines():
+        if line.startswith('quanyi_worker_up{worker="ledger"} '):
+            return float(line.split()[-1])
+    return None
 
-        async def caught_up() -> bool:
+
+@pytest.mark.skipif(not postgres_available(), reason="needs initdb and pg_ctl")
+async def test_postgres_restart_while_claims_continue(aiohttp_client, clock, redis, keys, tmp_path):
+    """Claims never touch PostgreSQL; the ledger retries until it is back, then catches up.
+    The cluster restarted is the test's own, never the machine's."""
+    with ScratchPostgres(tmp_path) as pg:
+        database_url = pg.url("quanyi")
+        async with scratch_api(aiohttp_client, clock, database_url=database_url) as (api, _app):
+            await api.create_right()
+            await api.create_campaign(
+                rewards=[
+                    {"id": "r1", "right_id": "coffee", "stock": 100_000, "per_customer_limit": 1}
+                ]
+            )
+            pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+            metrics_port = free_port()
+            await grant_many(api, 0, 500)
+            worker = start_worker("ledger-pg", database_url, metrics_port)
             try:
-                return await ledger_count(pool) == 1500
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                return False
+                await wait_for(
+                    lambda: _equals(ledger_count(pool), 500), what="first grants persisted"
+                )
+                assert await worker_up(metrics_port) == 1.0
+                await asyncio.to_thread(pg.stop)
+                try:
+                    # The hot path keeps granting while the database is down.
+                    await grant_many(api, 500, 1000)
+                    await asyncio.sleep(1.0)
+                    assert await redis.hlen(keys.pending) == 1000
+                    assert await worker_up(metrics_port) == 1.0  # retrying, not dead
+                finally:
+                    await asyncio.to_thread(pg.start)
 
-        await wait_for(caught_up, timeout=60, what="ledger caught up after the restart")
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(15)
-    assert await pool.fetchval("SELECT count(DISTINCT grant_id) FROM grants") == 1500
-    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 1500
+                async def caught_up() -> bool:
+                    try:
+                        return await ledger_count(pool) == 1500
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                        return False
+
+                await wait_for(caught_up, timeout=60, what="ledger caught up after the restart")
+                assert await worker_up(metrics_port) == 1.0
+                assert await pool.fetchval("SELECT count(DISTINCT grant_id) FROM grants") == 1500
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                assert worker.wait(15) == 0, worker.stderr.read().decode()[-2000:]
+                await pool.close()
+            assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 1500

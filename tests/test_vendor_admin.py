@@ -83,7 +83,7 @@ async def test_an_admin_creates_reads_lists_and_patches_vendors(api, pool, key_p
     assert status == 201, codes
     assert codes == as_shown(minimal)
 
-    # Any staff may read the registry.
+    # Head-office staff of any role may read the registry (tests/test_branch_scope.py: only they).
     status, listed = await api.admin("marketer", "GET", "/admin/v1/vendors")
     assert status == 200, listed
     assert listed == {"vendors": [codes, created]}  # by id

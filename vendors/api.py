@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import re
 from typing import Any
 
 import asyncpg
+import orjson
 from aiohttp import web
 
 from access.staff import Staff, audit
 from issuance.api import revoke
 from issuance.grants import public
+from quanyi import metrics
 from quanyi.appkeys import CAMPAIGNS, CLOCK, GRANTS, LIFECYCLE, POOL, SETTINGS, VENDORS
 from quanyi.errors import Conflict, Forbidden, GrantNotFound, InvalidRequest, Unauthorized
 from quanyi.ids import is_grant_id
+from quanyi.pan import mask_pans, masked_json_text
 from quanyi.validation import Fields, is_digits, parse_json
 from quanyi.web import json_response, path_id, request_staff
 from vendors import queries
@@ -42,10 +47,17 @@ async def post_redemption(request: web.Request) -> web.Response:
     if _has_nul(payload):
         # PostgreSQL cannot keep such a body (jsonb); refuse it before anything changes.
         raise InvalidRequest("text must not contain NUL characters", {"body": "NUL character"})
+    _check_numbers(body)
+    if _depth(payload) > MAX_BODY_DEPTH:
+        # What is stored is walked by recursive code (card-number masking): refuse it first.
+        raise InvalidRequest(
+            f"the body nests deeper than {MAX_BODY_DEPTH} levels",
+            {"body": f"at most {MAX_BODY_DEPTH} levels of nesting"},
+        )
     f = Fields(payload)
     redemption_id = f.ident("redemption_id")
     grant_id = f.text("grant_id", 64, required=False)
-    code = f.text("code", 128, required=False)
+    code = f.text("code", 128, required=False, mask=False)  # looked up as sent, stored masked
     redeemed_at = f.time("redeemed_at")
     if not grant_id and not code:
         f.fail("grant_id", "grant_id or code is required")
@@ -54,20 +66,22 @@ async def post_redemption(request: web.Request) -> web.Response:
     pool = app[POOL]
     prior = await pool.fetchrow(queries.get_redemption, vendor_id, redemption_id)
     if prior is not None:
-        return _answer(prior["outcome"], prior["reason"], redemption_id, prior["grant_id"], True)
+        return _answer(
+            vendor_id, prior["outcome"], prior["reason"], redemption_id, prior["grant_id"], True
+        )
 
     grant = await _find_grant(app, vendor_id, grant_id, code)
     record = (
         vendor_id,
         redemption_id,
         grant["grant_id"] if grant else grant_id,
-        code,
+        mask_pans(code) if code else code,
         redeemed_at,
         body,
     )
     if grant is None:
         await _record(pool, *record, "refused", "unknown grant")
-        return _answer("refused", "unknown grant", redemption_id, grant_id, False)
+        return _answer(vendor_id, "refused", "unknown grant", redemption_id, grant_id, False)
     # Who fulfils it: recorded at fulfilment, else (not fulfilled yet, or revoked before its
     # fulfilment was recorded) the vendor its reward is routed to.
     owner = grant.get("vendor_id") or await pool.fetchval(
@@ -90,9 +104,10 @@ async def post_redemption(request: web.Request) -> web.Response:
     if moved.outcome == "refused":
         reason = f"grant is {moved.before}"
         await _record(pool, *record, "refused", reason)
-        return _answer("refused", reason, redemption_id, grant["grant_id"], False)
+        return _answer(vendor_id, "refused", reason, redemption_id, grant["grant_id"], False)
     await _record(pool, *record, "applied", None)
-    return _answer("applied", None, redemption_id, grant["grant_id"], moved.outcome == "repeated")
+    replayed = moved.outcome == "repeated"
+    return _answer(vendor_id, "applied", None, redemption_id, grant["grant_id"], replayed)
 
 
 async def _redeemed_by(app: web.Application, grant_id: str, redemption_id: str) -> bool:
@@ -105,16 +120,61 @@ async def _redeemed_by(app: web.Application, grant_id: str, redemption_id: str) 
 
 
 def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+    # A loop, not recursion: a body may nest as deep as the JSON parser allows (1,024 levels).
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
+MAX_BODY_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and lists nest in a parsed JSON value (a loop, not recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+# A JSON string (maybe a key, when a colon follows) or a number, in valid JSON.
+_JSON_TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")(\s*:)?|(-?[0-9][0-9.eE+-]*)')
+# What PostgreSQL's jsonb keeps: it stores numbers exactly, and refuses one with more than
+# 16,383 digits after the point (0.000...1 or 1e-20000, which orjson reads as 0.0).
+_STORABLE_NUMBER = re.compile(rb"-?[0-9]{1,40}(?:\.[0-9]{1,40})?(?:[eE][+-]?[0-9]{1,3})?")
+
+
+def _check_numbers(body: bytes) -> None:
+    """Refuses a body holding a number the redemptions table cannot keep: checked before any
+    state moves, so a vendor's retry of it cannot find the grant redeemed and the insert failing."""
+    key = "body"
+    for token in _JSON_TOKEN.finditer(body):
+        if token[1] is not None:
+            if token[2] is not None:
+                key = orjson.loads(token[1])
+        elif not _STORABLE_NUMBER.fullmatch(token[3]):
+            raise InvalidRequest(
+                "numbers must have at most 40 digits before and after the point",
+                {key: "a number of at most 40 digits before and after the point"},
+            )
+
+
 STATEMENT_MAX_BYTES = 16 * 1024 * 1024
+# A redemption callback is a small JSON object: the app-wide request limit.
+CALLBACK_MAX_BYTES = 64 * 1024
 
 
 async def _read_large(request: web.Request, limit: int) -> bytes:
@@ -129,7 +189,13 @@ async def _read_large(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _verified_body(request: web.Request, vendor_id: str, limit: int | None = None) -> bytes:
+async def _verified_body(
+    request: web.Request, vendor_id: str, limit: int = CALLBACK_MAX_BYTES
+) -> bytes:
+    """The raw body of a vendor's signed request. Nothing of the body is read until the
+    timestamp is fresh, the vendor known and the declared size within `limit` (401 or 413
+    otherwise, so a stranger cannot make us buffer megabytes); then the signature is checked
+    on the raw bytes, before anything parses them."""
     app = request.app
     timestamp = request.headers.get("X-Vendor-Timestamp", "")
     signature = request.headers.get("X-Vendor-Signature", "")
@@ -141,8 +207,15 @@ async def _verified_body(request: web.Request, vendor_id: str, limit: int | None
     ):
         raise Unauthorized(f"X-Vendor-Timestamp must be unix seconds within {window} s of now")
     known = app[VENDORS].get(vendor_id)
-    body = await (_read_large(request, limit) if limit else request.read())
-    if known is None or not known[1] or not verify(known[1], timestamp, body, signature):
+    if known is None or not known[1] or not signature:
+        raise Unauthorized("unknown vendor or bad signature")
+    body = await _read_large(request, limit)
+    if len(body) > CALLBACK_MAX_BYTES:
+        # Hashing megabytes takes milliseconds; pycryptodome lets the loop run meanwhile.
+        valid = await asyncio.to_thread(verify, known[1], timestamp, body, signature)
+    else:
+        valid = verify(known[1], timestamp, body, signature)
+    if not valid:
         raise Unauthorized("unknown vendor or bad signature")
     return body
 
@@ -183,13 +256,19 @@ async def _record(
         redeemed_at,
         outcome,
         reason,
-        body.decode(),
+        masked_json_text(body),  # kept for reconciliation, never with a card number
     )
 
 
 def _answer(
-    outcome: str, reason: str | None, redemption_id: str, grant_id: str | None, replayed: bool
+    vendor_id: str,
+    outcome: str,
+    reason: str | None,
+    redemption_id: str,
+    grant_id: str | None,
+    replayed: bool,
 ) -> web.Response:
+    metrics.REDEMPTIONS.labels(vendor_id, "replayed" if replayed else outcome).inc()
     if outcome == "applied":
         return json_response(
             {
@@ -226,15 +305,15 @@ async def post_vendor(request: web.Request) -> web.Response:
 
 @routes.get("/admin/v1/vendors")
 async def get_vendors(request: web.Request) -> web.Response:
-    await request_staff(request)
-    vendors = await VendorRegistry(request.app[POOL]).all()
+    staff = await request_staff(request)
+    vendors = await VendorRegistry(request.app[POOL]).read_all(staff)
     return json_response({"vendors": [v.to_json() for v in vendors]})
 
 
 @routes.get("/admin/v1/vendors/{vendor_id}")
 async def get_vendor(request: web.Request) -> web.Response:
-    await request_staff(request)
-    vendor = await VendorRegistry(request.app[POOL]).get(path_id(request, "vendor_id"))
+    staff = await request_staff(request)
+    vendor = await VendorRegistry(request.app[POOL]).read(staff, path_id(request, "vendor_id"))
     return json_response(vendor.to_json())
 
 
@@ -280,6 +359,8 @@ async def post_statement(request: web.Request) -> web.Response:
     """Upload a vendor's daily statement (CSV) for `?day=YYYY-MM-DD`; returns the report."""
     staff = await request_staff(request)
     staff.require_role("approver", "marketer")
+    # A statement is reconciled against every grant of the vendor, of every branch.
+    staff.require_head_office()
     vendor_id = path_id(request, "vendor_id")
     await VendorRegistry(request.app[POOL]).get(vendor_id)
     body = await _read_large(request, STATEMENT_MAX_BYTES)

@@ -26,6 +26,7 @@ import aiohttp
 import asyncpg
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from inventory.keys import Keys
 from inventory.scripts import Scripts
@@ -33,7 +34,14 @@ from inventory.stock import StockLedger
 from issuance.claims import CampaignCache
 from issuance.grants import GrantReader
 from issuance.lifecycle import GrantLifecycle, grant_from_event
-from ledger.worker import POSTGRES_AWAY, REDIS_AWAY, default_consumer_name, ensure_group
+from ledger.lag import FULFIL_GROUP
+from ledger.worker import (
+    POSTGRES_AWAY,
+    REDIS_AWAY,
+    default_consumer_name,
+    ensure_groups,
+    group_missing,
+)
 from quanyi import metrics
 from quanyi.clock import Clock
 from quanyi.errors import GrantNotFound
@@ -41,11 +49,13 @@ from quanyi.settings import Settings
 from vendors import queries
 from vendors.adapters import Adapter, Order, VendorError, make_adapter
 from vendors.breaker import STATE_VALUES, CircuitBreaker
+from vendors.duplicates import DuplicateCheck
 from vendors.registry import Vendor
 
 log = logging.getLogger(__name__)
 
-FULFIL_GROUP = "fulfil"
+# A store away (restarting, failing over): not the grant's fault, so no attempt is spent on it.
+STORES_AWAY = (*REDIS_AWAY, *POSTGRES_AWAY, asyncpg.PostgresError)
 LEASE_MS = 60_000
 # A fulfilment that raised something unexpected is retried this often, this far apart.
 CRASH_ATTEMPTS = 10
@@ -126,35 +136,44 @@ class FulfilmentWorker:
         self._lanes: dict[str, Lane] = {}
         self._routes: dict[tuple[str, str], Route] = {}
         self._scripts = Scripts(redis)
+        self._duplicates = DuplicateCheck(pool)
         campaigns = CampaignCache(StockLedger(redis, keys))
         self.lifecycle = GrantLifecycle(
             redis, keys, GrantReader(redis, pool, keys), campaigns, settings, clock
         )
         self._stopping = asyncio.Event()
         self._last = {"housekeeping": 0.0, "expiry": 0.0, "vendors": 0.0}
+        self._groups_ready = False
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self, grace_s: float = 10.0) -> None:
         log.info("fulfilment worker %s started", self.consumer)
-        await ensure_group(self._redis, self._keys, FULFIL_GROUP)
         try:
             backoff = 0.5
             while not self._stopping.is_set():
                 try:
+                    if not self._groups_ready:
+                        await ensure_groups(self._redis, self._keys)
+                        self._groups_ready = True
                     await self.step()
                     backoff = 0.5
-                except Exception as exc:  # redis or postgresql away, or a bug: never stop for good
-                    if isinstance(exc, REDIS_AWAY | POSTGRES_AWAY | asyncpg.PostgresError):
-                        log.warning(
-                            "fulfil: store unavailable (%s); retrying in %.1f s", exc, backoff
-                        )
-                    else:
+                    continue
+                except STORES_AWAY as exc:
+                    log.warning("fulfil: store unavailable (%s); retrying in %.1f s", exc, backoff)
+                except ResponseError as exc:
+                    if not group_missing(exc):
                         log.exception("fulfil: step failed; retrying in %.1f s", backoff)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    else:
+                        log.warning("fulfil: outbox consumer group gone (%s); re-creating it", exc)
+                        self._groups_ready = False
+                        continue
+                except Exception:  # a bug: logged, and never a reason to stop for good
+                    log.exception("fulfil: step failed; retrying in %.1f s", backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
             await self.wait_idle(grace_s)
         finally:
             for task in list(self._tasks):
@@ -273,8 +292,14 @@ class FulfilmentWorker:
             if work.redelivered and await self._moved_on(work.event["grant_id"]):
                 await self._done(work)  # a worker died after recording it, before finishing
                 return
+            holder = await self._duplicate_of(work.event)
+            if holder is not None:
+                await self._refuse_duplicate(work, holder)
+                return
             await self._fulfil_once(work)
-        except Exception as exc:  # a bug, or a store gone mid-way: retry, then dead-letter
+        except STORES_AWAY as exc:
+            await self._wait_for_stores(work, exc)
+        except Exception as exc:  # a bug: retry, then dead-letter
             log.exception("fulfil: grant %s crashed", work.event["grant_id"])
             work.retried = True
             attempts = await self._redis.hincrby(
@@ -284,6 +309,55 @@ class FulfilmentWorker:
                 await self._park(work, CRASH_BACKOFF_S)
             else:
                 await self._give_up(work, "unknown", repr(exc), attempts)
+
+    async def _duplicate_of(self, event: dict[str, Any]) -> str | None:
+        """The grant the ledger holds for this grant's request, when it is another one. While
+        PostgreSQL cannot say, a grant for a vendor waits (a vendor never issues a duplicate);
+        one fulfilled internally goes on, since nothing leaves the bank."""
+        try:
+            return await self._duplicates.holder(event)
+        except (*POSTGRES_AWAY, asyncpg.PostgresError):
+            route = await self._route(event["campaign_id"], event["reward_id"])
+            if route.vendor_id is not None:
+                raise
+            return None
+
+    async def _refuse_duplicate(self, work: _Work, holder: str) -> None:
+        """The ledger refused this grant: its request id belongs to another grant (Redis lost
+        the idempotency entry). Never issued; it fails, giving back what its campaign gives back
+        on failure, and is dead-lettered with the reason."""
+        event = work.event
+        error = (
+            f"duplicate request: {event['channel_id']}/{event['request_id']} already belongs to"
+            f" grant {holder} in the ledger; not issued"
+        )
+        log.error("fulfil: grant %s refused: %s", event["grant_id"], error)
+        detail = {"vendor_id": "none", "error": error, "duplicate_of": holder}
+        moved = await self.lifecycle.move(
+            event["grant_id"], "failed", "system:fulfilment", detail, grant=grant_from_event(event)
+        )
+        await self._redis.xadd(
+            self._keys.fulfil_dead,
+            {
+                "grant": orjson.dumps(event).decode(),
+                "vendor_id": "none",
+                "error": error,
+                "attempts": 0,
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
+        metrics.FULFILMENTS.labels("none", "duplicate").inc()
+        await self._announce(event["grant_id"], "failed" if moved.applied else moved.before, detail)
+        await self._done(work)
+
+    async def _wait_for_stores(self, work: _Work, exc: BaseException) -> None:
+        """A store went away mid-way: park the grant without spending one of its attempts (an
+        outage says nothing about the grant). With Redis away even parking fails; then the
+        outbox entry stays pending (or the retry lease runs out) and it is taken over later.
+        The grant id is the vendor's idempotency key, so the retry never issues twice."""
+        log.warning("fulfil: grant %s waits for the stores (%s)", work.event["grant_id"], exc)
+        with contextlib.suppress(*REDIS_AWAY):
+            await self._park(work, CRASH_BACKOFF_S)
 
     async def _moved_on(self, grant_id: str) -> bool:
         """Whether the grant is no longer waiting for fulfilment (fulfilled, revoked, ...)."""

@@ -19,8 +19,9 @@ SELECT * FROM vendors WHERE id = $1
 SELECT * FROM vendors ORDER BY id
 
 -- name: reward_routes
-SELECT r.campaign_id, r.id AS reward_id, r.vendor_id, rt.face_value, rt.kind
-FROM rewards r JOIN rights rt ON rt.id = r.right_id
+-- What each reward pays out: the copy frozen into the reward, never the catalog's current figure.
+SELECT r.campaign_id, r.id AS reward_id, r.vendor_id, r.face_value
+FROM rewards r
 WHERE r.campaign_id = $1
 
 -- name: insert_codes
@@ -68,3 +69,12 @@ SELECT r.campaign_id, r.id AS reward_id, r.right_id, r.stock
 FROM rewards r JOIN campaigns c ON c.id = r.campaign_id
 WHERE r.vendor_id = $1 AND c.status IN ('approved', 'paused')
 
+
+-- name: request_holders
+-- The grant the ledger holds for each (channel, request id) of a batch, when it is another
+-- grant than the one at hand: that one is a duplicate only a Redis data loss can make. One
+-- look-up per pair through the UNIQUE (channel_id, request_id) index.
+SELECT t.grant_id, g.grant_id AS holder
+FROM unnest($1::text[], $2::text[], $3::text[]) AS t (grant_id, channel_id, request_id)
+JOIN grants g ON g.channel_id = t.channel_id AND g.request_id = t.request_id
+WHERE g.grant_id <> t.grant_id

@@ -163,6 +163,16 @@ class VendorRegistry:
     async def all(self) -> list[Vendor]:
         return [Vendor.from_row(r) for r in await self._pool.fetch(queries.list_vendors)]
 
+    async def read(self, staff: Staff, vendor_id: str) -> Vendor:
+        """One vendor as staff see it: base URL, keys and where our signing key lives serve
+        every branch and are head office's to know."""
+        staff.require_head_office()
+        return await self.get(vendor_id)
+
+    async def read_all(self, staff: Staff) -> list[Vendor]:
+        staff.require_head_office()
+        return await self.all()
+
     @staticmethod
     async def _get(conn: asyncpg.Connection, vendor_id: str) -> Vendor:
         row = await conn.fetchrow(queries.get_vendor, vendor_id)
