@@ -222,7 +222,6 @@ def create_app(
             settings,
             clock,
             republish=app[CAMPAIGNS].publish_one,
-            grants=app[GRANTS],
         )
         app[LIFECYCLE] = GrantLifecycle(
             redis, keys, app[GRANTS], app[CLAIMS].campaigns, settings, clock

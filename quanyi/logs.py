@@ -54,7 +54,7 @@ class RedactingFilter(logging.Filter):
         redact_record(record, self._exception_formatter)
         # `extra` values are set after the record is made: masked here, on their way out.
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
+        if isinstance(fields, dict) and not getattr(record, "_fields_safe", False):
             record.fields = {k: _redact_value(v) for k, v in fields.items()}
         return True
 
