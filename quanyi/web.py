@@ -92,6 +92,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.warning("redis unreachable: %s", exc)
         return error_response(503, "unavailable", "the rights store is unreachable; retry")
     except (*POSTGRES_AWAY, asyncpg.TooManyConnectionsError) as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # The client hung up while its body was read: nobody to answer, nothing is wrong.
+            log.info("client closed the connection on %s %s", request.method, request.path)
+            return error_response(400, "invalid_request", "the connection broke off")
         log.warning("postgresql unreachable: %s", exc)
         return error_response(503, "unavailable", "the database is unreachable; retry")
     except (HttpProcessingError, RequestPayloadError) as exc:  # a body that broke off mid-way
@@ -99,6 +103,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; it has been logged")
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 # HTTP that aiohttp itself cannot parse

@@ -137,3 +137,27 @@ async def test_a_body_that_breaks_off_while_read_is_our_json_400(aiohttp_client)
         error = (await resp.json())["error"]
         assert resp.status == 400 and error["code"] == "invalid_request", error
         assert error["message"].startswith("malformed HTTP: bad body"), error
+
+
+async def test_a_client_that_hangs_up_mid_body_is_not_reported_as_a_database_outage(served, caplog):
+    """aiohttp raises ConnectionResetError (an OSError, like PostgreSQL's connection errors)
+    when the client closes while its body is read: that is logged as the client leaving."""
+    caplog.set_level("INFO")
+    reader, writer = await asyncio.open_connection(*served)
+    writer.write(
+        b"POST /admin/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"username": '
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the handler is reading the body now
+    writer.close()
+
+    async def logged() -> bool:
+        return any("client closed the connection" in r.getMessage() for r in caplog.records)
+
+    for _ in range(100):
+        if await logged():
+            break
+        await asyncio.sleep(0.05)
+    assert await logged()
+    assert not [r for r in caplog.records if "postgresql unreachable" in r.getMessage()]
