@@ -143,7 +143,7 @@ async def test_a_client_that_hangs_up_mid_body_is_not_reported_as_a_database_out
     """aiohttp raises ConnectionResetError (an OSError, like PostgreSQL's connection errors)
     when the client closes while its body is read: that is logged as the client leaving."""
     caplog.set_level("INFO")
-    reader, writer = await asyncio.open_connection(*served)
+    _reader, writer = await asyncio.open_connection(*served)
     writer.write(
         b"POST /admin/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b'Content-Length: 1000\r\n\r\n{"username": '
