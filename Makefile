@@ -42,8 +42,9 @@ lint: install
 loadtest: install services
 	$(BIN)/python -m loadtests.run --short
 
-## Throughput and latency figures on this machine (needs wrk and redis-benchmark).
+## Throughput and latency figures on this machine (installs wrk and redis-benchmark if missing).
 bench: install services
+	@bash deploy/tools.sh wrk redis-benchmark
 	$(BIN)/python -m loadtests.bench
 
 ## One fulfilment worker against a 50 ms vendor, and claims that wait for their fulfilment.

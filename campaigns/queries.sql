@@ -15,6 +15,10 @@ SELECT id FROM rights WHERE id = $1 FOR UPDATE
 -- name: share_rights
 SELECT id FROM rights WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE
 
+-- name: share_vendors
+-- The vendors a campaign's rewards route to, held still while it goes live (vendors lock_vendor).
+SELECT id FROM vendors WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE
+
 -- name: campaigns_using_right
 SELECT DISTINCT c.id
 FROM campaigns c JOIN rewards r ON r.campaign_id = c.id
@@ -44,11 +48,14 @@ SELECT * FROM rewards WHERE campaign_id = $1 ORDER BY position
 SELECT * FROM rewards WHERE campaign_id = ANY($1::text[]) ORDER BY campaign_id, position
 
 -- name: ledger_counts
-SELECT campaign_id, reward_id,
+-- One campaign's grants as the ledger holds them, per reward: read through the index
+-- grants_campaign (campaign_id, reward_id), so only this campaign's rows. The campaign list
+-- never asks (it would read every grant of 500 campaigns on every call).
+SELECT reward_id,
        count(*) AS persisted,
        count(*) FILTER (WHERE status = 'revoked') AS revoked,
        count(*) FILTER (WHERE status = 'failed') AS failed
-FROM grants WHERE campaign_id = ANY($1::text[]) GROUP BY campaign_id, reward_id
+FROM grants WHERE campaign_id = $1 GROUP BY reward_id
 
 -- name: list_campaigns
 SELECT * FROM campaigns WHERE ($1::text IS NULL OR branch = $1) ORDER BY created_at DESC, id LIMIT 500

@@ -232,6 +232,12 @@ class CampaignService:
                 await conn.fetch(
                     queries.share_rights, sorted({r.right_id for r in campaign.rewards})
                 )
+            if action in ("submit", "approve"):
+                # Where its vendors are reached becomes frozen (vendors/registry.py update):
+                # wait for a change of one of them in flight, or make that change see this.
+                vendors = sorted({r.vendor_id for r in campaign.rewards if r.vendor_id})
+                if vendors:
+                    await conn.fetch(queries.share_vendors, vendors)
             await conn.execute(queries.set_status, campaign_id, target, staff.username)
             await audit(
                 conn,
@@ -248,12 +254,14 @@ class CampaignService:
         async with self._pool.acquire() as conn:
             campaign = await self._load(conn, campaign_id)
         staff.require_branch(campaign.branch)
-        [view] = await campaign_views(self._pool, self._redis, self._keys, [campaign])
+        [view] = await campaign_views(
+            self._pool, self._redis, self._keys, [campaign], with_ledger=True
+        )
         return view
 
     async def list(self, staff: Staff) -> list[dict[str, Any]]:
-        """The campaigns the staff member's branch may see, each as `get` shows it; rewards and
-        ledger figures are read for all of them at once."""
+        """The campaigns the staff member's branch may see, each as `get` shows it but without
+        the ledger counts (campaigns/view.py); rewards and counters are read for all at once."""
         branch = None if staff.at_head_office else staff.branch
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(queries.list_campaigns, branch)

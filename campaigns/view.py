@@ -8,6 +8,10 @@
 
 Once the ledger has caught up (`ledger_lag.entries` is 0), `granted` = `persisted` − `revoked`
 (− `failed` when `return_stock_on_failure`).
+
+The ledger counts cost a read of the campaign's grants (through its index): only the view of
+one campaign has them. The list shows each campaign without them, so that listing 500
+campaigns costs one Redis round trip, not a read of the grants table.
 """
 
 from __future__ import annotations
@@ -22,15 +26,24 @@ from campaigns.model import Campaign, Reward
 from inventory.keys import Keys
 from ledger.lag import outbox_lag
 
+LEDGER_COUNTS = ("persisted", "revoked", "failed")
+
 
 async def campaign_views(
-    pool: asyncpg.Pool, redis: Redis, keys: Keys, campaigns: list[Campaign]
+    pool: asyncpg.Pool,
+    redis: Redis,
+    keys: Keys,
+    campaigns: list[Campaign],
+    *,
+    with_ledger: bool = False,
 ) -> list[dict[str, Any]]:
-    """Views of these campaigns: one ledger query and one Redis round trip for all of them."""
-    ids = [c.id for c in campaigns]
-    ledger = {
-        (r["campaign_id"], r["reward_id"]): r for r in await pool.fetch(queries.ledger_counts, ids)
-    }
+    """Views of these campaigns from one Redis round trip; `with_ledger` (one campaign's view)
+    adds the ledger counts of each reward, one indexed query per campaign."""
+    ledger: dict[tuple[str, str], asyncpg.Record] = {}
+    if with_ledger:
+        for c in campaigns:
+            for r in await pool.fetch(queries.ledger_counts, c.id):
+                ledger[(c.id, r["reward_id"])] = r
     async with redis.pipeline(transaction=False) as pipe:
         for c in campaigns:
             pipe.hmget(keys.campaign(c.id), ["spent", *(f"r:{r.id}:granted" for r in c.rewards)])
@@ -39,10 +52,11 @@ async def campaign_views(
     ledger_lag = {"entries": lag.entries, "seconds": lag.seconds}
     views = []
     for campaign, (spent, *granted) in zip(campaigns, counters, strict=True):
-        rewards = [
-            _reward(r, int(g or 0), ledger.get((campaign.id, r.id)))
-            for r, g in zip(campaign.rewards, granted, strict=True)
-        ]
+        rewards = [_reward(r, int(g or 0)) for r, g in zip(campaign.rewards, granted, strict=True)]
+        if with_ledger:
+            for shown in rewards:
+                counted = ledger.get((campaign.id, shown["id"]))
+                shown.update({k: counted[k] if counted else 0 for k in LEDGER_COUNTS})
         views.append(
             {
                 **campaign.to_json(),
@@ -54,7 +68,7 @@ async def campaign_views(
     return views
 
 
-def _reward(r: Reward, granted: int, ledger: asyncpg.Record | None) -> dict[str, Any]:
+def _reward(r: Reward, granted: int) -> dict[str, Any]:
     return {
         "id": r.id,
         "right_id": r.right_id,
@@ -67,7 +81,4 @@ def _reward(r: Reward, granted: int, ledger: asyncpg.Record | None) -> dict[str,
         "per_customer_daily_limit": r.per_customer_daily_limit,
         "granted": granted,
         "remaining": max(r.stock - granted, 0),
-        "persisted": ledger["persisted"] if ledger else 0,
-        "revoked": ledger["revoked"] if ledger else 0,
-        "failed": ledger["failed"] if ledger else 0,
     }

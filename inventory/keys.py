@@ -26,6 +26,9 @@ class Keys:
         self.fulfil_attempts = f"{prefix}:fulfil:attempts"
         self.fulfil_dead = f"{prefix}:fulfil:dead"
         self.outcomes = f"{prefix}:outcomes"
+        # Present only while Redis holds what the ledger says it should: a flush takes it away
+        # with the data, and claims and transitions wait until `quanyi rebuild-redis` sets it.
+        self.store_ready = f"{prefix}:store:ready"
 
     def campaign(self, campaign_id: str) -> str:
         return f"{self.prefix}:{{c:{campaign_id}}}"

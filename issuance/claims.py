@@ -7,6 +7,7 @@ one, which is what lets one process decide far more claims per second than it ha
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -20,6 +21,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from inventory.keys import Keys, customer_bucket
+from inventory.readiness import store_ready
 from inventory.scripts import Scripts
 from inventory.stock import HotCampaign, HotReward, StockLedger
 from issuance.definitions import CampaignCache, Republisher
@@ -35,6 +37,7 @@ from quanyi.errors import (
     OutOfStock,
     QuanyiError,
     RewardNotFound,
+    StoreNotReady,
     Unavailable,
 )
 from quanyi.ids import grant_id_ms, new_grant_id
@@ -89,6 +92,8 @@ class Grant:
 def rejection(outcome: str, detail: str, claim: Claim) -> QuanyiError:
     """The domain error for a script outcome."""
     match outcome:
+        case "store_not_ready":
+            return StoreNotReady()
         case "idempotency_conflict":
             return IdempotencyConflict(
                 f"request {claim.request_id} was already used with a different body"
@@ -143,7 +148,9 @@ class ClaimService:
         self._calendar = LocalCalendar(settings.zone)
         self._clock = clock
         self._script = Scripts(redis).claim
-        self.campaigns = CampaignCache(StockLedger(redis, keys), republish)
+        self.campaigns = CampaignCache(
+            StockLedger(redis, keys), republish, functools.partial(store_ready, redis, keys)
+        )
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._runners: list[asyncio.Task] = []
 
@@ -312,7 +319,7 @@ class ClaimService:
                 _fail(batch, exc)
 
     async def _call(self, batch: list[_Pending]) -> list[tuple[str, str]]:
-        keys = [self._keys.outbox, self._keys.pending]
+        keys = [self._keys.outbox, self._keys.pending, self._keys.store_ready]
         args: list[Any] = [int(self._clock() * 1000), len(batch)]
         for p in batch:
             keys.extend(p.keys)

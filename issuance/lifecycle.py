@@ -6,7 +6,8 @@
     granted | fulfilled -> revoked   (stock and the customer's limit return)
 
 Each transition is one transition.lua call: atomic, applied once, appended to the outbox so the
-ledger records it with who and when.
+ledger records it with who and when. While Redis lacks its store-ready marker (it lost its data
+and is not rebuilt yet) nothing moves and `move` raises StoreNotReady (503; workers retry).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from inventory.scripts import Scripts
 from issuance.claims import CampaignCache
 from issuance.grants import GrantReader
 from quanyi.clock import Clock, local_day
-from quanyi.errors import Conflict
+from quanyi.errors import Conflict, StoreNotReady
 from quanyi.settings import Settings
 
 RETURNS_STOCK = {"revoked": True, "redeemed": False, "expired": False, "fulfilled": False}
@@ -120,6 +121,7 @@ class GrantLifecycle:
                 self._keys.customer_daily(cid, day, bucket),
                 self._keys.reward_daily(cid, day),
                 self._keys.pending_events,
+                self._keys.store_ready,
             ],
             args=[
                 grant_id,
@@ -132,4 +134,7 @@ class GrantLifecycle:
                 keep_until,
             ],
         )
+        if outcome == "store_not_ready":
+            # Redis lost its data: nothing moved. Callers answer 503 or retry later.
+            raise StoreNotReady()
         return Transition(outcome, before, grant)

@@ -7,6 +7,13 @@ idempotency entries (channel, request id → grant, as claim.lua writes them), w
 claim.lua gives them. Counters are set to exactly what the ledger's live grants add up to, so
 a second run changes nothing.
 
+What guards the claims is the store-ready marker (inventory/readiness.py): a flush took it
+away, so claim.lua and transition.lua decide nothing while this runs; it is removed first
+(should it still be there) and set again as the very last step, once everything else is back.
+Definitions are published first only because the counters are built from them: with no
+marker, no claim acts on them before the idempotency entries and counters are restored.
+An interrupted run leaves the marker unset: claims wait (503) until a run completes.
+
 It must not run while claims flow: a claim decided between reading the ledger and writing a
 counter would be overwritten. It refuses unless the ledger holds every outbox entry and the
 newest one is old enough (or it is forced).
@@ -14,6 +21,7 @@ newest one is old enough (or it is forced).
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -26,6 +34,7 @@ from redis.asyncio import Redis
 
 from campaigns.service import CampaignService
 from inventory.keys import Keys, customer_bucket
+from inventory.readiness import mark_store_ready, store_ready, unmark_store_ready
 from inventory.stock import HotCampaign, StockLedger
 from issuance.claims import DAY_S, Claim
 from ledger.lag import LEDGER_GROUP, outbox_lag, stream_id_key
@@ -73,6 +82,42 @@ async def refuse_while_flowing(redis: Redis, keys: Keys, now: float, quiet_s: fl
             )
 
 
+async def open_store_at_startup(
+    redis: Redis, pool: asyncpg.Pool, keys: Keys, clock: Clock, log: logging.Logger
+) -> bool:
+    """At API start-up: whether Redis may decide claims. With its marker there, yes. Without it
+    and a ledger holding no grant, Redis has nothing to lose (a fresh install): the marker is
+    set. Without it and a ledger holding grants, Redis lost its data: claims and transitions
+    answer 503 until `quanyi rebuild-redis` ran, and this is logged as an error."""
+    if await store_ready(redis, keys):
+        return True
+    if not await pool.fetchval(queries.any_grant):
+        await mark_store_ready(redis, keys, "fresh: the ledger holds no grant", clock())
+        return True
+    if await _holds_newest_grant(redis, pool, keys):
+        await mark_store_ready(
+            redis, keys, "kept: redis still holds the ledger's newest grant", clock()
+        )
+        return True
+    log.error(
+        "redis lost its data (its store-ready marker is missing while the ledger holds grants):"
+        " claims and grant transitions answer 503 until `quanyi rebuild-redis` restores it"
+    )
+    return False
+
+
+async def _holds_newest_grant(redis: Redis, pool: asyncpg.Pool, keys: Keys) -> bool:
+    """A Redis that was never emptied (a deployment from before the marker existed) still has
+    the newest grant's idempotency entry: only claim.lua, which the marker gates, and a rebuild,
+    which sets the marker, write one."""
+    newest = await pool.fetchrow(queries.newest_grant)
+    bucket, field = keys.idempotency(newest["channel_id"], newest["request_id"])
+    held = await redis.hget(bucket, field)
+    if isinstance(held, bytes):
+        held = held.decode()
+    return held is not None and held[:26] == newest["grant_id"]
+
+
 class Rebuild:
     def __init__(
         self, pool: asyncpg.Pool, redis: Redis, keys: Keys, settings: Settings, clock: Clock
@@ -91,6 +136,8 @@ class Rebuild:
 
     async def run(self, advance: Callable[[int], Any] = lambda _n: None) -> Restored:
         restored = Restored()
+        # Nothing is decided against a half-restored store, even when forced while claims flow.
+        await unmark_store_ready(self._redis, self._keys)
         for group in (LEDGER_GROUP, FULFIL_GROUP):
             await ensure_group(self._redis, self._keys, group)
         await CampaignService(self._pool, self._redis, self._keys).publish_all()
@@ -113,6 +160,13 @@ class Rebuild:
                     campaign, keep_until, row["rewards"] == 1, advance
                 )
             advance(1)
+        # The last step: claims and transitions are decided again from here on.
+        await mark_store_ready(
+            self._redis,
+            self._keys,
+            "rebuilt from the ledger by quanyi rebuild-redis",
+            self._clock(),
+        )
         return restored
 
     async def _counters(self, campaign: HotCampaign, totals: dict[str, asyncpg.Record]) -> int:

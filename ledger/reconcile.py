@@ -12,6 +12,7 @@ outbox, for every counter claim.lua and transition.lua keep:
   channel and request id, pointing at that grant;
 - final states (redeemed, expired, failed, revoked) that keep a grant from giving stock back
   twice;
+- the store-ready marker, without which Redis decides no claim (it lost its data);
 - vendor outcomes: each grant's status is its latest event, and a fulfilled grant has a
   fulfilment event. Entries the ledger refused (its dead-letter stream) are shown, not counted
   as drift: what they did to the counters is.
@@ -28,6 +29,7 @@ import orjson
 from redis.asyncio import Redis
 
 from inventory.keys import Keys
+from inventory.readiness import store_ready
 from inventory.stock import HotCampaign, StockLedger
 from issuance.claims import DAY_S
 from ledger import queries as ledger_queries
@@ -62,7 +64,7 @@ class Reconcile:
         self._stock = StockLedger(redis, keys)
 
     async def run(self) -> list[Finding]:
-        findings = await self._outbox()
+        findings = [await self._marker(), *await self._outbox()]
         campaigns: dict[str, HotCampaign] = {}
         single: dict[str, bool] = {}
         for row in await self._pool.fetch(queries.campaigns):
@@ -83,6 +85,13 @@ class Reconcile:
             findings += await self._states(campaign)
         findings += await self._outcomes()
         return findings
+
+    async def _marker(self) -> Finding:
+        """Without its store-ready marker Redis decides nothing: it lost its data (rebuild)."""
+        ready = await store_ready(self._redis, self._keys)
+        return Finding(
+            "store", "ready marker (claims decided)", "present" if ready else "missing", "-", ready
+        )
 
     async def _outbox(self) -> list[Finding]:
         ledger = await outbox_lag(self._redis, self._keys, LEDGER_GROUP)

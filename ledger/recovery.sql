@@ -13,6 +13,15 @@ GROUP BY c.id ORDER BY c.id
 -- name: grant_count
 SELECT count(*) FROM grants
 
+-- name: any_grant
+-- Whether the ledger holds any grant at all (an empty Redis is then a fresh one, not a lost one).
+SELECT EXISTS (SELECT 1 FROM grants)
+
+-- name: newest_grant
+-- The ledger's most recent grant: Redis still holding its idempotency entry means Redis kept
+-- its data (an upgrade from before the store-ready marker), not that it lost it.
+SELECT grant_id, channel_id, request_id FROM grants ORDER BY granted_at DESC LIMIT 1
+
 -- name: live_totals
 SELECT g.campaign_id, g.reward_id, count(*) AS granted,
        coalesce(sum(g.unit_cost), 0)::bigint AS spent

@@ -11,7 +11,8 @@ in LOADTEST_* variables (see loadtests/scenario.py). By hand, against a running 
     LOADTEST_STEADY_CAMPAIGN=... LOADTEST_SIM_URL=http://127.0.0.1:8099 \\
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8080
 
-(from the repository root, which Locust puts on the import path.)
+(from the repository root, which Locust puts on the import path.) The channel users are here,
+the neighbours in loadtests/neighbours.py, what they share in loadtests/clients.py.
 
 Single process only: the outcome tally and the summary live in this process.
 """
@@ -22,10 +23,8 @@ import json
 import logging
 import os
 import random
-import secrets
 import time
-import uuid
-from collections import Counter, deque
+from collections import deque
 from typing import Any
 
 from locust import FastHttpUser, between, events, task
@@ -33,21 +32,15 @@ from locust.env import Environment
 
 from access.signing import signed_headers
 from loadtests import scenario as sc
-from quanyi.ids import new_grant_id
-from vendors import rsa
+from loadtests.clients import TALLY, describe, env, error_code, json_body, new_id
+
+# Locust runs every user class it finds in this module, these included.
+from loadtests.neighbours import SLA_EXEMPT, LoginFloodUser, StatementUploadUser  # noqa: F401
 
 log = logging.getLogger("loadtests")
 
 CLAIMS = "/v1/claims"
 REDEEM = "/_sim/redeem"
-LOGIN = "/admin/v1/login"
-LOGIN_FLOOD = f"{LOGIN} (flood)"
-STATEMENT_UPLOAD = "/v1/vendors/[vendor_id]/statements (signed upload)"
-# Not channel endpoints, so not held to the channel SLA (their figures are still reported):
-# the point of running them is that the claims beside them still are.
-SLA_EXEMPT = (f"POST {LOGIN_FLOOD}", f"POST {STATEMENT_UPLOAD}")
-# The flood's targets: a real admin of the run and names no one has.
-FLOOD_USERNAMES = ("lt-admin", "lt-nobody", "root")
 # What a claim that waited for its fulfilment may come back as: fulfilled in time, or not yet.
 WAITED_STATUSES = frozenset({"granted", "fulfilled"})
 # What a read may show of a grant the client was told is in the key state: never an earlier one.
@@ -57,45 +50,6 @@ LATER_STATUSES = {
 }
 # Campaign ids and pool sizes when not given: those `loadtests.run --short` creates.
 DEFAULTS = sc.scenario(short=True)
-
-
-def new_id() -> str:
-    """A request or redemption id. Not uuid4().hex: one in a few hundred of those holds a run
-    of 13+ digits that passes the Luhn check, which the API refuses as a possible card number."""
-    return "r" + secrets.token_urlsafe(16)
-
-
-def _env(name: str, default: str | None = None) -> str:
-    value = os.environ.get(name, default)
-    if value is None:
-        raise SystemExit(f"locustfile: set {name} (see loadtests/scenario.py)")
-    return value
-
-
-class Tally:
-    """What the clients saw: outcomes per campaign, the grant ids they were given, what claims
-    that waited came back as, the codes of those fulfilled and the grants redeemed."""
-
-    def __init__(self) -> None:
-        self.outcomes: dict[str, Counter[str]] = {}
-        self.grants: dict[str, set[str]] = {}
-        self.waited: Counter[str] = Counter()
-        self.codes: dict[str, str] = {}
-        self.redeemed: set[str] = set()
-        self.redemption_replays = 0
-        self.logins: Counter[str] = Counter()
-        self.statements = 0
-        self.statement_bytes = 0
-
-    def count(self, campaign_id: str, outcome: str) -> None:
-        self.outcomes.setdefault(campaign_id, Counter())[outcome] += 1
-
-    def granted(self, campaign_id: str, grant_id: str) -> None:
-        self.count(campaign_id, "granted")
-        self.grants.setdefault(campaign_id, set()).add(grant_id)
-
-
-TALLY = Tally()
 
 
 class ChannelUser(FastHttpUser):
@@ -108,8 +62,8 @@ class ChannelUser(FastHttpUser):
     connection_timeout = 5.0
 
     def on_start(self) -> None:
-        self.channel_id = _env(sc.ENV_CHANNEL_ID)
-        self.secret = _env(sc.ENV_CHANNEL_SECRET)
+        self.channel_id = env(sc.ENV_CHANNEL_ID)
+        self.secret = env(sc.ENV_CHANNEL_SECRET)
 
     def _headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
         headers = signed_headers(self.channel_id, self.secret, method, path, int(time.time()), body)
@@ -148,7 +102,7 @@ class ChannelUser(FastHttpUser):
             catch_response=True,
         ) as resp:
             if resp.status_code in (200, 201):
-                grant = _json(resp)
+                grant = json_body(resp)
                 if grant is None or grant.get("campaign_id") != campaign_id:
                     resp.failure(f"grant body unexpected: {resp.text[:200]!r}")
                     return None
@@ -163,13 +117,13 @@ class ChannelUser(FastHttpUser):
                     TALLY.count(campaign_id, "replayed")
                 resp.success()
                 return grant
-            code = _error_code(resp)
+            code = error_code(resp)
             if resp.status_code == 409 and code in sc.BUSINESS_REFUSALS:
                 TALLY.count(campaign_id, code)
                 resp.success()
                 return None
             TALLY.count(campaign_id, f"failed:{resp.status_code}:{code}")
-            resp.failure(_describe(resp, code))
+            resp.failure(describe(resp, code))
             return None
 
     def retry(
@@ -199,11 +153,11 @@ class ChannelUser(FastHttpUser):
             "GET", path, headers=self._headers("GET", path, b""), name=name, catch_response=True
         ) as resp:
             if resp.status_code == 200:
-                data = _json(resp)
+                data = json_body(resp)
                 if data is None:
                     resp.failure("200 without a JSON body")
                 return data
-            resp.failure(_describe(resp, _error_code(resp)))
+            resp.failure(describe(resp, error_code(resp)))
             return None
 
 
@@ -222,25 +176,11 @@ def _waited_well(resp: Any, grant: dict[str, Any]) -> bool:
     return True
 
 
-def _json(resp: Any) -> Any:
-    try:
-        return resp.json()
-    except (ValueError, TypeError):
-        return None
-
-
-def _error_code(resp: Any) -> str:
-    data = _json(resp) if resp.status_code else None
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        return str(data["error"].get("code"))
-    return "none"
-
-
 def _redemption_problem(resp: Any, grant_id: str, replay: bool) -> str | None:
     """Why the simulator's report of our callback answer is wrong, or None when it is right."""
     if resp.status_code != 200:
-        return f"simulator: {_describe(resp, _error_code(resp))}"
-    report = _json(resp)
+        return f"simulator: {describe(resp, error_code(resp))}"
+    report = json_body(resp)
     if not isinstance(report, dict) or not isinstance(report.get("body"), dict):
         return f"simulator report unexpected: {resp.text[:200]!r}"
     answer = report["body"]
@@ -253,12 +193,6 @@ def _redemption_problem(resp: Any, grant_id: str, replay: bool) -> str | None:
     return None
 
 
-def _describe(resp: Any, code: str) -> str:
-    if not resp.status_code:  # no HTTP answer at all: refused, reset, timed out
-        return f"connection error: {resp.error!r}"
-    return f"HTTP {resp.status_code} {code}"
-
-
 class FlashSaleUser(ChannelUser):
     """Hammers the hot campaign. Its stock is small against demand and customers come back, so
     most answers are out_of_stock or limit_reached once the first seconds are over."""
@@ -268,8 +202,8 @@ class FlashSaleUser(ChannelUser):
 
     def on_start(self) -> None:
         super().on_start()
-        self.campaign_id = _env(sc.ENV_FLASH_CAMPAIGN, DEFAULTS.flash.id)
-        self.customers = int(_env(sc.ENV_FLASH_CUSTOMERS, str(DEFAULTS.flash.customers)))
+        self.campaign_id = env(sc.ENV_FLASH_CAMPAIGN, DEFAULTS.flash.id)
+        self.customers = int(env(sc.ENV_FLASH_CUSTOMERS, str(DEFAULTS.flash.customers)))
 
     @task
     def claim_hot(self) -> None:
@@ -291,12 +225,12 @@ class SteadyUser(ChannelUser):
 
     def on_start(self) -> None:
         super().on_start()
-        self.campaign_id = _env(sc.ENV_STEADY_CAMPAIGN, DEFAULTS.steady.id)
-        self.reward_id = _env(sc.ENV_STEADY_REWARD, DEFAULTS.steady.reward.id)
-        self.customers = int(_env(sc.ENV_STEADY_CUSTOMERS, str(DEFAULTS.steady.customers)))
-        self.wait_ms = int(_env(sc.ENV_WAIT_MS, str(sc.DEFAULT_WAIT_MS)))
-        self.sim_url = _env(sc.ENV_SIM_URL).rstrip("/")
-        vendor_id = _env(sc.ENV_VENDOR_ID, sc.VENDOR_ID)
+        self.campaign_id = env(sc.ENV_STEADY_CAMPAIGN, DEFAULTS.steady.id)
+        self.reward_id = env(sc.ENV_STEADY_REWARD, DEFAULTS.steady.reward.id)
+        self.customers = int(env(sc.ENV_STEADY_CUSTOMERS, str(DEFAULTS.steady.customers)))
+        self.wait_ms = int(env(sc.ENV_WAIT_MS, str(sc.DEFAULT_WAIT_MS)))
+        self.sim_url = env(sc.ENV_SIM_URL).rstrip("/")
+        vendor_id = env(sc.ENV_VENDOR_ID, sc.VENDOR_ID)
         self.callback_url = f"{self.host}/v1/vendors/{vendor_id}/redemptions"
         # Grants this user was given lately, with the customer they went to.
         self.recent: deque[tuple[str, str]] = deque(maxlen=20)
@@ -399,91 +333,6 @@ class SteadyUser(ChannelUser):
                 self.mismatch("customer grants", f"grant {grant_id} of {customer} not listed")
 
 
-class LoginFloodUser(FastHttpUser):
-    """A password-guessing script: wrong passwords against a few usernames, and now and then a
-    fresh name. Known or not, each name is locked after 5 failures (429, no hashing); the fresh
-    names keep scrypt busy. Every answer must be 401 or 429 with Retry-After."""
-
-    fixed_count = 4
-    wait_time = between(0.01, 0.05)
-    network_timeout = 10.0
-    connection_timeout = 5.0
-
-    @task
-    def guess(self) -> None:
-        if random.random() < 0.5:
-            username = random.choice(FLOOD_USERNAMES)
-        else:
-            username = f"lt-guess-{uuid.uuid4().hex[:12]}"
-        body = json.dumps({"username": username, "password": uuid.uuid4().hex}).encode()
-        with self.client.request(
-            "POST",
-            LOGIN,
-            data=body,
-            headers={"Content-Type": "application/json"},
-            name=LOGIN_FLOOD,
-            catch_response=True,
-        ) as resp:
-            code = _error_code(resp)
-            if (resp.status_code, code) == (401, "unauthorized") or (
-                (resp.status_code, code) == (429, "too_many_attempts")
-                and (resp.headers.get("Retry-After") or "").isdigit()
-            ):
-                TALLY.logins[str(resp.status_code)] += 1
-                resp.success()
-            else:
-                TALLY.logins[f"failed:{resp.status_code}:{code}"] += 1
-                resp.failure(_describe(resp, code))
-
-
-class StatementUploadUser(FastHttpUser):
-    """The vendor sends its daily statement, signed, a few MiB of rows (none of them ours, so
-    every row lands in missing_ours and the report is as large as it gets)."""
-
-    fixed_count = 2
-    wait_time = between(1.0, 2.0)
-    network_timeout = 30.0
-    connection_timeout = 5.0
-
-    def on_start(self) -> None:
-        with open(_env(sc.ENV_VENDOR_KEY_FILE)) as f:
-            self.key = rsa.load_key(f.read())
-        vendor_id = _env(sc.ENV_VENDOR_ID, sc.VENDOR_ID)
-        self.path = f"/v1/vendors/{vendor_id}/statements?day={time.strftime('%Y-%m-%d')}"
-        mib = float(_env(sc.ENV_STATEMENT_MIB, str(sc.DEFAULT_STATEMENT_MIB)))
-        now_ms = int(time.time() * 1000)
-        lines, size = ["grant_id,code,status,redeemed_at"], 0
-        while size < mib * 1024 * 1024:
-            lines.append(f"{new_grant_id(now_ms)},LT-{len(lines):012d},issued,")
-            size += len(lines[-1]) + 1
-        self.rows = len(lines) - 1
-        self.body = ("\n".join(lines) + "\n").encode()
-
-    @task
-    def upload(self) -> None:
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "text/csv",
-            "X-Vendor-Timestamp": timestamp,
-            "X-Vendor-Signature": rsa.sign(self.key, timestamp, self.body),
-        }
-        with self.client.request(
-            "POST",
-            self.path,
-            data=self.body,
-            headers=headers,
-            name=STATEMENT_UPLOAD,
-            catch_response=True,
-        ) as resp:
-            # The report starts with its counts; the rest is megabytes not worth parsing here.
-            if resp.status_code == 201 and f'"rows":{self.rows},' in (resp.text or "")[:300]:
-                TALLY.statements += 1
-                TALLY.statement_bytes += len(self.body)
-                resp.success()
-            else:
-                resp.failure(_describe(resp, _error_code(resp)))
-
-
 @events.quitting.add_listener
 def _verdict(environment: Environment, **_kwargs: Any) -> None:
     """Locust's own exit code knows nothing of the SLA, and has exited 0 with failing tasks
@@ -535,6 +384,7 @@ def _verdict(environment: Environment, **_kwargs: Any) -> None:
             "logins": dict(TALLY.logins),
             "statements": TALLY.statements,
             "statement_bytes": TALLY.statement_bytes,
+            "statements_refused": TALLY.statements_refused,
         }
         with open(path, "w") as f:
             json.dump(summary, f)

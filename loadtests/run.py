@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -25,10 +24,10 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from loadtests import audit, seed
+from loadtests import audit, fulfilment_audit, seed
 from loadtests import scenario as sc
+from loadtests.procs import BIN, cancel_on_sigterm
 from loadtests.stack import (
-    BIN,
     DATABASE_URL,
     KEY_PREFIX,
     REDIS_URL,
@@ -38,6 +37,7 @@ from loadtests.stack import (
     exclusive,
     make_vendor_keys,
     service,
+    sim_stats,
 )
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the children are stopped too.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
     plan = sc.scenario(args.short)
     stack = Stack(Path(tempfile.mkdtemp(prefix="quanyi-loadtest-")))
     summary_path = stack.workdir / "summary.json"
@@ -139,9 +136,11 @@ async def _run(args: argparse.Namespace) -> int:
                 settled = await audit.wait_for_fulfilment(
                     db, redis, KEY_PREFIX, plan, FULFILMENT_TIMEOUT_S, died
                 )
-                vendor = await _sim_stats(http, stack.sim_url)
+                vendor = await sim_stats(http, stack.sim_url)
                 checks = await audit.audit(marketer, db, redis, KEY_PREFIX, plan, summary)
-                checks += await audit.fulfilment(db, redis, KEY_PREFIX, plan, summary, vendor)
+                checks += await fulfilment_audit.fulfilment(
+                    db, redis, KEY_PREFIX, plan, summary, vendor
+                )
             finally:
                 await db.close()
                 await redis.aclose()
@@ -193,7 +192,7 @@ async def _locust(
         sc.ENV_VENDOR_KEY_FILE: str(vendor_keys.vendor_private),
         sc.ENV_STATEMENT_MIB: str(sc.DEFAULT_STATEMENT_MIB),
     }
-    proc = await stack.start(
+    locust = await stack.start(
         "locust",
         str(BIN / "locust"),
         "-f", str(LOCUSTFILE),
@@ -208,18 +207,11 @@ async def _locust(
         log=False,  # its summary table is part of the run's output
     )  # fmt: skip
     try:
-        return await asyncio.wait_for(proc.wait(), args.duration + LOCUST_GRACE_S)
+        return await asyncio.wait_for(locust.wait(), args.duration + LOCUST_GRACE_S)
     except TimeoutError:
         print("loadtest: locust overran its duration; stopping it", file=sys.stderr)
         await stack.stop("locust")
         return 1
-
-
-async def _sim_stats(http: aiohttp.ClientSession, sim_url: str) -> dict[str, Any]:
-    async with http.get(f"{sim_url}/_sim/stats") as resp:
-        if resp.status != 200:
-            raise SetupError(f"simulator stats: HTTP {resp.status}")
-        return await resp.json()
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:
@@ -273,7 +265,9 @@ def _report(
         )
         lines.append(
             f"  signed statement uploads: {summary.get('statements', 0)}"
-            f" ({summary.get('statement_bytes', 0) / 2**20:.0f} MiB in all)"
+            f" ({summary.get('statement_bytes', 0) / 2**20:.0f} MiB in all),"
+            f" {summary.get('statements_refused', 0)} refused (429) while the vendor's other"
+            " upload was in flight"
         )
         exempt = summary.get("sla_exempt", [])
         if exempt:

@@ -8,30 +8,25 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import signal
-import socket
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
+from loadtests.procs import HOST, Child, answers_200, free_port, quanyi_argv
 from vendors.rsa import generate_keypair
 
 DATABASE_URL = "postgresql://127.0.0.1:5432/quanyi_loadtest"
 REDIS_URL = "redis://127.0.0.1:6379/10"
 KEY_PREFIX = "qylt"
-HOST = "127.0.0.1"
 STOP_GRACE_S = 10.0
-BIN = Path(sys.executable).parent
-# Children run from the repository root, where `loadtests` and the service packages import.
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_PATH = Path(tempfile.gettempdir()) / "quanyi-loadtest.lock"
 # Only these databases are ever dropped and recreated.
 SCRATCH_DATABASES = ("quanyi_loadtest", "quanyi_benchfulfil")
@@ -52,12 +47,6 @@ def exclusive(path: Path = LOCK_PATH) -> Iterator[None]:
         except BlockingIOError:
             raise SetupError("another load test is running on this machine") from None
         yield
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 async def reset_database(url: str = DATABASE_URL) -> None:
@@ -122,7 +111,7 @@ class Stack:
     api_port: int = field(default_factory=free_port)
     worker_metrics_port: int = field(default_factory=free_port)
     sim_port: int = field(default_factory=free_port)
-    procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    procs: dict[str, Child] = field(default_factory=dict)
     # Children that serve HTTP, with the URL that answers 200 once they do.
     health: dict[str, str] = field(default_factory=dict)
 
@@ -155,9 +144,9 @@ class Stack:
 
     async def run(self, name: str, *argv: str, timeout_s: float = 60.0) -> None:
         """Run a command to completion; its output goes to its log file."""
-        proc = await self.start(name, *argv)
+        child = await self.start(name, *argv)
         try:
-            rc = await asyncio.wait_for(proc.wait(), timeout_s)
+            rc = await asyncio.wait_for(child.wait(), timeout_s)
         finally:
             await self.stop(name)
         if rc != 0:
@@ -165,38 +154,16 @@ class Stack:
 
     async def start(
         self, name: str, *argv: str, env: Mapping[str, str] | None = None, log: bool = True
-    ) -> asyncio.subprocess.Process:
+    ) -> Child:
         """Start a child; with `log`, its output goes to <workdir>/<name>.log, else to ours."""
-        # Appended: a child started again under the same name keeps its earlier output.
-        out = self.log_path(name).open("ab") if log else None
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                env=self.env(env),
-                cwd=REPO_ROOT,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT if log else None,
-            )
-        finally:
-            if out is not None:
-                out.close()  # the child holds its own copy
-        self.procs[name] = proc
-        return proc
+        log_path = self.log_path(name) if log else None
+        self.procs[name] = child = await Child.start(name, list(argv), self.env(env), log_path)
+        return child
 
     async def stop(self, name: str) -> None:
-        """SIGTERM (the service shuts down cleanly on it), SIGKILL after a grace period."""
-        proc = self.procs.pop(name, None)
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        child = self.procs.pop(name, None)
+        if child is not None:
+            await child.stop(STOP_GRACE_S)
 
     async def stop_all(self) -> None:
         # Newest first, so the load stops before the API it targets. Shielded: this runs in
@@ -211,7 +178,7 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     async def start_api(self) -> None:
-        await self.start("api", str(BIN / "quanyi"), "serve")
+        await self.start("api", *quanyi_argv("serve"))
         self.health["api"] = f"{self.base_url}/readyz"
 
     async def start_vendor_sim(
@@ -225,7 +192,7 @@ class Stack:
         responses and callbacks. Returns its base URL."""
         port = port or self.sim_port
         url = f"http://{HOST}:{port}"
-        argv = [str(BIN / "quanyi"), "vendor-sim", "--host", HOST, "--port", str(port)]
+        argv = quanyi_argv("vendor-sim", "--host", HOST, "--port", str(port))
         argv += ["--latency-ms", f"{latency_ms:g}", "--error-rate", "0"]
         if keys is not None:
             argv += ["--key-file", str(keys.vendor_private)]
@@ -237,7 +204,10 @@ class Stack:
         # It would serve metrics on the ledger worker's port + 1, which free_port() never
         # checked: 0 turns them off.
         env = {"QUANYI_WORKER_METRICS_PORT": "0"}
-        await self.start("fulfil", str(BIN / "quanyi"), "worker", "fulfil", env=env)
+        await self.start("fulfil", *quanyi_argv("worker", "fulfil"), env=env)
+
+    async def start_ledger(self) -> None:
+        await self.start("worker", *quanyi_argv("worker", "ledger"))
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Until every child that serves HTTP answers 200 (the API's /readyz, the simulators'
@@ -248,7 +218,7 @@ class Stack:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             while waiting and time.monotonic() < deadline:
                 self.raise_if_died()
-                waiting = [n for n in waiting if not await _answers_200(http, self.health[n])]
+                waiting = [n for n in waiting if not await answers_200(http, self.health[n])]
                 if waiting:
                     await asyncio.sleep(0.2)
         if waiting:
@@ -257,24 +227,32 @@ class Stack:
 
     def raise_if_died(self) -> None:
         """Any child still listed has not been told to stop: it exiting is a failure."""
-        for name, proc in self.procs.items():
-            if proc.returncode is not None:
-                raise SetupError(f"{name} exited {proc.returncode}:\n{self.tail(name)}")
+        for name, child in self.procs.items():
+            if child.returncode is not None:
+                raise SetupError(f"{name} exited {child.returncode}:\n{self.tail(name)}")
 
     def check_alive(self, names: tuple[str, ...] = LONG_RUNNING) -> list[str]:
         """Those of the long-running children that died before being told to stop."""
         return [
-            f"{name} exited {proc.returncode}"
+            f"{name} exited {child.returncode if child else '(not started)'}"
             for name in names
-            if (proc := self.procs.get(name)) is None or proc.returncode is not None
+            if (child := self.procs.get(name)) is None or child.returncode is not None
         ]
 
 
-async def _answers_200(http: aiohttp.ClientSession, url: str) -> bool:
-    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-        async with http.get(url) as resp:
-            return resp.status == 200
-    return False
+async def sim_stats(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """What a simulated vendor counted: calls, grants issued, effects, most in flight."""
+    async with http.get(f"{url}/_sim/stats") as resp:
+        if resp.status != 200:
+            raise SetupError(f"simulator stats: HTTP {resp.status}")
+        return await resp.json()
+
+
+async def sim_config(http: aiohttp.ClientSession, url: str, **config: Any) -> None:
+    """Change a simulated vendor's behaviour (latency, error rate) while it runs."""
+    async with http.post(f"{url}/_sim/config", json=config) as resp:
+        if resp.status != 200:
+            raise SetupError(f"simulator config: HTTP {resp.status} {await resp.text()}")
 
 
 @contextlib.asynccontextmanager
@@ -290,11 +268,11 @@ async def service(
     await reset_database(stack.database_url)
     await reset_redis(stack.redis_url)
     try:
-        await stack.run("migrate", str(BIN / "quanyi"), "migrate")
+        await stack.run("migrate", *quanyi_argv("migrate"))
         await before_start()
         await stack.start_vendor_sim(vendor_keys, sim_latency_ms)
         await stack.start_api()
-        await stack.start("worker", str(BIN / "quanyi"), "worker", "ledger")
+        await stack.start_ledger()
         await stack.start_fulfil()
         yield stack
     finally:

@@ -4,7 +4,9 @@
 --
 -- KEYS[1]  outbox stream: every grant is appended here for the ledger and fulfilment workers
 -- KEYS[2]  pending hash: grant id -> event, read-your-writes until the ledger holds the grant
--- for claim i, with k = 2 + (i - 1) * 6:
+-- KEYS[3]  store-ready marker: present only while Redis holds everything the ledger says it
+--          should (set at a fresh start or by `quanyi rebuild-redis`; a flush takes it away)
+-- for claim i, with k = 3 + (i - 1) * 6:
 --   KEYS[k+1]  campaign hash {c:ID}: state ver starts ends budget spent ch:<channel>
 --              r:<reward>:stock|granted|dstock|limit|dlimit|cost
 --   KEYS[k+2]  idempotency bucket hash: fingerprint of (channel, request id) -> grant id .. body fingerprint
@@ -25,6 +27,8 @@
 --   ARGV[a+10] grant event to append to the outbox
 --
 -- Returns n replies, in order: {outcome, detail}
+--   {"store_not_ready", ""}  for every claim of the call when the marker is missing: Redis lost
+--                            its data and is not restored yet; nothing was written
 --   {"granted", grant_id}               {"replayed", grant_id}
 --   {"idempotency_conflict", ""}        {"campaign_not_found", ""}
 --   {"stale", ""}  the caller's definition is out of date: reload it and retry
@@ -33,9 +37,10 @@
 --   {"limit_reached", "customer"|"customer_daily"}
 --   {"out_of_stock", "total"|"daily"}   {"budget_exhausted", ""}
 --
--- Order matters: idempotency first (a retry never burns stock), then the campaign, then the
--- customer's limits, then stock and budget. All checks come before the first write, since a
--- script has no rollback.
+-- Order matters: the store-ready marker first (an emptied store knows no request id, no
+-- customer's total and no final state, so deciding anything there grants twice), then
+-- idempotency (a retry never burns stock), then the campaign, then the customer's limits, then
+-- stock and budget. All checks come before the first write, since a script has no rollback.
 
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
@@ -111,7 +116,12 @@ local function decide(k, a)
 end
 
 local replies = {}
+-- One EXISTS per call, not per claim: a call carries a batch of claims.
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  for i = 1, n do replies[i] = {'store_not_ready', ''} end
+  return replies
+end
 for i = 1, n do
-  replies[i] = decide(2 + (i - 1) * 6, 2 + (i - 1) * 10)
+  replies[i] = decide(3 + (i - 1) * 6, 2 + (i - 1) * 10)
 end
 return replies

@@ -13,6 +13,8 @@
 -- KEYS[6]  reward daily hash {c:ID} of the grant's day
 -- KEYS[7]  pending events hash: <grant id>:<event> -> "<outbox id> <event>", until the
 --          ledger has it (the outbox id orders a grant's events)
+-- KEYS[8]  store-ready marker: missing after Redis lost its data, until `quanyi rebuild-redis`
+--          restored it (a final state or a counter missing there would give stock back twice)
 --
 -- ARGV[1]  grant id
 -- ARGV[2]  event: fulfilled | redeemed | expired | failed | revoked | redriven
@@ -25,11 +27,15 @@
 -- ARGV[8]  unix second until which the campaign's grant states are kept (its end + retention)
 --
 -- Returns {outcome, state before}:
+--   {"store_not_ready", ""}  the marker is missing: nothing was written; retry after the rebuild
 --   {"applied", "live"}      the transition happened ({"applied", "failed"} for a redrive)
 --   {"repeated", state}      the grant is already in that state (an idempotent repeat)
 --   {"refused", state}       the grant is no longer live (redeemed, expired, failed, revoked);
 --                            for a redrive: not failed, or "out_of_stock" / "limit_reached" /
 --                            "budget_exhausted" when what the failure gave back is gone
+
+-- Checked before anything else: an emptied store has no final states to refuse a repeat with.
+if redis.call('EXISTS', KEYS[8]) == 0 then return {'store_not_ready', ''} end
 
 local grant_id, event = ARGV[1], ARGV[2]
 local state = redis.call('HGET', KEYS[3], grant_id)

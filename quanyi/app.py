@@ -31,12 +31,15 @@ from access.staff import keep_staff_records_swept
 from campaigns import admin
 from campaigns.service import CampaignService
 from inventory.keys import Keys
+from inventory.readiness import LOST as STORE_LOST
+from inventory.readiness import store_ready
 from issuance import api
 from issuance.claims import ClaimService
 from issuance.grants import GrantReader
 from issuance.lifecycle import GrantLifecycle
 from issuance.outcomes import OutcomeWaiter
 from ledger.lag import FULFIL_GROUP, LEDGER_GROUP, outbox_lag
+from ledger.rebuild import open_store_at_startup
 from ledger.worker import LedgerWorker, ensure_groups
 from quanyi import metrics
 from quanyi.appkeys import (
@@ -213,8 +216,11 @@ def create_app(
         except SecretsKeyError as exc:
             raise StartupError(str(exc)) from exc
         app[CAMPAIGNS] = CampaignService(pool, redis, keys)
-        published = await app[CAMPAIGNS].publish_all()
-        log.info("published %d campaigns to redis", published)
+        # Definitions alone in an emptied Redis would reopen claims with no idempotency entries
+        # or counters behind them: a lost store waits for `quanyi rebuild-redis` instead.
+        if await open_store_at_startup(redis, pool, keys, clock, log):
+            published = await app[CAMPAIGNS].publish_all()
+            log.info("published %d campaigns to redis", published)
         app[GRANTS] = GrantReader(redis, pool, keys)
         app[CLAIMS] = ClaimService(
             redis,
@@ -314,6 +320,12 @@ async def readyz(request: web.Request) -> web.Response:
         checks["postgresql"] = "ok"
     except Exception as exc:
         checks["postgresql"] = f"unreachable: {exc.__class__.__name__}"
+    if checks["redis"] == "ok":
+        try:
+            ready = await store_ready(request.app[REDIS], request.app[KEYS])
+            checks["redis_data"] = "ok" if ready else STORE_LOST
+        except Exception as exc:
+            checks["redis_data"] = f"unknown: {exc.__class__.__name__}"
     checks.update(await _worker_checks(request.app, checks["redis"] == "ok"))
     ready = all(v == "ok" for v in checks.values())
     return json_response(

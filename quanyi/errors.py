@@ -93,6 +93,13 @@ class RightInUse(Conflict):
     code = "right_in_use"
 
 
+class VendorInUse(Conflict):
+    """Where a vendor is reached and how (base URL, adapter) stays put while live campaigns
+    route rewards to it (details: campaigns)."""
+
+    code = "vendor_in_use"
+
+
 class TooManyAttempts(QuanyiError):
     """Too many failed logins for one username lately; says when the next try may come."""
 
@@ -103,8 +110,31 @@ class TooManyAttempts(QuanyiError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
+class TooManyRequests(QuanyiError):
+    """A bounded resource is taken (statement uploads in flight); says when to try again."""
+
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, retry_after_s: int, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class Unavailable(QuanyiError):
     status, code = 503, "unavailable"
+
+
+class StoreNotReady(Unavailable):
+    """Redis lost its data and is not restored from the ledger yet (its store-ready marker is
+    missing): no claim or transition is decided until `quanyi rebuild-redis` ran."""
+
+    headers = MappingProxyType({"Retry-After": "5"})
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message or "the rights store is being restored from the ledger; retry in a few seconds",
+            reason="store_not_ready",
+        )
 
 
 class SecretsKeyError(QuanyiError):

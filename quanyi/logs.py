@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import orjson
 
-from quanyi.pan import mask_pans
+from quanyi.pan import MASK, mask_pans
 
 # `scheme://user:password@host` -> `scheme://user:***@host`; `password=...` in a DSN.
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]*@")
@@ -38,9 +38,30 @@ def mask_credentials(text: str) -> str:
     return text
 
 
+# Any digit of any script: what the fallback masks when redaction itself failed.
+_ANY_DIGIT = re.compile(r"\d")
+
+
 def redact(text: str) -> str:
-    """What may be written to a log or an error message: no card number, no credential."""
-    return mask_pans(mask_credentials(text))
+    """What may be written to a log or an error message: no card number, no credential. Never
+    raises: text that cannot be redacted has every digit masked (and credentials, if that much
+    works) rather than breaking the caller or going out as it is."""
+    try:
+        return mask_pans(mask_credentials(text))
+    except Exception:
+        return _conservative(text)
+
+
+def _conservative(text: Any) -> str:
+    try:
+        text = str(text)
+    except Exception:
+        return "<unprintable>"
+    try:
+        text = mask_credentials(text)
+    except Exception:
+        pass
+    return _ANY_DIGIT.sub(MASK, text)
 
 
 class RedactingFilter(logging.Filter):
@@ -55,7 +76,10 @@ class RedactingFilter(logging.Filter):
         # `extra` values are set after the record is made: masked here, on their way out.
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and not getattr(record, "_fields_safe", False):
-            record.fields = {k: _redact_value(v) for k, v in fields.items()}
+            try:
+                record.fields = {k: _redact_value(v) for k, v in fields.items()}
+            except Exception:  # a filter never raises: the line goes out without them
+                record.fields = {"fields": "<not redactable>"}
         return True
 
 
@@ -64,13 +88,32 @@ def _redact_value(value: Any) -> Any:
 
 
 def redact_record(record: logging.LogRecord, formatter: logging.Formatter) -> None:
+    """Masks the record in place. Never raises (it runs inside every logging call): whatever
+    cannot be redacted is replaced by a conservative mask of it."""
     if getattr(record, "_redacted", False):
         return
     record._redacted = True
     try:
-        message = record.getMessage()
+        _redact_record(record, formatter)
+    except Exception:
+        record.msg, record.args = _conservative(_message(record)), ()
+        record.exc_info = None
+        record.exc_text = _conservative(record.exc_text) if record.exc_text else None
+        record.stack_info = _conservative(record.stack_info) if record.stack_info else None
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
     except Exception:  # a bad format string: keep the parts as text
-        message = f"{record.msg} {record.args}"
+        try:
+            return f"{record.msg} {record.args}"
+        except Exception:
+            return "<unprintable log message>"
+
+
+def _redact_record(record: logging.LogRecord, formatter: logging.Formatter) -> None:
+    message = _message(record)
     masked = redact(message)
     if masked != message or not isinstance(record.msg, str):
         record.msg, record.args = masked, ()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -62,25 +63,57 @@ FREE_TEXT_PANS = (
 )
 
 
-# --- the scanner: written on its own, not with quanyi/pan.py ------------------------------
+# Card numbers as people and spreadsheets write them: full-width and Arabic-Indic digits,
+# commas, pipes, no-break and ideographic spaces.
+HOSTILE_FORMS = (
+    "４１１１１１１１１１１１１１１１, 4111,1111,1111,1111, 5555|5555|5555|4444,"
+    " 4111\u00a01111\u00a01111\u00a01111, ٥٥٥٥٥٥٥٥٥٥٥٥٤٤٤٤, 4111\u30001111\u30001111\u30001111"
+)
 
-# Same definition as the product's: 13-19 digits once separators (` - . _ : /`, up to three
-# in a row) and leading zeros are gone, passing Luhn, not starting with 1 (Unix times), ISO
-# date-times and UUIDs aside. Every contiguous group of a run is tried, not only the whole run.
-_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?")
-_UUID = re.compile(r"\b[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}\b")
-_RUN = re.compile(r"\d+(?:[ ._:/-]{1,3}\d+)*")
+
+# --- the scanner: written on its own, stricter than quanyi/pan.py --------------------------
+
+# Any digit of any script counts (NFKC first: full-width, superscripts, circled digits; then
+# every remaining Unicode digit). Between two digits of a number: up to three characters that
+# are neither letters nor digits, whatever they are. Exempt only what is clearly no card:
+# Unix times in s, ms and µs (10, 13 or 16 digits starting 17-20), ISO dates and date-times,
+# UUIDs and grant ids (ULIDs).
+_EXEMPT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?)?"
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|(?<![0-9A-Za-z])[0-7][0-9A-HJKMNP-TV-Z]{25}(?![0-9A-Za-z])"
+)
+_NUMBER_RUN = re.compile(r"[0-9]+(?:[\W_]{1,3}[0-9]+)*")
+
+
+def _unicode_digits_to_ascii(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return "".join(
+        str(unicodedata.digit(c)) if c.isdigit() and unicodedata.digit(c, None) is not None else c
+        for c in text
+    )
+
+
+def _unix_time(digits: str) -> bool:
+    return len(digits) in (10, 13, 16) and digits[:2] in ("17", "18", "19", "20")
 
 
 def pans_in(text: str) -> list[str]:
-    text = _UUID.sub(" ", _DATETIME.sub(" ", text))
+    text = _EXEMPT.sub("x", _unicode_digits_to_ascii(text))
     found = []
-    for run in _RUN.finditer(text):
-        groups = re.findall(r"\d+", run.group())
+    for run in _NUMBER_RUN.finditer(text):
+        groups = re.findall(r"[0-9]+", run.group())
         for i in range(len(groups)):
-            for j in range(i, len(groups)):
-                digits = "".join(groups[i : j + 1]).lstrip("0")
-                if 13 <= len(digits) <= 19 and digits[0] != "1" and _luhn(digits):
+            digits = ""
+            for group in groups[i:]:
+                if _unix_time(group):
+                    break
+                digits = (digits + group).lstrip("0")
+                if len(digits) > 19:
+                    break
+                if 13 <= len(digits) and not _unix_time(digits) and _luhn(digits):
                     found.append(digits)
     return found
 
@@ -89,8 +122,14 @@ def test_the_scanner_finds_what_it_must_and_passes_timestamps():
     for pan in CARD_IDS:
         assert pans_in(f"x {pan} y"), pan
     assert pans_in(FREE_TEXT_PANS)
+    assert len(pans_in(HOSTILE_FORMS)) >= 6
     assert pans_in('{"pan": 4111111111111111}')
+    assert pans_in('["4111", "1111", "1111", "1111"]') == []  # four characters between
+    assert pans_in("4111#1111*1111~1111") and pans_in("4111\n1111\n1111\n1111")
+    assert pans_in("④①①①①①①①①①①①①①①①")
+    assert pans_in(with_check_digit("100000000000000"))  # starting with 1 is no exemption
     assert not pans_in("411111******1111 1795606932123-0 2026-12-01 08:32:03.123456+00")
+    assert not pans_in("1795606932.123456 2026-12-01|2026-12-31 01JDXQ7ZK3M4N5P6Q7R8S9T0VW")
     assert not pans_in("4111111111111112 C1001 q17 0.5")
 
 
@@ -239,12 +278,20 @@ async def hostile_requests(
             refused(status, reply, field)
     status, reply = await api.channel("GET", "/v1/customers/4111.1111.1111.1111/grants")
     assert status == 400, reply
+    for card in ("４１１１１１１１１１１１１１１１", "4111,1111,1111,1111", "4111|1111|1111|1111"):
+        status, reply = await api.claim(
+            request_id="h1", campaign_id="c1", customer_id=card, reward_id="r1"
+        )
+        assert status == 400, reply
+    logging.getLogger("quanyi.hostile").warning("said %s", HOSTILE_FORMS)
 
     # A grant of our own, revoked by its channel with a card number in the reason.
     status, grant = await api.claim(request_id="ok-1", campaign_id="c1", customer_id="C1001")
     assert status == 201, grant
     status, reply = await api.channel(
-        "POST", f"/v1/grants/{grant['grant_id']}/revoke", {"reason": FREE_TEXT_PANS}
+        "POST",
+        f"/v1/grants/{grant['grant_id']}/revoke",
+        {"reason": f"{FREE_TEXT_PANS} {HOSTILE_FORMS}"},
     )
     assert status == 200, reply
 
@@ -255,7 +302,7 @@ async def hostile_requests(
         "/admin/v1/rights",
         {
             "id": "pan-right",
-            "name": f"coffee for {FREE_TEXT_PANS}"[:200],
+            "name": f"coffee for {HOSTILE_FORMS} {FREE_TEXT_PANS}"[:200],
             "kind": "voucher",
             "face_value": 100,
             "unit_cost": 50,
@@ -298,7 +345,7 @@ async def hostile_requests(
         "marketer",
         "POST",
         f"/admin/v1/grants/{other['grant_id']}/revoke",
-        {"reason": FREE_TEXT_PANS},
+        {"reason": f"{HOSTILE_FORMS} {FREE_TEXT_PANS}"},
     )
     assert status == 200, reply
 
@@ -307,6 +354,11 @@ async def hostile_requests(
         "/admin/v1/login", json={"username": CARD_IDS[1], "password": CARD_IDS[0]}
     )
     assert resp.status in (400, 401), await resp.text()
+    for username in ("４１１１１１１１１１１１１１１１", "4111|1111|1111|1111", HOSTILE_FORMS):
+        resp = await api.client.post(
+            "/admin/v1/login", json={"username": username, "password": "x"}
+        )
+        assert resp.status in (400, 401), await resp.text()
 
     # Vendor callbacks: the stored body has its card numbers masked, JSON numbers included.
     [done] = await fulfil(1)
@@ -318,6 +370,7 @@ async def hostile_requests(
             "grant_id": done["grant_id"],
             "redeemed_at": stamp,
             "note": FREE_TEXT_PANS,
+            "said": HOSTILE_FORMS,
             "card": 4111111111111111,
             "4111111111111111": ["5555 5555 5555 4444"],
         }
@@ -344,6 +397,8 @@ async def hostile_requests(
         ("4111111111111111", "5555-5555-5555-4444", "issued"),
         ("", f"{UNIONPAY_19}", "redeemed"),
         (done["grant_id"], "4111 1111 1111 1111", "redeemed"),
+        ("４１１１１１１１１１１１１１１１", "5555|5555|5555|4444", "issued"),
+        ("", "4111\u00a01111\u00a01111\u00a01111", "redeemed"),
     )
     status, report = await upload(api, day.isoformat(), csv)
     assert status == 201, report

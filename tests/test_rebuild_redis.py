@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -22,7 +23,7 @@ from tests.conftest import TEST_DATABASE_URL, TEST_PREFIX
 from tests.conftest import test_settings as settings_for
 from tests.helpers import _state
 from tests.support.scratch import ScratchRedis, redis_available
-from tests.test_redis_recovery import claim
+from tests.test_redis_recovery import claim, not_ready
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis-server")
 
@@ -78,6 +79,8 @@ async def restorable(scratch: ScratchRedis) -> dict[bytes, Any]:
         for key, value in state.items():
             if b":outbox" in key or b":pending" in key:
                 continue  # on their way to the ledger: nothing to restore once it has them
+            if key.endswith(b":store:ready"):
+                continue  # says when and why it was set: compared on its own
             if isinstance(value, dict):
                 value = {f: v for f, v in value.items() if v != b"0"}
             kept[key] = (value, await raw.expiretime(key))
@@ -134,14 +137,23 @@ async def test_rebuild_restores_what_claims_wrote_and_retries_replay_the_origina
 
     await redis.flushdb()
     findings = await Reconcile(pool, redis, keys, settings, clock).run()
-    assert {f.check for f in drifted(findings)} >= {"definition"}
+    assert {f.check for f in drifted(findings)} >= {"definition", "store"}
     run = quanyi(scratch, "reconcile")
     assert run.returncode == 1 and "DRIFT" in run.stdout, run.stdout + run.stderr
+    # Until the rebuild, nothing is decided: neither a retry, nor a new claim, nor a revoke.
+    for request_id, customer in (("q1", "cust-1"), ("q9", "cust-9")):
+        assert not_ready(*await claim(api, request_id, customer))
+    assert not_ready(
+        *await api.channel("POST", f"/v1/grants/{grants['q1']['grant_id']}/revoke", {})
+    )
+    assert await redis.dbsize() == 0
 
     run = quanyi(scratch, "rebuild-redis")
     assert run.returncode == 0, run.stderr
     assert "restored 2 campaigns" in run.stdout and "restored 6 idempotency entries" in run.stdout
     assert await restorable(scratch) == before
+    marker = orjson.loads(await redis.get(keys.store_ready))
+    assert "rebuild-redis" in marker["reason"]
     # A second run changes nothing.
     await Rebuild(pool, redis, keys, settings, clock).run()
     assert await restorable(scratch) == before

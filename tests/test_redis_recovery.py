@@ -1,4 +1,5 @@
-"""Redis losing its data: a flush under claims, kill -9 with AOF, grants the ledger refused.
+"""Redis losing its data: a flush under claims (nothing is decided until rebuild-redis), a lost
+definition (republished), kill -9 with AOF, grants the ledger refused.
 
 Every test here runs against a Redis server of its own (tests/support/scratch.py), never the
 shared one: flushing and killing it touches nothing else.
@@ -18,11 +19,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from inventory.stock import StockLedger
 from issuance.claims import CampaignCache, Claim, ClaimService
 from ledger.lag import LEDGER_GROUP, outbox_lag
+from ledger.rebuild import Rebuild
 from ledger.reconcile import Reconcile, drifted
 from ledger.worker import LedgerWorker
 from quanyi.app import open_redis
 from quanyi.appkeys import CAMPAIGNS, LIFECYCLE
-from quanyi.errors import CampaignNotFound, Unavailable
+from quanyi.errors import CampaignNotFound, StoreNotReady, Unavailable
 from tests.conftest import CHANNEL, Api, register_vendor, sim_stats
 from tests.conftest import test_settings as settings_for
 from tests.support.scratch import ScratchRedis, redis_available
@@ -68,36 +70,76 @@ async def claim(api: Api, request_id: str, customer_id: str, **extra: Any) -> tu
     )
 
 
-async def test_a_flush_under_claims_republishes_the_campaign_instead_of_404(api, pool, redis, keys):
+def not_ready(status: int, body: Any) -> bool:
+    """The answer to a claim or a transition while Redis is not rebuilt yet."""
+    return status == 503 and body["error"]["reason"] == "store_not_ready"
+
+
+async def test_a_flush_under_claims_grants_nothing_twice_and_claims_resume_after_rebuild(
+    api, pool, redis, keys, settings, clock
+):
+    """40 customers hold a grant (limit 1). A stream of retries of their request ids, new
+    request ids of theirs and new customers meets a FLUSHDB: no retry answers 201, no customer
+    gets a second grant, nothing is republished into the emptied store; after rebuild-redis the
+    retries replay the original grants and new customers are served again."""
     await api.create_right()
     await api.create_campaign(
         rewards=[{"id": "r1", "right_id": "coffee", "stock": 1000, "per_customer_limit": 1}]
     )
-    statuses = [
-        s for s, _ in await asyncio.gather(*(claim(api, f"a{i}", f"a{i}") for i in range(40)))
-    ]
-    assert statuses == [201] * 40
+    original = {}
+    for i, (status, body) in enumerate(
+        await asyncio.gather(*(claim(api, f"a{i}", f"a{i}") for i in range(40)))
+    ):
+        assert status == 201
+        original[f"a{i}"] = body["grant_id"]
     await LedgerWorker(redis, pool, keys).drain()
+    granted_to: dict[str, set[str]] = {f"a{i}": {original[f"a{i}"]} for i in range(40)}
 
     async def flush_midway() -> None:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
         await redis.flushdb()
 
+    stream = []
+    for i in range(40):  # retry, a new request of a customer at the limit, new customers
+        stream += [("retry", f"a{i}", f"a{i}"), ("again", f"x{i}", f"a{i}")]
+        stream += [("new", f"b{i}-{n}", f"b{i}-{n}") for n in range(3)]
     replies = await asyncio.gather(
-        *(claim(api, f"b{i}", f"b{i}") for i in range(200)), flush_midway()
+        *(claim(api, request_id, customer) for _, request_id, customer in stream), flush_midway()
     )
-    codes = [(s, body.get("error", {}).get("code")) for s, body in replies[:-1]]
-    assert all(s in (201, 503) for s, _ in codes), [c for c in codes if c[0] not in (201, 503)]
-    # Once republished, every claim is decided again (none is left to 503).
-    later = await asyncio.gather(*(claim(api, f"c{i}", f"c{i}") for i in range(50)))
-    assert [s for s, _ in later] == [201] * 50
-    definition = await redis.hgetall(keys.campaign("c1"))
-    assert definition["state"] == "active"
-    # The counter restarted from the ledger's 40; since then it counts what the outbox holds
-    # (grants answered 201 before the flush and not yet in the ledger are gone with it).
-    in_outbox = await redis.xlen(keys.outbox)
-    assert in_outbox >= 50
-    assert int(definition["r:r1:granted"]) == 40 + in_outbox
+    refused = 0
+    for (kind, request_id, customer), (status, body) in zip(stream, replies[:-1], strict=True):
+        refused += not_ready(status, body)
+        if status == 201:
+            granted_to.setdefault(customer, set()).add(body["grant_id"])
+        if kind == "retry":
+            assert not_ready(status, body) or (status, body["grant_id"]) == (
+                200,
+                original[request_id],
+            ), (request_id, status, body)
+        elif kind == "again":
+            assert not_ready(status, body) or body["error"]["code"] == "limit_reached", body
+        else:
+            assert status == 201 or not_ready(status, body), body
+    assert refused > 0, "the flush came after the stream: it proved nothing"
+    assert max(len(g) for g in granted_to.values()) == 1
+    # Still refused until the rebuild, and nothing was written into the emptied store.
+    status, body = await claim(api, "late", "late")
+    assert not_ready(status, body), body
+    assert "retry" in body["error"]["message"] and "ledger" in body["error"]["message"]
+    assert not await redis.exists(keys.outbox, keys.campaign_definition("c1"), keys.campaign("c1"))
+
+    await Rebuild(pool, redis, keys, settings, clock).run()
+    for i in range(40):
+        status, body = await claim(api, f"a{i}", f"a{i}")
+        assert (status, body["grant_id"]) == (200, original[f"a{i}"])
+        status, body = await claim(api, f"y{i}", f"a{i}")
+        assert (status, body["error"]["code"]) == (409, "limit_reached")
+    later = await asyncio.gather(*(claim(api, f"c{i}", f"c{i}") for i in range(20)))
+    assert [s for s, _ in later] == [201] * 20
+    # The counter is the ledger's live grants plus the new ones (grants answered 201 between
+    # the drain and the flush were in the outbox only: gone with it, see AOF below).
+    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 40 + 20
+    assert await pool.fetchval("SELECT count(*) FROM grants") == 40
 
 
 async def test_an_unknown_campaign_is_looked_up_once_not_on_every_claim(
@@ -130,7 +172,8 @@ async def test_an_unknown_campaign_is_looked_up_once_not_on_every_claim(
         assert all(isinstance(o, CampaignNotFound) for o in outcomes), {repr(o) for o in outcomes}
         assert calls == ["nope"]
 
-        await redis.flushdb()
+        # A lost write: the definition is gone, the rest of Redis (and its marker) is there.
+        await redis.delete(keys.campaign("c1"), keys.campaign_definition("c1"))
         grants = await asyncio.gather(
             *(service.claim(Claim(CHANNEL, f"y{i}", "c1", f"y{i}", None)) for i in range(50))
         )
@@ -153,19 +196,21 @@ async def test_a_lost_campaign_is_503_while_postgresql_cannot_republish_it(
     await service.start()
     try:
         grant = await service.claim(Claim(CHANNEL, "q1", "c1", "cust-1", None))
-        await redis.flushdb()
+        await redis.delete(keys.campaign("c1"), keys.campaign_definition("c1"))  # a lost write
         for cached in (True, False):  # a definition at hand, and one read from Redis
             if not cached:
                 service.campaigns = CampaignCache(StockLedger(redis, keys), postgresql_away)
-            with pytest.raises(Unavailable):
+            with pytest.raises(Unavailable) as refused:
                 await service.claim(Claim(CHANNEL, "q2", "c1", "cust-2", None))
-        assert grant.grant_id and await redis.dbsize() == 0
+            assert not isinstance(refused.value, StoreNotReady)
+        assert grant.grant_id
+        assert not await redis.exists(keys.campaign("c1"), keys.campaign_definition("c1"))
     finally:
         await service.close()
 
 
 async def test_counters_rebuilt_from_the_ledger_leave_out_revoked_and_failed_grants(
-    api, pool, redis, keys
+    api, pool, redis, keys, settings, clock
 ):
     """Stock 4: four grants, one revoked and one failed (the campaign gives stock back on
     failure) leave two live. After the loss the counter is 2 and two more may be granted."""
@@ -183,6 +228,9 @@ async def test_counters_rebuilt_from_the_ledger_leave_out_revoked_and_failed_gra
     assert sorted(r["status"] for r in statuses) == ["failed", "granted", "granted", "revoked"]
 
     await redis.flushdb()
+    assert not_ready(*await claim(api, "new-1", "new-1"))
+    await Rebuild(pool, redis, keys, settings, clock).run()
+    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 2
     status, _ = await claim(api, "new-1", "new-1")
     assert status == 201
     assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 3

@@ -16,6 +16,7 @@ import pytest
 from quanyi.ids import new_grant_id
 from tests.helpers import audit_rows, sign_in
 from vendors import rsa
+from vendors.registry import key_fingerprint
 
 QUANYI = Path(sys.executable).with_name("quanyi")
 MISSING_ENV = f"QUANYI_TEST_NO_SUCH_KEY_{os.getpid()}"
@@ -136,7 +137,20 @@ async def test_an_admin_creates_reads_lists_and_patches_vendors(api, pool, key_p
             "SELECT array_agg(detail ORDER BY id) FROM audit_log WHERE target = 'vendor:lounge-co'"
         )
     ]
-    assert details[0] == created and details[-1] == expected
+    # An update is audited as what it changed, before and after; keys by fingerprint only.
+    fingerprints = [key_fingerprint(rsa.load_key(k)) for k in expected["public_keys"]]
+    assert details[0] == created
+    assert details[1:] == [
+        {"changed": {"timeout_ms": {"before": 1500, "after": 3000}}},
+        {"changed": {"max_attempts": {"before": 3, "after": 5}}},
+        {
+            "changed": {
+                "name": {"before": "Lounge Co", "after": "Lounge Company"},
+                "public_keys": {"before": fingerprints[:1], "after": fingerprints},
+            }
+        },
+        {"changed": {"max_in_flight": {"before": 10, "after": 7}}},
+    ]
 
 
 async def test_only_an_admin_may_create_or_change_a_vendor(api, pool, key_pairs, our_key_file):

@@ -15,8 +15,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from issuance.claims import Claim
+from ledger.rebuild import Rebuild
 from quanyi.app import WORKERS, create_app
-from quanyi.appkeys import CAMPAIGNS, CLAIMS, KEYS
+from quanyi.appkeys import CLAIMS, KEYS, POOL, SETTINGS
 from quanyi.clock import system_clock
 from tests import conftest
 from tests.conftest import CHANNEL
@@ -195,10 +196,18 @@ async def test_both_workers_ride_through_a_redis_flush_under_claims(aiohttp_clie
             try:
                 async with claims_of(app, "c1") as stream:
                     await stream.until_granted(100)
-                    await raw.flushdb()  # the outbox, its groups and the campaign definitions
+                    await raw.flushdb()  # the outbox, its groups, the definitions, the marker
+                    at_flush = stream.sent
                     # The API creates groups only at start: the workers must re-create them.
                     await until(groups_back, timeout=10, what="the consumer groups re-created")
-                    await app[CAMPAIGNS].publish_all()
+
+                    async def sent_more() -> bool:
+                        return stream.sent >= at_flush + 25
+
+                    await until(sent_more, what="claims sent after the flush")
+                    # An emptied store decides nothing until it is rebuilt from the ledger.
+                    assert stream.granted_since(at_flush) == []
+                    await Rebuild(app[POOL], raw, app[KEYS], app[SETTINGS], system_clock).run()
                     after_flush = stream.sent
                     await stream.until_granted(len(stream.grants) + 200)
                 new_grants = stream.granted_since(after_flush)

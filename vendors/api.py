@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import asyncpg
@@ -25,6 +27,7 @@ from vendors import queries
 from vendors.registry import VendorRegistry
 from vendors.rsa import verify
 from vendors.statements import reconcile
+from vendors.upload_slots import upload_slots
 
 routes = web.RouteTableDef()
 
@@ -62,6 +65,15 @@ async def post_redemption(request: web.Request) -> web.Response:
     if not grant_id and not code:
         f.fail("grant_id", "grant_id or code is required")
     f.check()
+    # What will be stored (card numbers masked) is worked out before any state moves: a body
+    # that cannot be stored is refused now, not after the grant was redeemed.
+    try:
+        stored_body = masked_json_text(body)
+        stored_code = mask_pans(code) if code else code
+    except (ValueError, TypeError, RecursionError):
+        raise InvalidRequest(
+            "the body cannot be stored", {"body": "cannot be stored with card numbers masked"}
+        ) from None
 
     pool = app[POOL]
     prior = await pool.fetchrow(queries.get_redemption, vendor_id, redemption_id)
@@ -75,9 +87,9 @@ async def post_redemption(request: web.Request) -> web.Response:
         vendor_id,
         redemption_id,
         grant["grant_id"] if grant else grant_id,
-        mask_pans(code) if code else code,
+        stored_code,
         redeemed_at,
-        body,
+        stored_body,
     )
     if grant is None:
         await _record(pool, *record, "refused", "unknown grant")
@@ -190,12 +202,16 @@ async def _read_large(request: web.Request, limit: int) -> bytes:
 
 
 async def _verified_body(
-    request: web.Request, vendor_id: str, limit: int = CALLBACK_MAX_BYTES
+    request: web.Request,
+    vendor_id: str,
+    limit: int = CALLBACK_MAX_BYTES,
+    before_read: Callable[[], object] | None = None,
 ) -> bytes:
     """The raw body of a vendor's signed request. Nothing of the body is read until the
     timestamp is fresh, the vendor known and the declared size within `limit` (401 or 413
     otherwise, so a stranger cannot make us buffer megabytes); then the signature is checked
-    on the raw bytes, before anything parses them."""
+    on the raw bytes, before anything parses them. `before_read` runs once the headers
+    passed and before the body is read (a statement takes its upload slot there)."""
     app = request.app
     timestamp = request.headers.get("X-Vendor-Timestamp", "")
     signature = request.headers.get("X-Vendor-Signature", "")
@@ -209,6 +225,8 @@ async def _verified_body(
     known = app[VENDORS].get(vendor_id)
     if known is None or not known[1] or not signature:
         raise Unauthorized("unknown vendor or bad signature")
+    if before_read is not None:
+        before_read()
     body = await _read_large(request, limit)
     if len(body) > CALLBACK_MAX_BYTES:
         # Hashing megabytes takes milliseconds; pycryptodome lets the loop run meanwhile.
@@ -243,7 +261,7 @@ async def _record(
     grant_id: str | None,
     code: str | None,
     redeemed_at: Any,
-    body: bytes,
+    stored_body: str,
     outcome: str,
     reason: str | None,
 ) -> None:
@@ -256,7 +274,7 @@ async def _record(
         redeemed_at,
         outcome,
         reason,
-        masked_json_text(body),  # kept for reconciliation, never with a card number
+        stored_body,  # kept for reconciliation, never with a card number (masked_json_text)
     )
 
 
@@ -363,16 +381,26 @@ async def post_statement(request: web.Request) -> web.Response:
     staff.require_head_office()
     vendor_id = path_id(request, "vendor_id")
     await VendorRegistry(request.app[POOL]).get(vendor_id)
-    body = await _read_large(request, STATEMENT_MAX_BYTES)
-    return await _reconcile(request, staff, vendor_id, body)
+    with upload_slots(request.app).hold(vendor_id):  # before a byte of the body is read
+        body = await _read_large(request, STATEMENT_MAX_BYTES)
+        return await _reconcile(request, staff, vendor_id, body)
 
 
 @routes.post("/v1/vendors/{vendor_id}/statements")
 async def post_vendor_statement(request: web.Request) -> web.Response:
     """A vendor sends its daily statement itself, signed like a callback."""
     vendor_id = path_id(request, "vendor_id")
-    body = await _verified_body(request, vendor_id, STATEMENT_MAX_BYTES)
-    return await _reconcile(request, Staff(f"vendor:{vendor_id}", "vendor", "HQ"), vendor_id, body)
+    with ExitStack() as held:
+        # The upload slot is taken once the headers passed, before the body is read, and
+        # held until the statement is reconciled.
+        body = await _verified_body(
+            request,
+            vendor_id,
+            STATEMENT_MAX_BYTES,
+            before_read=lambda: held.enter_context(upload_slots(request.app).hold(vendor_id)),
+        )
+        actor = Staff(f"vendor:{vendor_id}", "vendor", "HQ")
+        return await _reconcile(request, actor, vendor_id, body)
 
 
 async def _reconcile(
@@ -386,4 +414,6 @@ async def _reconcile(
     report = await reconcile(
         request.app[POOL], actor, vendor_id, day, text, request.app[SETTINGS].zone
     )
-    return json_response(report, 201)
+    # A report lists every row of a statement of up to 16 MB: encoded off the event loop.
+    body = await asyncio.to_thread(orjson.dumps, report)
+    return web.Response(body=body, status=201, content_type="application/json")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -29,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from inventory.keys import Keys
+from inventory.readiness import store_ready
 from inventory.scripts import Scripts
 from inventory.stock import StockLedger
 from issuance.claims import CampaignCache
@@ -44,7 +46,7 @@ from ledger.worker import (
 )
 from quanyi import metrics
 from quanyi.clock import Clock
-from quanyi.errors import GrantNotFound
+from quanyi.errors import GrantNotFound, StoreNotReady
 from quanyi.settings import Settings
 from vendors import queries
 from vendors.adapters import Adapter, Order, VendorError, make_adapter
@@ -54,8 +56,9 @@ from vendors.registry import Vendor
 
 log = logging.getLogger(__name__)
 
-# A store away (restarting, failing over): not the grant's fault, so no attempt is spent on it.
-STORES_AWAY = (*REDIS_AWAY, *POSTGRES_AWAY, asyncpg.PostgresError)
+# A store away (restarting, failing over, or Redis emptied and not rebuilt yet): not the
+# grant's fault, so no attempt is spent on it; the grant is parked and tried again.
+STORES_AWAY = (*REDIS_AWAY, *POSTGRES_AWAY, asyncpg.PostgresError, StoreNotReady)
 LEASE_MS = 60_000
 # A fulfilment that raised something unexpected is retried this often, this far apart.
 CRASH_ATTEMPTS = 10
@@ -137,7 +140,9 @@ class FulfilmentWorker:
         self._routes: dict[tuple[str, str], Route] = {}
         self._scripts = Scripts(redis)
         self._duplicates = DuplicateCheck(pool)
-        campaigns = CampaignCache(StockLedger(redis, keys))
+        campaigns = CampaignCache(
+            StockLedger(redis, keys), ready=functools.partial(store_ready, redis, keys)
+        )
         self.lifecycle = GrantLifecycle(
             redis, keys, GrantReader(redis, pool, keys), campaigns, settings, clock
         )

@@ -15,6 +15,17 @@ RETURNING *
 -- name: get_vendor
 SELECT * FROM vendors WHERE id = $1
 
+-- name: lock_vendor
+-- Held by a change of the vendor until it commits; a submit or approval that routes rewards to
+-- the vendor takes a share lock on it (campaigns share_vendors), so the two never cross.
+SELECT * FROM vendors WHERE id = $1 FOR NO KEY UPDATE
+
+-- name: campaigns_routed_to_vendor
+SELECT DISTINCT c.id
+FROM campaigns c JOIN rewards r ON r.campaign_id = c.id
+WHERE r.vendor_id = $1 AND c.status = ANY($2::text[])
+ORDER BY c.id
+
 -- name: list_vendors
 SELECT * FROM vendors ORDER BY id
 

@@ -6,6 +6,7 @@ Private keys never live in the database or the repository: a vendor row names wh
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,16 @@ from typing import Any
 import asyncpg
 
 from access.staff import Staff, audit
-from quanyi.errors import AlreadyExists, InvalidRequest, NotFound
+from campaigns.model import LIVE
+from quanyi.errors import AlreadyExists, InvalidRequest, NotFound, VendorInUse
 from quanyi.validation import Fields
 from vendors import queries
 from vendors.rsa import RsaKey, load_key
 
 ADAPTERS = ("http", "points", "codepool", "simulated")
+# Where a vendor is reached and how: changing either redirects every credit and fulfilment of
+# the campaigns routed to it, so neither moves while a live campaign is (see VendorInUse).
+ROUTING_FIELDS = ("adapter", "base_url")
 
 
 @dataclass(frozen=True)
@@ -149,11 +154,33 @@ class VendorRegistry:
         if not isinstance(body, dict):
             raise InvalidRequest("body must be a JSON object")
         async with self._pool.acquire() as conn, conn.transaction():
-            current = await self._get(conn, vendor_id)
+            # Under the vendor's lock: a submit or approval routing rewards here waits for this
+            # change, or this change sees the campaign it made live.
+            row = await conn.fetchrow(queries.lock_vendor, vendor_id)
+            if row is None:
+                raise NotFound(f"no vendor {vendor_id}")
+            current = Vendor.from_row(row)
             v = _parse({**body, "id": vendor_id}, current)
+            rerouted = [f for f in ROUTING_FIELDS if v[f] != getattr(current, f)]
+            if rerouted:
+                in_use = [
+                    r["id"]
+                    for r in await conn.fetch(queries.campaigns_routed_to_vendor, vendor_id, LIVE)
+                ]
+                if in_use:
+                    raise VendorInUse(
+                        f"vendor {vendor_id} fulfils live campaigns: its {' and '.join(rerouted)}"
+                        " cannot change until they end (keys and tuning may)",
+                        campaigns=in_use,
+                        fields={
+                            f: "fixed while live campaigns route rewards here" for f in rerouted
+                        },
+                    )
             row = await conn.fetchrow(queries.update_vendor, *_columns(v))
             vendor = Vendor.from_row(row)
-            await audit(conn, staff, "vendor.update", f"vendor:{vendor.id}", vendor.to_json())
+            await audit(
+                conn, staff, "vendor.update", f"vendor:{vendor.id}", _changes(current, vendor)
+            )
         return vendor
 
     async def get(self, vendor_id: str) -> Vendor:
@@ -195,3 +222,31 @@ def _columns(v: dict[str, Any]) -> tuple:
         v["public_keys"],
         v["signing_key"],
     )
+
+
+def key_fingerprint(key: RsaKey) -> str:
+    """SHA-256 of a key's public half (DER): names a key in the audit log without the key."""
+    return "SHA256:" + hashlib.sha256(key.public_key().export_key(format="DER")).hexdigest()
+
+
+def _audited(vendor: Vendor) -> dict[str, Any]:
+    """A vendor as the audit log keeps it: keys by fingerprint. Our signing key is a reference
+    (file:PATH or env:VARIABLE), never the key; its fingerprint says when the key behind it
+    changed."""
+    shown = vendor.to_json()
+    shown.pop("id")
+    shown.update(shown.pop("retry"))
+    shown["public_keys"] = [key_fingerprint(key) for key in vendor.verifying_keys()]
+    if vendor.signing_key:
+        try:
+            fingerprint = key_fingerprint(load_private_key(vendor.signing_key))
+        except (OSError, KeyError, ValueError, IndexError, TypeError):
+            fingerprint = "unreadable"  # the key behind a reference that was replaced
+        shown["signing_key"] = {"reference": vendor.signing_key, "fingerprint": fingerprint}
+    return shown
+
+
+def _changes(before: Vendor, after: Vendor) -> dict[str, Any]:
+    """{"changed": {field: {"before", "after"}}}, of the fields that changed only."""
+    old, new = _audited(before), _audited(after)
+    return {"changed": {k: {"before": old[k], "after": new[k]} for k in new if old[k] != new[k]}}

@@ -1,0 +1,230 @@
+"""The claim benchmark's scratch stores (database quanyi_bench, Redis db 11 for the API and 12
+for claim.lua alone, prefix qyb) and its campaign, and what is read back from them: grants
+counted, memory per key family, the outbox's consumer groups, the ledger's catch-up and lag."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from access.channels import create_channel
+from access.staff import Staff, create_staff
+from campaigns.service import CampaignService
+from inventory.keys import Keys
+from ledger.lag import LEDGER_GROUP, trim_outbox
+from loadtests.bench.results import BenchError, Settled
+from loadtests.drivers import ClaimSigner
+from quanyi.db import migrate
+
+PG_ADMIN_URL = "postgresql://127.0.0.1:5432/postgres"
+DATABASE = "quanyi_bench"
+DATABASE_URL = f"postgresql://127.0.0.1:5432/{DATABASE}"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+API_REDIS_DB, LUA_REDIS_DB = 11, 12
+PREFIX = "qyb"
+
+CHANNEL = "bench-app"
+CHANNEL_SECRET = "bench-channel-secret-not-for-production"
+STAFF_PASSWORD = "bench-password"
+RIGHT = "bench-voucher"
+CAMPAIGN = "bench"
+REWARD = "r1"
+# Customers are drawn from a pool this large; the limit is far above what a draw can reach, and
+# the stock far above what a run can grant, so every claim is decided the whole way to a grant.
+CUSTOMERS = 1_000_000
+PER_CUSTOMER_LIMIT = 1_000
+STOCK = 100_000_000
+SIGNER = ClaimSigner(CHANNEL, CHANNEL_SECRET, CAMPAIGN, CUSTOMERS)
+
+CATCH_UP_TIMEOUT_S = 60.0
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """The environment of `quanyi serve` and the workers against the scratch stores."""
+    env = dict(os.environ)
+    env.update(
+        QUANYI_REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{API_REDIS_DB}",
+        QUANYI_DATABASE_URL=DATABASE_URL,
+        QUANYI_KEY_PREFIX=PREFIX,
+        QUANYI_HTTP_HOST="127.0.0.1",
+        QUANYI_LOG_LEVEL="WARNING",
+    )
+    env.update(extra)
+    return env
+
+
+def redis_client(db: int) -> Redis:
+    return Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, decode_responses=True)
+
+
+async def redis_cpu_s(redis: Redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def fresh_database() -> None:
+    await drop_database()
+    await migrate(DATABASE_URL)
+
+
+async def drop_database() -> None:
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def create_campaign(pool: asyncpg.Pool, redis: Redis) -> None:
+    """A channel and an approved campaign, through the same workflow staff use."""
+    await create_staff(pool, "bench-marketer", STAFF_PASSWORD, "marketer", "HQ")
+    await create_staff(pool, "bench-approver", STAFF_PASSWORD, "approver", "HQ")
+    marketer = Staff("bench-marketer", "marketer", "HQ")
+    approver = Staff("bench-approver", "approver", "HQ")
+    await create_channel(pool, CHANNEL, CHANNEL_SECRET)
+    service = CampaignService(pool, redis, Keys(PREFIX))
+    await service.create_right(
+        marketer,
+        {
+            "id": RIGHT,
+            "name": "bench voucher",
+            "kind": "voucher",
+            "face_value": 200,
+            "unit_cost": 100,
+        },
+    )
+    now = datetime.now(UTC)
+    await service.create(
+        marketer,
+        {
+            "id": CAMPAIGN,
+            "name": "bench campaign",
+            "branch": "HQ",
+            "starts_at": (now - timedelta(hours=1)).isoformat(),
+            "ends_at": (now + timedelta(days=7)).isoformat(),
+            "channels": [CHANNEL],
+            "rewards": [
+                {
+                    "id": REWARD,
+                    "right_id": RIGHT,
+                    "stock": STOCK,
+                    "per_customer_limit": PER_CUSTOMER_LIMIT,
+                }
+            ],
+        },
+    )
+    await service.transition(marketer, CAMPAIGN, "submit")
+    await service.transition(approver, CAMPAIGN, "approve")
+
+
+async def granted_total(redis: Redis) -> int:
+    return int(await redis.hget(Keys(PREFIX).campaign(CAMPAIGN), f"r:{REWARD}:granted") or 0)
+
+
+async def used_memory(redis: Redis) -> int:
+    return int((await redis.info("memory"))["used_memory"])
+
+
+def key_family(key: str) -> str:
+    if key.startswith(f"{PREFIX}:idem:"):
+        return "idempotency"
+    if ":cu:" in key:
+        return "customer totals"
+    if ":cd:" in key or ":rd:" in key:
+        return "daily counters"
+    if key.startswith(f"{PREFIX}:outbox"):
+        return "outbox"
+    if key.startswith(f"{PREFIX}:pending"):
+        return "pending grants"
+    return "campaigns"
+
+
+async def keys_memory(redis: Redis) -> dict[str, tuple[int, int]]:
+    """(keys, bytes) per key family of this run: unlike used_memory, blind to other users of
+    the server, but also blind to the server's own per-key tables (main and expires dicts)."""
+    families: dict[str, tuple[int, int]] = {}
+    batch: list[str] = []
+
+    async def measure() -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.memory_usage(key, samples=0)
+            sizes = await pipe.execute()
+        for key, size in zip(batch, sizes, strict=True):
+            count, total = families.get(key_family(key), (0, 0))
+            families[key_family(key)] = (count + 1, total + (size or 0))
+        batch.clear()
+
+    async for key in redis.scan_iter(match=f"{PREFIX}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await measure()
+    if batch:
+        await measure()
+    return families
+
+
+async def settled(
+    redis: Redis, pool: asyncpg.Pool, keys_of: Settled | None = None, timeout_s: float = 30.0
+) -> Settled:
+    """Waits for the ledger group to acknowledge every outbox entry, then trims the outbox the
+    way the worker's house-keeping does: never past what any consumer group acknowledged.
+    `keys_of`: an earlier measurement whose key sizes still hold, to skip a scan."""
+    keys = Keys(PREFIX)
+    deadline = time.monotonic() + timeout_s
+    while (groups := await outbox_groups(redis, keys)).get(LEDGER_GROUP):
+        if time.monotonic() > deadline:
+            raise BenchError(f"the ledger still had outbox entries after {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)
+    await trim_outbox(redis, keys)
+    return Settled(
+        used_memory=await used_memory(redis),
+        held={name: n for name, n in groups.items() if name != LEDGER_GROUP and n},
+        grants=await pool.fetchval("SELECT count(*) FROM grants"),
+        keys=keys_of.keys if keys_of else await keys_memory(redis),
+    )
+
+
+async def outbox_groups(redis: Redis, keys: Keys) -> dict[str, int]:
+    """Consumer group -> outbox entries it has not acknowledged (pending or not yet read)."""
+    try:
+        groups = await redis.xinfo_groups(keys.outbox)
+    except ResponseError:  # no outbox yet
+        return {}
+    counts = {}
+    for group in groups:
+        lag = group.get("lag")
+        if lag is None:  # Redis could not count it: count what follows the last delivery
+            after = f"({group['last-delivered-id']}"
+            lag = len(await redis.xrange(keys.outbox, after, "+"))
+        counts[group["name"]] = int(group["pending"]) + int(lag)
+    return counts
+
+
+async def caught_up(redis: Redis, pool: asyncpg.Pool, since: float) -> float | None:
+    """Seconds from `since` until the ledger holds as many grants as Redis counted."""
+    deadline = since + CATCH_UP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        granted = await granted_total(redis)
+        if await pool.fetchval("SELECT count(*) FROM grants") >= granted:
+            return max(time.monotonic() - since, 0.0)
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def ledger_lag(pool: asyncpg.Pool, tag: str) -> tuple[float | None, float | None]:
+    """Max and p99 of (persisted - granted) over the grants of one measured run."""
+    row = await pool.fetchrow(
+        "SELECT max(lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) FROM"
+        " (SELECT extract(epoch FROM persisted_at - granted_at)::float8 AS lag"
+        "  FROM grants WHERE channel_id = $1 AND request_id LIKE $2) AS g",
+        CHANNEL,
+        f"{tag}-%",
+    )
+    return row[0], row[1]
