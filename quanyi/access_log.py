@@ -7,15 +7,23 @@ a body or an unknown query key, and card numbers in the path are masked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
 
+import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from quanyi.pan import mask_pans
 from quanyi.settings import Settings
 from quanyi.validation import IDENT
+
+log = logging.getLogger(__name__)
 
 ACCESS_LOGGER = "quanyi.access"
 # Query keys that carry no secret and help reading the log; every other key is left out.
@@ -29,29 +37,77 @@ STAFF_USERNAME: Any = (
 )
 
 
+class AccessLogWriter:
+    """Access-log lines gathered in memory and written in one go: at most every `flush_s`, or
+    once `max_bytes` are waiting, and at shutdown. One JSON line per request through the logging
+    module cost ~14 us of the claim path's ~65 us of CPU (its record, handler lock, formatter
+    and a write per line); gathered, a line costs a dict and an orjson call. What a crash can
+    lose is the last `flush_s` of lines."""
+
+    def __init__(
+        self, stream: BinaryIO | None = None, *, flush_s: float = 0.2, max_bytes: int = 64 * 1024
+    ) -> None:
+        self._stream = stream
+        self._flush_s = flush_s
+        self._max_bytes = max_bytes
+        self._pending = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+        self._process = os.getpid()
+
+    def write(self, fields: dict[str, Any]) -> None:
+        now = time.time()
+        entry = {
+            "ts": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            "level": "info",
+            "logger": ACCESS_LOGGER,
+            "msg": "access",
+            "process": self._process,
+            **fields,
+        }
+        self._pending += orjson.dumps(entry)
+        self._pending += b"\n"
+        if len(self._pending) >= self._max_bytes:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a tool, a test): nothing would flush it later
+                self.flush()
+                return
+            self._timer = loop.call_later(self._flush_s, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        lines, self._pending = bytes(self._pending), bytearray()
+        stream = self._stream or sys.stderr.buffer
+        try:
+            stream.write(lines)
+            stream.flush()
+        except (OSError, ValueError) as exc:  # a closed or full stream must not stop requests
+            log.warning("access log lines lost: %s", exc.__class__.__name__)
+
+
 class JsonAccessLogger(AbstractAccessLogger):
-    """aiohttp calls `log` after each response; the line's fields are plain values, turned into
-    JSON by the log handler's formatter only when the line is actually written."""
+    """aiohttp calls `log` after each response; the runner built by `access_log_options` hands
+    it an AccessLogWriter where aiohttp expects a logger."""
 
     __slots__ = ()
 
     @property
     def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
+        return True
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        logger = self.logger
         try:
-            # A record made here, not through logger.info(): no stack walk for a caller nobody
-            # reads, and none of the process-wide redaction, since every field is already safe
-            # (the path masked, the channel a checked id, the staff name from a valid token).
-            record = logging.LogRecord(logger.name, logging.INFO, __file__, 0, "access", (), None)
-            record.fields = access_fields(request, response, time)
-            record._redacted = True
-            record._fields_safe = True
-            logger.handle(record)
+            # Every field is already safe (the path masked, the channel a checked id, the
+            # staff name from a valid token): written as it is.
+            self.logger.write(access_fields(request, response, time))  # type: ignore[attr-defined]
         except Exception:  # a log line must never break the connection
-            logger.warning("access log line failed", exc_info=True)
+            log.warning("access log line failed", exc_info=True)
 
 
 def access_fields(
@@ -86,11 +142,9 @@ def _path(request: web.BaseRequest) -> str:
     return mask_pans(path[:512])
 
 
-def access_log_options(settings: Settings) -> dict[str, Any]:
-    """What an aiohttp runner takes to write (or, when turned off, not write) the access log."""
+def access_log_options(settings: Settings, writer: AccessLogWriter | None = None) -> dict[str, Any]:
+    """What an aiohttp runner takes to write (or, when turned off, not write) the access log;
+    the writer is the runner's to flush at cleanup."""
     if not settings.access_log:
         return {"access_log": None}
-    logger = logging.getLogger(ACCESS_LOGGER)
-    # Its own level: the access log follows QUANYI_ACCESS_LOG, not QUANYI_LOG_LEVEL.
-    logger.setLevel(logging.INFO)
-    return {"access_log": logger, "access_log_class": JsonAccessLogger}
+    return {"access_log": writer or AccessLogWriter(), "access_log_class": JsonAccessLogger}

@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from access.staff import Staff, authenticate
 from ledger.worker import POSTGRES_AWAY
 from quanyi import metrics
-from quanyi.access_log import STAFF_USERNAME, access_log_options
+from quanyi.access_log import STAFF_USERNAME, AccessLogWriter, access_log_options
 from quanyi.appkeys import POOL
 from quanyi.errors import NotFound, QuanyiError
 from quanyi.settings import Settings
@@ -170,5 +170,12 @@ class JsonErrorsRunner(web.AppRunner):
 
 
 def app_runner(app: web.Application, settings: Settings) -> web.AppRunner:
-    """The one way the service serves an app: our JSON for every error, and the access log."""
-    return JsonErrorsRunner(app, handle_signals=False, **access_log_options(settings))
+    """The one way the service serves an app: our JSON for every error, and the access log
+    (its last lines written when the app cleans up)."""
+    writer = AccessLogWriter()
+
+    async def flush_access_log(_app: web.Application) -> None:
+        writer.flush()
+
+    app.on_cleanup.append(flush_access_log)
+    return JsonErrorsRunner(app, handle_signals=False, **access_log_options(settings, writer))
