@@ -200,7 +200,8 @@ class ClaimService:
                     continue
             # The cached definition may be older than the campaign: look again once.
             campaign = await self.campaigns.get(claim.campaign_id, reload=True)
-        if outcome == "granted":
+        if outcome in ("granted", "replayed"):
+            replayed = outcome == "replayed"
             return Grant(
                 grant_id=detail,
                 campaign_id=campaign.id,
@@ -209,19 +210,9 @@ class ClaimService:
                 customer_id=claim.customer_id,
                 channel_id=claim.channel_id,
                 granted_at_ms=grant_id_ms(detail),
-                replayed=False,
-            )
-        if outcome == "replayed":
-            return Grant(
-                grant_id=detail,
-                campaign_id=campaign.id,
-                reward_id=reward.id,
-                right_id=reward.right_id,
-                customer_id=claim.customer_id,
-                channel_id=claim.channel_id,
-                granted_at_ms=grant_id_ms(detail),
-                replayed=True,
-                status=await self._status_now(campaign.id, detail),
+                replayed=replayed,
+                # Only a replay can have moved on: a new grant is `granted`, with no look-up.
+                status=await self._status_now(campaign.id, detail) if replayed else "granted",
             )
         raise rejection(outcome, detail, claim)
 

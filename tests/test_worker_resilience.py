@@ -51,6 +51,9 @@ class ClaimStream:
         self.sent = 0
         self.grants: list[tuple[int, str]] = []
         self._task: asyncio.Task | None = None
+        # Stopped between rounds, never cancelled mid-claim: a claim decided in Redis whose
+        # answer was cancelled would be a grant the stream does not know of.
+        self.stopping = asyncio.Event()
 
     async def _one(self, seq: int) -> None:
         customer = f"{self._campaign_id}-cust-{seq}"
@@ -59,7 +62,7 @@ class ClaimStream:
             self.grants.append((seq, (await self._claims.claim(claim)).grant_id))
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             first, self.sent = self.sent, self.sent + 5
             await asyncio.gather(*(self._one(seq) for seq in range(first, self.sent)))
             await asyncio.sleep(0.05)
@@ -81,9 +84,8 @@ async def claims_of(app: Any, campaign_id: str) -> AsyncIterator[ClaimStream]:
     try:
         yield stream
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stream.stopping.set()
+        await task
 
 
 async def all_fulfilled_in_ledger(database_url: str, grant_ids: list[str]) -> bool:
