@@ -67,16 +67,14 @@ class CampaignCache:
         if campaign is None:
             campaign = await self._load(campaign_id)
             if campaign is None:
-                campaign = await self._republished(campaign_id)
-            if campaign is None:
-                self._campaigns.pop(campaign_id, None)
-                raise CampaignNotFound(f"no campaign {campaign_id}")
+                return await self.republish(campaign_id)
             self._campaigns[campaign_id] = campaign
         return campaign
 
     async def republish(self, campaign_id: str) -> HotCampaign:
-        """Redis answered that it has no such campaign although a definition was at hand: publish
-        it again from PostgreSQL. CampaignNotFound when PostgreSQL has none either."""
+        """Redis has no definition of the campaign (none to load, or claim.lua found none although
+        one was at hand): publish it again from PostgreSQL. CampaignNotFound when PostgreSQL has
+        none either."""
         campaign = await self._republished(campaign_id)
         if campaign is None:
             self._campaigns.pop(campaign_id, None)

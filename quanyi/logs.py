@@ -73,18 +73,7 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         redact_record(record, self._exception_formatter)
-        # `extra` values are set after the record is made: masked here, on their way out.
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict) and not getattr(record, "_fields_safe", False):
-            try:
-                record.fields = {k: _redact_value(v) for k, v in fields.items()}
-            except Exception:  # a filter never raises: the line goes out without them
-                record.fields = {"fields": "<not redactable>"}
         return True
-
-
-def _redact_value(value: Any) -> Any:
-    return redact(value) if isinstance(value, str) else value
 
 
 def redact_record(record: logging.LogRecord, formatter: logging.Formatter) -> None:
@@ -157,9 +146,6 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "process": record.process,
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):  # structured lines (the access log): their own keys
-            entry.update({k: v for k, v in fields.items() if k not in entry})
         if record.exc_info or record.exc_text:
             entry["exc"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
