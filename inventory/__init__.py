@@ -1,1 +1,1 @@
-"""Stock in Redis: key names, the Lua scripts, and what a campaign publishes for the hot path."""
+"""Stock in Redis: what a campaign publishes for the hot path, and whether the store is ready."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 import orjson
 from redis.asyncio import Redis
 
-from inventory.keys import Keys
-from quanyi.clock import rfc3339
+from quanyi.core.clock import rfc3339
+from quanyi.stores.keys import Keys
 
 # What /readyz says while the marker is missing.
 LOST = "lost: run quanyi rebuild-redis"

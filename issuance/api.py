@@ -1,4 +1,5 @@
-"""The channel API: `POST /v1/claims` and grant reads. Every request is signed by its channel."""
+"""The channel API: `POST /v1/claims` and grant reads, every request signed by its channel; and
+the staff revoke of a grant (`/admin/v1/grants/{grant_id}/revoke`)."""
 
 from __future__ import annotations
 
@@ -7,47 +8,91 @@ from typing import Any
 
 from aiohttp import web
 
-from issuance.claims import Claim
-from issuance.grants import public
-from issuance.lifecycle import GrantNotLive
-from quanyi.appkeys import CHANNELS, CLAIMS, GRANTS, LIFECYCLE, OUTCOMES
-from quanyi.errors import Forbidden, InvalidRequest
-from quanyi.ids import is_grant_id
-from quanyi.validation import IDENT, Fields, is_digits, looks_like_card_number, parse_json
-from quanyi.web import json_response
+from quanyi.access.api import CHANNELS, request_staff
+from quanyi.access.staff import audit
+from quanyi.core.errors import (
+    BudgetExhausted,
+    CampaignNotActive,
+    CampaignNotFound,
+    ChannelNotAllowed,
+    Forbidden,
+    GrantNotFound,
+    GrantNotLive,
+    IdempotencyConflict,
+    InvalidRequest,
+    LimitReached,
+    OutOfStock,
+    RewardNotFound,
+    StoreNotReady,
+    Unauthorized,
+    Unavailable,
+)
+from quanyi.core.http import json_response
+from quanyi.core.ids import is_grant_id
+from quanyi.core.schemas import check, decode, endpoint
+from quanyi.issuance import queries
+from quanyi.issuance.claims import Claim, ClaimService
+from quanyi.issuance.grants import GrantReader, public
+from quanyi.issuance.lifecycle import GrantLifecycle
+from quanyi.issuance.model import (
+    ClaimBody,
+    ClaimReply,
+    CustomerGrantsQuery,
+    CustomerGrantsReply,
+    CustomerPath,
+    GrantPath,
+    GrantReply,
+    RevokeBody,
+)
+from quanyi.issuance.outcomes import OutcomeWaiter
+from quanyi.stores.appkeys import POOL
 
 routes = web.RouteTableDef()
+CLAIMS = web.AppKey("claims", ClaimService)
+GRANTS = web.AppKey("grants", GrantReader)
+LIFECYCLE = web.AppKey("lifecycle", GrantLifecycle)
+OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 
-
-def _customer_id(value: str | None, fields: Fields) -> None:
-    if value is not None and looks_like_card_number(value):
-        fields.fail(
-            "customer_id", "looks like a card number: send the customer number, never a PAN"
-        )
-
-
-MAX_WAIT_MS = 800
+# Redis or PostgreSQL away, or Redis not restored yet: nothing was decided, retry.
+AWAY = (Unavailable, StoreNotReady)
 
 
 @routes.post("/v1/claims")
+@endpoint(
+    "Claim a reward for a customer",
+    auth="channel",
+    body=ClaimBody,
+    responses={201: ClaimReply, 200: ClaimReply},
+    errors=(
+        InvalidRequest,
+        Unauthorized,
+        ChannelNotAllowed,
+        CampaignNotFound,
+        RewardNotFound,
+        IdempotencyConflict,
+        CampaignNotActive,
+        OutOfStock,
+        LimitReached,
+        BudgetExhausted,
+        *AWAY,
+    ),
+    tags=("claims",),
+)
 async def post_claim(request: web.Request) -> web.Response:
     app = request.app
     channel_id, body = await app[CHANNELS].authenticate(request)
-    f = Fields(parse_json(body))
+    claimed = decode(ClaimBody, body)
     claim = Claim(
         channel_id=channel_id,
-        request_id=f.ident("request_id"),
-        campaign_id=f.ident("campaign_id"),
-        customer_id=f.ident("customer_id"),
-        reward_id=f.ident("reward_id", required=False),
+        request_id=claimed.request_id,
+        campaign_id=claimed.campaign_id,
+        customer_id=claimed.customer_id,
+        reward_id=claimed.reward_id,
     )
-    wait_ms = f.integer("wait_ms", 0, MAX_WAIT_MS, required=False)
-    _customer_id(claim.customer_id, f)
-    f.check()
     grant = await app[CLAIMS].claim(claim)
     reply = grant.to_json()
-    if wait_ms and not grant.replayed:
-        reply.update(await _fulfilment(request.app, grant.grant_id, wait_ms / 1000))
+    if claimed.wait_ms and not grant.replayed:
+        reply.update(await _fulfilment(request.app, grant.grant_id, claimed.wait_ms / 1000))
     return json_response(reply, status=200 if grant.replayed else 201)
 
 
@@ -73,6 +118,14 @@ async def _fulfilment(app: web.Application, grant_id: str, wait_s: float) -> dic
 
 
 @routes.get("/v1/grants/{grant_id}")
+@endpoint(
+    "Read a grant: its status, fulfilment and timeline",
+    auth="channel",
+    path=GrantPath,
+    responses={200: GrantReply},
+    errors=(InvalidRequest, Unauthorized, GrantNotFound, *AWAY),
+    tags=("grants",),
+)
 async def get_grant(request: web.Request) -> web.Response:
     await request.app[CHANNELS].authenticate(request)
     return json_response(public(await request.app[GRANTS].get(_grant_id(request))))
@@ -85,45 +138,82 @@ def _grant_id(request: web.Request) -> str:
     return grant_id
 
 
-async def revoke(app: web.Application, grant_id: str, actor: str, reason: str) -> None:
-    """Revoke a live grant; revoking a revoked one again changes nothing."""
-    moved = await app[LIFECYCLE].move(
-        grant_id, "revoked", actor, {"reason": reason} if reason else {}
-    )
-    if moved.outcome == "refused":
-        raise GrantNotLive(
-            f"grant {grant_id} is {moved.before}: it cannot be revoked", state=moved.before
-        )
-
-
 @routes.post("/v1/grants/{grant_id}/revoke")
+@endpoint(
+    "Revoke a grant the channel made: stock and the customer's limit come back",
+    auth="channel",
+    path=GrantPath,
+    body=RevokeBody,
+    responses={200: GrantReply},
+    errors=(InvalidRequest, Unauthorized, Forbidden, GrantNotFound, GrantNotLive, *AWAY),
+    tags=("grants",),
+)
 async def revoke_grant(request: web.Request) -> web.Response:
-    """A channel cancels one of its own grants: stock and the customer's limit come back."""
     channel_id, body = await request.app[CHANNELS].authenticate(request)
     grant_id = _grant_id(request)
-    reason = ""
-    if body:
-        f = Fields(parse_json(body))
-        reason = f.text("reason", 500, required=False) or ""
-        f.check()
+    reason = (decode(RevokeBody, body).reason or "") if body else ""
     grant = await request.app[GRANTS].get(grant_id)
     if grant["channel_id"] != channel_id:
         raise Forbidden(f"grant {grant_id} was not made by channel {channel_id}")
-    await revoke(request.app, grant_id, f"channel:{channel_id}", reason)
+    await request.app[LIFECYCLE].revoke(grant_id, f"channel:{channel_id}", reason)
     return json_response(public(await request.app[GRANTS].get(grant_id)))
 
 
 @routes.get("/v1/customers/{customer_id}/grants")
+@endpoint(
+    "A customer's grants, newest first",
+    auth="channel",
+    path=CustomerPath,
+    query=CustomerGrantsQuery,
+    responses={200: CustomerGrantsReply},
+    errors=(InvalidRequest, Unauthorized, *AWAY),
+    tags=("grants",),
+)
 async def get_customer_grants(request: web.Request) -> web.Response:
     await request.app[CHANNELS].authenticate(request)
-    customer_id = request.match_info["customer_id"]
-    if not IDENT.match(customer_id) or looks_like_card_number(customer_id):
-        raise InvalidRequest(
-            "not a customer id", {"customer_id": "a customer number, 1-64 characters"}
-        )
-    limit_raw = request.query.get("limit", "100")
-    # Length first: int() refuses strings of more than 4,300 digits with a ValueError.
-    if not is_digits(limit_raw) or len(limit_raw) > 3 or not 1 <= int(limit_raw) <= 500:
-        raise InvalidRequest("bad limit", {"limit": "an integer from 1 to 500"})
-    grants = await request.app[GRANTS].of_customer(customer_id, int(limit_raw))
+    customer_id = check(CustomerPath, request.match_info, "not a customer id").customer_id
+    limit = check(CustomerGrantsQuery, request.query, "bad limit").limit
+    grants = await request.app[GRANTS].of_customer(customer_id, limit)
     return json_response({"customer_id": customer_id, "grants": grants})
+
+
+@routes.post("/admin/v1/grants/{grant_id}/revoke")
+@endpoint(
+    "Staff revoke a grant of a campaign of their branch; audited",
+    auth="staff",
+    path=GrantPath,
+    body=RevokeBody,
+    responses={200: GrantReply},
+    errors=(
+        InvalidRequest,
+        Unauthorized,
+        Forbidden,
+        GrantNotFound,
+        CampaignNotFound,
+        GrantNotLive,
+        *AWAY,
+    ),
+    tags=("grants", "staff"),
+)
+async def staff_revoke(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    staff.require_role("marketer", "approver")
+    grant_id = request.match_info["grant_id"]
+    if not is_grant_id(grant_id):
+        raise GrantNotFound(f"no grant {grant_id}")
+    grant = await request.app[GRANTS].get(grant_id)
+    branch = await request.app[POOL].fetchval(queries.campaign_branch, grant["campaign_id"])
+    if branch is None:
+        raise CampaignNotFound(f"no campaign {grant['campaign_id']}")
+    staff.require_branch(branch)
+    body = await request.read()
+    reason = (decode(RevokeBody, body).reason or "") if body else ""
+    await request.app[LIFECYCLE].revoke(grant_id, f"staff:{staff.username}", reason)
+    await audit(
+        request.app[POOL],
+        staff,
+        "grant.revoke",
+        f"grant:{grant_id}",
+        {"campaign": grant["campaign_id"], "reason": reason},
+    )
+    return json_response(public(await request.app[GRANTS].get(grant_id)))

@@ -20,14 +20,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from inventory.keys import Keys, customer_bucket
-from inventory.readiness import store_ready
-from inventory.scripts import Scripts
-from inventory.stock import HotCampaign, HotReward, StockLedger
-from issuance.definitions import CampaignCache, Republisher
-from quanyi import metrics
-from quanyi.clock import Clock, LocalCalendar, rfc3339
-from quanyi.errors import (
+from quanyi.core import metrics
+from quanyi.core.clock import Clock, LocalCalendar, rfc3339
+from quanyi.core.errors import (
     BudgetExhausted,
     CampaignNotActive,
     CampaignNotFound,
@@ -40,8 +35,13 @@ from quanyi.errors import (
     StoreNotReady,
     Unavailable,
 )
-from quanyi.ids import grant_id_ms, new_grant_id
-from quanyi.settings import Settings
+from quanyi.core.ids import grant_id_ms, new_grant_id
+from quanyi.core.settings import Settings
+from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns, HotReward
+from quanyi.inventory.readiness import store_ready
+from quanyi.issuance.definitions import CampaignCache, Republisher
+from quanyi.stores.keys import Keys, customer_bucket
+from quanyi.stores.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +141,19 @@ class ClaimService:
         clock: Clock,
         *,
         republish: Republisher | None = None,
+        scripts: Scripts | None = None,
+        campaigns: CampaignCache | None = None,
     ) -> None:
+        """`scripts` and `campaigns` come from the runtime; built here only when a caller
+        (a benchmark, a test) runs the service on its own."""
         self._redis = redis
         self._keys = keys
         self._settings = settings
         self._calendar = LocalCalendar(settings.zone)
         self._clock = clock
-        self._script = Scripts(redis).claim
-        self.campaigns = CampaignCache(
-            StockLedger(redis, keys), republish, functools.partial(store_ready, redis, keys)
+        self._script = (scripts or Scripts(redis)).claim
+        self.campaigns = campaigns or CampaignCache(
+            HotCampaigns(redis, keys), republish, functools.partial(store_ready, redis, keys)
         )
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._runners: list[asyncio.Task] = []
@@ -221,7 +225,7 @@ class ClaimService:
         it, else `granted`: one HGET, and no PostgreSQL on the claim path, even under a storm of
         retries. Fulfilment details are for GET /v1/grants/{id}."""
         final = await self._redis.hget(self._keys.grant_states(campaign_id), grant_id)
-        return final or "granted"
+        return str(final) if final else "granted"
 
     @staticmethod
     def _reward(campaign: HotCampaign, reward_id: str | None) -> HotReward:
@@ -321,4 +325,4 @@ class ClaimService:
         except NoScriptError:
             # The script cache was emptied again between redis-py's reload and its retry
             # (SCRIPT FLUSH, restart, failover): EVAL carries the source, so it cannot miss.
-            return await self._redis.eval(self._script.script, len(keys), *keys, *args)
+            return await self._redis.eval(str(self._script.script), len(keys), *keys, *args)

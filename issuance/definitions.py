@@ -16,8 +16,8 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
-from inventory.stock import HotCampaign, StockLedger
-from quanyi.errors import CampaignNotFound, StoreNotReady, Unavailable
+from quanyi.core.errors import CampaignNotFound, StoreNotReady, Unavailable
+from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class CampaignCache:
 
     def __init__(
         self,
-        stock: StockLedger,
+        stock: HotCampaigns,
         republish: Republisher | None = None,
         ready: ReadyCheck | None = None,
     ) -> None:

@@ -10,11 +10,12 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 
-from inventory.keys import Keys
-from ledger import queries
-from ledger.lag import stream_id_key
-from quanyi.clock import rfc3339
-from quanyi.errors import GrantNotFound
+from quanyi.core.clock import rfc3339
+from quanyi.core.errors import GrantNotFound
+from quanyi.issuance import queries
+from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import stream_id_key
+from quanyi.stores.redis import as_text
 
 # Kept on the grant for the lifecycle, not shown to channels.
 INTERNAL_FIELDS = ("granted_at_ms", "unit_cost")
@@ -25,7 +26,7 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _from_event(raw: str) -> dict[str, Any]:
+def _from_event(raw: str | bytes) -> dict[str, Any]:
     e = orjson.loads(raw)
     return {
         "grant_id": e["grant_id"],
@@ -65,7 +66,9 @@ def _apply(grant: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any
     status is the latest event (a redrive puts a failed grant back to granted)."""
     latest = events[-1]["event"] if events else "granted"
     grant["status"] = "granted" if latest == "redriven" else latest
-    fulfilled = next((e["detail"] for e in reversed(events) if e["event"] == "fulfilled"), {})
+    fulfilled: dict[str, Any] = next(
+        (e["detail"] for e in reversed(events) if e["event"] == "fulfilled"), {}
+    )
     for field in ("vendor_id", "code", "reference", "expires_at"):
         grant[field] = fulfilled.get(field)
     timeline = [
@@ -80,8 +83,8 @@ def _apply(grant: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any
     return grant
 
 
-def _pending_event(raw: str) -> dict[str, Any]:
-    outbox_id, _, body = raw.partition(" ")
+def _pending_event(raw: str | bytes) -> dict[str, Any]:
+    outbox_id, _, body = as_text(raw).partition(" ")
     return {**orjson.loads(body), "outbox_id": outbox_id}
 
 
@@ -162,6 +165,6 @@ class GrantReader:
             if held is None or stream_id_key(event["outbox_id"]) > stream_id_key(held["outbox_id"]):
                 latest[event["grant_id"]] = event
         for g in grants:
-            event = latest.get(g["grant_id"])
-            if event is not None:
-                g["status"] = "granted" if event["event"] == "redriven" else event["event"]
+            found = latest.get(g["grant_id"])
+            if found is not None:
+                g["status"] = "granted" if found["event"] == "redriven" else found["event"]

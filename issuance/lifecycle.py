@@ -18,16 +18,15 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from inventory.keys import Keys, customer_bucket
-from inventory.scripts import Scripts
-from issuance.claims import CampaignCache
-from issuance.grants import GrantReader
-from quanyi.clock import Clock, local_day
-from quanyi.errors import Conflict, StoreNotReady
-from quanyi.settings import Settings
+from quanyi.core.clock import Clock, local_day
+from quanyi.core.errors import GrantNotLive, StoreNotReady
+from quanyi.core.settings import Settings
+from quanyi.issuance.claims import CampaignCache
+from quanyi.issuance.grants import GrantReader
+from quanyi.stores.keys import Keys, customer_bucket
+from quanyi.stores.scripts import Scripts
 
 RETURNS_STOCK = {"revoked": True, "redeemed": False, "expired": False, "fulfilled": False}
-EVENTS = ("fulfilled", "failed", "redriven", "redeemed", "expired", "revoked")
 
 
 def grant_from_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -36,19 +35,34 @@ def grant_from_event(event: dict[str, Any]) -> dict[str, Any]:
     return {k: event[k] for k in fields}
 
 
-class GrantNotLive(Conflict):
-    code = "grant_not_live"
-
-
 @dataclass(frozen=True)
 class Transition:
+    """What transition.lua decided for one event of one grant; every caller reads it here."""
+
+    event: str
     outcome: str  # applied | repeated | refused
     before: str  # live, or the final state the grant was already in
     grant: dict[str, Any]
 
     @property
     def applied(self) -> bool:
+        """It happened now."""
         return self.outcome == "applied"
+
+    @property
+    def repeated(self) -> bool:
+        """It had happened already (a retry, a callback sent twice): nothing changed."""
+        return self.outcome == "repeated"
+
+    @property
+    def refused(self) -> bool:
+        """The grant is in another final state (`before`) that this event cannot follow."""
+        return self.outcome == "refused"
+
+    @property
+    def state(self) -> str:
+        """The grant's state after the call: the event's, unless the event was refused."""
+        return self.before if self.refused else self.event
 
 
 class GrantLifecycle:
@@ -60,6 +74,7 @@ class GrantLifecycle:
         campaigns: CampaignCache,
         settings: Settings,
         clock: Clock,
+        scripts: Scripts | None = None,
     ) -> None:
         self._keys = keys
         self.grants = grants
@@ -67,7 +82,7 @@ class GrantLifecycle:
         self._zone = settings.zone
         self._retention_s = settings.idempotency_retention_days * 86_400
         self._clock = clock
-        self._script = Scripts(redis).transition
+        self._script = (scripts or Scripts(redis)).transition
 
     async def move(
         self,
@@ -96,7 +111,7 @@ class GrantLifecycle:
         if self._clock() > keep_until and event in ("revoked", "failed", "redriven"):
             # The campaign's counters and grant states are gone: nothing can be given back
             # exactly once any more.
-            return Transition("refused", "retention_over", grant)
+            return Transition(event, "refused", "retention_over", grant)
         day, _ = local_day(grant["granted_at_ms"] / 1000, self._zone)
         bucket = customer_bucket(grant["customer_id"], campaign.buckets)
         cid = campaign.id
@@ -137,4 +152,13 @@ class GrantLifecycle:
         if outcome == "store_not_ready":
             # Redis lost its data: nothing moved. Callers answer 503 or retry later.
             raise StoreNotReady()
-        return Transition(outcome, before, grant)
+        return Transition(event, outcome, before, grant)
+
+    async def revoke(self, grant_id: str, actor: str, reason: str) -> None:
+        """Revoke a live grant (stock and the customer's limit come back); revoking a revoked
+        one again changes nothing; any other final state is a GrantNotLive."""
+        moved = await self.move(grant_id, "revoked", actor, {"reason": reason} if reason else {})
+        if moved.refused:
+            raise GrantNotLive(
+                f"grant {grant_id} is {moved.before}: it cannot be revoked", state=moved.before
+            )

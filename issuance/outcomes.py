@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from inventory.keys import Keys
+from quanyi.stores.keys import Keys
 
 log = logging.getLogger(__name__)
 

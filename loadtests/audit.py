@@ -14,11 +14,10 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from inventory.keys import Keys
-from ledger.lag import outbox_lag
 from loadtests.scenario import Scenario
 from loadtests.seed import Admin
-from vendors.fulfil import FULFIL_GROUP
+from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import FULFIL_GROUP, outbox_lag
 
 # Which of the service's processes died: waiting for a dead worker to catch up is pointless.
 Died = Callable[[], list[str]]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import orjson
 
-from access.signing import sign
 from loadtests.procs import ChildError, busy_cores, machine_ticks, run_tool
 from loadtests.stats import per_unit_us
+from quanyi.access.signing import sign
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_claims.lua"
 CLAIM_PATH = "/v1/claims"

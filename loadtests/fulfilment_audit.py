@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from inventory.keys import Keys
 from loadtests.audit import Check
 from loadtests.scenario import Scenario
+from quanyi.stores.keys import Keys
 
 # A grant's states once it is no longer pending; redeemed and expired grants were fulfilled first.
 FULFILLED_STATES = ("fulfilled", "redeemed", "expired")

@@ -30,12 +30,12 @@ from typing import Any
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
-from access.signing import signed_headers
 from loadtests import scenario as sc
 from loadtests.clients import TALLY, describe, env, error_code, json_body, new_id
 
 # Locust runs every user class it finds in this module, these included.
 from loadtests.neighbours import SLA_EXEMPT, LoginFloodUser, StatementUploadUser  # noqa: F401
+from quanyi.access.signing import signed_headers
 
 log = logging.getLogger("loadtests")
 

@@ -14,8 +14,8 @@ from locust import FastHttpUser, between, task
 
 from loadtests import scenario as sc
 from loadtests.clients import TALLY, describe, env, error_code
-from quanyi.ids import new_grant_id
-from vendors import rsa
+from quanyi.core.ids import new_grant_id
+from quanyi.vendors import rsa
 
 LOGIN = "/admin/v1/login"
 LOGIN_FLOOD = f"{LOGIN} (flood)"

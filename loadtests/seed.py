@@ -11,11 +11,11 @@ from typing import Any
 
 import aiohttp
 
-from access.channels import create_channel
-from access.staff import create_staff
 from loadtests.scenario import CampaignPlan, Scenario
 from loadtests.stack import SetupError, VendorKeys
-from quanyi.db import create_pool
+from quanyi.access.channels import create_channel
+from quanyi.access.staff import create_staff
+from quanyi.stores.db import create_pool
 
 MARKETER = "lt-marketer"
 APPROVER = "lt-approver"

@@ -21,7 +21,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from loadtests.procs import HOST, Child, answers_200, free_port, quanyi_argv
-from vendors.rsa import generate_keypair
+from quanyi.vendors.rsa import generate_keypair
 
 DATABASE_URL = "postgresql://127.0.0.1:5432/quanyi_loadtest"
 REDIS_URL = "redis://127.0.0.1:6379/10"

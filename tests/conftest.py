@@ -1,113 +1,62 @@
-"""Test fixtures: a real PostgreSQL database and a real Redis db of their own, emptied per test."""
+"""Test fixtures: a real PostgreSQL database and a real Redis db of their own, emptied per test;
+the API on them; vendors simulated by real HTTP servers. Helpers live in tests/support/."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
-import secrets
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import aiohttp
 import asyncpg
-import orjson
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
-from access import queries as staff_queries
-from access.channels import create_channel
-from access.passwords import hash_password
-from access.secret_box import secret_box
-from access.signing import signed_headers
-from inventory.keys import Keys
-from quanyi.app import create_app
-from quanyi.db import migrate
-from quanyi.settings import Settings
-from vendors.rsa import generate_keypair
-from vendors.simulator import SimulatorConfig, create_simulator
-
-# Each test run has its own database and key prefix, so runs side by side never meet, and
-# neither ever touches the service's own data.
-RUN_ID = os.getpid()
-TEST_DATABASE_URL = os.environ.get(
-    "QUANYI_TEST_DATABASE_URL", f"postgresql://127.0.0.1:5432/quanyi_test_{RUN_ID}"
+from quanyi.access.channels import create_channel
+from quanyi.access.secret_box import secret_box
+from quanyi.core.clock import system_clock
+from quanyi.core.settings import Settings
+from quanyi.fulfilment.worker import FulfilmentWorker
+from quanyi.ledger.worker import LedgerWorker
+from quanyi.stores.db import migrate
+from quanyi.stores.keys import Keys
+from quanyi.stores.redis import open_redis
+from quanyi.web.app import create_app
+from quanyi.web.middleware import app_runner
+from tests.support.clients import STAFF_ACCOUNTS, Api, add_staff, grant_view, sign_in
+from tests.support.clock import FakeClock
+from tests.support.factories import register_vendor
+from tests.support.settings import (
+    CHANNEL,
+    CHANNEL_SECRET,
+    TEST_DATABASE_URL,
+    TEST_PREFIX,
+    TEST_REDIS_URL,
+    settings_for_tests,
 )
-TEST_REDIS_URL = os.environ.get("QUANYI_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-TEST_PREFIX = f"qyt{RUN_ID}"
-PASSWORD = "test-password-1"
-CHANNEL = "app"
-CHANNEL_SECRET = "test-channel-secret"
-# The key channel secrets are sealed with: random per run, named by reference like production's.
-SECRETS_KEY_ENV = "QUANYI_TEST_SECRETS_KEY"
-os.environ.setdefault(SECRETS_KEY_ENV, secrets.token_hex(32))
+from tests.support.stores import delete_test_keys, drop_test_database, empty_tables
+from tests.support.vendors import SIM, KeyPairs, new_key_pairs, simulator_starter
+from tests.support.waiting import running, until
+from tests.support.workers import fulfilment_worker
 
-
-class FakeClock:
-    """Unix seconds that only move when a test moves them."""
-
-    def __init__(self, now: float | None = None) -> None:
-        self.now = time.time() if now is None else now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def test_settings(**changes: Any) -> Settings:
-    base = Settings(
-        redis_url=TEST_REDIS_URL,
-        database_url=TEST_DATABASE_URL,
-        key_prefix=TEST_PREFIX,
-        channel_refresh_s=0.2,
-        ledger_block_ms=20,
-        ledger_reclaim_idle_ms=500,
-        worker_metrics_port=0,
-        secrets_key=f"env:{SECRETS_KEY_ENV}",
-    )
-    return base.replace(**changes)
-
-
-async def _drop_database() -> None:
-    admin = await asyncpg.connect(TEST_DATABASE_URL.rsplit("/", 1)[0] + "/postgres")
-    name = TEST_DATABASE_URL.rsplit("/", 1)[1]
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
-
-
-async def _delete_keys(client: Redis) -> None:
-    batch = [k async for k in client.scan_iter(match=f"{TEST_PREFIX}:*", count=1000)]
-    for i in range(0, len(batch), 1000):
-        await client.unlink(*batch[i : i + 1000])
+# --- stores -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def database() -> Iterator[str]:
     async def fresh() -> None:
-        await _drop_database()
+        await drop_test_database()
         await migrate(TEST_DATABASE_URL)
 
     asyncio.run(fresh())
     yield TEST_DATABASE_URL
-    asyncio.run(_drop_database())
+    asyncio.run(drop_test_database())
 
 
 @pytest.fixture
 async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(database, min_size=1, max_size=10)
-    tables = [
-        r["tablename"]
-        for r in await pool.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            " AND tablename <> 'schema_migrations'"
-        )
-    ]
-    await pool.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+    await empty_tables(pool)
     yield pool
     await pool.close()
 
@@ -115,9 +64,9 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
     client = Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-    await _delete_keys(client)
+    await delete_test_keys(client)
     yield client
-    await _delete_keys(client)
+    await delete_test_keys(client)
     await client.aclose()
 
 
@@ -133,129 +82,17 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def settings() -> Settings:
-    return test_settings()
+    return settings_for_tests()
+
+
+# --- the API ------------------------------------------------------------------------------
 
 
 @pytest.fixture
 async def staff(pool: asyncpg.Pool) -> dict[str, str]:
     """One account per role at head office, plus branch accounts; username -> role."""
-    accounts = {
-        "marketer": ("marketer", "HQ"),
-        "marketer2": ("marketer", "HQ"),
-        "approver": ("approver", "HQ"),
-        "admin": ("admin", "HQ"),
-        "sz-marketer": ("marketer", "SZ"),
-        "sz-approver": ("approver", "SZ"),
-        "sz-admin": ("admin", "SZ"),
-    }
-    for username, (role, branch) in accounts.items():
-        # What create_staff writes, with the password hashed once per session (scrypt is slow).
-        await pool.execute(staff_queries.insert_staff, username, _password_hash(), role, branch)
-    return {u: r for u, (r, _b) in accounts.items()}
-
-
-@functools.cache
-def _password_hash() -> str:
-    return hash_password(PASSWORD)
-
-
-class Api:
-    """A test client that signs channel requests and logs staff in."""
-
-    def __init__(self, client: Any, clock: FakeClock) -> None:
-        self.client = client
-        self.clock = clock
-        self._tokens: dict[str, str] = {}
-
-    async def channel(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        channel: str = CHANNEL,
-        secret: str = CHANNEL_SECRET,
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        data = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
-        signed = signed_headers(channel, secret, method, path, int(self.clock()), data)
-        signed.update(headers or {})
-        resp = await self.client.request(method, path, data=data, headers=signed)
-        return resp.status, await resp.json()
-
-    async def claim(self, **body: Any) -> tuple[int, Any]:
-        return await self.channel("POST", "/v1/claims", body)
-
-    async def login(self, username: str) -> str:
-        if username not in self._tokens:
-            resp = await self.client.post(
-                "/admin/v1/login", json={"username": username, "password": PASSWORD}
-            )
-            assert resp.status == 200, await resp.text()
-            self._tokens[username] = (await resp.json())["token"]
-        return self._tokens[username]
-
-    async def admin(
-        self, username: str, method: str, path: str, body: Any = None
-    ) -> tuple[int, Any]:
-        token = await self.login(username)
-        resp = await self.client.request(
-            method, path, json=body, headers={"Authorization": f"Bearer {token}"}
-        )
-        return resp.status, await resp.json()
-
-    async def create_right(
-        self, right_id: str = "coffee", unit_cost: int = 100, **extra: Any
-    ) -> None:
-        status, body = await self.admin(
-            "marketer",
-            "POST",
-            "/admin/v1/rights",
-            {
-                "id": right_id,
-                "name": f"{right_id} right",
-                "kind": "voucher",
-                "face_value": unit_cost * 2,
-                "unit_cost": unit_cost,
-                **extra,
-            },
-        )
-        assert status == 201, body
-
-    async def create_campaign(
-        self,
-        campaign_id: str = "c1",
-        rewards: list[dict[str, Any]] | None = None,
-        *,
-        approve: bool = True,
-        **fields: Any,
-    ) -> dict[str, Any]:
-        """A campaign open from an hour ago for 30 days, on the test channel."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        body = {
-            "id": campaign_id,
-            "name": f"campaign {campaign_id}",
-            "branch": "HQ",
-            "starts_at": (now - timedelta(hours=1)).isoformat(),
-            "ends_at": (now + timedelta(days=30)).isoformat(),
-            "channels": [CHANNEL],
-            "rewards": rewards
-            or [{"id": "r1", "right_id": "coffee", "stock": 100, "per_customer_limit": 1}],
-            **fields,
-        }
-        status, created = await self.admin("marketer", "POST", "/admin/v1/campaigns", body)
-        assert status == 201, created
-        if approve:
-            status, created = await self.admin(
-                "marketer", "POST", f"/admin/v1/campaigns/{campaign_id}/submit"
-            )
-            assert status == 200, created
-            status, created = await self.admin(
-                "approver", "POST", f"/admin/v1/campaigns/{campaign_id}/approve"
-            )
-            assert status == 200, created
-        return created
+    await add_staff(pool, STAFF_ACCOUNTS)
+    return {u: r for u, (r, _b) in STAFF_ACCOUNTS.items()}
 
 
 @pytest.fixture
@@ -275,23 +112,46 @@ async def api(
     return Api(client, clock)
 
 
-# vendors
+@pytest.fixture
+async def signed_in(api: Api, pool: asyncpg.Pool) -> Api:
+    """Every staff account signed in on `api` (modules use it with
+    `pytestmark = pytest.mark.usefixtures("signed_in")`)."""
+    await sign_in(api, pool)
+    return api
 
 
-@dataclass(frozen=True)
-class KeyPairs:
-    vendor_private: str
-    vendor_public: str
-    ours_private: str
-    ours_public: str
-    rotated_private: str
-    rotated_public: str
+@pytest.fixture
+async def coffee(api: Api) -> None:
+    """Right `coffee` (unit cost 100), nothing on it yet."""
+    await api.create_right()
+
+
+@pytest.fixture
+async def c1(api: Api) -> dict[str, Any]:
+    """Right `coffee` (unit cost 100) and approved campaign c1: reward r1, stock 100, limit 1."""
+    await api.create_right()
+    return await api.create_campaign()
+
+
+@pytest.fixture
+async def served(pool, redis, settings, clock) -> AsyncIterator[tuple[str, int]]:
+    """The API served by `app_runner` (what `quanyi serve` uses) on a free local port."""
+    runner = app_runner(create_app(settings, clock), settings)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield host, port
+    await runner.cleanup()
+
+
+# --- vendors ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def key_pairs() -> KeyPairs:
     """RSA pairs for a vendor, for us, and the vendor's next key (a rotation); made once."""
-    return KeyPairs(*generate_keypair(), *generate_keypair(), *generate_keypair())
+    return new_key_pairs()
 
 
 @pytest.fixture
@@ -304,48 +164,82 @@ def our_key_file(tmp_path: Any, key_pairs: KeyPairs) -> str:
 @pytest.fixture
 async def start_sim(aiohttp_server: Any, key_pairs: KeyPairs) -> Any:
     """Starts a simulated vendor (a real HTTP server); returns its base URL."""
-
-    async def start(**config: Any) -> str:
-        config.setdefault("latency_ms", 5)
-        config.setdefault("private_key_pem", key_pairs.vendor_private)
-        config.setdefault("client_public_key_pem", key_pairs.ours_public)
-        server = await aiohttp_server(create_simulator(SimulatorConfig(**config)))
-        return str(server.make_url("")).rstrip("/")
-
-    return start
+    return simulator_starter(aiohttp_server, key_pairs)
 
 
-async def register_vendor(
-    api: Api,
-    vendor_id: str,
-    base_url: str | None,
-    key_pairs: KeyPairs,
-    signing_key: str,
-    adapter: str = "simulated",
-    **extra: Any,
-) -> dict[str, Any]:
-    body = {
-        "id": vendor_id,
-        "name": f"vendor {vendor_id}",
-        "adapter": adapter,
-        "public_keys": [key_pairs.vendor_public],
-        "signing_key": signing_key,
-        **({"base_url": base_url} if base_url else {}),
-        **extra,
-    }
-    status, vendor = await api.admin("admin", "POST", "/admin/v1/vendors", body)
-    assert status == 201, vendor
-    return vendor
+@pytest.fixture
+def make_worker(redis, pool, keys, settings, clock) -> Callable[..., FulfilmentWorker]:
+    """A fulfilment worker in process, quick to poll and to close its circuit again."""
+
+    def make(**options: Any) -> FulfilmentWorker:
+        options.setdefault("block_ms", 20)
+        options.setdefault("breaker_reset_s", 0.5)
+        return fulfilment_worker(redis, pool, keys, settings, clock, **options)
+
+    return make
 
 
-async def sim_stats(base_url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/_sim/stats") as resp:
-        return await resp.json()
+@pytest.fixture
+async def worker_redis(redis, settings) -> AsyncIterator[Redis]:
+    """The worker's own Redis client, made as `quanyi worker` makes it (a blocking pool)."""
+    client = await open_redis(settings)
+    yield client
+    await client.aclose()
 
 
-async def sim_config(base_url: str, **config: Any) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{base_url}/_sim/config", json=config) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
+@pytest.fixture
+def worker_factory(worker_redis, pool, keys, settings):
+    """A fulfilment worker on the system clock: parked retries fall due as real time passes
+    (the frozen test clock would keep every retry waiting)."""
+
+    def make(clock=system_clock, **options: Any) -> FulfilmentWorker:
+        options.setdefault("block_ms", 20)
+        options.setdefault("breaker_reset_s", 0.5)
+        return fulfilment_worker(worker_redis, pool, keys, settings, clock, **options)
+
+    return make
+
+
+@pytest.fixture
+async def sim(api, pool, start_sim, key_pairs, our_key_file) -> str:
+    """Vendor `sim` (a running simulator) fulfils right `lounge` of approved campaign c1."""
+    await sign_in(api, pool)
+    base_url = await start_sim()
+    await register_vendor(api, SIM, base_url, key_pairs, our_key_file)
+    await api.create_right("lounge", vendor_id=SIM)
+    await api.create_campaign(
+        rewards=[{"id": "r1", "right_id": "lounge", "stock": 50, "per_customer_limit": 1}]
+    )
+    return base_url
+
+
+@pytest.fixture
+def fulfilled(
+    api, redis, pool, keys, make_worker, sim
+) -> Callable[..., Awaitable[list[dict[str, Any]]]]:
+    """Claims `n` grants for new customers, fulfils them at the vendor and persists them."""
+    made = 0
+
+    async def fulfil(n: int = 1) -> list[dict[str, Any]]:
+        nonlocal made
+        ids = []
+        for _ in range(n):
+            made += 1
+            status, grant = await api.claim(
+                request_id=f"q{made}", campaign_id="c1", customer_id=f"cust-{made}"
+            )
+            assert status == 201, grant
+            ids.append(grant["grant_id"])
+        async with running(make_worker()):
+
+            async def all_fulfilled() -> bool:
+                views = [await grant_view(api, g) for g in ids]
+                return all(v["status"] == "fulfilled" for v in views)
+
+            await until(all_fulfilled, what="fulfilment")
+        await LedgerWorker(redis, pool, keys).drain()
+        grants = [await grant_view(api, g) for g in ids]
+        assert all(g["persisted"] and g["vendor_id"] == SIM and g["code"] for g in grants)
+        return grants
+
+    return fulfil

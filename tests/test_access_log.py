@@ -15,13 +15,13 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web import Response
 
-from access.signing import signed_headers
-from quanyi.access_log import AccessLogWriter, JsonAccessLogger, access_log_options
-from quanyi.app import create_app
-from quanyi.settings import Settings
-from quanyi.web import JsonErrorsRunner
-from tests.conftest import CHANNEL, CHANNEL_SECRET
-from tests.helpers import sign_in
+from quanyi.access.signing import signed_headers
+from quanyi.core.settings import Settings
+from quanyi.web.access_log import AccessLogWriter, JsonAccessLogger, access_log_options
+from quanyi.web.app import create_app
+from quanyi.web.middleware import JsonErrorsRunner
+from tests.support.clients import sign_in
+from tests.support.settings import CHANNEL, CHANNEL_SECRET
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ async def test_a_claim_and_a_staff_request_each_write_one_line(api, pool, served
     await api.create_right()
     await api.create_campaign()
     await sign_in(api, pool, "marketer")
-    token = api._tokens["marketer"]
+    token = await api.login("marketer")
     base = f"http://{served[0]}:{served[1]}"
     written.seek(0)
     written.truncate()

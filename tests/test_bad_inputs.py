@@ -8,23 +8,16 @@ from typing import Any
 
 import pytest
 
-from tests import test_fulfilment, test_redemptions
-from tests.helpers import redis_state, send, sign
-from tests.test_redemptions import (
+from tests.support.clients import assert_error, grant_view, send, sign
+from tests.support.stores import redis_state
+from tests.support.vendors import (
     SIM,
-    assert_error,
     assert_untouched,
-    grant_view,
     post_signed,
     redemption_rows,
     statement,
     upload,
 )
-
-# Fixtures of the redemption tests: vendor `sim` at a simulator, grants fulfilled there.
-make_worker = test_fulfilment.make_worker
-sim = test_redemptions.sim
-fulfilled = test_redemptions.fulfilled
 
 
 def invalid(status: int, body: Any, field: str) -> None:

@@ -14,12 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
-from campaigns.model import TRANSITIONS
-from ledger.worker import LedgerWorker
-from tests.conftest import CHANNEL, PASSWORD, register_vendor
-from tests.helpers import SHANGHAI, sign_in
-from tests.test_fulfilment import running, until
-from vendors.fulfil import FulfilmentWorker
+from quanyi.campaigns.model import TRANSITIONS
+from quanyi.ledger.worker import LedgerWorker
+from tests.support.clients import new_sessions, sign_in
+from tests.support.clock import SHANGHAI
+from tests.support.factories import register_vendor
+from tests.support.settings import CHANNEL, PASSWORD
+from tests.support.waiting import running, until
+from tests.support.workers import fulfilment_worker
 
 HQ, SZ, GZ = "HQ", "SZ", "GZ"
 USERS = {  # username -> (role, branch)
@@ -99,7 +101,7 @@ class World:
     async def fulfil(self) -> None:
         """A fulfilled grant of each branch at the vendor, in the ledger with its code."""
         grants = [await self.grant(HQ), await self.grant(GZ), await self.grant(SZ)]
-        worker = FulfilmentWorker(
+        worker = fulfilment_worker(
             self.redis, self.pool, self.keys, self.settings, self.clock, block_ms=20
         )
         async with running(worker):
@@ -222,18 +224,11 @@ async def call_login(world: World, user: str, _t: str | None) -> tuple[str, int,
     return "/admin/v1/login", resp.status, await resp.json()
 
 
-class _Sessions:
-    """Where sign_in leaves a token: a second session, so logging it out keeps the first."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[str, str] = {}
-
-
 async def call_logout(world: World, user: str, _t: str | None) -> tuple[str, int, Any]:
-    sessions = _Sessions()
-    await sign_in(sessions, world.pool, user)
+    # A second session, so logging it out keeps the one the other calls use.
+    [token] = (await new_sessions(world.pool, user)).values()
     resp = await world.api.client.post(
-        "/admin/v1/logout", headers={"Authorization": f"Bearer {sessions._tokens[user]}"}
+        "/admin/v1/logout", headers={"Authorization": f"Bearer {token}"}
     )
     return "/admin/v1/logout", resp.status, await resp.json()
 

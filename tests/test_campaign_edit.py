@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import CHANNEL
+from tests.support.settings import CHANNEL
 
 
 async def test_a_draft_can_be_edited_and_claims_follow_the_new_definition(api, pool):

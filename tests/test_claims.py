@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ledger.worker import LedgerWorker
+from quanyi.ledger.worker import LedgerWorker
 
 
 async def test_claim_grants_then_replays_the_same_grant(api):

@@ -9,15 +9,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from inventory.keys import buckets_for, customer_bucket
-from ledger.worker import LedgerWorker
-from tests import conftest
-from tests.helpers import SHANGHAI, next_local_midnight, sign_in
+from quanyi.ledger.worker import LedgerWorker
+from quanyi.stores.keys import buckets_for, customer_bucket
+from tests.support.clock import SHANGHAI, next_local_midnight
+from tests.support.settings import settings_for_tests
 
-
-@pytest.fixture(autouse=True)
-async def _signed_in(api, pool):
-    await sign_in(api, pool)
+pytestmark = pytest.mark.usefixtures("signed_in")
 
 
 async def claim(api, request_id: str, customer_id: str) -> tuple[int, dict]:
@@ -144,7 +141,7 @@ class TestAnotherZone:
 
     @pytest.fixture
     def settings(self):
-        return conftest.test_settings(tz="America/New_York")
+        return settings_for_tests(tz="America/New_York")
 
     async def test_daily_stock_rolls_over_at_the_configured_zones_midnight(self, api):
         ny_midnight = next_local_midnight(time.time(), self.ZONE)

@@ -2,50 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
-
-import pytest
-
-from ledger.worker import LedgerWorker
-from tests.conftest import register_vendor, sim_stats
-from vendors.fulfil import FulfilmentWorker
-
-
-@contextlib.asynccontextmanager
-async def running(worker: FulfilmentWorker) -> AsyncIterator[FulfilmentWorker]:
-    task = asyncio.create_task(worker.run(grace_s=2))
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 15)
-
-
-@pytest.fixture
-def make_worker(redis, pool, keys, settings, clock):
-    def make(**options: Any) -> FulfilmentWorker:
-        options.setdefault("block_ms", 20)
-        options.setdefault("breaker_reset_s", 0.5)
-        return FulfilmentWorker(redis, pool, keys, settings, clock, **options)
-
-    return make
-
-
-async def until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def status_of(api, grant_id: str) -> dict[str, Any]:
-    status, grant = await api.channel("GET", f"/v1/grants/{grant_id}")
-    assert status == 200, grant
-    return grant
+from quanyi.ledger.worker import LedgerWorker
+from tests.support.clients import grant_view
+from tests.support.factories import register_vendor
+from tests.support.vendors import sim_stats
+from tests.support.waiting import running, until
 
 
 async def test_a_grant_is_fulfilled_at_its_vendor_and_the_ledger_records_it(
@@ -62,10 +23,10 @@ async def test_a_grant_is_fulfilled_at_its_vendor_and_the_ledger_records_it(
     async with running(make_worker()):
 
         async def fulfilled() -> bool:
-            return (await status_of(api, grant["grant_id"]))["status"] == "fulfilled"
+            return (await grant_view(api, grant["grant_id"]))["status"] == "fulfilled"
 
         await until(fulfilled, what="fulfilment")
-    seen = await status_of(api, grant["grant_id"])
+    seen = await grant_view(api, grant["grant_id"])
     assert seen["code"].startswith("SIM-") and seen["vendor_id"] == "sim"
     assert [e["event"] for e in seen["timeline"]] == ["granted", "fulfilled"]
     stats = await sim_stats(sim)
@@ -76,5 +37,5 @@ async def test_a_grant_is_fulfilled_at_its_vendor_and_the_ledger_records_it(
         "SELECT status, code, vendor_id FROM grants WHERE grant_id = $1", grant["grant_id"]
     )
     assert (row["status"], row["code"], row["vendor_id"]) == ("fulfilled", seen["code"], "sim")
-    persisted = await status_of(api, grant["grant_id"])
+    persisted = await grant_view(api, grant["grant_id"])
     assert persisted["persisted"] is True and persisted["code"] == seen["code"]

@@ -30,21 +30,16 @@ import orjson
 import pytest
 from yarl import URL
 
-from access.signing import signed_headers
-from quanyi.app import create_app
-from tests import test_http_errors, test_redemptions
-from tests.conftest import CHANNEL, CHANNEL_SECRET, PASSWORD
-from tests.helpers import STAFF, sign_in
-from tests.test_redemptions import SIM, vendor_headers
-
-# Fixtures: the API as `quanyi serve` serves it; vendor `sim` with approved campaign c1.
-served = test_http_errors.served
-sim = test_redemptions.sim
+from quanyi.access.signing import signed_headers
+from quanyi.web.app import create_app
+from tests.support.clients import STAFF, sign_in
+from tests.support.settings import CHANNEL, CHANNEL_SECRET, PASSWORD
+from tests.support.vendors import SIM, vendor_headers
 
 FIXED_SEED = 20261201
 REQUESTS = int(os.environ.get("QUANYI_FUZZ_REQUESTS", "2000"))
 # Successes that are not JSON by design.
-NOT_JSON = {("GET", "/metrics")}
+NOT_JSON = {("GET", "/metrics"), ("GET", "/docs")}
 
 FIELD_NAMES = [
     "request_id", "campaign_id", "customer_id", "reward_id", "wait_ms", "reason",
@@ -348,7 +343,7 @@ async def target(api, served, sim, clock, key_pairs) -> Target:
     return Target(
         base=f"http://{served[0]}:{served[1]}",
         grant_id=grant["grant_id"],
-        tokens=dict(api._tokens),
+        tokens=api.tokens(),
         vendor_private=key_pairs.vendor_private,
         now=int(clock()),
     )
@@ -369,7 +364,7 @@ async def fuzz(seed: int, target: Target, routes: list[tuple[str, str]], pool: A
             if relogin:
                 # A logout may have ended a session the fuzz signs with: fresh ones.
                 await sign_in(api, pool)
-                target.tokens = dict(api._tokens)
+                target.tokens = api.tokens()
                 relogin = False
             aim = routes[i % len(routes)] if i < 3 * len(routes) else None
             route, (method, path_qs, body, headers) = fuzzer.request(aim)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.worker import LedgerWorker
-from quanyi.ids import new_grant_id
-from tests.helpers import send, sign, sign_in
+from quanyi.core.ids import new_grant_id
+from quanyi.ledger.worker import LedgerWorker
+from tests.support.clients import send, sign
 
 GRANT_FIELDS = (
     "grant_id",
@@ -21,9 +21,7 @@ GRANT_FIELDS = (
 )
 
 
-@pytest.fixture(autouse=True)
-async def _signed_in(api, pool):
-    await sign_in(api, pool)
+pytestmark = pytest.mark.usefixtures("signed_in")
 
 
 @pytest.fixture

@@ -4,30 +4,15 @@ every answer is our JSON error, and none echoes what was sent."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import orjson
-import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import TransferEncodingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from quanyi.app import create_app
-from quanyi.web import app_runner, errors_middleware
+from quanyi.web.middleware import errors_middleware
 
 SECRET = "tok-3f9a1c55e2d84b7a"
-
-
-@pytest.fixture
-async def served(pool, redis, settings, clock) -> AsyncIterator[tuple[str, int]]:
-    """The API served by `app_runner` (what `quanyi serve` uses) on a free local port."""
-    runner = app_runner(create_app(settings, clock), settings)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield host, port
-    await runner.cleanup()
 
 
 async def exchange(address: tuple[str, int], raw: bytes) -> tuple[int, dict[str, str], bytes]:

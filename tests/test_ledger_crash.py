@@ -14,13 +14,13 @@ import aiohttp
 import asyncpg
 import pytest
 
-from issuance.claims import Claim
-from ledger.lag import LEDGER_GROUP
-from quanyi.appkeys import CLAIMS
-from tests.conftest import TEST_DATABASE_URL, TEST_PREFIX, TEST_REDIS_URL
+from quanyi.issuance.api import CLAIMS
+from quanyi.issuance.claims import Claim
+from quanyi.stores.outbox import FULFIL_GROUP, LEDGER_GROUP
 from tests.support.scratch import ScratchPostgres, free_port, postgres_available
 from tests.support.scratch_api import scratch_api
-from vendors.fulfil import FULFIL_GROUP
+from tests.support.settings import TEST_DATABASE_URL, TEST_PREFIX, TEST_REDIS_URL
+from tests.support.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,14 +47,6 @@ def start_worker(
     )
 
 
-async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def grant_many(api, first: int, count: int, campaign: str = "c1") -> list[str]:
     claims = api.client.server.app[CLAIMS]
     grants = await asyncio.gather(
@@ -78,7 +70,9 @@ async def test_kill_9_mid_batch_loses_nothing_and_writes_nothing_twice(api, pool
     first = await grant_many(api, 0, 1500)
     worker = start_worker("ledger-a")
     try:
-        await wait_for(lambda: _equals(ledger_count(pool), 1500), what="first grants persisted")
+        await until(
+            lambda: _equals(ledger_count(pool), 1500), what="first grants persisted", timeout=30.0
+        )
 
         # Hold the ledger table so the worker blocks inside its next insert with the batch
         # delivered to it but not acknowledged, then kill it there.
@@ -92,7 +86,7 @@ async def test_kill_9_mid_batch_loses_nothing_and_writes_nothing_twice(api, pool
             info = await redis.xpending(keys.outbox, LEDGER_GROUP)
             return info["pending"] > 0
 
-        await wait_for(worker_holds_entries, what="a batch in flight")
+        await until(worker_holds_entries, what="a batch in flight", timeout=30.0)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         await tx.rollback()
@@ -112,7 +106,9 @@ async def test_kill_9_mid_batch_loses_nothing_and_writes_nothing_twice(api, pool
     await grant_many(api, 3000, 500)  # more arrive while no worker runs
     worker = start_worker("ledger-b")
     try:
-        await wait_for(lambda: _equals(ledger_count(pool), 3500), what="ledger caught up")
+        await until(
+            lambda: _equals(ledger_count(pool), 3500), what="ledger caught up", timeout=30.0
+        )
         await asyncio.sleep(1.5)  # a late duplicate insert, or a trim, would happen now
         # The fulfilment group has not read anything: the outbox keeps every entry for it.
         assert await redis.xlen(keys.outbox) == 3500
@@ -121,7 +117,7 @@ async def test_kill_9_mid_batch_loses_nothing_and_writes_nothing_twice(api, pool
         async def trimmed() -> bool:
             return await redis.xlen(keys.outbox) <= 1
 
-        await wait_for(trimmed, timeout=5, what="the outbox trimmed once every group is done")
+        await until(trimmed, timeout=5, what="the outbox trimmed once every group is done")
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(15) == 0, worker.stderr.read().decode()[-2000:]
@@ -188,8 +184,10 @@ async def test_postgres_restart_while_claims_continue(aiohttp_client, clock, red
             await grant_many(api, 0, 500)
             worker = start_worker("ledger-pg", database_url, metrics_port)
             try:
-                await wait_for(
-                    lambda: _equals(ledger_count(pool), 500), what="first grants persisted"
+                await until(
+                    lambda: _equals(ledger_count(pool), 500),
+                    what="first grants persisted",
+                    timeout=30.0,
                 )
                 assert await worker_up(metrics_port) == 1.0
                 await asyncio.to_thread(pg.stop)
@@ -208,7 +206,7 @@ async def test_postgres_restart_while_claims_continue(aiohttp_client, clock, red
                     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                         return False
 
-                await wait_for(caught_up, timeout=60, what="ledger caught up after the restart")
+                await until(caught_up, timeout=60, what="ledger caught up after the restart")
                 assert await worker_up(metrics_port) == 1.0
                 assert await pool.fetchval("SELECT count(DISTINCT grant_id) FROM grants") == 1500
             finally:

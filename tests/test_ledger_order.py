@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from issuance.lifecycle import grant_from_event
-from ledger.lag import LEDGER_GROUP
-from ledger.worker import LedgerWorker
-from quanyi.appkeys import LIFECYCLE
+from quanyi.issuance.api import LIFECYCLE
+from quanyi.issuance.lifecycle import grant_from_event
+from quanyi.ledger.worker import LedgerWorker
+from quanyi.stores.outbox import LEDGER_GROUP
 
 
 async def test_a_grant_reaching_the_ledger_after_its_events_takes_their_status(

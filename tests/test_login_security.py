@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from access import queries as staff_queries
-from access.passwords import hash_password, verify_password
-from access.staff import LOGIN_MAX_FAILURES, _token_hash, create_staff
-from quanyi.app import create_app
-from tests.conftest import PASSWORD
-from tests.test_fulfilment import until
+from quanyi.access import queries as staff_queries
+from quanyi.access.passwords import hash_password, verify_password
+from quanyi.access.staff import LOGIN_MAX_FAILURES, _token_hash, create_staff
+from quanyi.web.app import create_app
+from tests.support.settings import PASSWORD
+from tests.support.waiting import until
 
 LOGIN = "/admin/v1/login"
 WRONG = "not-the-password"

@@ -12,21 +12,20 @@ from typing import Any
 import asyncpg
 import pytest
 
-from campaigns import queries as campaign_queries
-from ledger.worker import LedgerWorker
-from quanyi.db import migrate, migration_files
-from tests.conftest import register_vendor
-from tests.helpers import SHANGHAI, audit_rows, sign_in
-from tests.test_fulfilment import running, until
-from vendors.fulfil import FulfilmentWorker
-from vendors.simulator import STATE, SimulatorConfig, create_simulator
+from quanyi.campaigns import queries as campaign_queries
+from quanyi.ledger.worker import LedgerWorker
+from quanyi.stores.db import migrate, migration_files
+from quanyi.vendors.simulator import STATE, SimulatorConfig, create_simulator
+from tests.support.clock import SHANGHAI
+from tests.support.factories import bring_to, register_vendor
+from tests.support.stores import audit_rows
+from tests.support.waiting import running, until
+from tests.support.workers import fulfilment_worker
 
 BIG = 50_000_000
 
 
-@pytest.fixture(autouse=True)
-async def _signed_in(api, pool):
-    await sign_in(api, pool)
+pytestmark = pytest.mark.usefixtures("signed_in")
 
 
 def right_body(face_value: int, **changes: Any) -> dict[str, Any]:
@@ -37,23 +36,6 @@ def right_body(face_value: int, **changes: Any) -> dict[str, Any]:
         "unit_cost": 10,
         **changes,
     }
-
-
-async def bring_to(api, state: str, campaign_id: str = "c1", right_id: str = "coffee") -> None:
-    """A head-office campaign on `right_id`, made by `marketer`, brought to `state`."""
-    rewards = [{"id": "r1", "right_id": right_id, "stock": 10, "per_customer_limit": 1}]
-    await api.create_campaign(campaign_id, rewards, approve=False)
-    steps = {
-        "draft": [],
-        "pending": [("marketer", "submit")],
-        "rejected": [("marketer", "submit"), ("approver", "reject")],
-        "approved": [("marketer", "submit"), ("approver", "approve")],
-        "paused": [("marketer", "submit"), ("approver", "approve"), ("marketer", "pause")],
-        "ended": [("marketer", "submit"), ("approver", "approve"), ("marketer", "end")],
-    }[state]
-    for user, action in steps:
-        status, body = await api.admin(user, "POST", f"/admin/v1/campaigns/{campaign_id}/{action}")
-        assert status == 200, body
 
 
 async def right_row(pool, right_id: str = "coffee") -> tuple[Any, ...]:
@@ -164,7 +146,7 @@ async def test_a_claim_pays_the_face_value_the_approver_saw(
     assert (status, body["face_value"]) == (200, BIG)
 
     credits = sim.app[STATE].credits
-    worker = FulfilmentWorker(redis, pool, keys, settings, clock, block_ms=20)
+    worker = fulfilment_worker(redis, pool, keys, settings, clock, block_ms=20)
     async with running(worker):
 
         async def credited() -> bool:
@@ -370,7 +352,7 @@ async def test_cells_a_spreadsheet_would_run_are_escaped_in_statement_reports(
     )
     status, grant = await api.claim(request_id="q1", campaign_id="c1", customer_id="cust-1")
     assert status == 201, grant
-    async with running(FulfilmentWorker(redis, pool, keys, settings, clock, block_ms=20)):
+    async with running(fulfilment_worker(redis, pool, keys, settings, clock, block_ms=20)):
 
         async def fulfilled() -> bool:
             _, seen = await api.channel("GET", f"/v1/grants/{grant['grant_id']}")

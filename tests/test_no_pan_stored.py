@@ -18,12 +18,12 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from ledger.worker import LedgerWorker
-from quanyi.logs import json_handler
-from quanyi.pan import id_has_pan, mask_pans, masked_json_text
-from tests.conftest import TEST_PREFIX, TEST_REDIS_URL
-from tests.helpers import send
-from tests.test_redemptions import SIM, fulfilled, make_worker, post_signed, sim, statement, upload  # noqa: F401 - fixtures
+from quanyi.core.logs import json_handler
+from quanyi.core.pan import id_has_pan, mask_pans, masked_json_text
+from quanyi.ledger.worker import LedgerWorker
+from tests.support.clients import send
+from tests.support.settings import TEST_PREFIX, TEST_REDIS_URL
+from tests.support.vendors import SIM, post_signed, statement, upload
 
 
 def _luhn(digits: str) -> bool:
@@ -71,7 +71,7 @@ HOSTILE_FORMS = (
 )
 
 
-# --- the scanner: written on its own, stricter than quanyi/pan.py --------------------------
+# --- the scanner: written on its own, stricter than quanyi/core/pan.py --------------------
 
 # Any digit of any script counts (NFKC first: full-width, superscripts, circled digits; then
 # every remaining Unicode digit). Between two digits of a number: up to three characters that
@@ -251,7 +251,7 @@ def captured_logs(caplog) -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-def fulfil(sim, fulfilled):  # noqa: F811 - the fixtures imported above
+def fulfil(sim, fulfilled):
     """A running simulated vendor `sim` fulfils reward r1 of approved campaign c1."""
     return fulfilled
 
@@ -318,6 +318,18 @@ async def hostile_requests(
             {"id": card, "name": "x", "kind": "voucher", "face_value": 1, "unit_cost": 1},
         )
         refused(status, reply, "id")
+    # In a path: refused before any look-up, and never repeated in the answer.
+    for method, path, field in (
+        ("PUT", "/admin/v1/rights/{}", "right_id"),
+        ("GET", "/admin/v1/campaigns/{}", "campaign_id"),
+        ("PUT", "/admin/v1/campaigns/{}", "campaign_id"),
+        ("GET", "/admin/v1/vendors/{}", "vendor_id"),
+    ):
+        for card in CARD_IDS[:3]:
+            body = {"name": "x", "kind": "voucher", "face_value": 1, "unit_cost": 1}
+            status, reply = await api.admin("admin", method, path.format(card), body)
+            refused(status, reply, field)
+            assert card not in orjson.dumps(reply).decode(), reply
     now = datetime.fromtimestamp(api.clock(), UTC)
     status, reply = await api.admin(
         "marketer",

@@ -16,14 +16,13 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from ledger.rebuild import ClaimsFlowing, Rebuild, refuse_while_flowing
-from ledger.reconcile import Reconcile, drifted
-from ledger.worker import LedgerWorker
-from tests.conftest import TEST_DATABASE_URL, TEST_PREFIX
-from tests.conftest import test_settings as settings_for
-from tests.helpers import _state
+from quanyi.ledger.rebuild import ClaimsFlowing, Rebuild, refuse_while_flowing
+from quanyi.ledger.reconcile import Reconcile, drifted
+from quanyi.ledger.worker import LedgerWorker
+from tests.support.clients import claim, not_ready
 from tests.support.scratch import ScratchRedis, redis_available
-from tests.test_redis_recovery import claim, not_ready
+from tests.support.settings import TEST_DATABASE_URL, TEST_PREFIX, settings_for_tests
+from tests.support.stores import redis_snapshot
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis-server")
 
@@ -36,7 +35,7 @@ def scratch(tmp_path: Any) -> Iterator[ScratchRedis]:
 
 @pytest.fixture
 def settings(scratch: ScratchRedis):
-    return settings_for(redis_url=scratch.url(0))
+    return settings_for_tests(redis_url=scratch.url(0))
 
 
 @pytest.fixture
@@ -74,7 +73,7 @@ async def restorable(scratch: ScratchRedis) -> dict[bytes, Any]:
     (a revoke gave the last one back) are the same as none."""
     raw = Redis.from_url(scratch.url(0))
     try:
-        state = await _state(raw)
+        state = await redis_snapshot(raw)
         kept = {}
         for key, value in state.items():
             if b":outbox" in key or b":pending" in key:

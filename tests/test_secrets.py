@@ -16,23 +16,23 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from access.channels import ChannelDirectory, create_channel
-from access.secret_box import SecretBox, parse_key, read_key, secret_box
-from quanyi.app import StartupError, create_app, open_pool, open_redis
-from quanyi.errors import SecretsKeyError
-from quanyi.logs import install_redaction, json_handler
-from quanyi.settings import Settings
-from tests.conftest import (
+from quanyi.access.channels import ChannelDirectory, create_channel
+from quanyi.access.secret_box import SecretBox, parse_key, read_key, secret_box
+from quanyi.core.errors import SecretsKeyError, StartupError
+from quanyi.core.logs import install_redaction, json_handler
+from quanyi.core.settings import Settings
+from quanyi.stores.db import open_pool
+from quanyi.stores.redis import open_redis
+from quanyi.web.app import create_app
+from tests.support.clients import Api
+from tests.support.settings import (
     CHANNEL,
     CHANNEL_SECRET,
     SECRETS_KEY_ENV,
     TEST_DATABASE_URL,
     TEST_PREFIX,
     TEST_REDIS_URL,
-    Api,
-)
-from tests.conftest import (
-    test_settings as settings_for_tests,
+    settings_for_tests,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests import conftest
-from tests.conftest import TEST_DATABASE_URL, TEST_PREFIX, TEST_REDIS_URL
+from tests.support.settings import (
+    TEST_DATABASE_URL,
+    TEST_PREFIX,
+    TEST_REDIS_URL,
+    settings_for_tests,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +36,7 @@ def test_a_taken_port_fails_at_once_with_one_clear_line(database, redis, taken_p
         "QUANYI_DATABASE_URL": TEST_DATABASE_URL,
         "QUANYI_REDIS_URL": TEST_REDIS_URL,
         "QUANYI_KEY_PREFIX": TEST_PREFIX,
-        "QUANYI_SECRETS_KEY": conftest.test_settings().secrets_key,
+        "QUANYI_SECRETS_KEY": settings_for_tests().secrets_key,
         "QUANYI_WORKER_METRICS_PORT": "0",
         "QUANYI_HTTP_HOST": "127.0.0.1",
     }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from quanyi.db import migrate, migration_files
-from quanyi.settings import Settings
+from quanyi.core.settings import Settings
+from quanyi.stores.db import migrate, migration_files
 
 
 def test_environment_overrides_the_config_file_which_overrides_defaults(tmp_path):
@@ -26,11 +26,20 @@ def test_environment_overrides_the_config_file_which_overrides_defaults(tmp_path
     [
         ({"QUANYI_HTTP_PORT": "eighty"}, "http_port"),
         ({"QUANYI_TZ": "Mars/Olympus"}, "Mars/Olympus"),
+        ({"QUANYI_LOG_LEVEL": "LOUD"}, "log_level"),
     ],
 )
 def test_bad_settings_fail_at_start_up(env, message):
     with pytest.raises(Exception, match=message):
         Settings.from_env(env)
+
+
+def test_the_log_level_is_read_from_the_config_file_too(tmp_path):
+    config = tmp_path / "quanyi.toml"
+    config.write_text('[quanyi]\nlog_level = "WARNING"\n')
+    assert Settings.from_env({"QUANYI_CONFIG": str(config)}).log_level == "WARNING"
+    both = {"QUANYI_CONFIG": str(config), "QUANYI_LOG_LEVEL": "DEBUG"}
+    assert Settings.from_env(both).log_level == "DEBUG"  # the environment still wins
 
 
 def test_unknown_setting_in_config_file_is_refused(tmp_path):

@@ -10,27 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import orjson
 
-from campaigns.service import CampaignService
-from inventory.readiness import mark_store_ready, unmark_store_ready
-from issuance.claims import Claim, ClaimService
-from ledger.rebuild import Rebuild
-from ledger.worker import LedgerWorker
-from quanyi.app import create_app
-from quanyi.errors import StoreNotReady, Unavailable
-from tests.conftest import CHANNEL, Api, _delete_keys
-from vendors.fulfil import FulfilmentWorker
-
-
-async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+from quanyi.campaigns.service import CampaignService
+from quanyi.core.errors import StoreNotReady, Unavailable
+from quanyi.inventory.readiness import mark_store_ready, unmark_store_ready
+from quanyi.issuance.claims import Claim, ClaimService
+from quanyi.ledger.rebuild import Rebuild
+from quanyi.ledger.worker import LedgerWorker
+from quanyi.web.app import create_app
+from tests.support.clients import Api
+from tests.support.settings import CHANNEL
+from tests.support.stores import delete_test_keys
+from tests.support.waiting import until
+from tests.support.workers import fulfilment_worker
 
 
 async def readyz(api: Api) -> tuple[int, dict[str, str]]:
@@ -53,7 +47,7 @@ async def test_an_api_restarted_on_an_emptied_redis_serves_no_claim_and_says_why
     assert status == 201
     await LedgerWorker(redis, pool, keys).drain()
 
-    await _delete_keys(redis)  # Redis lost its data; the ledger holds a grant
+    await delete_test_keys(redis)  # Redis lost its data; the ledger holds a grant
     with caplog.at_level(logging.ERROR, logger="quanyi.app"):
         restarted = Api(await aiohttp_client(create_app(settings, clock)), clock)
     assert any(
@@ -114,7 +108,7 @@ async def test_definitions_back_without_the_rest_decide_no_claim(api, pool, redi
     status, _ = await api.claim(request_id="q1", campaign_id="c1", customer_id="cust-1")
     assert status == 201
     await LedgerWorker(redis, pool, keys).drain()
-    await _delete_keys(redis)
+    await delete_test_keys(redis)
     await CampaignService(pool, redis, keys).publish_all()
     before = sorted([k async for k in redis.scan_iter(match=f"{keys.prefix}:*")])
     replies = await asyncio.gather(
@@ -136,7 +130,7 @@ async def test_a_revoke_on_an_emptied_store_is_503_and_gives_nothing_back(
     status, grant = await api.claim(request_id="q1", campaign_id="c1", customer_id="cust-1")
     assert status == 201
     await LedgerWorker(redis, pool, keys).drain()
-    await _delete_keys(redis)
+    await delete_test_keys(redis)
     status, body = await api.channel("POST", f"/v1/grants/{grant['grant_id']}/revoke", {})
     assert (status, body["error"]["reason"]) == (503, "store_not_ready"), body
     assert [k async for k in redis.scan_iter(match=f"{keys.prefix}:*")] == []
@@ -156,14 +150,14 @@ async def test_a_fulfilment_recorded_while_the_store_is_not_ready_is_parked_not_
     assert status == 201
     grant_id = grant["grant_id"]
     await unmark_store_ready(redis, keys)  # as a flush would, the outbox entry left to read
-    worker = FulfilmentWorker(redis, pool, keys, settings, clock, block_ms=20)
+    worker = fulfilment_worker(redis, pool, keys, settings, clock, block_ms=20)
     task = asyncio.create_task(worker.run(grace_s=2))
     try:
 
         async def parked() -> bool:
             return bool(await redis.hexists(keys.fulfil_parked, grant_id))
 
-        await until(parked, what="the grant parked")
+        await until(parked, what="the grant parked", timeout=10.0, every=0.02)
         assert await redis.hget(keys.grant_states("c1"), grant_id) is None  # not failed
         assert await redis.hget(keys.fulfil_attempts, grant_id) is None  # no attempt spent
         assert await redis.xlen(keys.fulfil_dead) == 0
@@ -174,7 +168,12 @@ async def test_a_fulfilment_recorded_while_the_store_is_not_ready_is_parked_not_
         async def fulfilled() -> bool:
             return bool(await redis.hexists(keys.pending_events, f"{grant_id}:fulfilled"))
 
-        await until(fulfilled, what="the grant fulfilled after the store came back")
+        await until(
+            fulfilled,
+            what="the grant fulfilled after the store came back",
+            timeout=10.0,
+            every=0.02,
+        )
         assert not await redis.hexists(keys.fulfil_parked, grant_id)
     finally:
         worker.stop()

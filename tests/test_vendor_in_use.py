@@ -12,22 +12,19 @@ import asyncpg
 import orjson
 import pytest
 
-from campaigns import queries as campaign_queries
-from tests.conftest import register_vendor
-from tests.helpers import audit_rows, sign_in
-from tests.test_fulfilment import until
-from tests.test_maker_checker import bring_to
-from vendors import queries as vendor_queries
-from vendors.registry import key_fingerprint
-from vendors.rsa import load_key
+from quanyi.campaigns import queries as campaign_queries
+from quanyi.vendors import queries as vendor_queries
+from quanyi.vendors.registry import key_fingerprint
+from quanyi.vendors.rsa import load_key
+from tests.support.factories import bring_to, register_vendor
+from tests.support.stores import audit_rows
+from tests.support.waiting import until
 
 PATH = "/admin/v1/vendors/bonus"
 BASE_URL = "https://bonus.example/api"
 
 
-@pytest.fixture(autouse=True)
-async def _signed_in(api, pool):
-    await sign_in(api, pool)
+pytestmark = pytest.mark.usefixtures("signed_in")
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from vendors import rsa
-from vendors.simulator import SimulatorConfig, create_simulator, run_simulator
+from quanyi.vendors import rsa
+from quanyi.vendors.simulator import SimulatorConfig, create_simulator, run_simulator
 
 MakeSim = Callable[..., Awaitable[TestClient]]
 

@@ -16,20 +16,14 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from quanyi.ids import new_grant_id
-from tests import test_redemptions
-from tests.conftest import register_vendor
-from tests.test_fulfilment import until
-from tests.test_redemptions import SIM, _today, redeem, statement, upload, vendor_headers
-from vendors.api import CALLBACK_MAX_BYTES, STATEMENT_MAX_BYTES
-from vendors.upload_slots import PER_PROCESS, upload_slots
+from quanyi.core.ids import new_grant_id
+from quanyi.vendors.api import STATEMENT_MAX_BYTES
+from quanyi.vendors.callbacks import CALLBACK_MAX_BYTES
+from quanyi.vendors.upload_slots import PER_PROCESS, upload_slots
+from tests.support.factories import register_vendor
+from tests.support.vendors import SIM, redeem, statement, today, upload, vendor_headers
+from tests.support.waiting import until
 
-# The vendor `sim` and fulfilled grants of it, as the redemption tests make them.
-make_worker, sim, fulfilled = (
-    test_redemptions.make_worker,
-    test_redemptions.sim,
-    test_redemptions.fulfilled,
-)
 ANSWER_WITHIN_S = 5.0
 
 
@@ -132,7 +126,7 @@ REFUSED_UNREAD = {
 @pytest.mark.parametrize("case", list(REFUSED_UNREAD))
 async def test_a_refused_upload_is_answered_before_its_body_is_sent(api, pool, sim, case):
     endpoint, vendor_id, length, options, expected = REFUSED_UNREAD[case]
-    path = f"/v1/vendors/{vendor_id}/{endpoint}?day={_today(api)}"
+    path = f"/v1/vendors/{vendor_id}/{endpoint}?day={today(api)}"
     status, body = await headers_only(api, path, _headers(api, length, **options))
     assert (status, body["error"]["code"]) == expected, body
     assert await pool.fetchval("SELECT count(*) FROM statements") == 0
@@ -173,7 +167,7 @@ async def test_a_large_signed_statement_does_not_stall_the_event_loop(api, pool,
     ticking = asyncio.create_task(ticker())
     timestamp = str(int(api.clock()))
     resp = await api.client.post(
-        f"/v1/vendors/{SIM}/statements?day={_today(api)}",
+        f"/v1/vendors/{SIM}/statements?day={today(api)}",
         data=raw,
         headers=vendor_headers(
             key_pairs.vendor_private, timestamp, raw, **{"Content-Type": "text/csv"}
@@ -279,8 +273,8 @@ async def test_a_second_statement_of_a_vendor_is_refused_at_once_while_one_uploa
 ):
     """One upload per vendor at a time, staff and vendor uploads alike: the second is refused
     before a byte of its body is read, and the slot comes back when the first is over."""
-    path = f"/v1/vendors/{SIM}/statements?day={_today(api)}"
-    staff_path = f"/admin/v1/vendors/{SIM}/statements?day={_today(api)}"
+    path = f"/v1/vendors/{SIM}/statements?day={today(api)}"
+    staff_path = f"/admin/v1/vendors/{SIM}/statements?day={today(api)}"
     token = await api.login("approver")
     async with slow_upload(api, path, _headers(api, STATEMENT_MAX_BYTES)):
         await holding(api, SIM)
@@ -313,7 +307,7 @@ async def test_statement_uploads_are_capped_per_process(api, pool, key_pairs, ou
     assert PER_PROCESS == 2
     for vendor_id in ("v2", "v3"):
         await register_vendor(api, vendor_id, "https://v.example", key_pairs, our_key_file)
-    day = _today(api)
+    day = today(api)
     token = await api.login("approver")
     async with (
         slow_upload(api, f"/v1/vendors/{SIM}/statements?day={day}", _headers(api, 0)),
@@ -341,7 +335,7 @@ async def test_statement_uploads_are_capped_per_process(api, pool, key_pairs, ou
 async def test_a_refused_stranger_takes_no_upload_slot(api, sim):
     """Checks that need no body still come first: a stale or unsigned upload is 401 whether
     or not a slot is free, and never holds one."""
-    path = f"/v1/vendors/{SIM}/statements?day={_today(api)}"
+    path = f"/v1/vendors/{SIM}/statements?day={today(api)}"
     for options in ({"age_s": 301}, {"signature": None}):
         status, body = await headers_only(api, path, _headers(api, STATEMENT_MAX_BYTES, **options))
         assert (status, body["error"]["code"]) == (401, "unauthorized"), body

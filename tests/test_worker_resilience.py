@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,31 +14,22 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from issuance.claims import Claim
-from ledger.rebuild import Rebuild
-from quanyi.app import WORKERS, create_app
-from quanyi.appkeys import CLAIMS, KEYS, POOL, SETTINGS
-from quanyi.clock import system_clock
-from tests import conftest
-from tests.conftest import CHANNEL
+from quanyi.core.clock import system_clock
+from quanyi.core.http import SETTINGS
+from quanyi.issuance.api import CLAIMS
+from quanyi.issuance.claims import Claim
+from quanyi.ledger.rebuild import Rebuild
+from quanyi.stores.appkeys import KEYS, POOL
+from quanyi.web.app import WORKERS, create_app
 from tests.support.scratch import ScratchPostgres, ScratchRedis, postgres_available, redis_available
 from tests.support.scratch_api import metric, scratch_api
-from vendors.fulfil import VENDORS_EVERY_S
+from tests.support.settings import CHANNEL, settings_for_tests
+from tests.support.waiting import until
 
 needs_scratch_stores = pytest.mark.skipif(
     not (postgres_available() and redis_available()), reason="needs initdb/pg_ctl and redis-server"
 )
 STORE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-async def until(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class ClaimStream:
@@ -74,7 +65,7 @@ class ClaimStream:
         async def enough() -> bool:
             return len(self.grants) >= count
 
-        await until(enough, what=f"{count} grants")
+        await until(enough, what=f"{count} grants", timeout=30.0)
 
 
 @contextlib.asynccontextmanager
@@ -145,13 +136,14 @@ async def test_both_workers_ride_through_a_postgresql_restart_under_claims(
                 await until(
                     lambda: all_fulfilled_in_ledger(database_url, steady.granted_since()[:50]),
                     what="both workers at work before the outage",
+                    timeout=30.0,
                 )
                 await asyncio.to_thread(pg.stop)
                 try:
                     async with claims_of(app, "c2") as during:
                         # Long enough for each worker's periodic PostgreSQL work to meet the
                         # outage, while claims go on being granted from Redis.
-                        await asyncio.sleep(VENDORS_EVERY_S + 1)
+                        await asyncio.sleep(app[SETTINGS].fulfil_vendors_every_s + 1)
                         assert len(during.grants) > 100
                 finally:
                     await asyncio.to_thread(pg.start)
@@ -161,6 +153,7 @@ async def test_both_workers_ride_through_a_postgresql_restart_under_claims(
             await until(
                 lambda: all_fulfilled_in_ledger(database_url, everything),
                 what="the ledger caught up with every grant, each one fulfilled",
+                timeout=30.0,
             )
             await assert_never_died(api.client)
             conn = await asyncpg.connect(database_url)
@@ -206,7 +199,7 @@ async def test_both_workers_ride_through_a_redis_flush_under_claims(aiohttp_clie
                     async def sent_more() -> bool:
                         return stream.sent >= at_flush + 25
 
-                    await until(sent_more, what="claims sent after the flush")
+                    await until(sent_more, what="claims sent after the flush", timeout=30.0)
                     # An emptied store decides nothing until it is rebuilt from the ledger.
                     assert stream.granted_since(at_flush) == []
                     await Rebuild(app[POOL], raw, app[KEYS], app[SETTINGS], system_clock).run()
@@ -218,12 +211,15 @@ async def test_both_workers_ride_through_a_redis_flush_under_claims(aiohttp_clie
                 await until(
                     lambda: all_fulfilled_in_ledger(database_url, new_grants),
                     what="every grant made after the flush persisted and fulfilled",
+                    timeout=30.0,
                 )
 
                 async def trimmed() -> bool:
                     return await raw.xlen(outbox) <= 1
 
-                await until(trimmed, what="the outbox trimmed again below both groups")
+                await until(
+                    trimmed, what="the outbox trimmed again below both groups", timeout=30.0
+                )
             finally:
                 await raw.aclose()
             await assert_never_died(api.client)
@@ -234,7 +230,7 @@ async def with_workers(aiohttp_client, pool, redis):
     """Another process of the service on the test stores, this one running both workers."""
 
     async def start(**settings: Any) -> Any:
-        app = create_app(conftest.test_settings(**settings), system_clock, workers=True)
+        app = create_app(settings_for_tests(**settings), system_clock, workers=True)
         return await aiohttp_client(app)
 
     return start
@@ -251,7 +247,7 @@ async def test_a_crashed_worker_is_restarted_and_reported_meanwhile(
     async def ready() -> bool:
         return (await readyz(client))[0] == 200
 
-    await until(ready, what="ready with both workers")
+    await until(ready, what="ready with both workers", timeout=30.0)
     assert await metric(client, "quanyi_worker_up", {"worker": "ledger"}) == 1.0
 
     # A fault no worker retries: the outbox is not a stream any more.
@@ -292,7 +288,7 @@ async def test_readyz_answers_503_while_the_ledger_is_too_far_behind(api, with_w
     async def ready() -> bool:
         return (await readyz(client))[0] == 200
 
-    await until(ready, what="ready")
+    await until(ready, what="ready", timeout=30.0)
     # Hold the ledger table: the worker's next insert waits, its batch stays unacknowledged.
     blocker = await pool.acquire()
     tx = blocker.transaction()

@@ -1,8 +1,6 @@
 """Vendors: the registry, adapters that fulfil grants at vendors (voucher codes, points, lounge
 passes), the fulfilment worker, and signed redemption callbacks."""
 
-from pathlib import Path
+from quanyi.stores.db import load_queries
 
-from quanyi.db import load_queries
-
-queries = load_queries(Path(__file__).with_name("queries.sql"))
+queries = load_queries(__name__)

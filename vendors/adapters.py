@@ -13,11 +13,11 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
-from inventory.keys import Keys
-from inventory.scripts import Scripts
-from quanyi.clock import Clock
-from vendors.registry import Vendor
-from vendors.rsa import sign, verify
+from quanyi.core.clock import Clock
+from quanyi.stores.keys import Keys
+from quanyi.stores.scripts import Scripts
+from quanyi.vendors.registry import Vendor
+from quanyi.vendors.rsa import sign, verify
 
 
 class VendorError(Exception):
@@ -161,11 +161,11 @@ class PointsAdapter(HttpAdapter):
 class CodePoolAdapter:
     """Voucher codes the vendor delivered up front: one per grant, popped atomically."""
 
-    def __init__(self, vendor: Vendor, redis: Redis, keys: Keys) -> None:
+    def __init__(self, vendor: Vendor, redis: Redis, keys: Keys, scripts: Scripts) -> None:
         self._vendor = vendor
         self._redis = redis
         self._keys = keys
-        self._assign = Scripts(redis).assign_code
+        self._assign = scripts.assign_code
 
     async def issue(self, order: Order) -> Fulfilment:
         code = await self._assign(
@@ -188,10 +188,15 @@ class CodePoolAdapter:
 
 
 def make_adapter(
-    vendor: Vendor, session: aiohttp.ClientSession | None, redis: Redis, keys: Keys, clock: Clock
+    vendor: Vendor,
+    session: aiohttp.ClientSession | None,
+    redis: Redis,
+    keys: Keys,
+    clock: Clock,
+    scripts: Scripts,
 ) -> Adapter:
     if vendor.adapter == "codepool":
-        return CodePoolAdapter(vendor, redis, keys)
+        return CodePoolAdapter(vendor, redis, keys, scripts)
     assert session is not None
     if vendor.adapter == "points":
         return PointsAdapter(vendor, session, clock)

@@ -7,10 +7,10 @@ import logging
 
 import asyncpg
 
-from quanyi.db import keep_refreshed
-from vendors import queries
-from vendors.registry import Vendor
-from vendors.rsa import RsaKey
+from quanyi.stores.db import keep_refreshed
+from quanyi.vendors import queries
+from quanyi.vendors.registry import Vendor
+from quanyi.vendors.rsa import RsaKey
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from vendors import queries
+from quanyi.vendors import queries
 
 
 class DuplicateCheck:

@@ -7,21 +7,20 @@ Private keys never live in the database or the repository: a vendor row names wh
 from __future__ import annotations
 
 import hashlib
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 
-from access.staff import Staff, audit
-from campaigns.model import LIVE
-from quanyi.errors import AlreadyExists, InvalidRequest, NotFound, VendorInUse
-from quanyi.validation import Fields
-from vendors import queries
-from vendors.rsa import RsaKey, load_key
+from quanyi.access.staff import Staff, audit
+from quanyi.campaigns.model import LIVE, read_body
+from quanyi.core.errors import AlreadyExists, NotFound, VendorInUse
+from quanyi.vendors import queries
+from quanyi.vendors.model import Adapter, RetryBody, VendorBody, VendorPatch, load_private_key
+from quanyi.vendors.rsa import RsaKey, load_key
 
-ADAPTERS = ("http", "points", "codepool", "simulated")
+ADAPTERS: tuple[str, ...] = get_args(Adapter)
 # Where a vendor is reached and how: changing either redirects every credit and fulfilment of
 # the campaigns routed to it, so neither moves while a live campaign is (see VendorInUse).
 ROUTING_FIELDS = ("adapter", "base_url")
@@ -72,87 +71,29 @@ class Vendor:
         }
 
 
-def load_private_key(reference: str) -> RsaKey:
-    """`file:PATH` or `env:VARIABLE` holding a PEM private key."""
-    kind, _, where = reference.partition(":")
-    if kind == "file":
-        return load_key(Path(where).read_text())
-    if kind == "env":
-        return load_key(os.environ[where])
-    raise ValueError(f"signing key reference must be file:PATH or env:VARIABLE, not {reference!r}")
-
-
-def _parse(body: Any, current: Vendor | None = None) -> dict[str, Any]:
-    """A vendor body; with `current`, a partial update over it."""
-    base = current.to_json() if current else {}
-    if current and isinstance(body, dict):
-        kept, given = base.pop("retry"), body.get("retry")
-        retry = {**kept, **given} if isinstance(given, dict) else kept if given is None else given
-        body = {**base, **body, "retry": retry}
-    f = Fields(body)
-    retry = (
-        Fields((body or {}).get("retry") or {}, "retry.", f.errors) if isinstance(body, dict) else f
-    )
-    values = {
-        "id": f.ident("id"),
-        "name": f.text("name"),
-        "adapter": f.text("adapter", 16),
-        "base_url": f.text("base_url", 500, required=False),
-        "timeout_ms": f.integer("timeout_ms", 1, 120_000, required=False) or 2000,
-        "max_in_flight": f.integer("max_in_flight", 1, 10_000, required=False) or 64,
-        "max_attempts": retry.integer("max_attempts", 1, 100, required=False) or 8,
-        "backoff_base_ms": retry.integer("backoff_base_ms", 1, 3_600_000, required=False) or 200,
-        "backoff_max_ms": retry.integer("backoff_max_ms", 1, 86_400_000, required=False) or 60_000,
-        "public_keys": (body or {}).get("public_keys", []) if isinstance(body, dict) else [],
-        "signing_key": f.text("signing_key", 500, required=False),
-    }
-    if values["adapter"] and values["adapter"] not in ADAPTERS:
-        f.fail("adapter", f"one of {', '.join(ADAPTERS)}")
-    if values["adapter"] in ("http", "points", "simulated") and not values["base_url"]:
-        f.fail("base_url", f"required for the {values['adapter']} adapter")
-    keys = values["public_keys"]
-    if not isinstance(keys, list) or len(keys) > 2 or not all(isinstance(k, str) for k in keys):
-        f.fail("public_keys", "a list of at most two PEM public keys (two while rotating)")
-    else:
-        for i, pem in enumerate(keys):
-            try:
-                key = load_key(pem)
-                if key.has_private():
-                    f.fail(f"public_keys[{i}]", "a private key: send only the public part")
-            except (ValueError, IndexError, TypeError):
-                f.fail(f"public_keys[{i}]", "not a PEM RSA public key")
-    if values["signing_key"]:
-        try:
-            if not load_private_key(values["signing_key"]).has_private():
-                f.fail("signing_key", "it holds a public key; ours must be a private key")
-        except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:
-            f.fail("signing_key", f"cannot load a private key from it: {exc}")
-    f.check()
-    return values
-
-
 class VendorRegistry:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(self, staff: Staff, body: Any) -> Vendor:
+    async def create(self, staff: Staff, body: bytes | Mapping[str, Any]) -> Vendor:
+        """`body`: a VendorBody, as JSON bytes or a mapping (the CLI, the demo)."""
         staff.require_role("admin")
         staff.require_head_office()
-        v = _parse(body)
+        v = read_body(VendorBody, body)
         async with self._pool.acquire() as conn, conn.transaction():
             try:
                 row = await conn.fetchrow(queries.insert_vendor, *_columns(v))
             except asyncpg.UniqueViolationError:
-                raise AlreadyExists(f"vendor {v['id']} exists") from None
+                raise AlreadyExists(f"vendor {v.id} exists") from None
             vendor = Vendor.from_row(row)
             await audit(conn, staff, "vendor.create", f"vendor:{vendor.id}", vendor.to_json())
         return vendor
 
-    async def update(self, staff: Staff, vendor_id: str, body: Any) -> Vendor:
+    async def update(self, staff: Staff, vendor_id: str, body: bytes | Mapping[str, Any]) -> Vendor:
+        """`body`: a VendorPatch; the vendor it makes is checked as a whole (a VendorBody)."""
         staff.require_role("admin")
         staff.require_head_office()
-        if not isinstance(body, dict):
-            raise InvalidRequest("body must be a JSON object")
+        patch = read_body(VendorPatch, body)
         async with self._pool.acquire() as conn, conn.transaction():
             # Under the vendor's lock: a submit or approval routing rewards here waits for this
             # change, or this change sees the campaign it made live.
@@ -160,8 +101,8 @@ class VendorRegistry:
             if row is None:
                 raise NotFound(f"no vendor {vendor_id}")
             current = Vendor.from_row(row)
-            v = _parse({**body, "id": vendor_id}, current)
-            rerouted = [f for f in ROUTING_FIELDS if v[f] != getattr(current, f)]
+            v = read_body(VendorBody, _patched(current, patch))
+            rerouted = [f for f in ROUTING_FIELDS if getattr(v, f) != getattr(current, f)]
             if rerouted:
                 in_use = [
                     r["id"]
@@ -208,19 +149,30 @@ class VendorRegistry:
         return Vendor.from_row(row)
 
 
-def _columns(v: dict[str, Any]) -> tuple:
+def _patched(current: Vendor, patch: VendorPatch) -> dict[str, Any]:
+    """The vendor as it is, with what the patch names; a null retry keeps the retry settings."""
+    vendor = current.to_json()
+    given = patch.model_dump(exclude_unset=True)
+    given.pop("retry", None)
+    if patch.retry is not None:
+        vendor["retry"] = {**vendor["retry"], **patch.retry.model_dump(exclude_unset=True)}
+    return {**vendor, **given}
+
+
+def _columns(v: VendorBody) -> tuple[Any, ...]:
+    retry = v.retry or RetryBody()  # a validated body has one: a null reads as the defaults
     return (
-        v["id"],
-        v["name"],
-        v["adapter"],
-        v["base_url"],
-        v["timeout_ms"],
-        v["max_in_flight"],
-        v["max_attempts"],
-        v["backoff_base_ms"],
-        v["backoff_max_ms"],
-        v["public_keys"],
-        v["signing_key"],
+        v.id,
+        v.name,
+        v.adapter,
+        v.base_url,
+        v.timeout_ms,
+        v.max_in_flight,
+        retry.max_attempts,
+        retry.backoff_base_ms,
+        retry.backoff_max_ms,
+        v.public_keys,
+        v.signing_key,
     )
 
 

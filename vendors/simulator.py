@@ -31,7 +31,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from vendors import rsa
+from quanyi.vendors import rsa
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,35 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
 
-from access.staff import Staff, audit
-from quanyi.errors import InvalidRequest
-from quanyi.pan import mask_json
-from vendors import queries
+from quanyi.access.staff import HEAD_OFFICE, Actor, audit
+from quanyi.core.errors import InvalidRequest
+from quanyi.core.pan import mask_json
+from quanyi.core.schemas import check
+from quanyi.vendors import queries
+from quanyi.vendors.model import StatementQuery
+
+
+@dataclass(frozen=True)
+class VendorActor:
+    """A vendor sending its own statement, as the audit log and the statement record name it:
+    not a staff member, so it has no role or branch scope anything could check. Statements are
+    head office's (staff who upload one must be there), and a vendor's is filed there too."""
+
+    vendor_id: str
+    branch: str = HEAD_OFFICE
+
+    @property
+    def username(self) -> str:
+        return f"vendor:{self.vendor_id}"
+
 
 # Our status -> what the vendor's statement should say for it.
 EXPECTED = {"fulfilled": "issued", "redeemed": "redeemed", "expired": "issued"}
@@ -80,18 +98,11 @@ async def parse_statement(text: str) -> list[dict[str, str]]:
 
 
 async def reconcile(
-    pool: asyncpg.Pool, staff: Staff, vendor_id: str, day: str, text: str, zone: ZoneInfo
+    pool: asyncpg.Pool, actor: Actor, vendor_id: str, day: str, text: str, zone: ZoneInfo
 ) -> dict[str, Any]:
-    try:
-        if not day.isascii():
-            raise ValueError(day)
-        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=zone)
-        if not 2000 <= start.year <= 9998:  # the day after, in UTC, must stay a datetime
-            raise ValueError(day)
-    except ValueError:
-        raise InvalidRequest(
-            "day must be YYYY-MM-DD", {"day": "YYYY-MM-DD, from 2000-01-01 to 9998-12-31"}
-        ) from None
+    """`actor` uploaded the statement of `day` (YYYY-MM-DD): staff, the CLI or the vendor."""
+    query = check(StatementQuery, {"day": day}, "day must be YYYY-MM-DD")
+    start = datetime.combine(query.start(), time(), zone)
     rows = await parse_statement(text)
     ours = {
         r["grant_id"]: r
@@ -138,13 +149,13 @@ async def reconcile(
     saved = await pool.fetchrow(
         queries.insert_statement,
         vendor_id,
-        staff.username,
+        actor.username,
         len(rows),
         stored,  # their cells: card numbers masked
     )
     await audit(
         pool,
-        staff,
+        actor,
         "statement.reconcile",
         f"vendor:{vendor_id}",
         {"day": day, "statement_id": saved["id"], **summary},

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from quanyi.errors import TooManyRequests
+from quanyi.core.errors import TooManyRequests
 
 PER_PROCESS = 2
 RETRY_AFTER_S = 5

@@ -12,10 +12,6 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from campaigns.service import CampaignService
-from inventory.keys import Keys
-from inventory.readiness import mark_store_ready
-from issuance.claims import Claim, ClaimService
 from loadtests.bench.results import BenchError, LuaRun
 from loadtests.bench.stores import (
     CAMPAIGN,
@@ -30,7 +26,11 @@ from loadtests.bench.stores import (
 from loadtests.drivers import redis_benchmark
 from loadtests.procs import REPO_ROOT, ChildError
 from loadtests.stats import per_unit_us
-from quanyi.settings import Settings
+from quanyi.campaigns.service import CampaignService
+from quanyi.core.settings import Settings
+from quanyi.inventory.readiness import mark_store_ready
+from quanyi.issuance.claims import Claim, ClaimService
+from quanyi.stores.keys import Keys
 
 CLAIM_LUA = REPO_ROOT / "lua" / "claim.lua"
 CLAIM_LIBRARY, CLAIM_FUNCTION = "qyb_bench", "qyb_bench_claim"

@@ -15,7 +15,6 @@ from typing import TypeVar
 import asyncpg
 from redis.asyncio import Redis
 
-from inventory.keys import Keys
 from loadtests.bench.lua import claim_lua_variant
 from loadtests.bench.metrics import LagGauge, histogram_totals
 from loadtests.bench.report import fmt_n, fmt_s
@@ -58,7 +57,8 @@ from loadtests.procs import (
     wait_http,
 )
 from loadtests.stats import mean_between, per_unit_us
-from vendors.fulfil import FULFIL_GROUP
+from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import FULFIL_GROUP
 
 CLAIM_BATCH, LEDGER_BATCH = "quanyi_claim_batch_size", "quanyi_ledger_batch_size"
 

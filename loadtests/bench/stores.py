@@ -13,14 +13,14 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from access.channels import create_channel
-from access.staff import Staff, create_staff
-from campaigns.service import CampaignService
-from inventory.keys import Keys
-from ledger.lag import LEDGER_GROUP, trim_outbox
 from loadtests.bench.results import BenchError, Settled
 from loadtests.drivers import ClaimSigner
-from quanyi.db import migrate
+from quanyi.access.channels import create_channel
+from quanyi.access.staff import Staff, create_staff
+from quanyi.campaigns.service import CampaignService
+from quanyi.stores.db import migrate
+from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import LEDGER_GROUP, trim_outbox
 
 PG_ADMIN_URL = "postgresql://127.0.0.1:5432/postgres"
 DATABASE = "quanyi_bench"

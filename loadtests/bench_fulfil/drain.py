@@ -14,9 +14,6 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 
-from inventory.keys import Keys
-from issuance.claims import Claim, ClaimService
-from ledger.lag import outbox_lag
 from loadtests import seed
 from loadtests.bench_fulfil.plan import (
     CLAIM_CHUNK,
@@ -33,8 +30,10 @@ from loadtests.procs import busy_cores, cpu_s, machine_ticks
 from loadtests.scenario import CampaignPlan
 from loadtests.stack import Stack, sim_config, sim_stats
 from loadtests.stats import delta
-from quanyi.clock import system_clock
-from vendors.fulfil import FULFIL_GROUP
+from quanyi.core.clock import system_clock
+from quanyi.issuance.claims import Claim, ClaimService
+from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import FULFIL_GROUP, outbox_lag
 
 
 def fmt_s(seconds: float | None) -> str:

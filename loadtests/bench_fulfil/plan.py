@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from loadtests.procs import HOST
 from loadtests.scenario import CampaignPlan, RewardPlan
 from loadtests.stack import SetupError
-from quanyi.settings import Settings
+from quanyi.core.settings import Settings
 
 DATABASE_URL = "postgresql://127.0.0.1:5432/quanyi_benchfulfil"
 REDIS_URL = "redis://127.0.0.1:6379/12"

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from access.signing import signed_headers
 from loadtests import seed
 from loadtests.bench_fulfil.plan import WAIT_LATENCY_MS, WAIT_MS, WAIT_PHASE_MAX_S, Lane, Options
 from loadtests.clients import new_id
 from loadtests.scenario import CampaignPlan
 from loadtests.stack import Stack, sim_config
+from quanyi.access.signing import signed_headers
 
 
 @dataclass

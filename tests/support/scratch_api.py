@@ -16,16 +16,15 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from access import queries as staff_queries
-from access.channels import create_channel
-from access.secret_box import secret_box
-from quanyi.app import create_app
-from quanyi.clock import Clock
-from quanyi.db import migrate
-from tests.conftest import CHANNEL, CHANNEL_SECRET, Api, _password_hash, test_settings
-from tests.helpers import sign_in
+from quanyi.access.channels import create_channel
+from quanyi.access.secret_box import secret_box
+from quanyi.core.clock import Clock
+from quanyi.stores.db import migrate
+from quanyi.web.app import create_app
+from tests.support.clients import STAFF_ACCOUNTS, Api, add_staff, sign_in
+from tests.support.settings import CHANNEL, CHANNEL_SECRET, settings_for_tests
 
-STAFF = {"marketer": "marketer", "approver": "approver", "admin": "admin"}
+STAFF = {u: STAFF_ACCOUNTS[u] for u in ("marketer", "approver", "admin")}  # head office
 
 
 async def prepare_database(database_url: str) -> None:
@@ -33,13 +32,12 @@ async def prepare_database(database_url: str) -> None:
     await migrate(database_url)
     conn = await asyncpg.connect(database_url)
     try:
-        for username, role in STAFF.items():
-            await conn.execute(staff_queries.insert_staff, username, _password_hash(), role, "HQ")
+        await add_staff(conn, STAFF)
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
-        await create_channel(pool, CHANNEL, CHANNEL_SECRET, box=secret_box(test_settings()))
+        await create_channel(pool, CHANNEL, CHANNEL_SECRET, box=secret_box(settings_for_tests()))
     finally:
         await pool.close()
 
@@ -60,7 +58,7 @@ async def scratch_api(
     changes: dict[str, Any] = {"database_url": database_url, **settings}
     if redis_url is not None:
         changes["redis_url"] = redis_url
-    client = await aiohttp_client(create_app(test_settings(**changes), clock, workers=workers))
+    client = await aiohttp_client(create_app(settings_for_tests(**changes), clock, workers=workers))
     try:
         api = Api(client, clock)
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)

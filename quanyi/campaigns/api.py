@@ -1,0 +1,148 @@
+"""The staff API under /admin/v1: rights, campaigns and their workflow."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from quanyi.access.api import request_staff
+from quanyi.campaigns.model import (
+    TRANSITIONS,
+    CampaignBody,
+    CampaignChange,
+    CampaignReply,
+    CampaignsReply,
+    RightBody,
+    RightChange,
+    RightReply,
+    RightsReply,
+)
+from quanyi.campaigns.service import CampaignService
+from quanyi.core.errors import (
+    AlreadyExists,
+    CampaignNotFound,
+    Forbidden,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    RightInUse,
+    Unauthorized,
+)
+from quanyi.core.http import json_response, path_id
+from quanyi.core.schemas import endpoint
+
+routes = web.RouteTableDef()
+CAMPAIGNS = web.AppKey("campaigns", CampaignService)
+
+
+# The service checks the body once it knows the caller may act: a role that may not create
+# rights learns that, not what a right's body must hold.
+
+
+@routes.post("/admin/v1/rights")
+@endpoint(
+    "Add a right to the catalog",
+    auth="staff",
+    body=RightBody,
+    responses={201: RightReply},
+    errors=(Unauthorized, Forbidden, InvalidRequest, AlreadyExists),
+)
+async def post_right(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    body = await request.read()
+    return json_response(await request.app[CAMPAIGNS].create_right(staff, body), 201)
+
+
+@routes.put("/admin/v1/rights/{right_id}")
+@endpoint(
+    "Change a right no live campaign pays out",
+    auth="staff",
+    body=RightChange,
+    responses={200: RightReply},
+    errors=(Unauthorized, Forbidden, InvalidRequest, NotFound, RightInUse),
+)
+async def put_right(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    body = await request.read()
+    right_id = path_id(request, "right_id")
+    return json_response(await request.app[CAMPAIGNS].update_right(staff, right_id, body))
+
+
+@routes.get("/admin/v1/rights")
+@endpoint("The rights catalog", auth="staff", responses={200: RightsReply}, errors=(Unauthorized,))
+async def get_rights(request: web.Request) -> web.Response:
+    await request_staff(request)
+    return json_response({"rights": await request.app[CAMPAIGNS].list_rights()})
+
+
+@routes.post("/admin/v1/campaigns")
+@endpoint(
+    "Draft a campaign",
+    auth="staff",
+    body=CampaignBody,
+    responses={201: CampaignReply},
+    errors=(Unauthorized, Forbidden, InvalidRequest, AlreadyExists),
+)
+async def post_campaign(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    campaign = await request.app[CAMPAIGNS].create(staff, await request.read())
+    return json_response(await request.app[CAMPAIGNS].get(staff, campaign.id), 201)
+
+
+@routes.get("/admin/v1/campaigns")
+@endpoint(
+    "The campaigns of the caller's branch (every branch for head office)",
+    auth="staff",
+    responses={200: CampaignsReply},
+    errors=(Unauthorized,),
+)
+async def get_campaigns(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    return json_response({"campaigns": await request.app[CAMPAIGNS].list(staff)})
+
+
+@routes.get("/admin/v1/campaigns/{campaign_id}")
+@endpoint(
+    "One campaign with its counts in Redis and the ledger",
+    auth="staff",
+    responses={200: CampaignReply},
+    errors=(Unauthorized, Forbidden, CampaignNotFound),
+)
+async def get_campaign(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    return json_response(
+        await request.app[CAMPAIGNS].get(staff, path_id(request, "campaign_id", CampaignNotFound))
+    )
+
+
+@routes.put("/admin/v1/campaigns/{campaign_id}")
+@endpoint(
+    "Replace the definition of a draft or rejected campaign",
+    auth="staff",
+    body=CampaignChange,
+    responses={200: CampaignReply},
+    errors=(Unauthorized, Forbidden, InvalidRequest, CampaignNotFound, InvalidTransition),
+)
+async def put_campaign(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    body = await request.read()
+    campaign_id = path_id(request, "campaign_id", CampaignNotFound)
+    await request.app[CAMPAIGNS].update(staff, campaign_id, body)
+    return json_response(await request.app[CAMPAIGNS].get(staff, campaign_id))
+
+
+@routes.post("/admin/v1/campaigns/{campaign_id}/{action}")
+@endpoint(
+    f"Move a campaign through its workflow; action is one of {', '.join(TRANSITIONS)}",
+    auth="staff",
+    responses={200: CampaignReply},
+    errors=(NotFound, Unauthorized, Forbidden, CampaignNotFound, InvalidTransition),
+)
+async def post_transition(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    if action not in TRANSITIONS:
+        raise NotFound(f"no action {action!r}")  # repr: the path may hold a line break
+    staff = await request_staff(request)
+    campaign_id = path_id(request, "campaign_id", CampaignNotFound)
+    service = request.app[CAMPAIGNS]
+    await service.transition(staff, campaign_id, action)
+    return json_response(await service.get(staff, campaign_id))

@@ -1,0 +1,373 @@
+"""Campaigns and rights: the bodies staff send (checked by pydantic) and the records kept."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import asyncpg
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from quanyi.core.pan import id_has_pan
+from quanyi.core.schemas import (
+    IDENT,
+    IDENT_PATTERN,
+    PAN_IN_ID,
+    Amount,
+    Body,
+    Flag,
+    Ident,
+    Moment,
+    Range,
+    Reply,
+    Text,
+    decode,
+)
+from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
+from quanyi.stores.keys import buckets_for
+
+RightKind = Literal["voucher", "points", "lounge_pass", "cashback", "coupon", "physical", "other"]
+MAX_LIMIT = 10_000
+
+EDITABLE = frozenset({"draft", "rejected"})
+# States in which a campaign's rewards may still be claimed or approved: the rights they use
+# are frozen. Drafts and rejected campaigns copy the catalog again when edited; ended ones pay
+# out their own frozen copy.
+LIVE = ("pending", "approved", "paused")
+
+# action: (states it may start from, state it leads to, roles that may do it)
+TRANSITIONS: dict[str, tuple[frozenset[str], str, tuple[str, ...]]] = {
+    "submit": (frozenset({"draft", "rejected"}), "pending", ("marketer",)),
+    "approve": (frozenset({"pending"}), "approved", ("approver",)),
+    "reject": (frozenset({"pending"}), "rejected", ("approver",)),
+    "pause": (frozenset({"approved"}), "paused", ("marketer", "approver")),
+    "resume": (frozenset({"paused"}), "approved", ("marketer", "approver")),
+    "end": (frozenset({"approved", "paused"}), "ended", ("marketer", "approver")),
+}
+
+
+# request bodies
+
+
+class RightChange(Body):
+    """A right as staff edit it (PUT names it in the path)."""
+
+    name: Text
+    kind: RightKind
+    face_value: Amount
+    unit_cost: Amount
+    vendor_id: Ident | None = None
+
+    def with_id(self, right_id: str) -> RightBody:
+        # Not checked again: the path's id was (core/http.py path_id, which also refuses a card
+        # number), and an edit finds the right by it or answers not found.
+        return RightBody.model_construct(id=right_id, **dict(self))
+
+
+class RightBody(RightChange):
+    """A new right of the catalog."""
+
+    id: Ident
+
+
+Positive = Annotated[int, Range(1)]
+CustomerLimit = Annotated[int, Range(1, MAX_LIMIT)]
+
+
+class RewardBody(Body):
+    id: Ident
+    right_id: Ident
+    stock: Amount
+    daily_stock: Positive | None = None
+    per_customer_limit: CustomerLimit
+    per_customer_daily_limit: CustomerLimit | None = None
+
+
+def _unique_reward_ids(rewards: list[RewardBody]) -> list[RewardBody]:
+    ids = [r.id for r in rewards]
+    if len(set(ids)) != len(ids):
+        raise PydanticCustomError("unique", "reward ids must be unique within the campaign")
+    return rewards
+
+
+def _channels(channels: list[Any]) -> list[str]:
+    # Named as a whole, never by item: "channels".
+    if not channels or not all(isinstance(c, str) and IDENT.match(c) for c in channels):
+        raise PydanticCustomError("ids", "a non-empty list of ids")
+    if any(id_has_pan(c) for c in channels):
+        raise PydanticCustomError("card_number", PAN_IN_ID)
+    if len(set(channels)) != len(channels):
+        raise PydanticCustomError("unique", "must not repeat")
+    return channels
+
+
+Channels: Any = Annotated[
+    list[Any],
+    AfterValidator(_channels),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "string", "pattern": IDENT_PATTERN, "maxLength": 64},
+            "minItems": 1,
+            "uniqueItems": True,
+        }
+    ),
+]
+
+
+Rewards = Annotated[list[RewardBody], Field(min_length=1), AfterValidator(_unique_reward_ids)]
+
+
+class CampaignChange(Body):
+    """A campaign's definition as staff edit it (PUT names it in the path)."""
+
+    name: Text
+    branch: Ident
+    starts_at: Moment
+    ends_at: Moment
+    channels: Channels
+    budget: Amount | None = None
+    return_stock_on_failure: Flag | None = True
+    rewards: Rewards
+
+    @field_validator("return_stock_on_failure")
+    @classmethod
+    def _null_is_true(cls, value: bool | None) -> bool:
+        return True if value is None else value  # a null reads as the default
+
+    @field_validator("ends_at")
+    @classmethod
+    def _after_start(cls, ends_at: datetime, info: ValidationInfo) -> datetime:
+        starts_at = info.data.get("starts_at")  # absent when it was invalid itself
+        if starts_at is not None and ends_at <= starts_at:
+            raise PydanticCustomError("order", "must be after starts_at")
+        return ends_at
+
+    def with_id(self, campaign_id: str) -> CampaignBody:
+        # As RightChange.with_id: the id is the path's, of a campaign an edit must find.
+        return CampaignBody.model_construct(id=campaign_id, **dict(self))
+
+
+class CampaignBody(CampaignChange):
+    """A new campaign, a draft until it is submitted."""
+
+    id: Ident
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_body(model: type[M], body: bytes | Mapping[str, Any]) -> M:
+    """A body as it came (JSON bytes) or as built in process (a mapping: the demo, the bench,
+    the CLI), checked the same way: one InvalidRequest naming every bad field."""
+    return decode(model, body if isinstance(body, bytes) else orjson.dumps(body))
+
+
+# response bodies
+
+CampaignStatus = Literal["draft", "pending", "approved", "rejected", "paused", "ended"]
+
+
+class RightReply(Reply):
+    id: str
+    name: str
+    kind: str
+    face_value: int
+    unit_cost: int
+    vendor_id: str | None
+    created_by: str
+    created_at: datetime
+
+
+class RightsReply(Reply):
+    rights: list[RightReply]
+
+
+class RewardView(Reply):
+    """A reward with its counts in Redis (quanyi/campaigns/view.py)."""
+
+    id: str
+    right_id: str
+    face_value: int
+    unit_cost: int
+    vendor_id: str | None
+    stock: int
+    daily_stock: int | None
+    per_customer_limit: int
+    per_customer_daily_limit: int | None
+    granted: int
+    remaining: int
+
+
+class RewardLedgerView(RewardView):
+    """A reward of one campaign's view: also what the ledger counts."""
+
+    persisted: int
+    revoked: int
+    failed: int
+
+
+class LedgerLag(Reply):
+    entries: int
+    seconds: float
+
+
+class CampaignView(Reply):
+    """A campaign as a list shows it."""
+
+    id: str
+    name: str
+    branch: str
+    starts_at: datetime
+    ends_at: datetime
+    channels: list[str]
+    budget: int | None
+    return_stock_on_failure: bool
+    status: CampaignStatus
+    version: int
+    created_by: str
+    submitted_by: str | None
+    approved_by: str | None
+    approved_at: datetime | None
+    makers: list[str]
+    spent: int
+    rewards: list[RewardView]
+    ledger_lag: LedgerLag
+
+
+class CampaignReply(CampaignView):
+    """One campaign, its rewards with the ledger's counts."""
+
+    rewards: list[RewardLedgerView]  # type: ignore[assignment]
+
+
+class CampaignsReply(Reply):
+    campaigns: list[CampaignView]
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A reward with what it pays out (face value, unit cost, vendor) copied from its right when
+    the campaign was drafted or last edited: approval approves these figures, not the catalog's."""
+
+    id: str
+    right_id: str
+    face_value: int
+    unit_cost: int
+    vendor_id: str | None
+    stock: int
+    daily_stock: int | None
+    per_customer_limit: int
+    per_customer_daily_limit: int | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Reward:
+        return cls(
+            id=row["id"],
+            right_id=row["right_id"],
+            face_value=row["face_value"],
+            unit_cost=row["unit_cost"],
+            vendor_id=row["vendor_id"],
+            stock=row["stock"],
+            daily_stock=row["daily_stock"],
+            per_customer_limit=row["per_customer_limit"],
+            per_customer_daily_limit=row["per_customer_daily_limit"],
+        )
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: str
+    name: str
+    branch: str
+    starts_at: datetime
+    ends_at: datetime
+    channels: tuple[str, ...]
+    budget: int | None
+    return_stock_on_failure: bool
+    status: str
+    version: int
+    created_by: str
+    submitted_by: str | None
+    approved_by: str | None
+    approved_at: datetime | None
+    # Whoever created, edited or submitted any version: none of them may approve it.
+    makers: tuple[str, ...]
+    rewards: tuple[Reward, ...]
+
+    @classmethod
+    def from_rows(cls, row: asyncpg.Record, rewards: list[asyncpg.Record]) -> Campaign:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            branch=row["branch"],
+            starts_at=row["starts_at"],
+            ends_at=row["ends_at"],
+            channels=tuple(row["channels"]),
+            budget=row["budget"],
+            return_stock_on_failure=row["return_stock_on_failure"],
+            status=row["status"],
+            version=row["version"],
+            created_by=row["created_by"],
+            submitted_by=row["submitted_by"],
+            approved_by=row["approved_by"],
+            approved_at=row["approved_at"],
+            makers=tuple(row["makers"]),
+            rewards=tuple(Reward.from_row(r) for r in rewards),
+        )
+
+    def hot(self) -> HotCampaign:
+        return HotCampaign(
+            id=self.id,
+            version=self.version,
+            state="active" if self.status == "approved" else self.status,
+            starts_ms=int(self.starts_at.timestamp() * 1000),
+            ends_ms=int(self.ends_at.timestamp() * 1000),
+            channels=self.channels,
+            budget=self.budget,
+            return_stock_on_failure=self.return_stock_on_failure,
+            buckets=buckets_for(sum(r.stock for r in self.rewards)),
+            rewards=tuple(
+                HotReward(
+                    id=r.id,
+                    right_id=r.right_id,
+                    stock=r.stock,
+                    daily_stock=r.daily_stock,
+                    limit=r.per_customer_limit,
+                    daily_limit=r.per_customer_daily_limit,
+                    cost=r.unit_cost,
+                    vendor_id=r.vendor_id,
+                )
+                for r in self.rewards
+            ),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "branch": self.branch,
+            "starts_at": self.starts_at.isoformat(),
+            "ends_at": self.ends_at.isoformat(),
+            "channels": list(self.channels),
+            "budget": self.budget,
+            "return_stock_on_failure": self.return_stock_on_failure,
+            "status": self.status,
+            "version": self.version,
+            "created_by": self.created_by,
+            "submitted_by": self.submitted_by,
+            "approved_by": self.approved_by,
+            "approved_at": self.approved_at.isoformat() if self.approved_at else None,
+            "makers": list(self.makers),
+        }

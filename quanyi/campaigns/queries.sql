@@ -1,0 +1,106 @@
+-- name: insert_right
+INSERT INTO rights (id, name, kind, face_value, unit_cost, vendor_id, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *
+
+-- name: list_rights
+SELECT * FROM rights ORDER BY id
+
+-- name: rights_by_ids
+SELECT id, face_value, unit_cost, vendor_id FROM rights WHERE id = ANY($1::text[])
+
+-- name: lock_right
+SELECT id FROM rights WHERE id = $1 FOR UPDATE
+
+-- name: share_rights
+SELECT id FROM rights WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE
+
+-- name: share_vendors
+-- The vendors a campaign's rewards route to, held still while it goes live (vendors lock_vendor).
+SELECT id FROM vendors WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE
+
+-- name: campaigns_using_right
+SELECT DISTINCT c.id
+FROM campaigns c JOIN rewards r ON r.campaign_id = c.id
+WHERE r.right_id = $1 AND c.status = ANY($2::text[])
+ORDER BY c.id
+
+-- name: insert_campaign
+INSERT INTO campaigns (id, name, branch, starts_at, ends_at, channels, budget,
+                       return_stock_on_failure, created_by, makers)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ARRAY[$9::text])
+
+-- name: insert_reward
+INSERT INTO rewards (campaign_id, id, right_id, face_value, unit_cost, vendor_id, stock,
+                     daily_stock, per_customer_limit, per_customer_daily_limit, position)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+
+-- name: get_campaign
+SELECT * FROM campaigns WHERE id = $1
+
+-- name: lock_campaign
+SELECT * FROM campaigns WHERE id = $1 FOR UPDATE
+
+-- name: campaign_rewards
+SELECT * FROM rewards WHERE campaign_id = $1 ORDER BY position
+
+-- name: rewards_of_campaigns
+SELECT * FROM rewards WHERE campaign_id = ANY($1::text[]) ORDER BY campaign_id, position
+
+-- name: ledger_counts
+-- One campaign's grants as the ledger holds them, per reward: read through the index
+-- grants_campaign (campaign_id, reward_id), so only this campaign's rows. The campaign list
+-- never asks (it would read every grant of 500 campaigns on every call).
+SELECT reward_id,
+       count(*) AS persisted,
+       count(*) FILTER (WHERE status = 'revoked') AS revoked,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM grants WHERE campaign_id = $1 GROUP BY reward_id
+
+-- name: list_campaigns
+SELECT * FROM campaigns WHERE ($1::text IS NULL OR branch = $1) ORDER BY created_at DESC, id LIMIT 500
+
+-- name: all_campaign_ids
+SELECT id FROM campaigns ORDER BY id
+
+-- name: set_status
+UPDATE campaigns
+SET status = $2,
+    submitted_by = CASE WHEN $2 = 'pending' THEN $3 ELSE submitted_by END,
+    makers = CASE WHEN $2 = 'pending' AND NOT $3 = ANY(makers) THEN makers || $3::text
+                  ELSE makers END,
+    approved_by = CASE WHEN $2 = 'approved' AND approved_by IS NULL THEN $3 ELSE approved_by END,
+    approved_at = CASE WHEN $2 = 'approved' AND approved_at IS NULL THEN now() ELSE approved_at END,
+    updated_at = now()
+WHERE id = $1
+
+-- name: live_ledger_totals
+-- What Redis counts for a campaign, from the ledger: every grant once, except those whose
+-- stock came back (transition.lua): revoked ones, and failed ones when the campaign returns
+-- stock on failure. A redriven grant is `granted` again and counts again.
+SELECT g.reward_id, count(*) AS granted, coalesce(sum(g.unit_cost), 0)::bigint AS spent
+FROM grants g JOIN campaigns c ON c.id = g.campaign_id
+WHERE g.campaign_id = $1
+  AND g.status <> 'revoked'
+  AND NOT (g.status = 'failed' AND c.return_stock_on_failure)
+GROUP BY g.reward_id
+
+-- name: live_rewards
+SELECT c.id AS campaign_id, r.id AS reward_id, r.stock
+FROM campaigns c JOIN rewards r ON r.campaign_id = c.id
+WHERE c.status IN ('approved', 'paused')
+
+-- name: update_right
+UPDATE rights SET name = $2, kind = $3, face_value = $4, unit_cost = $5, vendor_id = $6
+WHERE id = $1
+RETURNING *
+
+-- name: update_campaign
+UPDATE campaigns
+SET name = $2, branch = $3, starts_at = $4, ends_at = $5, channels = $6, budget = $7,
+    return_stock_on_failure = $8, version = version + 1, updated_at = now(),
+    makers = CASE WHEN $9 = ANY(makers) THEN makers ELSE makers || $9::text END
+WHERE id = $1
+
+-- name: delete_rewards
+DELETE FROM rewards WHERE campaign_id = $1

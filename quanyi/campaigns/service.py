@@ -1,0 +1,337 @@
+"""The campaign workflow: create, submit, approve (maker-checker), pause, resume, end.
+
+PostgreSQL holds the definitions. Each change is published to Redis inside the transaction that
+made it, under the campaign's row lock, so Redis sees changes in the order they were made and a
+change Redis did not take is rolled back.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from quanyi.access.staff import Staff, audit
+from quanyi.campaigns import queries
+from quanyi.campaigns.model import (
+    EDITABLE,
+    LIVE,
+    TRANSITIONS,
+    Campaign,
+    CampaignBody,
+    CampaignChange,
+    RightBody,
+    RightChange,
+    read_body,
+)
+from quanyi.campaigns.view import campaign_views
+from quanyi.core.errors import (
+    AlreadyExists,
+    CampaignNotFound,
+    Forbidden,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    RightInUse,
+)
+from quanyi.inventory.hot_campaigns import Counters, HotCampaigns
+from quanyi.stores.keys import Keys
+
+
+def _unknown_vendor(vendor_id: str | None) -> InvalidRequest:
+    return InvalidRequest("unknown vendor", {"vendor_id": f"no vendor {vendor_id}"})
+
+
+def _row_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+class CampaignService:
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, keys: Keys) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._stock = HotCampaigns(redis, keys)
+
+    # rights
+
+    async def create_right(self, staff: Staff, body: bytes | Mapping[str, Any]) -> dict[str, Any]:
+        """`body`: a RightBody, as JSON bytes or a mapping (quanyi/campaigns/model.py read_body)."""
+        staff.require_role("marketer")
+        staff.require_head_office()
+        right = read_body(RightBody, body)
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(
+                    queries.insert_right,
+                    right.id,
+                    right.name,
+                    right.kind,
+                    right.face_value,
+                    right.unit_cost,
+                    right.vendor_id,
+                    staff.username,
+                )
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(f"right {right.id} exists") from None
+            except asyncpg.ForeignKeyViolationError:
+                raise _unknown_vendor(right.vendor_id) from None
+            await audit(conn, staff, "right.create", f"right:{right.id}", _row_json(row))
+        return _row_json(row)
+
+    async def list_rights(self) -> list[dict[str, Any]]:
+        return [_row_json(r) for r in await self._pool.fetch(queries.list_rights)]
+
+    async def update_right(
+        self, staff: Staff, right_id: str, body: bytes | Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change a right that no live campaign uses. A pending, approved or paused campaign
+        pays out the face value, cost and vendor its approver saw (copied into its rewards), and
+        the catalog must not drift from them unseen: such an edit is refused. Drafts and rejected
+        campaigns copy the new figures when next edited; ended ones keep their own copy."""
+        staff.require_role("marketer")
+        staff.require_head_office()
+        right = read_body(RightChange, body).with_id(right_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Under the right's lock: a submit that makes a campaign live waits for this edit,
+            # or this edit sees the campaign it made live (see transition).
+            if await conn.fetchrow(queries.lock_right, right.id) is None:
+                raise NotFound(f"no right {right_id}")
+            in_use = [
+                r["id"] for r in await conn.fetch(queries.campaigns_using_right, right.id, LIVE)
+            ]
+            if in_use:
+                raise RightInUse(
+                    f"right {right.id} is paid out by live campaigns; end them first",
+                    campaigns=in_use,
+                )
+            try:
+                row = await conn.fetchrow(
+                    queries.update_right,
+                    right.id,
+                    right.name,
+                    right.kind,
+                    right.face_value,
+                    right.unit_cost,
+                    right.vendor_id,
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise _unknown_vendor(right.vendor_id) from None
+            if row is None:
+                raise NotFound(f"no right {right_id}")
+            await audit(conn, staff, "right.update", f"right:{right.id}", _row_json(row))
+        return _row_json(row)
+
+    # campaigns
+
+    async def create(self, staff: Staff, body: bytes | Mapping[str, Any]) -> Campaign:
+        """`body`: a CampaignBody, as JSON bytes or a mapping."""
+        staff.require_role("marketer")
+        draft = read_body(CampaignBody, body)
+        staff.require_branch(draft.branch)
+        async with self._pool.acquire() as conn, conn.transaction():
+            rights = await self._rights(conn, draft)
+            try:
+                await conn.execute(
+                    queries.insert_campaign,
+                    draft.id,
+                    draft.name,
+                    draft.branch,
+                    draft.starts_at,
+                    draft.ends_at,
+                    draft.channels,
+                    draft.budget,
+                    draft.return_stock_on_failure,
+                    staff.username,
+                )
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(f"campaign {draft.id} exists") from None
+            await self._insert_rewards(conn, draft, rights)
+            campaign = await self._load(conn, draft.id)
+            await audit(conn, staff, "campaign.create", f"campaign:{draft.id}", campaign.to_json())
+            await self._publish(conn, campaign)
+        return campaign
+
+    async def update(
+        self, staff: Staff, campaign_id: str, body: bytes | Mapping[str, Any]
+    ) -> Campaign:
+        """Replace the definition of a draft or rejected campaign (`body`: a CampaignChange)."""
+        staff.require_role("marketer")
+        draft = read_body(CampaignChange, body).with_id(campaign_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await self._load(conn, campaign_id, lock=True)
+            staff.require_branch(current.branch)
+            staff.require_branch(draft.branch)
+            if current.status not in EDITABLE:
+                raise InvalidTransition(
+                    f"cannot edit a campaign that is {current.status}", state=current.status
+                )
+            rights = await self._rights(conn, draft)
+            await conn.execute(
+                queries.update_campaign,
+                draft.id,
+                draft.name,
+                draft.branch,
+                draft.starts_at,
+                draft.ends_at,
+                draft.channels,
+                draft.budget,
+                draft.return_stock_on_failure,
+                staff.username,
+            )
+            await conn.execute(queries.delete_rewards, campaign_id)
+            await self._insert_rewards(conn, draft, rights)
+            campaign = await self._load(conn, campaign_id)
+            await audit(
+                conn, staff, "campaign.update", f"campaign:{campaign_id}", campaign.to_json()
+            )
+            await self._publish(conn, campaign)
+        return campaign
+
+    @staticmethod
+    async def _rights(conn: asyncpg.Connection, draft: CampaignBody) -> dict[str, asyncpg.Record]:
+        """The rights the rewards name: their face value, cost and vendor are copied into each
+        reward, so what the campaign pays out is what its approver sees."""
+        rights = {
+            r["id"]: r
+            for r in await conn.fetch(queries.rights_by_ids, [r.right_id for r in draft.rewards])
+        }
+        unknown = {
+            f"rewards[{i}].right_id": "no such right"
+            for i, r in enumerate(draft.rewards)
+            if r.right_id not in rights
+        }
+        if unknown:
+            raise InvalidRequest("unknown rights", unknown)
+        return rights
+
+    @staticmethod
+    async def _insert_rewards(
+        conn: asyncpg.Connection, draft: CampaignBody, rights: dict[str, asyncpg.Record]
+    ) -> None:
+        for position, r in enumerate(draft.rewards):
+            await conn.execute(
+                queries.insert_reward,
+                draft.id,
+                r.id,
+                r.right_id,
+                rights[r.right_id]["face_value"],
+                rights[r.right_id]["unit_cost"],
+                rights[r.right_id]["vendor_id"],
+                r.stock,
+                r.daily_stock,
+                r.per_customer_limit,
+                r.per_customer_daily_limit,
+                position,
+            )
+
+    async def transition(self, staff: Staff, campaign_id: str, action: str) -> Campaign:
+        sources, target, roles = TRANSITIONS[action]
+        staff.require_role(*roles)
+        async with self._pool.acquire() as conn, conn.transaction():
+            campaign = await self._load(conn, campaign_id, lock=True)
+            staff.require_branch(campaign.branch)
+            if campaign.status not in sources:
+                raise InvalidTransition(
+                    f"cannot {action} a campaign that is {campaign.status}",
+                    state=campaign.status,
+                )
+            makers = {*campaign.makers, campaign.created_by, campaign.submitted_by}
+            if action == "approve" and staff.username in makers:
+                raise Forbidden(
+                    "maker-checker: whoever created, edited or submitted any version of a"
+                    " campaign may not approve it"
+                )
+            if target in LIVE and campaign.status not in LIVE:
+                # Its rights become frozen: wait for an edit of one of them in flight.
+                await conn.fetch(
+                    queries.share_rights, sorted({r.right_id for r in campaign.rewards})
+                )
+            if action in ("submit", "approve"):
+                # Where its vendors are reached becomes frozen (vendors/registry.py update):
+                # wait for a change of one of them in flight, or make that change see this.
+                vendors = sorted({r.vendor_id for r in campaign.rewards if r.vendor_id})
+                if vendors:
+                    await conn.fetch(queries.share_vendors, vendors)
+            await conn.execute(queries.set_status, campaign_id, target, staff.username)
+            await audit(
+                conn,
+                staff,
+                f"campaign.{action}",
+                f"campaign:{campaign_id}",
+                {"from": campaign.status, "to": target},
+            )
+            campaign = await self._load(conn, campaign_id)
+            await self._publish(conn, campaign)
+        return campaign
+
+    async def get(self, staff: Staff, campaign_id: str) -> dict[str, Any]:
+        async with self._pool.acquire() as conn:
+            campaign = await self._load(conn, campaign_id)
+        staff.require_branch(campaign.branch)
+        [view] = await campaign_views(
+            self._pool, self._redis, self._keys, [campaign], with_ledger=True
+        )
+        return view
+
+    async def list(self, staff: Staff) -> list[dict[str, Any]]:
+        """The campaigns the staff member's branch may see, each as `get` shows it but without
+        the ledger counts (quanyi/campaigns/view.py); rewards and counters are read for all at once."""
+        branch = None if staff.at_head_office else staff.branch
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(queries.list_campaigns, branch)
+            rewards: dict[str, list[asyncpg.Record]] = {row["id"]: [] for row in rows}
+            for reward in await conn.fetch(queries.rewards_of_campaigns, list(rewards)):
+                rewards[reward["campaign_id"]].append(reward)
+        campaigns = [Campaign.from_rows(row, rewards[row["id"]]) for row in rows]
+        return await campaign_views(self._pool, self._redis, self._keys, campaigns)
+
+    async def stock_levels(self) -> builtins.list[tuple[str, str, int]]:
+        """(campaign, reward, remaining) for every approved or paused campaign."""
+        levels = []
+        rows = await self._pool.fetch(queries.live_rewards)
+        for row in rows:
+            live = await self._stock.counters(row["campaign_id"], [row["reward_id"]])
+            remaining = max(row["stock"] - live.granted[row["reward_id"]], 0)
+            levels.append((row["campaign_id"], row["reward_id"], remaining))
+        return levels
+
+    async def publish_all(self) -> int:
+        """Publish every campaign again: heals Redis after a lost write or a restart that lost data."""
+        ids = [r["id"] for r in await self._pool.fetch(queries.all_campaign_ids)]
+        for campaign_id in ids:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await self._publish(conn, await self._load(conn, campaign_id, lock=True))
+        return len(ids)
+
+    async def _load(
+        self, conn: asyncpg.Connection, campaign_id: str, lock: bool = False
+    ) -> Campaign:
+        row = await conn.fetchrow(
+            queries.lock_campaign if lock else queries.get_campaign, campaign_id
+        )
+        if row is None:
+            raise CampaignNotFound(f"no campaign {campaign_id}")
+        return Campaign.from_rows(row, await conn.fetch(queries.campaign_rewards, campaign_id))
+
+    async def publish_one(self, campaign_id: str) -> bool:
+        """Publish one campaign again (Redis lost it); False when there is no such campaign."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                campaign = await self._load(conn, campaign_id, lock=True)
+            except CampaignNotFound:
+                return False
+            await self._publish(conn, campaign)
+        return True
+
+    async def _publish(self, conn: asyncpg.Connection, campaign: Campaign) -> None:
+        # Counters are only initialised from these (when Redis lost them): live grants only.
+        totals = await conn.fetch(queries.live_ledger_totals, campaign.id)
+        counters = Counters(
+            granted={r["reward_id"]: r["granted"] for r in totals},
+            spent=sum(r["spent"] for r in totals),
+        )
+        await self._stock.publish(campaign.hot(), counters, fresh=campaign.approved_at is None)

@@ -1,0 +1,37 @@
+"""`quanyi channel create`: the channels (bank apps, partners) that send claims."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from quanyi.access.channels import create_channel
+from quanyi.access.secret_box import secret_box
+from quanyi.cli.command import Commands, add_command, add_group
+from quanyi.core.schemas import is_ident
+from quanyi.core.settings import Settings
+from quanyi.runtime import open_stores
+
+
+def register(commands: Commands) -> None:
+    channel = add_group(commands, "channel")
+    create = add_command(channel, "create", create_one, "register a channel and print its secret")
+    create.add_argument("--id", required=True, help="the channel id its requests carry")
+    create.add_argument(
+        "--secret",
+        help="the shared secret (default: one generated and printed once)",
+    )
+
+
+async def create_one(settings: Settings, args: argparse.Namespace) -> int:
+    if not is_ident(args.id):
+        print("quanyi: channel id: 1-64 letters, digits, _ . : -, no card number", file=sys.stderr)
+        return 2
+    box = secret_box(settings)  # sealed at rest: refuses to run without a usable key
+    async with open_stores(settings) as stores:
+        secret = await create_channel(stores.pool, args.id, args.secret, box=box)
+    if args.secret:
+        print(f"channel {args.id} created")
+    else:
+        print(f"channel {args.id} created; its secret (shown once, keep it safe):\n{secret}")
+    return 0

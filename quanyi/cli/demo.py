@@ -1,0 +1,171 @@
+"""`quanyi demo`, and its data: a catalog, approved campaigns, staff, a channel and a simulated
+vendor.
+Everything here is DEMO: the passwords and the channel secret are public, the RSA keys and the
+secrets key (when QUANYI_SECRETS_KEY is not set) are made on the spot under var/demo-keys (never
+committed); none of it may reach production."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+from redis.asyncio import Redis
+
+from quanyi.access.channels import create_channel
+from quanyi.access.secret_box import SecretBox, secret_box
+from quanyi.access.staff import Staff, create_staff
+from quanyi.campaigns.service import CampaignService
+from quanyi.cli.command import Commands, add_command
+from quanyi.core.errors import AlreadyExists
+from quanyi.core.settings import Settings
+from quanyi.runtime import open_stores
+from quanyi.stores.keys import Keys
+from quanyi.vendors.operations import keygen
+from quanyi.vendors.registry import VendorRegistry
+
+DEMO_PASSWORD = "demo-password-not-secret"
+DEMO_CHANNEL = "demo-app"
+DEMO_CHANNEL_SECRET = "demo-channel-secret-not-for-production"
+DEMO_CAMPAIGN = "demo-coffee-week"
+DEMO_VENDOR_CAMPAIGN = "demo-lounge-month"
+DEMO_VENDOR = "demo-sim"
+DEMO_VENDOR_HOST, DEMO_VENDOR_PORT = "127.0.0.1", 8099  # `quanyi run --demo-vendor-sim`
+DEMO_VENDOR_URL = f"http://{DEMO_VENDOR_HOST}:{DEMO_VENDOR_PORT}"
+# Under the working directory (the checkout for `make run`), never inside the installed package.
+DEMO_KEYS = Path("var") / "demo-keys"
+
+
+def demo_keys() -> dict[str, Path]:
+    """The simulated vendor's key pair and ours, made once."""
+    paths = {
+        "vendor_private": DEMO_KEYS / "vendor" / "private.pem",
+        "vendor_public": DEMO_KEYS / "vendor" / "public.pem",
+        "ours_private": DEMO_KEYS / "ours" / "private.pem",
+        "ours_public": DEMO_KEYS / "ours" / "public.pem",
+    }
+    for side in ("vendor", "ours"):
+        if not paths[f"{side}_private"].exists():
+            keygen(DEMO_KEYS / side)
+    return paths
+
+
+def register(commands: Commands) -> None:
+    add_command(commands, "demo", demo)
+
+
+async def demo(settings: Settings, args: argparse.Namespace) -> int:
+    box = secret_box(settings)  # the channel secret is sealed at rest
+    async with open_stores(settings) as stores:
+        created = await load_demo(stores.pool, stores.redis, stores.keys, box)
+    print("DEMO data " + ("loaded: " + ", ".join(created) if created else "already present"))
+    print(f"  DEMO staff demo-marketer / demo-approver / demo-admin, password {DEMO_PASSWORD}")
+    print(f"  DEMO channel {DEMO_CHANNEL}, secret {DEMO_CHANNEL_SECRET}")
+    return 0
+
+
+DEMO_STAFF = (
+    ("demo-marketer", "marketer", "HQ"),
+    ("demo-approver", "approver", "HQ"),
+    ("demo-admin", "admin", "HQ"),
+)
+
+
+async def load_demo(
+    pool: asyncpg.Pool, redis: Redis, keys: Keys, box: SecretBox | None = None
+) -> list[str]:
+    """Idempotent: what exists already is left as it is. Returns what it created. The demo
+    channel's secret is sealed with `box` (default: the DEMO secrets key, made under
+    var/demo-keys/ when QUANYI_SECRETS_KEY is not set)."""
+    created = []
+    for username, role, branch in DEMO_STAFF:
+        try:
+            await create_staff(pool, username, DEMO_PASSWORD, role, branch)
+            created.append(f"staff {username}")
+        except AlreadyExists:
+            pass
+    await create_channel(pool, DEMO_CHANNEL, DEMO_CHANNEL_SECRET, replace=True, box=box)
+    marketer = Staff("demo-marketer", "marketer", "HQ")
+    approver = Staff("demo-approver", "approver", "HQ")
+    service = CampaignService(pool, redis, keys)
+    keys_on_disk = demo_keys()
+    vendor = {
+        "id": DEMO_VENDOR,
+        "name": "DEMO simulated vendor (quanyi run --demo-vendor-sim)",
+        "adapter": "simulated",
+        "base_url": DEMO_VENDOR_URL,
+        "public_keys": [keys_on_disk["vendor_public"].read_text()],
+        "signing_key": f"file:{keys_on_disk['ours_private']}",
+    }
+    registry, demo_admin = VendorRegistry(pool), Staff("demo-admin", "admin", "HQ")
+    try:
+        await registry.create(demo_admin, vendor)
+        created.append(f"vendor {DEMO_VENDOR}")
+    except AlreadyExists:
+        # Another checkout made other demo keys: the vendor follows the ones here.
+        await registry.update(demo_admin, DEMO_VENDOR, vendor)
+    for right in (
+        {
+            "id": "demo-coffee",
+            "name": "DEMO coffee voucher (fulfilled internally)",
+            "kind": "voucher",
+            "face_value": 3000,
+            "unit_cost": 1800,
+        },
+        {
+            "id": "demo-lounge-pass",
+            "name": "DEMO lounge pass (fulfilled by the simulated vendor)",
+            "kind": "lounge_pass",
+            "face_value": 20000,
+            "unit_cost": 9000,
+            "vendor_id": DEMO_VENDOR,
+        },
+    ):
+        try:
+            await service.create_right(marketer, right)
+            created.append(f"right {right['id']}")
+        except AlreadyExists:
+            pass
+    now = datetime.now(UTC)
+    campaigns = (
+        (
+            DEMO_CAMPAIGN,
+            "DEMO first 10,000 customers get a coffee",
+            18_000_000,
+            {
+                "id": "coffee",
+                "right_id": "demo-coffee",
+                "stock": 10_000,
+                "daily_stock": 2_000,
+                "per_customer_limit": 1,
+            },
+        ),
+        (
+            DEMO_VENDOR_CAMPAIGN,
+            "DEMO spend this month, get a lounge pass",
+            None,
+            {"id": "lounge", "right_id": "demo-lounge-pass", "stock": 500, "per_customer_limit": 1},
+        ),
+    )
+    for campaign_id, name, budget, reward in campaigns:
+        try:
+            await service.create(
+                marketer,
+                {
+                    "id": campaign_id,
+                    "name": name,
+                    "branch": "HQ",
+                    "starts_at": (now - timedelta(hours=1)).isoformat(),
+                    "ends_at": (now + timedelta(days=30)).isoformat(),
+                    "channels": [DEMO_CHANNEL],
+                    "budget": budget,
+                    "rewards": [reward],
+                },
+            )
+        except AlreadyExists:
+            continue
+        await service.transition(marketer, campaign_id, "submit")
+        await service.transition(approver, campaign_id, "approve")
+        created.append(f"campaign {campaign_id} (approved)")
+    return created

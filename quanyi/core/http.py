@@ -1,0 +1,56 @@
+"""HTTP helpers every API uses: JSON responses and errors, ids from the path, the request keys
+the access log reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from quanyi.core import metrics
+from quanyi.core.clock import Clock
+from quanyi.core.errors import InvalidRequest, NotFound, QuanyiError
+from quanyi.core.pan import id_has_pan
+from quanyi.core.schemas import IDENT, PAN_IN_ID
+from quanyi.core.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+
+# Set by the staff check of an admin request, read by the access log once the response went
+# out. (Older aiohttp has no RequestKey: a plain string key works the same.)
+STAFF_USERNAME: Any = (
+    web.RequestKey("staff_username", str) if hasattr(web, "RequestKey") else "staff_username"
+)
+
+
+def path_id(request: web.Request, name: str, missing: type[QuanyiError] = NotFound) -> str:
+    """An id from the URL path; one that no record can have is simply not found."""
+    value = request.match_info[name]
+    if not IDENT.match(value):
+        raise missing(f"no {name.removesuffix('_id')} {value!r}")
+    if id_has_pan(value):  # refused, never looked up or repeated in an answer
+        raise InvalidRequest(f"{name} looks like a card number", {name: PAN_IN_ID})
+    return value
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    metrics.HTTP_ERRORS.labels(code).inc()
+    body = {"error": {"code": code, "message": message, **(details or {})}}
+    return json_response(body, status, headers)

@@ -1,0 +1,138 @@
+"""Settings, parsed once at start-up and passed down; nothing else reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://127.0.0.1:5432/quanyi"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    tz: str = "Asia/Shanghai"
+    # Every Redis key starts with this; tests use their own.
+    key_prefix: str = "qy"
+    # Channel request signatures older or newer than this are refused.
+    signature_window_s: int = 300
+    # Idempotency keys outlive their campaign's end by this much.
+    idempotency_retention_days: int = 7
+    staff_session_ttl_s: int = 8 * 3600
+    # Claims that arrive together go to Redis as one script call of at most this many.
+    claim_batch_max: int = 64
+    claim_batch_concurrency: int = 4
+    # How often each process reloads channel secrets from PostgreSQL.
+    channel_refresh_s: float = 5.0
+    # The key channel secrets are sealed with at rest: `file:PATH` or `env:VARIABLE` holding 32
+    # random bytes (hex or base64). Empty: a DEMO key under var/demo-keys/, never in production.
+    secrets_key: str = ""
+    ledger_batch_size: int = 2000
+    ledger_block_ms: int = 100
+    # A small batch waits this long for company: bigger transactions, far less work per grant.
+    ledger_linger_ms: int = 50
+    # Outbox entries a dead ledger worker left pending are re-claimed after this idle time.
+    ledger_reclaim_idle_ms: int = 30_000
+    # Outbox entries the fulfilment worker reads at once, and how long one read waits for them.
+    fulfil_batch_size: int = 500
+    fulfil_block_ms: int = 100
+    # Outbox entries a dead fulfilment worker left pending are re-claimed after this idle time
+    # (0: the ledger's, ledger_reclaim_idle_ms).
+    fulfil_reclaim_idle_ms: int = 0
+    # A vendor's circuit opens after this many failures in a row and is tried again this long
+    # after.
+    fulfil_breaker_threshold: int = 5
+    fulfil_breaker_reset_s: float = 5.0
+    # Fulfilments under way at once in one worker; beyond it the worker stops reading.
+    fulfil_max_tasks: int = 20_000
+    # A parked grant taken for a retry is the taker's for this long; a worker that dies with it
+    # leaves it due again after. Keep it above the slowest vendor's timeout.
+    fulfil_lease_ms: int = 60_000
+    # How often the worker's side tasks run: retries of parked grants, re-claiming what a dead
+    # worker left pending, vendor changes, the code-pool check, expiry of fulfilled grants.
+    fulfil_retries_every_s: float = 0.1
+    fulfil_reclaim_every_s: float = 1.0
+    fulfil_vendors_every_s: float = 10.0
+    fulfil_code_pools_every_s: float = 1.0
+    fulfil_expiry_every_s: float = 30.0
+    # Prometheus port of a standalone ledger worker; the fulfilment worker takes the next one.
+    worker_metrics_port: int = 9101
+    # /readyz answers 503 while a worker of the process is this many seconds behind the outbox
+    # (0: no lag check; a dead worker is always reported).
+    ready_max_lag_s: float = 60.0
+    # Idempotency entries are spread over this many small hashes. Set it once, before the first
+    # claim: size it to about the request ids retained at once divided by 100.
+    idempotency_buckets: int = 16384
+    # One JSON line per HTTP request on the log (quanyi/web/access_log.py).
+    access_log: bool = True
+    # DEBUG, INFO, WARNING or ERROR: the level of the JSON log lines on stderr.
+    log_level: str = "INFO"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Defaults, then the TOML file named by QUANYI_CONFIG, then QUANYI_* variables."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        config_file = env.get("QUANYI_CONFIG")
+        if config_file:
+            values.update(_read_toml(Path(config_file)))
+        for field in dataclasses.fields(cls):
+            raw = env.get(f"QUANYI_{field.name.upper()}")
+            if raw is not None:
+                values[field.name] = raw
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        typed: dict[str, Any] = {}
+        for name, raw in values.items():
+            kind = type(getattr(cls, name))
+            try:
+                typed[name] = _boolean(raw) if kind is bool else kind(raw)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
+        settings = cls(**typed)
+        settings.zone  # noqa: B018 - fail at start-up on an unknown time zone
+        if settings.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(
+                f"setting log_level: {settings.log_level!r} is not one of {LOG_LEVELS}"
+            )
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _boolean(raw: Any) -> bool:
+    """A TOML boolean, or true/false, on/off, yes/no, 1/0 from the environment."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(raw)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    return dict(data.get("quanyi", data))

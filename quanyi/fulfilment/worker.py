@@ -1,0 +1,219 @@
+"""The fulfilment worker: every grant fulfilled at its vendor exactly once.
+
+Its read loop takes new outbox entries with the worker's own consumer group and starts one
+fulfilment task per grant (quanyi/fulfilment/fulfiller.py), each through its vendor's lane
+(quanyi/fulfilment/lanes.py). Beside the loop run its side tasks (quanyi/fulfilment/tasks.py),
+each a named task on its own timer: retries of parked grants, re-claiming what a dead worker left
+pending, vendor changes, the code-pool check and expiry. Stopping the worker stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from quanyi.core.clock import Clock
+from quanyi.core.side_tasks import SideTasks
+from quanyi.fulfilment.fulfiller import Fulfiller, Work
+from quanyi.fulfilment.lanes import Lanes
+from quanyi.fulfilment.tasks import Upkeep
+from quanyi.fulfilment.tunables import FulfilmentTunables
+from quanyi.issuance.lifecycle import GrantLifecycle
+from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import (
+    FULFIL_GROUP,
+    STORES_AWAY,
+    default_consumer_name,
+    ensure_groups,
+    group_missing,
+    worth_retrying,
+)
+from quanyi.stores.scripts import Scripts
+
+__all__ = ["FulfilmentTunables", "FulfilmentWorker"]
+
+log = logging.getLogger(__name__)
+
+
+class FulfilmentWorker:
+    def __init__(
+        self,
+        redis: Redis,
+        pool: asyncpg.Pool,
+        keys: Keys,
+        clock: Clock,
+        *,
+        scripts: Scripts,
+        lifecycle: GrantLifecycle,
+        consumer: str | None = None,
+        tunables: FulfilmentTunables | None = None,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.consumer = consumer or default_consumer_name()
+        self.tunables = tunables = tunables or FulfilmentTunables()
+        self.lifecycle = lifecycle
+        self._lanes = Lanes(
+            redis,
+            pool,
+            keys,
+            clock,
+            scripts,
+            breaker_threshold=tunables.breaker_threshold,
+            breaker_reset_s=tunables.breaker_reset_s,
+        )
+        self._fulfiller = Fulfiller(redis, pool, keys, clock, lifecycle, self._lanes)
+        self._upkeep = Upkeep(
+            self,
+            redis,
+            pool,
+            keys,
+            clock,
+            scripts=scripts,
+            lifecycle=lifecycle,
+            lanes=self._lanes,
+            consumer=self.consumer,
+            tunables=tunables,
+        )
+        self._side_tasks = SideTasks(worth_retrying)
+        self._tasks: set[asyncio.Task] = set()
+        self._room = asyncio.Semaphore(tunables.max_tasks)
+        self._in_progress: set[str] = set()
+        self._acks: list[str] = []
+        self._stopping = asyncio.Event()
+        self._groups_ready = False
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def side_tasks(self) -> list[str]:
+        """The names of the side tasks running now."""
+        return self._side_tasks.running
+
+    async def run(self, grace_s: float = 10.0) -> None:
+        log.info("fulfilment worker %s started", self.consumer)
+        self._side_tasks.start(self._upkeep.side_tasks())
+        try:
+            await self._read_until_stopped()
+            # Nothing new starts from here on; what is under way (fulfilments and side tasks
+            # alike) gets the same `grace_s` to finish, together.
+            await asyncio.gather(self._side_tasks.stop(grace_s), self.wait_idle(grace_s))
+        finally:
+            await self._side_tasks.stop()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._lanes.close()
+            log.info("fulfilment worker %s stopped", self.consumer)
+
+    async def _read_until_stopped(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                if not self._groups_ready:
+                    await ensure_groups(self._redis, self._keys)
+                    self._groups_ready = True
+                await self.step()
+                backoff = 0.5
+                continue
+            except STORES_AWAY as exc:
+                log.warning("fulfil: store unavailable (%s); retrying in %.1f s", exc, backoff)
+            except ResponseError as exc:
+                if not group_missing(exc):
+                    log.exception("fulfil: step failed; retrying in %.1f s", backoff)
+                else:
+                    log.warning("fulfil: outbox consumer group gone (%s); re-creating it", exc)
+                    self._groups_ready = False
+                    continue
+            except Exception:  # a bug: logged, and never a reason to stop for good
+                log.exception("fulfil: step failed; retrying in %.1f s", backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Wait until no fulfilment is under way (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(list(self._tasks), timeout=deadline - time.monotonic())
+
+    async def step(self) -> None:
+        """One read of new outbox entries, each dispatched."""
+        reply: Any = await self._redis.xreadgroup(
+            FULFIL_GROUP,
+            self.consumer,
+            {self._keys.outbox: ">"},
+            count=self.tunables.batch_size,
+            block=self.tunables.block_ms,
+        )
+        for _stream, messages in reply or []:
+            for outbox_id, fields in messages:
+                await self.dispatch(outbox_id, fields)
+        await self.flush_acks()
+
+    async def expire_due(self) -> int:
+        """Fulfilled grants whose validity is over become expired (the expiry task's job)."""
+        return await self._upkeep.expire_due()
+
+    # what the read loop and the side tasks hand work to
+
+    def busy(self, key: str) -> bool:
+        """Whether the outbox entry or parked grant `key` is being fulfilled now."""
+        return key in self._in_progress
+
+    async def dispatch(
+        self, outbox_id: str, fields: dict[str, str], redelivered: bool = False
+    ) -> None:
+        if outbox_id in self._in_progress:
+            return
+        if "g" in fields:
+            work = Work(orjson.loads(fields["g"]), outbox_id, redelivered)
+            await self._spawn(self._fulfiller.fulfil(work), outbox_id)
+        elif "e" in fields and orjson.loads(fields["e"]).get("event") == "revoked":
+            await self._spawn(
+                self._fulfiller.revoke_at_vendor(orjson.loads(fields["e"]), outbox_id), outbox_id
+            )
+        else:  # other lifecycle events need nothing from vendors: acknowledged per batch
+            self._acks.append(outbox_id)
+
+    async def retry(self, grant_id: str, event: dict[str, Any]) -> None:
+        """Fulfil a parked grant again (it has no outbox entry left)."""
+        if grant_id not in self._in_progress:
+            await self._spawn(self._fulfiller.fulfil(Work(event, None, True)), grant_id)
+
+    async def flush_acks(self) -> None:
+        if self._acks:
+            acks, self._acks = self._acks, []
+            await self._redis.xack(self._keys.outbox, FULFIL_GROUP, *acks)
+
+    async def _spawn(self, coro: Coroutine[Any, Any, None], key: str) -> None:
+        # Marked busy before waiting for room: the read loop and the reclaim task may both hold
+        # the same entry (one read and left pending long enough to be re-claimed).
+        self._in_progress.add(key)
+        try:
+            await self._room.acquire()
+        except BaseException:
+            self._in_progress.discard(key)
+            coro.close()
+            raise
+        task = asyncio.create_task(coro, name=f"fulfil-{key}")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            self._in_progress.discard(key)
+            self._room.release()
+            if not t.cancelled() and t.exception() is not None:
+                log.error("fulfilment task %s failed", key, exc_info=t.exception())
+
+        task.add_done_callback(done)

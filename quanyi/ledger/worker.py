@@ -1,0 +1,360 @@
+"""The ledger worker: drains the Redis outbox into PostgreSQL, in batches, exactly once.
+
+An outbox entry is acknowledged only after the transaction holding its grant committed, and the
+outbox is trimmed only below what every consumer group acknowledged. A worker killed mid-batch
+leaves its entries pending; any worker re-claims them once they are idle long enough, and the
+insert ignores what was already written.
+
+Beside the read loop run two side tasks, each named and on its own timer: `ledger-reclaim`
+(those pending entries) and `ledger-trim` (trimming the outbox, and its lag on the metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from quanyi.core import metrics
+from quanyi.core.side_tasks import SideTask, SideTasks
+from quanyi.ledger import queries
+from quanyi.ledger.entries import EventEntry, GrantEntry, entry_fields, parse_entry
+from quanyi.stores.db import POSTGRES_AWAY
+from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import (
+    LEDGER_GROUP,
+    REDIS_AWAY,
+    default_consumer_name,
+    ensure_group,
+    ensure_groups,
+    group_missing,
+    outbox_lag,
+    trim_outbox,
+    worth_retrying,
+)
+
+log = logging.getLogger(__name__)
+
+# What PostgreSQL refuses for a row's content: only these send an entry to the dead letters.
+# Anything else (a failover's read-only primary, a timeout, a deadlock) is retried.
+CONTENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# How often the side tasks run.
+RECLAIM_EVERY_S = 1.0
+TRIM_EVERY_S = 1.0
+
+
+class LedgerStopping(Exception):
+    """Asked to stop while PostgreSQL was away: the batch stays pending for the next worker."""
+
+
+class LedgerWorker:
+    def __init__(
+        self,
+        redis: Redis,
+        pool: asyncpg.Pool,
+        keys: Keys,
+        *,
+        consumer: str | None = None,
+        batch_size: int = 2000,
+        block_ms: int = 100,
+        reclaim_idle_ms: int = 30_000,
+        linger_ms: int = 0,
+    ) -> None:
+        self._redis = redis
+        self._pool = pool
+        self._keys = keys
+        self.consumer = consumer or default_consumer_name()
+        self._batch_size = batch_size
+        self._block_ms = block_ms
+        self._reclaim_idle_ms = reclaim_idle_ms
+        self._linger_s = linger_ms / 1000
+        self._stopping = asyncio.Event()
+        self._groups_ready = False
+        # One batch written at a time, whether read new or re-claimed: a grant and its events
+        # in two transactions at once could each miss the other and leave the status stale.
+        self._writing = asyncio.Lock()
+        self._side_tasks = SideTasks(worth_retrying)
+
+    @property
+    def side_tasks(self) -> list[str]:
+        """The names of the side tasks running now."""
+        return self._side_tasks.running
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from run()."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Work until stop(). Whatever can be retried (a store away, the consumer group gone) is
+        retried here; anything else escapes to the supervisor, which restarts the worker."""
+        log.info("ledger worker %s started", self.consumer)
+        self._side_tasks.start(
+            [
+                # Not at once: the consumer group may still be being made.
+                SideTask("ledger-reclaim", RECLAIM_EVERY_S, self._reclaim, RECLAIM_EVERY_S),
+                SideTask("ledger-trim", TRIM_EVERY_S, self._housekeeping),
+            ]
+        )
+        try:
+            await self._read_until_stopped()
+        finally:
+            # A re-claimed batch in hand is written (or left pending) before the worker ends.
+            await self._side_tasks.stop(grace_s=5.0)
+        try:
+            await trim_outbox(self._redis, self._keys)
+        except (*REDIS_AWAY, ResponseError):
+            pass
+        log.info("ledger worker %s stopped", self.consumer)
+
+    async def _read_until_stopped(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                if not self._groups_ready:
+                    await ensure_groups(self._redis, self._keys)
+                    self._groups_ready = True
+                await self.step()
+                backoff = 0.5
+                continue
+            except REDIS_AWAY as exc:
+                log.warning("ledger: redis unreachable (%s); retrying in %.1f s", exc, backoff)
+            except (*POSTGRES_AWAY, asyncpg.PostgresError) as exc:
+                log.warning("ledger: postgresql error (%s); retrying in %.1f s", exc, backoff)
+            except ResponseError as exc:
+                if not group_missing(exc):
+                    raise
+                log.warning("ledger: outbox consumer group gone (%s); re-creating it", exc)
+                self._groups_ready = False
+                continue
+            await self._pause(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def step(self) -> int:
+        """One batch of new entries. Returns grants written."""
+        written = 0
+        reply: Any = await self._redis.xreadgroup(
+            LEDGER_GROUP,
+            self.consumer,
+            {self._keys.outbox: ">"},
+            count=self._batch_size,
+            block=self._block_ms,
+        )
+        for _stream, messages in reply or []:
+            written += await self._persist(messages)
+            if self._linger_s and len(messages) < self._batch_size // 4:
+                # A thin stream: let it gather, so the next transaction carries more grants.
+                await self._pause(self._linger_s)
+        return written
+
+    async def drain(self) -> int:
+        """Persist everything already in the outbox (tests, CLI); returns grants written."""
+        await ensure_group(self._redis, self._keys)
+        total = 0
+        while True:
+            reply: Any = await self._redis.xreadgroup(
+                LEDGER_GROUP, self.consumer, {self._keys.outbox: ">"}, count=self._batch_size
+            )
+            messages = [m for _s, ms in reply or [] for m in ms]
+            if not messages:
+                break
+            total += await self._persist(messages)
+        await trim_outbox(self._redis, self._keys)
+        return total
+
+    async def _reclaim(self) -> int:
+        """Take over entries another (dead) consumer left pending for too long."""
+        written = 0
+        start = "0-0"
+        while True:
+            reply = await self._redis.xautoclaim(
+                self._keys.outbox,
+                LEDGER_GROUP,
+                self.consumer,
+                self._reclaim_idle_ms,
+                start_id=start,
+                count=self._batch_size,
+            )
+            start, messages = reply[0], reply[1]
+            if len(reply) > 2 and reply[2]:
+                log.warning("ledger: %d outbox entries were deleted while pending", len(reply[2]))
+                await self._redis.xack(self._keys.outbox, LEDGER_GROUP, *reply[2])
+            if messages:
+                log.info("ledger: re-claimed %d pending entries", len(messages))
+                written += await self._persist(messages)
+            if start == "0-0" or self._stopping.is_set():
+                return written
+
+    async def _housekeeping(self) -> None:
+        await trim_outbox(self._redis, self._keys)
+        lag = await outbox_lag(self._redis, self._keys)
+        metrics.OUTBOX_LAG_ENTRIES.set(lag.entries)
+        metrics.OUTBOX_LAG_SECONDS.set(lag.seconds)
+
+    async def _persist(self, messages: list) -> int:
+        async with self._writing:
+            return await self._persist_batch(messages)
+
+    async def _persist_batch(self, messages: list) -> int:
+        entries: list[GrantEntry | EventEntry] = []
+        dead: list[tuple[str, dict, str]] = []
+        for outbox_id, fields in messages:
+            if not fields:  # trimmed under us: nothing left to write
+                dead.append((outbox_id, {}, "empty entry"))
+                continue
+            try:
+                entries.append(parse_entry(outbox_id, fields))
+            except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+                dead.append((outbox_id, fields, f"unreadable event: {exc!r}"))
+
+        try:
+            written = await self._write(entries, dead) if entries else 0
+        except LedgerStopping:
+            return 0  # unacknowledged: re-claimed by the next worker
+        if dead:
+            await self._dead_letter(dead)
+        await self._acknowledge(entries)
+        return written
+
+    async def _write(
+        self, entries: list[GrantEntry | EventEntry], dead: list[tuple[str, dict, str]]
+    ) -> int:
+        """Insert the batch, retrying while PostgreSQL is away. Rows PostgreSQL refuses for
+        their content go to the dead-letter stream so they never block the rest."""
+        backoff = 0.5
+        while True:
+            try:
+                inserted = await self._insert(entries)
+                break
+            except CONTENT_ERRORS as exc:
+                log.error("ledger: batch refused (%s); writing row by row", exc)
+                inserted = set()
+                refused = set()
+                for entry in entries:
+                    try:
+                        inserted |= await self._insert([entry])
+                    except CONTENT_ERRORS as row_exc:
+                        dead.append(
+                            (
+                                entry.outbox_id,
+                                entry_fields(entry),
+                                f"refused by postgresql: {row_exc}",
+                            )
+                        )
+                        refused.add(entry.outbox_id)
+                entries[:] = [e for e in entries if e.outbox_id not in refused]
+                break
+            except (*POSTGRES_AWAY, asyncpg.PostgresError) as exc:
+                metrics.LEDGER_RETRIES.inc()
+                log.warning(
+                    "ledger: postgresql unavailable (%s); retrying batch of %d in %.1f s",
+                    exc,
+                    len(entries),
+                    backoff,
+                )
+                await self._pause(backoff)
+                if self._stopping.is_set():
+                    raise LedgerStopping from exc
+                backoff = min(backoff * 2, 5.0)
+        await self._check_unwritten(
+            [e for e in entries if isinstance(e, GrantEntry)], inserted, dead
+        )
+        metrics.LEDGER_BATCH_SIZE.observe(len(inserted))
+        metrics.LEDGER_PERSISTED.inc(len(inserted))
+        return len(inserted)
+
+    async def _insert(self, entries: list[GrantEntry | EventEntry]) -> set[str]:
+        """One transaction: the grants, their events, then the statuses those events imply.
+        Returns the ids of the grants newly inserted."""
+        grants = [e.row() for e in entries if isinstance(e, GrantEntry)]
+        events = [e.row() for e in entries if isinstance(e, EventEntry)]
+        inserted: set[str] = set()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if grants:
+                columns = [list(col) for col in zip(*grants, strict=True)]
+                inserted = {
+                    r["grant_id"] for r in await conn.fetch(queries.insert_grants, *columns)
+                }
+            if events:
+                columns = [list(col) for col in zip(*events, strict=True)]
+                await conn.execute(queries.insert_events, *columns)
+            # Events may reach the ledger before their grant (a dead worker's batch is taken
+            # over later): a grant inserted now takes the status its events already give it.
+            touched = {e.grant_id for e in entries if isinstance(e, EventEntry)} | inserted
+            if touched:
+                await conn.execute(queries.refresh_status, list(touched))
+        return inserted
+
+    async def _check_unwritten(
+        self, entries: list[GrantEntry], inserted: set[str], dead: list[tuple[str, dict, str]]
+    ) -> None:
+        """A grant not inserted is either already in the ledger (a re-delivery) or collides with
+        another grant for the same channel and request id, which only a Redis data loss can
+        cause: that one is kept aside for reconciliation, never silently dropped."""
+        missing = [e for e in entries if e.grant_id not in inserted]
+        if not missing:
+            return
+        existing = {
+            r["grant_id"]
+            for r in await self._pool.fetch(queries.existing_grants, [e.grant_id for e in missing])
+        }
+        for e in missing:
+            if e.grant_id not in existing:
+                log.error(
+                    "ledger: grant %s collides with another grant for request %s/%s",
+                    e.grant_id,
+                    e.event["channel_id"],
+                    e.event["request_id"],
+                )
+                dead.append(
+                    (e.outbox_id, entry_fields(e), "duplicate channel request id in ledger")
+                )
+
+    async def _dead_letter(self, dead: list[tuple[str, dict, str]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for outbox_id, fields, reason in dead:
+                pipe.xadd(
+                    self._keys.outbox_dead, {**fields, "outbox_id": outbox_id, "error": reason}
+                )
+                pipe.xack(self._keys.outbox, LEDGER_GROUP, outbox_id)
+                self._forget_pending(pipe, fields)
+                metrics.LEDGER_DEAD_LETTERS.labels(reason.split(":")[0]).inc()
+            await pipe.execute()
+
+    def _forget_pending(self, pipe: Any, fields: dict) -> None:
+        """A dead-lettered entry is no longer on its way to the ledger: drop its pending copy."""
+        try:
+            entry = parse_entry("0-0", fields)
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+            return
+        if isinstance(entry, GrantEntry):
+            pipe.hdel(self._keys.pending, entry.grant_id)
+            pipe.srem(self._keys.customer_pending(entry.event["customer_id"]), entry.grant_id)
+        else:
+            pipe.hdel(self._keys.pending_events, entry.field)
+
+    async def _acknowledge(self, entries: list[GrantEntry | EventEntry]) -> None:
+        """Acknowledge what the ledger now holds and drop the read-your-writes copies."""
+        if not entries:
+            return
+        grants = [e for e in entries if isinstance(e, GrantEntry)]
+        events = [e for e in entries if isinstance(e, EventEntry)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self._keys.outbox, LEDGER_GROUP, *(e.outbox_id for e in entries))
+            if grants:
+                pipe.hdel(self._keys.pending, *(e.grant_id for e in grants))
+            for e in grants:
+                pipe.srem(self._keys.customer_pending(e.event["customer_id"]), e.grant_id)
+            if events:
+                pipe.hdel(self._keys.pending_events, *(e.field for e in events))
+            await pipe.execute()
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass

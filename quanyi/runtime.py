@@ -1,0 +1,205 @@
+"""The one wiring of the service: opens the stores and builds the services from them.
+
+The HTTP app, every CLI command and every worker get their Redis, PostgreSQL pool, scripts and
+services here, so each is built one way, with the same settings, and closed in one place
+(workers stop before the pools they use close).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+from redis.asyncio import Redis
+
+from quanyi.access.channels import ChannelDirectory
+from quanyi.access.secret_box import secret_box
+from quanyi.campaigns.service import CampaignService
+from quanyi.core.clock import Clock, system_clock
+from quanyi.core.errors import SecretsKeyError, StartupError
+from quanyi.core.settings import Settings
+from quanyi.fulfilment.tunables import FulfilmentTunables
+from quanyi.fulfilment.worker import FulfilmentWorker
+from quanyi.inventory.hot_campaigns import HotCampaigns
+from quanyi.inventory.readiness import store_ready
+from quanyi.issuance.claims import ClaimService
+from quanyi.issuance.definitions import CampaignCache, Republisher
+from quanyi.issuance.grants import GrantReader
+from quanyi.issuance.lifecycle import GrantLifecycle
+from quanyi.issuance.outcomes import OutcomeWaiter
+from quanyi.ledger.rebuild import open_store_at_startup
+from quanyi.ledger.worker import LedgerWorker
+from quanyi.stores.db import close_pool, open_pool
+from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import ensure_groups
+from quanyi.stores.redis import open_redis
+from quanyi.stores.scripts import Scripts
+from quanyi.vendors.directory import VendorDirectory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stores:
+    """What every part of the service works on: settings, clock, Redis with its key names and
+    scripts, and the PostgreSQL pool."""
+
+    settings: Settings
+    clock: Clock
+    keys: Keys
+    redis: Redis
+    pool: asyncpg.Pool
+    scripts: Scripts
+
+    def campaign_cache(self, republish: Republisher | None = None) -> CampaignCache:
+        """Campaign definitions as the hot path reads them, gated on the store-ready marker."""
+        return CampaignCache(
+            HotCampaigns(self.redis, self.keys),
+            republish,
+            functools.partial(store_ready, self.redis, self.keys),
+        )
+
+    def grant_reader(self) -> GrantReader:
+        return GrantReader(self.redis, self.pool, self.keys)
+
+    def lifecycle(self, campaigns: CampaignCache | None = None) -> GrantLifecycle:
+        """Grant state transitions (fulfilled, redeemed, revoked, ...) through transition.lua."""
+        return GrantLifecycle(
+            self.redis,
+            self.keys,
+            self.grant_reader(),
+            campaigns or self.campaign_cache(),
+            self.settings,
+            self.clock,
+            self.scripts,
+        )
+
+    def ledger_worker(self, consumer: str | None = None) -> LedgerWorker:
+        s = self.settings
+        return LedgerWorker(
+            self.redis,
+            self.pool,
+            self.keys,
+            consumer=consumer,
+            batch_size=s.ledger_batch_size,
+            block_ms=s.ledger_block_ms,
+            reclaim_idle_ms=s.ledger_reclaim_idle_ms,
+            linger_ms=s.ledger_linger_ms,
+        )
+
+    def fulfilment_worker(self, consumer: str | None = None) -> FulfilmentWorker:
+        s = self.settings
+        return FulfilmentWorker(
+            self.redis,
+            self.pool,
+            self.keys,
+            self.clock,
+            scripts=self.scripts,
+            lifecycle=self.lifecycle(),
+            consumer=consumer,
+            tunables=FulfilmentTunables(
+                batch_size=s.fulfil_batch_size,
+                block_ms=s.fulfil_block_ms,
+                reclaim_idle_ms=s.fulfil_reclaim_idle_ms or s.ledger_reclaim_idle_ms,
+                breaker_threshold=s.fulfil_breaker_threshold,
+                breaker_reset_s=s.fulfil_breaker_reset_s,
+                max_tasks=s.fulfil_max_tasks,
+                lease_ms=s.fulfil_lease_ms,
+                retries_every_s=s.fulfil_retries_every_s,
+                reclaim_every_s=s.fulfil_reclaim_every_s,
+                vendors_every_s=s.fulfil_vendors_every_s,
+                code_pools_every_s=s.fulfil_code_pools_every_s,
+                expiry_every_s=s.fulfil_expiry_every_s,
+            ),
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_stores(
+    settings: Settings, clock: Clock = system_clock, *, consumer_groups: bool = True
+) -> AsyncIterator[Stores]:
+    """Redis and PostgreSQL opened (or a StartupError saying why not), every outbox consumer
+    group created (unless `consumer_groups` is False: a command that only reads leaves Redis as
+    it found it), and both closed on the way out."""
+    redis = await open_redis(settings)
+    try:
+        pool = await open_pool(settings)
+    except BaseException:
+        await redis.aclose()
+        raise
+    try:
+        keys = Keys(settings.key_prefix, settings.idempotency_buckets)
+        # Every consumer group exists before the first claim: the outbox is trimmed only below
+        # what all groups acknowledged, so a group made later would miss entries.
+        if consumer_groups:
+            await ensure_groups(redis, keys)
+        yield Stores(settings, clock, keys, redis, pool, Scripts(redis))
+    finally:
+        await close_pool(pool)
+        await redis.aclose()
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the API process serves with, built once from the stores."""
+
+    stores: Stores
+    channels: ChannelDirectory
+    campaigns: CampaignService
+    grants: GrantReader
+    claims: ClaimService
+    lifecycle: GrantLifecycle
+    outcomes: OutcomeWaiter
+    vendors: VendorDirectory
+
+
+@contextlib.asynccontextmanager
+async def open_services(stores: Stores) -> AsyncIterator[Services]:
+    """The API's services; claims are batched for as long as the context lasts."""
+    settings, clock, redis, pool, keys = (
+        stores.settings,
+        stores.clock,
+        stores.redis,
+        stores.pool,
+        stores.keys,
+    )
+    try:
+        channels = ChannelDirectory(pool, clock, settings.signature_window_s, secret_box(settings))
+        await channels.refresh()
+    except SecretsKeyError as exc:
+        raise StartupError(str(exc)) from exc
+    campaigns = CampaignService(pool, redis, keys)
+    # Definitions alone in an emptied Redis would reopen claims with no idempotency entries or
+    # counters behind them: a lost store waits for `quanyi rebuild-redis` instead.
+    if await open_store_at_startup(redis, pool, keys, clock, log):
+        published = await campaigns.publish_all()
+        log.info("published %d campaigns to redis", published)
+    claims = ClaimService(
+        redis,
+        keys,
+        settings,
+        clock,
+        scripts=stores.scripts,
+        campaigns=stores.campaign_cache(campaigns.publish_one),
+    )
+    vendors = VendorDirectory(pool)
+    await vendors.refresh()
+    services = Services(
+        stores=stores,
+        channels=channels,
+        campaigns=campaigns,
+        grants=stores.grant_reader(),
+        claims=claims,
+        lifecycle=stores.lifecycle(claims.campaigns),
+        outcomes=OutcomeWaiter(redis, keys),
+        vendors=vendors,
+    )
+    await claims.start()
+    try:
+        yield services
+    finally:
+        await claims.close()

@@ -1,0 +1,23 @@
+"""The Lua scripts, read from `quanyi/lua/` (the repository's `lua/`) once and called by SHA (redis-py reloads on NOSCRIPT)."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+# Package data, so the installed wheel reads the same scripts as a checkout.
+LUA_DIR = files("quanyi") / "lua"
+
+
+def lua_source(name: str) -> str:
+    return LUA_DIR.joinpath(f"{name}.lua").read_text()
+
+
+class Scripts:
+    def __init__(self, redis: Redis) -> None:
+        self.claim: AsyncScript = redis.register_script(lua_source("claim"))
+        self.transition: AsyncScript = redis.register_script(lua_source("transition"))
+        self.assign_code: AsyncScript = redis.register_script(lua_source("assign_code"))
+        self.lease_due: AsyncScript = redis.register_script(lua_source("lease_due"))

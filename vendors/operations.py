@@ -1,0 +1,154 @@
+"""Vendor operations the `quanyi` command runs: registry, keys, code pools, dead letters."""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import os
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+from rich.progress import Progress
+
+from quanyi.access.staff import Staff, audit
+from quanyi.core.errors import InvalidRequest
+from quanyi.issuance.lifecycle import GrantLifecycle, grant_from_event
+from quanyi.stores.keys import Keys
+from quanyi.stores.redis import stream_range
+from quanyi.vendors import queries
+from quanyi.vendors.registry import Vendor, VendorRegistry
+from quanyi.vendors.rsa import generate_keypair
+
+IMPORT_CHUNK = 1000
+
+
+def cli_staff() -> Staff:
+    """Commands act as a head-office admin named after the operator, for the audit log."""
+    return Staff(f"cli:{getpass.getuser()}", "admin", "HQ")
+
+
+def keygen(out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    private, public = generate_keypair()
+    private_path, public_path = out / "private.pem", out / "public.pem"
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode of O_CREAT applies to a new file only
+    with os.fdopen(fd, "w") as f:
+        f.write(private)
+    public_path.write_text(public)
+    return private_path, public_path
+
+
+async def create_vendor(pool: asyncpg.Pool, body: dict[str, Any]) -> Vendor:
+    return await VendorRegistry(pool).create(cli_staff(), body)
+
+
+async def list_vendors(pool: asyncpg.Pool) -> list[Vendor]:
+    return await VendorRegistry(pool).all()
+
+
+def read_codes(path: Path) -> list[str]:
+    """First column of each row; a header row named `code` is skipped; blanks ignored."""
+    with path.open(newline="") as f:
+        codes = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
+    if codes and codes[0].lower() == "code":
+        codes = codes[1:]
+    return codes
+
+
+async def import_codes(
+    pool: asyncpg.Pool, redis: Redis, keys: Keys, vendor_id: str, right_id: str, path: Path
+) -> dict[str, int]:
+    """Codes go to PostgreSQL first (duplicates, in the file or from earlier imports, are
+    refused there), then the new ones to the Redis pool the fulfilment worker pops from."""
+    vendor = await VendorRegistry(pool).get(vendor_id)
+    if vendor.adapter != "codepool":
+        raise InvalidRequest(f"vendor {vendor_id} is a {vendor.adapter} vendor, not codepool")
+    if await pool.fetchrow(queries.right_vendor, right_id) is None:
+        raise InvalidRequest(f"no right {right_id}")
+    codes = read_codes(path)
+    unique = list(dict.fromkeys(codes))
+    added = 0
+    with Progress() as progress:
+        task = progress.add_task(f"importing {path.name}", total=len(unique))
+        for i in range(0, len(unique), IMPORT_CHUNK):
+            chunk = unique[i : i + IMPORT_CHUNK]
+            async with pool.acquire() as conn, conn.transaction():
+                new = [
+                    r["code"]
+                    for r in await conn.fetch(queries.insert_codes, vendor_id, right_id, chunk)
+                ]
+                if new:
+                    await redis.rpush(keys.code_pool(vendor_id, right_id), *new)
+            added += len(new)
+            progress.advance(task, len(chunk))
+    await audit(
+        pool,
+        cli_staff(),
+        "codes.import",
+        f"vendor:{vendor_id}",
+        {"right": right_id, "file": path.name, "added": added},
+    )
+    return {
+        "read": len(codes),
+        "added": added,
+        "duplicates": len(codes) - added,
+        "pool": await redis.llen(keys.code_pool(vendor_id, right_id)),
+    }
+
+
+async def dead_letters(redis: Redis, keys: Keys, limit: int) -> list[dict[str, Any]]:
+    entries = await stream_range(redis, keys.fulfil_dead, count=limit)
+    out = []
+    for entry_id, fields in entries:
+        grant = orjson.loads(fields["grant"])
+        out.append(
+            {
+                "id": entry_id,
+                "grant_id": grant["grant_id"],
+                "vendor_id": fields["vendor_id"],
+                "attempts": int(fields["attempts"]),
+                "error": fields["error"],
+                "at": fields["at"],
+            }
+        )
+    return out
+
+
+async def redrive(
+    pool: asyncpg.Pool,
+    redis: Redis,
+    keys: Keys,
+    lifecycle: GrantLifecycle,
+    grant_ids: set[str] | None,
+) -> list[tuple[str, str]]:
+    """Put failed grants back in line for fulfilment: each becomes live again through
+    `lifecycle` (taking back the stock its failure returned, if that is still there) and is
+    parked as due now."""
+    staff = cli_staff()
+    results = []
+    for entry_id, fields in await stream_range(redis, keys.fulfil_dead):
+        grant = orjson.loads(fields["grant"])
+        grant_id = grant["grant_id"]
+        if grant_ids is not None and grant_id not in grant_ids:
+            continue
+        moved = await lifecycle.move(
+            grant_id, "redriven", staff.username, grant=grant_from_event(grant)
+        )
+        if not moved.applied:
+            results.append((grant_id, f"not redriven: {moved.before}"))
+            continue
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.fulfil_attempts, grant_id)
+            pipe.hset(keys.fulfil_parked, grant_id, fields["grant"])
+            pipe.zadd(keys.fulfil_retry, {grant_id: 0})
+            pipe.xdel(keys.fulfil_dead, entry_id)
+            await pipe.execute()
+        await audit(
+            pool, staff, "grant.redrive", f"grant:{grant_id}", {"vendor": fields["vendor_id"]}
+        )
+        results.append((grant_id, "redriven"))
+    return results
