@@ -10,7 +10,6 @@ pending, vendor changes, the code-pool check and expiry. Stopping the worker sto
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -19,7 +18,6 @@ from typing import Any
 import asyncpg
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from quanyi.core.clock import Clock
 from quanyi.core.side_tasks import SideTasks
@@ -31,10 +29,8 @@ from quanyi.issuance.lifecycle import GrantLifecycle
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import (
     FULFIL_GROUP,
-    STORES_AWAY,
     default_consumer_name,
-    ensure_groups,
-    group_missing,
+    read_until_stopped,
     worth_retrying,
 )
 from quanyi.stores.scripts import Scripts
@@ -90,7 +86,6 @@ class FulfilmentWorker:
         self._in_progress: set[str] = set()
         self._acks: list[str] = []
         self._stopping = asyncio.Event()
-        self._groups_ready = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -117,29 +112,10 @@ class FulfilmentWorker:
             log.info("fulfilment worker %s stopped", self.consumer)
 
     async def _read_until_stopped(self) -> None:
-        backoff = 0.5
-        while not self._stopping.is_set():
-            try:
-                if not self._groups_ready:
-                    await ensure_groups(self._redis, self._keys)
-                    self._groups_ready = True
-                await self.step()
-                backoff = 0.5
-                continue
-            except STORES_AWAY as exc:
-                log.warning("fulfil: store unavailable (%s); retrying in %.1f s", exc, backoff)
-            except ResponseError as exc:
-                if not group_missing(exc):
-                    log.exception("fulfil: step failed; retrying in %.1f s", backoff)
-                else:
-                    log.warning("fulfil: outbox consumer group gone (%s); re-creating it", exc)
-                    self._groups_ready = False
-                    continue
-            except Exception:  # a bug: logged, and never a reason to stop for good
-                log.exception("fulfil: step failed; retrying in %.1f s", backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-            backoff = min(backoff * 2, 5.0)
+        # A bug in one step is logged and retried: one bad entry must not stop fulfilment.
+        await read_until_stopped(
+            "fulfil", self.step, self._redis, self._keys, self._stopping, retry_bugs=True
+        )
 
     async def wait_idle(self, timeout_s: float) -> None:
         """Wait until no fulfilment is under way (tests, shutdown)."""

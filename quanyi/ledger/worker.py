@@ -31,9 +31,8 @@ from quanyi.stores.outbox import (
     REDIS_AWAY,
     default_consumer_name,
     ensure_group,
-    ensure_groups,
-    group_missing,
     outbox_lag,
+    read_until_stopped,
     trim_outbox,
     worth_retrying,
 )
@@ -74,7 +73,6 @@ class LedgerWorker:
         self._reclaim_idle_ms = reclaim_idle_ms
         self._linger_s = linger_ms / 1000
         self._stopping = asyncio.Event()
-        self._groups_ready = False
         # One batch written at a time, whether read new or re-claimed: a grant and its events
         # in two transactions at once could each miss the other and leave the status stale.
         self._writing = asyncio.Lock()
@@ -112,27 +110,10 @@ class LedgerWorker:
         log.info("ledger worker %s stopped", self.consumer)
 
     async def _read_until_stopped(self) -> None:
-        backoff = 0.5
-        while not self._stopping.is_set():
-            try:
-                if not self._groups_ready:
-                    await ensure_groups(self._redis, self._keys)
-                    self._groups_ready = True
-                await self.step()
-                backoff = 0.5
-                continue
-            except REDIS_AWAY as exc:
-                log.warning("ledger: redis unreachable (%s); retrying in %.1f s", exc, backoff)
-            except (*POSTGRES_AWAY, asyncpg.PostgresError) as exc:
-                log.warning("ledger: postgresql error (%s); retrying in %.1f s", exc, backoff)
-            except ResponseError as exc:
-                if not group_missing(exc):
-                    raise
-                log.warning("ledger: outbox consumer group gone (%s); re-creating it", exc)
-                self._groups_ready = False
-                continue
-            await self._pause(backoff)
-            backoff = min(backoff * 2, 5.0)
+        # A bug is raised: the supervisor restarts the worker, and the batch stays pending.
+        await read_until_stopped(
+            "ledger", self.step, self._redis, self._keys, self._stopping, retry_bugs=False
+        )
 
     async def step(self) -> int:
         """One batch of new entries. Returns grants written."""

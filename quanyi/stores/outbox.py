@@ -3,10 +3,15 @@ trimming what every group has done."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -17,6 +22,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from quanyi.core.errors import StoreNotReady
 from quanyi.stores.db import POSTGRES_AWAY
 from quanyi.stores.keys import Keys
+
+log = logging.getLogger(__name__)
 
 LEDGER_GROUP = "ledger"
 FULFIL_GROUP = "fulfil"
@@ -126,3 +133,41 @@ def worth_retrying(exc: BaseException) -> bool:
     """What a worker's side task logs briefly and tries again: a store away, or the consumer
     group gone (the read loop makes it again)."""
     return isinstance(exc, STORES_AWAY) or group_missing(exc)
+
+
+async def read_until_stopped(
+    name: str,
+    step: Callable[[], Awaitable[Any]],
+    redis: Redis,
+    keys: Keys,
+    stopping: asyncio.Event,
+    *,
+    retry_bugs: bool,
+) -> None:
+    """The read loop of a worker: `step()` again and again until `stopping` is set. A store
+    away is waited out (0.5 s, doubling up to 5 s); the consumer groups gone (a Redis restart
+    or flush) are made again, all of them; anything else is a bug, retried the same way with
+    `retry_bugs`, else raised for the worker's supervisor."""
+    groups_ready = False
+    backoff = 0.5
+    while not stopping.is_set():
+        try:
+            if not groups_ready:
+                await ensure_groups(redis, keys)
+                groups_ready = True
+            await step()
+            backoff = 0.5
+            continue
+        except STORES_AWAY as exc:
+            log.warning("%s: store unavailable (%s); retrying in %.1f s", name, exc, backoff)
+        except Exception as exc:
+            if group_missing(exc):
+                log.warning("%s: outbox consumer group gone (%s); re-creating it", name, exc)
+                groups_ready = False
+                continue
+            if not retry_bugs:
+                raise
+            log.exception("%s: step failed; retrying in %.1f s", name, backoff)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), backoff)
+        backoff = min(backoff * 2, 5.0)
