@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from quanyi.access.channels import ChannelDirectory
 from quanyi.access.secret_box import secret_box
+from quanyi.audiences.service import AudienceService
 from quanyi.campaigns.service import CampaignService
 from quanyi.core.clock import Clock, system_clock
 from quanyi.core.errors import SecretsKeyError, StartupError
@@ -77,6 +78,10 @@ class Stores:
             self.clock,
             self.scripts,
         )
+
+    def audiences(self) -> AudienceService:
+        """Audiences and their members (PostgreSQL rows, Redis buckets)."""
+        return AudienceService(self.pool, self.redis, self.keys, self.scripts)
 
     def ledger_worker(self, consumer: str | None = None) -> LedgerWorker:
         s = self.settings
@@ -155,6 +160,7 @@ class Services:
     lifecycle: GrantLifecycle
     outcomes: OutcomeWaiter
     vendors: VendorDirectory
+    audiences: AudienceService
 
 
 @contextlib.asynccontextmanager
@@ -197,6 +203,7 @@ async def open_services(stores: Stores) -> AsyncIterator[Services]:
         lifecycle=stores.lifecycle(claims.campaigns),
         outcomes=OutcomeWaiter(redis, keys),
         vendors=vendors,
+        audiences=stores.audiences(),
     )
     await claims.start()
     try:

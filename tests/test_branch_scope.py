@@ -284,6 +284,48 @@ async def call_statement(world: World, user: str, _t: str | None) -> tuple[str, 
     return path, resp.status, await resp.json()
 
 
+def audience_body(audience_id: str, branch: str) -> dict[str, Any]:
+    return {"id": audience_id, "name": f"segment {audience_id}", "branch": branch}
+
+
+async def an_audience(world: World, branch: str) -> str:
+    """A new audience of `branch`, made by a head-office admin."""
+    audience_id = world.fresh(f"{branch.lower()}a-")
+    if branch != SZ:
+        world.not_sz.add(audience_id)
+    body = audience_body(audience_id, branch)
+    status, made = await world.api.admin("admin", "POST", "/admin/v1/audiences", body)
+    assert status == 201, made
+    return audience_id
+
+
+async def call_post_audience(world: World, user: str, target: str | None) -> tuple[str, int, Any]:
+    assert target is not None
+    audience_id = world.fresh(f"new-{target.lower()}a-")
+    if target != SZ:
+        world.not_sz.add(audience_id)
+    body = audience_body(audience_id, target)
+    return await as_staff(world, user, "POST", "/admin/v1/audiences", body)
+
+
+async def call_get_audience(world: World, user: str, target: str | None) -> tuple[str, int, Any]:
+    assert target is not None
+    audience_id = await an_audience(world, target)
+    return await as_staff(world, user, "GET", f"/admin/v1/audiences/{audience_id}")
+
+
+async def call_put_members(world: World, user: str, target: str | None) -> tuple[str, int, Any]:
+    assert target is not None
+    path = f"/admin/v1/audiences/{await an_audience(world, target)}/members"
+    token = await world.api.login(user)
+    resp = await world.api.client.put(
+        path,
+        data=b"customer_id\ncust-1\ncust-2\n",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
+    )
+    return path, resp.status, await resp.json()
+
+
 def simple(method: str, path: str, body: Callable[[World], Any] | None = None) -> Call:
     async def call(world: World, user: str, _t: str | None) -> tuple[str, int, Any]:
         return await as_staff(world, user, method, path, body(world) if body else None)
@@ -385,6 +427,21 @@ CASES = [
         head_office("marketer", "approver", ok=201),
         reveals=True,
         needs_codes=True,
+    ),
+    Case(
+        "POST",
+        "/admin/v1/audiences",
+        call_post_audience,
+        own_branch("marketer", ok=201),
+        BRANCHES,
+    ),
+    Case("GET", "/admin/v1/audiences/{audience_id}", call_get_audience, own_branch(), BRANCHES),
+    Case(
+        "PUT",
+        "/admin/v1/audiences/{audience_id}/members",
+        call_put_members,
+        own_branch("marketer"),
+        BRANCHES,
     ),
 ]
 

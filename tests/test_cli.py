@@ -89,6 +89,8 @@ def test_every_command_is_there():
         "dlq list",
         "dlq redrive",
         "statement import",
+        "audience create",
+        "audience import",
         "claim",
         "grant",
         "rebuild-redis",

@@ -21,7 +21,7 @@ from quanyi.core.errors import (
     Unauthorized,
     VendorInUse,
 )
-from quanyi.core.http import SETTINGS, json_response, path_id
+from quanyi.core.http import SETTINGS, json_response, path_id, read_limited
 from quanyi.core.schemas import endpoint
 from quanyi.stores.appkeys import POOL
 from quanyi.vendors.directory import VendorDirectory
@@ -126,18 +126,6 @@ async def post_statement(request: web.Request) -> web.Response:
     with upload_slots(request.app).hold(vendor_id):  # before a byte of the body is read
         body = await read_limited(request, STATEMENT_MAX_BYTES)
         return await reconciled(request, staff, vendor_id, body)
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The body, up to `limit` bytes: statements are larger than the app-wide request limit."""
-    if (request.content_length or 0) > limit:
-        raise PayloadTooLarge(f"the body is over {limit} bytes", max_size=limit)
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is over {limit} bytes", max_size=limit)
-    return bytes(body)
 
 
 async def reconciled(

@@ -29,14 +29,14 @@ from quanyi.core.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from quanyi.core.http import CLOCK, SETTINGS, json_response, path_id
+from quanyi.core.http import CLOCK, SETTINGS, json_response, path_id, read_limited
 from quanyi.core.ids import is_grant_id
 from quanyi.core.pan import mask_pans, masked_json_text
 from quanyi.core.schemas import decode, endpoint
 from quanyi.issuance.api import GRANTS, LIFECYCLE
 from quanyi.stores.appkeys import POOL
 from quanyi.vendors import queries
-from quanyi.vendors.api import STATEMENT_MAX_BYTES, VENDORS, read_limited, reconciled
+from quanyi.vendors.api import STATEMENT_MAX_BYTES, VENDORS, reconciled
 from quanyi.vendors.model import (
     RedemptionBody,
     RedemptionReply,

@@ -43,6 +43,7 @@ COMMANDS = {
     "vendor": Command("vendors", "manage vendors"),
     "dlq": Command("vendors", "grants whose fulfilment failed"),
     "statement": Command("vendors", "vendor statements"),
+    "audience": Command("audiences", "manage audiences (customer segments) and their members"),
     "claim": Command("calls", "send one signed claim to a running API, as a channel would"),
     "grant": Command("calls", "read one grant (status, code, timeline), as a channel would"),
 }

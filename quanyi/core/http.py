@@ -11,7 +11,7 @@ from aiohttp import web
 
 from quanyi.core import metrics
 from quanyi.core.clock import Clock
-from quanyi.core.errors import InvalidRequest, NotFound, QuanyiError
+from quanyi.core.errors import InvalidRequest, NotFound, PayloadTooLarge, QuanyiError
 from quanyi.core.pan import id_has_pan
 from quanyi.core.schemas import IDENT, PAN_IN_ID
 from quanyi.core.settings import Settings
@@ -54,3 +54,16 @@ def error_response(
     metrics.HTTP_ERRORS.labels(code).inc()
     body = {"error": {"code": code, "message": message, **(details or {})}}
     return json_response(body, status, headers)
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, streamed up to `limit` bytes, for the few routes whose bodies are larger than
+    the app-wide request limit (statements, audience members): beyond it, 413."""
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"the body is over {limit} bytes", max_size=limit)
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over {limit} bytes", max_size=limit)
+    return bytes(body)

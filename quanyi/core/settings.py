@@ -72,6 +72,8 @@ class Settings:
     # Idempotency entries are spread over this many small hashes. Set it once, before the first
     # claim: size it to about the request ids retained at once divided by 100.
     idempotency_buckets: int = 16384
+    # An audience's members file (PUT /admin/v1/audiences/{id}/members) is refused above this.
+    audience_max_bytes: int = 256 * 1024 * 1024
     # One JSON line per HTTP request on the log (quanyi/web/access_log.py).
     access_log: bool = True
     # DEBUG, INFO, WARNING or ERROR: the level of the JSON log lines on stderr.

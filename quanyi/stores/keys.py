@@ -11,6 +11,7 @@ import zlib
 
 DEFAULT_IDEMPOTENCY_BUCKETS = 1 << 14
 MAX_CUSTOMER_BUCKETS = 1 << 16
+AUDIENCE_BUCKET_MEMBERS = 256
 
 
 class Keys:
@@ -54,6 +55,18 @@ class Keys:
     def codes_assigned(self, vendor_id: str) -> str:
         return f"{self.prefix}:codes:{{v:{vendor_id}}}:assigned"
 
+    def audience(self, audience_id: str) -> str:
+        """The pointer of an audience ("VERSION:BUCKETS"); its members are in the hashes
+        `audience_bucket` names, all under the one hash tag `{a:ID}`."""
+        return f"{self.prefix}:aud:{{a:{audience_id}}}"
+
+    def audience_versions(self, audience_id: str) -> str:
+        """The last version number an import of the audience took (INCR)."""
+        return f"{self.audience(audience_id)}:versions"
+
+    def audience_bucket(self, audience_id: str, version: int, bucket: int) -> str:
+        return f"{self.audience(audience_id)}:{version}:{bucket}"
+
     def customer_pending(self, customer_id: str) -> str:
         return f"{self.prefix}:pending:c:{customer_id}"
 
@@ -66,6 +79,22 @@ class Keys:
 
 def customer_bucket(customer_id: str, buckets: int) -> int:
     return zlib.crc32(customer_id.encode()) % buckets
+
+
+def audience_bucket_of(customer_id: str | bytes, buckets: int) -> int:
+    """The member hash of `customer_id` (UTF-8): the first 8 hex digits of its SHA-1, modulo the
+    number of buckets (lua/audience_has.lua computes the same with redis.sha1hex)."""
+    raw = customer_id.encode() if isinstance(customer_id, str) else customer_id
+    return int.from_bytes(hashlib.sha1(raw).digest()[:4], "big") % buckets
+
+
+def audience_buckets_for(members: int) -> int:
+    """The smallest power of two that keeps an audience's hashes at about 256 members each:
+    well under hash-max-listpack-entries (512), so every hash stays a compact listpack."""
+    buckets = 1
+    while buckets * AUDIENCE_BUCKET_MEMBERS < members:
+        buckets *= 2
+    return buckets
 
 
 def buckets_for(total_stock: int) -> int:

@@ -19,6 +19,23 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: audiences; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audiences (
+    id text NOT NULL,
+    name text NOT NULL,
+    branch text NOT NULL,
+    version integer DEFAULT 0 NOT NULL,
+    members bigint DEFAULT 0 NOT NULL,
+    imported_at timestamp with time zone,
+    imported_by text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_by text NOT NULL
+);
+
+
+--
 -- Name: audit_log; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -352,6 +369,14 @@ ALTER TABLE ONLY public.login_failures ALTER COLUMN id SET DEFAULT nextval('publ
 --
 
 ALTER TABLE ONLY public.statements ALTER COLUMN id SET DEFAULT nextval('public.statements_id_seq'::regclass);
+
+
+--
+-- Name: audiences audiences_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audiences
+    ADD CONSTRAINT audiences_pkey PRIMARY KEY (id);
 
 
 --

@@ -21,3 +21,4 @@ class Scripts:
         self.transition: AsyncScript = redis.register_script(lua_source("transition"))
         self.assign_code: AsyncScript = redis.register_script(lua_source("assign_code"))
         self.lease_due: AsyncScript = redis.register_script(lua_source("lease_due"))
+        self.audience_has: AsyncScript = redis.register_script(lua_source("audience_has"))

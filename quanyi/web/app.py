@@ -25,6 +25,8 @@ from prometheus_client import (
 from quanyi.access import api as access_api
 from quanyi.access.api import CHANNELS
 from quanyi.access.staff import keep_staff_records_swept
+from quanyi.audiences import api as audiences_api
+from quanyi.audiences.api import AUDIENCES
 from quanyi.campaigns import api as campaigns_api
 from quanyi.campaigns.api import CAMPAIGNS
 from quanyi.core import metrics
@@ -116,7 +118,7 @@ def create_app(
         async with open_services(app[STORES]) as s:
             app[CHANNELS], app[CAMPAIGNS], app[VENDORS] = s.channels, s.campaigns, s.vendors
             app[GRANTS], app[CLAIMS], app[LIFECYCLE] = s.grants, s.claims, s.lifecycle
-            app[OUTCOMES] = s.outcomes
+            app[OUTCOMES], app[AUDIENCES] = s.outcomes, s.audiences
             async with (
                 background("channel-refresh", s.channels.keep_fresh(settings.channel_refresh_s)),
                 background("vendor-refresh", s.vendors.keep_fresh(settings.channel_refresh_s)),
@@ -134,6 +136,7 @@ def create_app(
     app.add_routes(campaigns_api.routes)
     app.add_routes(vendors_api.routes)
     app.add_routes(vendor_callbacks.routes)
+    app.add_routes(audiences_api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
