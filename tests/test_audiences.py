@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,13 +24,8 @@ from quanyi.core.schemas import IDENT_RULE, PAN_IN_ID
 from quanyi.stores.keys import audience_bucket_of
 from quanyi.stores.scripts import Scripts
 from quanyi.web.app import create_app
+from tests.support.cli import quanyi
 from tests.support.clients import Api
-from tests.support.settings import (
-    SECRETS_KEY_ENV,
-    TEST_DATABASE_URL,
-    TEST_PREFIX,
-    TEST_REDIS_URL,
-)
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV = "text/csv"
@@ -355,27 +348,6 @@ async def test_branch_staff_import_into_their_own_branch_only(api, audiences):
 
 
 # --- the command ----------------------------------------------------------------------
-
-
-def quanyi(*argv: str) -> subprocess.CompletedProcess[str]:
-    import os
-
-    env = {
-        **os.environ,
-        "QUANYI_DATABASE_URL": TEST_DATABASE_URL,
-        "QUANYI_REDIS_URL": TEST_REDIS_URL,
-        "QUANYI_KEY_PREFIX": TEST_PREFIX,
-        "QUANYI_SECRETS_KEY": f"env:{SECRETS_KEY_ENV}",
-        "QUANYI_LOG_LEVEL": "WARNING",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "quanyi.cli", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 async def test_the_command_creates_and_imports_csv_and_parquet(

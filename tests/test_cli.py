@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -19,42 +18,11 @@ import pytest
 
 from quanyi.cli.main import build_parser, main
 from quanyi.ledger.worker import LedgerWorker
+from tests.support.cli import cli_env, quanyi
 from tests.support.clients import claim, closed_port
 from tests.support.scratch import free_port
-from tests.support.settings import (
-    SECRETS_KEY_ENV,
-    TEST_DATABASE_URL,
-    TEST_PREFIX,
-    TEST_REDIS_URL,
-)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def quanyi(*argv: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -m quanyi.cli ARGV` on this run's test stores (QUANYI_* in `env` override)."""
-    return subprocess.run(
-        [sys.executable, "-m", "quanyi.cli", *argv],
-        cwd=ROOT,
-        env=cli_env(**env),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def cli_env(**env: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "QUANYI_DATABASE_URL": TEST_DATABASE_URL,
-        "QUANYI_REDIS_URL": TEST_REDIS_URL,
-        "QUANYI_KEY_PREFIX": TEST_PREFIX,
-        "QUANYI_SECRETS_KEY": f"env:{SECRETS_KEY_ENV}",
-        "QUANYI_WORKER_METRICS_PORT": "0",
-        "QUANYI_LOG_LEVEL": "WARNING",
-        **env,
-    }
 
 
 def commands(

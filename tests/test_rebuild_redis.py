@@ -5,9 +5,7 @@ Redis here is a server of the test's own (tests/support/scratch.py): it is flush
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,10 @@ from redis.asyncio import Redis
 from quanyi.ledger.rebuild import ClaimsFlowing, Rebuild, refuse_while_flowing
 from quanyi.ledger.reconcile import Reconcile, drifted
 from quanyi.ledger.worker import LedgerWorker
+from tests.support.cli import quanyi as run_cli
 from tests.support.clients import claim, not_ready
 from tests.support.scratch import ScratchRedis, redis_available
-from tests.support.settings import TEST_DATABASE_URL, TEST_PREFIX, settings_for_tests
+from tests.support.settings import settings_for_tests
 from tests.support.stores import redis_snapshot
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis-server")
@@ -50,22 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def quanyi(scratch: ScratchRedis, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "QUANYI_DATABASE_URL": TEST_DATABASE_URL,
-        "QUANYI_REDIS_URL": scratch.url(0),
-        "QUANYI_KEY_PREFIX": TEST_PREFIX,
-        "QUANYI_LOG_LEVEL": "WARNING",
-        "COLUMNS": "160",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "quanyi.cli", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(*argv, QUANYI_REDIS_URL=scratch.url(0), COLUMNS="160")
 
 
 async def restorable(scratch: ScratchRedis) -> dict[bytes, Any]:
