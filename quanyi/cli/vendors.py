@@ -7,9 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from quanyi.cli.command import Commands, add_command, add_group, text_file
 from quanyi.core.settings import Settings
 from quanyi.runtime import open_stores
+from quanyi.vendors.model import RetryBody, VendorBody
 from quanyi.vendors.operations import (
     cli_staff,
     create_vendor,
@@ -88,12 +91,21 @@ def _vendor(commands: Commands) -> None:
     create.add_argument(
         "--base-url", help="where it answers; needed by every adapter but codepool (default: none)"
     )
-    create.add_argument("--timeout-ms", type=int, help="each call's timeout (default: 2000)")
+    # The defaults are the API's (vendors/model.py): left out, the body leaves them out too.
     create.add_argument(
-        "--max-in-flight", type=int, help="calls under way at once at most (default: 64)"
+        "--timeout-ms",
+        type=int,
+        help=f"each call's timeout (default: {_default(VendorBody, 'timeout_ms')})",
     )
     create.add_argument(
-        "--max-attempts", type=int, help="calls per grant before it fails (default: 8)"
+        "--max-in-flight",
+        type=int,
+        help=f"calls under way at once at most (default: {_default(VendorBody, 'max_in_flight')})",
+    )
+    create.add_argument(
+        "--max-attempts",
+        type=int,
+        help=f"calls per grant before it fails (default: {_default(RetryBody, 'max_attempts')})",
     )
     create.add_argument(
         "--public-key-file",
@@ -220,3 +232,7 @@ async def import_statement(settings: Settings, args: argparse.Namespace) -> int:
         for entry in report[bucket]:
             print(f"{bucket}\t{json.dumps(entry)}")
     return 0
+
+
+def _default(model: type[BaseModel], field: str) -> object:
+    return model.model_fields[field].default
