@@ -7,7 +7,6 @@ one, which is what lets one process decide far more claims per second than it ha
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import time
@@ -37,8 +36,7 @@ from quanyi.core.errors import (
 )
 from quanyi.core.ids import grant_id_ms, new_grant_id
 from quanyi.core.settings import Settings
-from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns, HotReward
-from quanyi.inventory.readiness import store_ready
+from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
 from quanyi.issuance.definitions import CampaignCache, Republisher
 from quanyi.stores.keys import Keys, customer_bucket
 from quanyi.stores.scripts import Scripts
@@ -152,9 +150,7 @@ class ClaimService:
         self._calendar = LocalCalendar(settings.zone)
         self._clock = clock
         self._script = (scripts or Scripts(redis)).claim
-        self.campaigns = campaigns or CampaignCache(
-            HotCampaigns(redis, keys), republish, functools.partial(store_ready, redis, keys)
-        )
+        self.campaigns = campaigns or CampaignCache.of_store(redis, keys, republish)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._runners: list[asyncio.Task] = []
 

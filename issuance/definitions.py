@@ -8,16 +8,20 @@ until `quanyi rebuild-redis` restored the idempotency entries and counters too."
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from quanyi.core.errors import CampaignNotFound, StoreNotReady, Unavailable
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns
+from quanyi.inventory.readiness import store_ready
+from quanyi.stores.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,15 @@ class CampaignCache:
         self._loading: dict[str, asyncio.Task[HotCampaign | None]] = {}
         self._republishing: dict[str, asyncio.Task[HotCampaign | None]] = {}
         self._absent: dict[str, float] = {}
+
+    @classmethod
+    def of_store(
+        cls, redis: Redis, keys: Keys, republish: Republisher | None = None
+    ) -> CampaignCache:
+        """The definitions of the campaigns in `redis`, gated on its store-ready marker."""
+        return cls(
+            HotCampaigns(redis, keys), republish, functools.partial(store_ready, redis, keys)
+        )
 
     async def get(self, campaign_id: str, reload: bool = False) -> HotCampaign:
         campaign = None if reload else self._campaigns.get(campaign_id)

@@ -8,7 +8,6 @@ services here, so each is built one way, with the same settings, and closed in o
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from quanyi.core.errors import SecretsKeyError, StartupError
 from quanyi.core.settings import Settings
 from quanyi.fulfilment.tunables import FulfilmentTunables
 from quanyi.fulfilment.worker import FulfilmentWorker
-from quanyi.inventory.hot_campaigns import HotCampaigns
-from quanyi.inventory.readiness import store_ready
 from quanyi.issuance.claims import ClaimService
 from quanyi.issuance.definitions import CampaignCache, Republisher
 from quanyi.issuance.grants import GrantReader
@@ -58,11 +55,7 @@ class Stores:
 
     def campaign_cache(self, republish: Republisher | None = None) -> CampaignCache:
         """Campaign definitions as the hot path reads them, gated on the store-ready marker."""
-        return CampaignCache(
-            HotCampaigns(self.redis, self.keys),
-            republish,
-            functools.partial(store_ready, self.redis, self.keys),
-        )
+        return CampaignCache.of_store(self.redis, self.keys, republish)
 
     def grant_reader(self) -> GrantReader:
         return GrantReader(self.redis, self.pool, self.keys)
