@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience clean
+.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed"; exit 1; }
@@ -62,6 +62,14 @@ bench-fulfil: install services
 ## 1,000,000 customer ids imported into one audience: seconds and Redis bytes per member.
 bench-audience: install services
 	$(BIN)/python -m loadtests.bench_audience
+
+## A campaign's dry run over a month of 1,000,000 card transactions: seconds and rows/s.
+bench-simulate: install services
+	$(BIN)/python -m loadtests.bench_simulate
+
+## GET offers latency with 50 live campaigns over HTTP (target p99 <= 10 ms).
+bench-offers: install services
+	$(BIN)/python -m loadtests.bench_offers
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis .import_linter_cache build

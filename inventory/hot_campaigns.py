@@ -2,13 +2,55 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from quanyi.stores.keys import Keys
+
+
+@dataclass(frozen=True)
+class HotGoal:
+    """A spending goal: what a card transaction must be to count, and what reaches it.
+
+    `count` qualifying transactions and/or a total `amount` (fen) of them, within a `window`:
+    the campaign, or each calendar `month` or `week` in QUANYI_TZ. A transaction qualifies when
+    it is at least `min_amount` and its merchant category is in `mcc_in` (when given) and not
+    in `mcc_not_in`."""
+
+    window: str  # campaign | month | week
+    count: int | None = None
+    amount: int | None = None
+    min_amount: int | None = None
+    mcc_in: tuple[str, ...] | None = None
+    mcc_not_in: tuple[str, ...] | None = None
+
+    def qualifies(self, amount: int, mcc: str) -> bool:
+        if self.min_amount is not None and amount < self.min_amount:
+            return False
+        if self.mcc_in is not None and mcc not in self.mcc_in:
+            return False
+        return not (self.mcc_not_in is not None and mcc in self.mcc_not_in)
+
+    def reached(self, count: int, amount: int) -> bool:
+        return (self.count is None or count >= self.count) and (
+            self.amount is None or amount >= self.amount
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HotGoal:
+        data = dict(data)
+        for name in ("mcc_in", "mcc_not_in"):
+            if data.get(name) is not None:
+                data[name] = tuple(data[name])
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -21,6 +63,14 @@ class HotReward:
     daily_limit: int | None
     cost: int
     vendor_id: str | None = None
+    # Only members of this audience may have it (audiences/service.py keeps the members).
+    audience_id: str | None = None
+    goal: HotGoal | None = None
+    # auto: granted the moment the goal is reached; claim: a channel claims it once reached.
+    grant: str = "claim"
+    # A reversal that takes a customer back below the goal revokes an automatic grant that is
+    # not redeemed yet.
+    claw_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,6 +87,8 @@ class HotCampaign:
     buckets: int
     rewards: tuple[HotReward, ...]
     return_stock_on_failure: bool = True
+    # What a customer is shown the campaign as (offers).
+    name: str = ""
 
     def reward(self, reward_id: str) -> HotReward | None:
         for reward in self.rewards:
@@ -51,8 +103,15 @@ class HotCampaign:
     def from_json(cls, raw: str | bytes) -> HotCampaign:
         data = orjson.loads(raw)
         data["channels"] = tuple(data["channels"])
-        data["rewards"] = tuple(HotReward(**r) for r in data["rewards"])
+        data["rewards"] = tuple(
+            HotReward(**{**r, "goal": HotGoal.from_json(r["goal"]) if r.get("goal") else None})
+            for r in data["rewards"]
+        )
         return cls(**data)
+
+    @property
+    def has_goals(self) -> bool:
+        return any(r.goal is not None for r in self.rewards)
 
 
 @dataclass(frozen=True)
@@ -100,11 +159,34 @@ class HotCampaigns:
             for r in campaign.rewards:
                 pipe.hsetnx(key, f"r:{r.id}:granted", counters.granted.get(r.id, 0))
             pipe.set(self._keys.campaign_definition(campaign.id), campaign.to_json())
+            if campaign.state == "active":
+                pipe.sadd(self._keys.live_campaigns, campaign.id)
+            else:
+                pipe.srem(self._keys.live_campaigns, campaign.id)
+            # Whoever holds the list of live campaigns sees it is out of date. A fresh token,
+            # not a counter: a counter lost with Redis's data would count again from zero and
+            # meet the numbers of lists processes still hold.
+            pipe.set(self._keys.live_version, secrets.token_hex(8))
             await pipe.execute()
 
     async def definition(self, campaign_id: str) -> HotCampaign | None:
         raw = await self._redis.get(self._keys.campaign_definition(campaign_id))
         return HotCampaign.from_json(raw) if raw else None
+
+    async def definitions(self, campaign_ids: list[str]) -> list[HotCampaign]:
+        """The definitions of these campaigns that Redis holds, in one round trip."""
+        if not campaign_ids:
+            return []
+        raws = await self._redis.mget([self._keys.campaign_definition(c) for c in campaign_ids])
+        return [HotCampaign.from_json(raw) for raw in raws if raw]
+
+    async def live(self) -> tuple[str, list[str]]:
+        """The live-list version and the ids of the active campaigns, read together."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._keys.live_version)
+            pipe.smembers(self._keys.live_campaigns)
+            version, ids = await pipe.execute()
+        return str(version or "0"), sorted(str(i) for i in ids)
 
     async def counters(self, campaign_id: str, reward_ids: list[str]) -> Counters:
         fields = ["spent", *(f"r:{rid}:granted" for rid in reward_ids)]

@@ -21,6 +21,7 @@ from quanyi.core.errors import (
     IdempotencyConflict,
     InvalidRequest,
     LimitReached,
+    NotEligible,
     OutOfStock,
     RewardNotFound,
     StoreNotReady,
@@ -55,6 +56,7 @@ OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 
 # Redis or PostgreSQL away, or Redis not restored yet: nothing was decided, retry.
 AWAY = (Unavailable, StoreNotReady)
+GRANT_ID_RULE = "26 characters, Crockford base32"
 
 
 @routes.post("/v1/claims")
@@ -71,6 +73,7 @@ AWAY = (Unavailable, StoreNotReady)
         RewardNotFound,
         IdempotencyConflict,
         CampaignNotActive,
+        NotEligible,
         OutOfStock,
         LimitReached,
         BudgetExhausted,
@@ -134,7 +137,7 @@ async def get_grant(request: web.Request) -> web.Response:
 def _grant_id(request: web.Request) -> str:
     grant_id = request.match_info["grant_id"]
     if not is_grant_id(grant_id):
-        raise InvalidRequest("not a grant id", {"grant_id": "26 characters, Crockford base32"})
+        raise InvalidRequest("not a grant id", {"grant_id": GRANT_ID_RULE})
     return grant_id
 
 
@@ -199,8 +202,8 @@ async def staff_revoke(request: web.Request) -> web.Response:
     staff = await request_staff(request)
     staff.require_role("marketer", "approver")
     grant_id = request.match_info["grant_id"]
-    if not is_grant_id(grant_id):
-        raise GrantNotFound(f"no grant {grant_id}")
+    if not is_grant_id(grant_id):  # never repeated: it may be anything, a card number too
+        raise GrantNotFound(f"no such grant: grant_id must be {GRANT_ID_RULE}")
     grant = await request.app[GRANTS].get(grant_id)
     branch = await request.app[POOL].fetchval(queries.campaign_branch, grant["campaign_id"])
     if branch is None:

@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quanyi.core import metrics
-from quanyi.core.clock import Clock, LocalCalendar, rfc3339
+from quanyi.core.clock import Clock, LocalCalendar, LocalPeriods, rfc3339
 from quanyi.core.errors import (
     BudgetExhausted,
     CampaignNotActive,
@@ -28,6 +28,7 @@ from quanyi.core.errors import (
     ChannelNotAllowed,
     IdempotencyConflict,
     LimitReached,
+    NotEligible,
     OutOfStock,
     QuanyiError,
     RewardNotFound,
@@ -38,7 +39,7 @@ from quanyi.core.ids import grant_id_ms, new_grant_id
 from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
 from quanyi.issuance.definitions import CampaignCache, Republisher
-from quanyi.stores.keys import Keys, customer_bucket
+from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, customer_bucket
 from quanyi.stores.scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,14 @@ class Grant:
         }
 
 
-def rejection(outcome: str, detail: str, claim: Claim) -> QuanyiError:
-    """The domain error for a script outcome."""
+def rejection(
+    outcome: str,
+    detail: str,
+    claim: Claim,
+    reward: HotReward | None = None,
+    extra: list | None = None,
+) -> QuanyiError:
+    """The domain error for a script outcome (`extra`: what claim.lua returned after it)."""
     match outcome:
         case "store_not_ready":
             return StoreNotReady()
@@ -106,6 +113,24 @@ def rejection(outcome: str, detail: str, claim: Claim) -> QuanyiError:
             return ChannelNotAllowed(f"channel {claim.channel_id} may not claim in this campaign")
         case "reward_not_found":
             return RewardNotFound(f"campaign {claim.campaign_id} has no reward {claim.reward_id}")
+        case "not_eligible" if detail == "audience":
+            return NotEligible(
+                f"customer {claim.customer_id} is not in the audience of this reward",
+                reason="audience",
+            )
+        case "not_eligible":
+            count, amount = (int(v) for v in (extra or [0, 0]))
+            goal = reward.goal.to_json() if reward and reward.goal else {}
+            return NotEligible(
+                "the customer has not reached this reward's goal yet",
+                reason="goal_not_met",
+                progress={"count": count, "amount": amount, "goal": goal},
+            )
+        case "limit_reached" if detail == "window":
+            return LimitReached(
+                "the customer already had this reward for reaching its goal in this period",
+                scope="window",
+            )
         case "limit_reached":
             return LimitReached(
                 f"customer reached the {detail.replace('_', ' ')} limit", scope=detail
@@ -148,11 +173,13 @@ class ClaimService:
         self._keys = keys
         self._settings = settings
         self._calendar = LocalCalendar(settings.zone)
+        self._periods = LocalPeriods(settings.zone)
         self._clock = clock
         self._script = (scripts or Scripts(redis)).claim
         self.campaigns = campaigns or CampaignCache.of_store(redis, keys, republish)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._runners: list[asyncio.Task] = []
+        self._closing = False
 
     async def start(self) -> None:
         self._runners = [
@@ -161,6 +188,9 @@ class ClaimService:
         ]
 
     async def close(self) -> None:
+        # The flag as well as the cancel: a cancellation that lands inside a Redis call can be
+        # absorbed there (the call then returns), and the runner must still stop.
+        self._closing = True
         for task in self._runners:
             task.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
@@ -189,7 +219,12 @@ class ClaimService:
                 if last:
                     raise
             else:
-                outcome, detail = await self._decide(claim, campaign, reward)
+                if reward.grant == "auto":
+                    raise NotEligible(
+                        "this reward is granted when its goal is reached, not claimed",
+                        reason="automatic",
+                    )
+                outcome, detail, *extra = await self._decide(claim, campaign, reward)
                 if outcome not in ("stale", "campaign_not_found"):
                     break
                 if last:
@@ -214,7 +249,7 @@ class ClaimService:
                 # Only a replay can have moved on: a new grant is `granted`, with no look-up.
                 status=await self._status_now(campaign.id, detail) if replayed else "granted",
             )
-        raise rejection(outcome, detail, claim)
+        raise rejection(outcome, detail, claim, reward, extra)
 
     async def _status_now(self, campaign_id: str, grant_id: str) -> str:
         """A replayed grant's final status (revoked, redeemed, expired, failed) as Redis decided
@@ -236,9 +271,8 @@ class ClaimService:
             raise RewardNotFound(f"campaign {campaign.id} has no reward {reward_id}")
         return reward
 
-    async def _decide(
-        self, claim: Claim, campaign: HotCampaign, reward: HotReward
-    ) -> tuple[str, str]:
+    async def _decide(self, claim: Claim, campaign: HotCampaign, reward: HotReward) -> list[Any]:
+        """claim.lua's reply for this claim: [outcome, detail, ...]."""
         now = self._clock()
         now_ms = int(now * 1000)
         day, day_ends = self._calendar.day(now)
@@ -259,9 +293,14 @@ class ClaimService:
                 "granted_at_ms": now_ms,
             }
         )
+        campaign_key = self._keys.campaign(campaign.id)
+        who = ""
+        goal = reward.goal
+        if reward.audience_id or (goal is not None and reward.grant == "claim"):
+            who = self._who_may_have(claim, campaign, reward, now, day)
         pending = _Pending(
             keys=[
-                self._keys.campaign(campaign.id),
+                campaign_key,
                 idem_key,
                 self._keys.customer_totals(campaign.id, bucket),
                 self._keys.customer_daily(campaign.id, day, bucket),
@@ -279,26 +318,45 @@ class ClaimService:
                 keep_until,
                 day_ends + DAY_S,
                 event,
+                who,
             ],
             future=asyncio.get_running_loop().create_future(),
         )
         started = time.perf_counter()
         self._queue.put_nowait(pending)
-        outcome, detail = await pending.future
-        metrics.CLAIM_SECONDS.labels(outcome).observe(time.perf_counter() - started)
-        return outcome, detail
+        reply = await pending.future
+        metrics.CLAIM_SECONDS.labels(reply[0]).observe(time.perf_counter() - started)
+        return reply
+
+    def _who_may_have(
+        self, claim: Claim, campaign: HotCampaign, reward: HotReward, now: float, day: str
+    ) -> str:
+        """claim.lua's ARGV[a+11]: the audience, and the goal of this period to have reached."""
+        pointer = self._keys.audience(reward.audience_id) if reward.audience_id else ""
+        progress = field = count = amount = ""
+        goal = reward.goal
+        if goal is not None and reward.grant == "claim":
+            # Claimed once the goal of this period is reached, once a period.
+            period, _ = self._periods.period(goal.window, now)
+            progress = self._keys.progress(
+                campaign.id, customer_bucket(claim.customer_id, PROGRESS_BUCKETS)
+            )
+            field = f"{reward.id}|{claim.customer_id}|{period}"
+            count = "" if goal.count is None else str(goal.count)
+            amount = "" if goal.amount is None else str(goal.amount)
+        return "\n".join((pointer, progress, field, count, amount, day))
 
     async def _run_batches(self) -> None:
         limit = self._settings.claim_batch_max
-        while True:
+        while not self._closing:
             batch = [await self._queue.get()]
             while len(batch) < limit and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
                 replies = await self._call(batch)
-                for p, (outcome, detail) in zip(batch, replies, strict=True):
+                for p, reply in zip(batch, replies, strict=True):
                     if not p.future.done():
-                        p.future.set_result((outcome, detail))
+                        p.future.set_result(reply)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("claim batch of %d failed: redis unreachable: %s", len(batch), exc)
                 _fail(batch, Unavailable("the rights store is unreachable; retry"))
@@ -309,7 +367,7 @@ class ClaimService:
                 log.exception("claim batch of %d failed", len(batch))
                 _fail(batch, exc)
 
-    async def _call(self, batch: list[_Pending]) -> list[tuple[str, str]]:
+    async def _call(self, batch: list[_Pending]) -> list[list[Any]]:
         keys = [self._keys.outbox, self._keys.pending, self._keys.store_ready]
         args: list[Any] = [int(self._clock() * 1000), len(batch)]
         for p in batch:

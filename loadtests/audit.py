@@ -1,6 +1,7 @@
 """After the load: wait for the ledger to catch up and fulfilment to settle, then check the
 invariants of issuance against the real stores (PostgreSQL ledger, Redis counters) and what the
-clients were told. Those of fulfilment are in loadtests/fulfilment_audit.py."""
+clients were told, and those of goals against the ledger's card events (loadtests/goal_audit.py).
+Those of fulfilment are in loadtests/fulfilment_audit.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from loadtests.checks import Check
+from loadtests.goal_audit import goal_grants, reversals
 from loadtests.scenario import Scenario
 from loadtests.seed import Admin
 from quanyi.stores.keys import Keys
@@ -25,13 +28,6 @@ Died = Callable[[], list[str]]
 
 def _none_died() -> list[str]:
     return []
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
 
 
 @dataclass
@@ -211,6 +207,10 @@ async def audit(
             "none" if not dupes else str([dict(d) for d in dupes]),
         )
     )
+    for plan in scenario.campaigns:
+        if plan.reward.goal is not None:
+            checks += await goal_grants(db, plan.id, plan.reward.per_customer_limit)
+    checks += await reversals(db)
     dead = await redis.xlen(f"{key_prefix}:outbox:dead")
     checks.append(Check("outbox dead-letter stream empty", dead == 0, f"{dead} entries"))
     return checks

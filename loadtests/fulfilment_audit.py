@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from loadtests.audit import Check
+from loadtests.checks import Check
 from loadtests.scenario import Scenario
 from quanyi.stores.keys import Keys
 

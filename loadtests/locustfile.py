@@ -1,6 +1,9 @@
 """Locust users for the channel API: a flash sale on one hot campaign and steady issuance with
 reads, claims that wait for their fulfilment, and redemptions the simulated vendor reports back
-through signed callbacks. Every channel request is signed for the exact path it goes to. Beside
+through signed callbacks; the card system streaming card events toward a goal campaign (with
+repeats, refunds and refunds that come before their purchase), and channels reading what a
+customer can have and how far they are. Every channel request is signed for the exact path it
+goes to. Beside
 them, two hostile or heavy neighbours the claims must not feel: a login flood (wrong passwords)
 and a vendor uploading multi-megabyte signed statements.
 
@@ -12,7 +15,8 @@ in LOADTEST_* variables (see loadtests/scenario.py). By hand, against a running 
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8080
 
 (from the repository root, which Locust puts on the import path.) The channel users are here,
-the neighbours in loadtests/neighbours.py, what they share in loadtests/clients.py.
+the neighbours in loadtests/neighbours.py, the card system in loadtests/card_events.py, what
+they share in loadtests/clients.py.
 
 Single process only: the outcome tally and the summary live in this process.
 """
@@ -27,13 +31,15 @@ import time
 from collections import deque
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
 
 from loadtests import scenario as sc
-from loadtests.clients import TALLY, describe, env, error_code, json_body, new_id
 
 # Locust runs every user class it finds in this module, these included.
+from loadtests.card_events import EVENTS, STAGGER_S, EventStreamUser  # noqa: F401
+from loadtests.clients import TALLY, describe, env, error_code, json_body, new_id
 from loadtests.neighbours import SLA_EXEMPT, LoginFloodUser, StatementUploadUser  # noqa: F401
 from quanyi.access.signing import signed_headers
 
@@ -333,6 +339,48 @@ class SteadyUser(ChannelUser):
                 self.mismatch("customer grants", f"grant {grant_id} of {customer} not listed")
 
 
+class OffersUser(ChannelUser):
+    """A channel's page of what a customer can have, and of their progress towards the goal:
+    the goal campaign runs on this channel, so it is always among the offers."""
+
+    fixed_count = 2
+    wait_time = between(0.2, 0.5)
+
+    def on_start(self) -> None:
+        gevent.sleep(random.uniform(*STAGGER_S))
+        super().on_start()
+        self.campaign_id = env(sc.ENV_GOAL_CAMPAIGN, DEFAULTS.goal.id)
+        self.customers = int(env(sc.ENV_GOAL_CUSTOMERS, str(DEFAULTS.goal.customers)))
+
+    def _customer(self) -> str:
+        return sc.customer_id(sc.GOAL_PREFIX, random.randrange(self.customers))
+
+    @task(3)
+    def offers(self) -> None:
+        customer = self._customer()
+        data = self.get(f"/v1/customers/{customer}/offers", "/v1/customers/[customer_id]/offers")
+        if data is None:
+            return
+        mine = [o for o in data.get("offers", []) if o.get("campaign_id") == self.campaign_id]
+        if not mine or not all(isinstance(o.get("progress"), dict) for o in mine):
+            self.mismatch("offers", f"goal campaign missing or without progress for {customer}")
+
+    @task(1)
+    def progress(self) -> None:
+        customer = self._customer()
+        data = self.get(
+            f"/v1/customers/{customer}/progress?campaign_id={self.campaign_id}",
+            "/v1/customers/[customer_id]/progress",
+        )
+        if data is None:
+            return
+        rewards = data.get("rewards")
+        if data.get("campaign_id") != self.campaign_id or not rewards:
+            self.mismatch("progress", f"no goal progress for {customer}: {str(data)[:200]}")
+        elif any(r.get("count", -1) < 0 or r.get("amount", -1) < 0 for r in rewards):
+            self.mismatch("progress", f"negative progress for {customer}: {rewards}")
+
+
 @events.quitting.add_listener
 def _verdict(environment: Environment, **_kwargs: Any) -> None:
     """Locust's own exit code knows nothing of the SLA, and has exited 0 with failing tasks
@@ -362,6 +410,8 @@ def _verdict(environment: Environment, **_kwargs: Any) -> None:
         problems.append(f"{len(environment.runner.exceptions)} distinct task exceptions")
     if not any(name.startswith(f"POST {CLAIMS}") for name in endpoints):
         problems.append("no claim was made")
+    if not any(name.startswith(f"POST {EVENTS}") for name in endpoints):
+        problems.append("no card event was sent")
     if problems:
         environment.process_exit_code = 1
     for problem in problems:

@@ -2,7 +2,8 @@
 
 Starts the service on its own database (quanyi_loadtest, recreated), Redis db 10 (flushed) and
 key prefix `qylt` on free ports, with a simulated vendor and the ledger and fulfilment workers;
-creates staff, a channel, the vendor and two campaigns (one fulfilled at the vendor), runs
+creates staff, a channel, the card system's channel, the vendor and three campaigns (one
+fulfilled at the vendor, one granted by card events reaching a goal), runs
 Locust headless against it, waits for the ledger to catch up and fulfilment to settle, and
 audits the invariants. Exits non-zero when Locust failed (errors or the p99 SLA) or an invariant
 does not hold.
@@ -95,6 +96,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     async def accounts() -> None:
         made["passwords"], made["channel_secret"] = await seed.accounts(DATABASE_URL)
+        made["events_secret"] = await seed.events_channel(DATABASE_URL)
 
     vendor_keys = make_vendor_keys(stack.workdir)
 
@@ -121,9 +123,7 @@ async def _run(args: argparse.Namespace) -> int:
             )
             sampler = asyncio.create_task(audit.sample_ledger_lag(marketer, plan.flash.id))
             try:
-                locust_rc = await _locust(
-                    stack, args, plan, made["channel_secret"], summary_path, vendor_keys
-                )
+                locust_rc = await _locust(stack, args, plan, made, summary_path, vendor_keys)
             finally:
                 sampler.cancel()
             lag = await asyncio.gather(sampler, return_exceptions=True)
@@ -172,13 +172,17 @@ async def _locust(
     stack: Stack,
     args: argparse.Namespace,
     plan: sc.Scenario,
-    secret: str,
+    made: dict[str, Any],
     summary: Path,
     vendor_keys: VendorKeys,
 ) -> int:
     env = {
         sc.ENV_CHANNEL_ID: seed.CHANNEL_ID,
-        sc.ENV_CHANNEL_SECRET: secret,
+        sc.ENV_CHANNEL_SECRET: made["channel_secret"],
+        sc.ENV_EVENTS_CHANNEL_ID: seed.EVENTS_CHANNEL_ID,
+        sc.ENV_EVENTS_CHANNEL_SECRET: made["events_secret"],
+        sc.ENV_GOAL_CAMPAIGN: plan.goal.id,
+        sc.ENV_GOAL_CUSTOMERS: str(plan.goal.customers),
         sc.ENV_FLASH_CAMPAIGN: plan.flash.id,
         sc.ENV_FLASH_CUSTOMERS: str(plan.flash.customers),
         sc.ENV_STEADY_CAMPAIGN: plan.steady.id,

@@ -5,6 +5,7 @@ environment variables that carry them into the Locust process."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 ENV_CHANNEL_ID = "LOADTEST_CHANNEL_ID"
 ENV_CHANNEL_SECRET = "LOADTEST_CHANNEL_SECRET"
@@ -13,6 +14,11 @@ ENV_FLASH_CUSTOMERS = "LOADTEST_FLASH_CUSTOMERS"
 ENV_STEADY_CAMPAIGN = "LOADTEST_STEADY_CAMPAIGN"
 ENV_STEADY_REWARD = "LOADTEST_STEADY_REWARD"
 ENV_STEADY_CUSTOMERS = "LOADTEST_STEADY_CUSTOMERS"
+ENV_GOAL_CAMPAIGN = "LOADTEST_GOAL_CAMPAIGN"
+ENV_GOAL_CUSTOMERS = "LOADTEST_GOAL_CUSTOMERS"
+# The card system's channel (scope events only) that streams card events in.
+ENV_EVENTS_CHANNEL_ID = "LOADTEST_EVENTS_CHANNEL_ID"
+ENV_EVENTS_CHANNEL_SECRET = "LOADTEST_EVENTS_CHANNEL_SECRET"
 ENV_P99_MS = "LOADTEST_P99_MS"
 ENV_SIM_URL = "LOADTEST_SIM_URL"
 ENV_VENDOR_ID = "LOADTEST_VENDOR_ID"
@@ -41,6 +47,9 @@ DEFAULT_WAIT_MS = 300
 
 FLASH_PREFIX = "lt-f-"
 STEADY_PREFIX = "lt-s-"
+GOAL_PREFIX = "lt-g-"
+# The goal: 5 card purchases of at least 100 yuan this month, granted the moment it is met.
+GOAL = {"window": "month", "count": 5, "min_amount": 10_000}
 
 
 def customer_id(prefix: str, n: int) -> str:
@@ -56,6 +65,8 @@ class RewardPlan:
     stock: int
     per_customer_limit: int
     vendor_id: str | None = None  # None: fulfilled internally, no vendor call
+    goal: dict[str, Any] | None = None  # a spending goal (rewards.goal); None: claimed
+    grant: str | None = None  # "auto": granted by card events reaching the goal
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,11 @@ class CampaignPlan:
 class Scenario:
     flash: CampaignPlan
     steady: CampaignPlan
+    goal: CampaignPlan
 
     @property
     def campaigns(self) -> tuple[CampaignPlan, ...]:
-        return (self.flash, self.steady)
+        return (self.flash, self.steady, self.goal)
 
     @property
     def vendor_campaigns(self) -> tuple[CampaignPlan, ...]:
@@ -86,11 +98,17 @@ def scenario(short: bool) -> Scenario:
     """Flash: demand far above stock, and a pool small enough that customers come back and hit
     their limit before the stock runs out. Its budget pays for exactly the stock, so the audit
     also covers spending at the edge; its right needs no vendor. Steady: stock nobody
-    exhausts, so claims keep granting, each fulfilled at the simulated vendor."""
+    exhausts, so claims keep granting, each fulfilled at the simulated vendor. Goal: granted by
+    the card event stream, never claimed; more of its pool reaches the goal within the run than
+    its stock can serve, so the audit covers goal grants capped by stock."""
     flash_stock = 1_000 if short else 5_000
     coffee = RewardPlan("coffee", "lt-coffee", 1_800, flash_stock, per_customer_limit=2)
     points = RewardPlan(
         "points", "lt-points", 50, 10_000_000, per_customer_limit=5, vendor_id=VENDOR_ID
+    )
+    goal_stock, goal_customers = (300, 1_500) if short else (2_000, 10_000)
+    lounge = RewardPlan(
+        "lounge", "lt-lounge", 900, goal_stock, per_customer_limit=1, goal=GOAL, grant="auto"
     )
     return Scenario(
         flash=CampaignPlan(
@@ -108,5 +126,13 @@ def scenario(short: bool) -> Scenario:
             budget=points.unit_cost * points.stock,
             customers=50_000,
             customer_prefix=STEADY_PREFIX,
+        ),
+        goal=CampaignPlan(
+            id="lt-goal",
+            name="Load test spend 5 x 100 yuan this month, get a lounge pass",
+            reward=lounge,
+            budget=lounge.unit_cost * lounge.stock,
+            customers=goal_customers,
+            customer_prefix=GOAL_PREFIX,
         ),
     )

@@ -13,7 +13,7 @@ import aiohttp
 
 from loadtests.scenario import CampaignPlan, Scenario
 from loadtests.stack import SetupError, VendorKeys
-from quanyi.access.channels import create_channel
+from quanyi.access.channels import EVENTS, create_channel
 from quanyi.access.staff import create_staff
 from quanyi.stores.db import create_pool
 
@@ -21,6 +21,7 @@ MARKETER = "lt-marketer"
 APPROVER = "lt-approver"
 ADMIN = "lt-admin"  # only an admin may register vendors
 CHANNEL_ID = "lt-app"
+EVENTS_CHANNEL_ID = "lt-core"  # the card system: sends card events and may call nothing else
 
 
 async def accounts(database_url: str) -> tuple[dict[str, str], str]:
@@ -37,6 +38,15 @@ async def accounts(database_url: str) -> tuple[dict[str, str], str]:
     finally:
         await pool.close()
     return passwords, secret
+
+
+async def events_channel(database_url: str) -> str:
+    """The card system's channel (scope events only), with a generated secret; returns it."""
+    pool = await create_pool(database_url)
+    try:
+        return await create_channel(pool, EVENTS_CHANNEL_ID, scopes=(EVENTS,))
+    finally:
+        await pool.close()
 
 
 class Admin:
@@ -78,6 +88,7 @@ class Admin:
 def _campaign_body(plan: CampaignPlan, channel_id: str) -> dict[str, Any]:
     now = datetime.now(UTC)
     r = plan.reward
+    goal = {"goal": r.goal, "grant": r.grant} if r.goal is not None else {}
     return {
         "id": plan.id,
         "name": plan.name,
@@ -92,6 +103,7 @@ def _campaign_body(plan: CampaignPlan, channel_id: str) -> dict[str, Any]:
                 "right_id": r.right_id,
                 "stock": r.stock,
                 "per_customer_limit": r.per_customer_limit,
+                **goal,
             }
         ],
     }

@@ -1,6 +1,8 @@
+-- uses: grant
 -- claim.lua: decide a batch of claims. Each claim is checked and applied as a unit: either
 -- every counter moves and the grant is recorded, or nothing changes. Several claims share one
--- call only to share one round trip.
+-- call only to share one round trip. The checks and writes are grant.lua's, which card events
+-- (record_events.lua) share.
 --
 -- KEYS[1]  outbox stream: every grant is appended here for the ledger and fulfilment workers
 -- KEYS[2]  pending hash: grant id -> event, read-your-writes until the ledger holds the grant
@@ -17,7 +19,7 @@
 --
 -- ARGV[1]  now, unix milliseconds
 -- ARGV[2]  n, the number of claims
--- for claim i, with a = 2 + (i - 1) * 10:
+-- for claim i, with a = 2 + (i - 1) * 11:
 --   ARGV[a+1] channel id          ARGV[a+2]  idempotency field
 --   ARGV[a+3] body fingerprint    ARGV[a+4]  new grant id (26 chars)
 --   ARGV[a+5] reward id           ARGV[a+6]  customer field (<reward>|<customer>)
@@ -25,8 +27,16 @@
 --   ARGV[a+8] unix second until which idempotency and customer totals are kept
 --   ARGV[a+9] unix second at which today's daily counters may go
 --   ARGV[a+10] grant event to append to the outbox
+--   ARGV[a+11] who may have the reward, "" for anyone; else five lines (apart by "\n"): the
+--              audience pointer whose members alone may have it (PREFIX:aud:{a:ID}, "" for
+--              none); for a reward claimed once its goal is reached, the customer's progress
+--              hash (KEYS[k+1] .. ":pg:" .. bucket, in the campaign's slot) and the goal's
+--              field of this period (<reward>|<customer>|<period>), else "" and ""; the goal's
+--              count and amount ("" when it has none); today, YYYYMMDD. Packed in one
+--              argument, and the keys not declared: most claims need none of it, and every
+--              argument costs each claim of a batch.
 --
--- Returns n replies, in order: {outcome, detail}
+-- Returns n replies, in order: {outcome, detail[, count, amount]}
 --   {"store_not_ready", ""}  for every claim of the call when the marker is missing: Redis lost
 --                            its data and is not restored yet; nothing was written
 --   {"granted", grant_id}               {"replayed", grant_id}
@@ -34,13 +44,16 @@
 --   {"stale", ""}  the caller's definition is out of date: reload it and retry
 --   {"campaign_not_active", state|"not_started"|"ended"}
 --   {"channel_not_allowed", ""}         {"reward_not_found", ""}
---   {"limit_reached", "customer"|"customer_daily"}
+--   {"not_eligible", "audience"}        the customer is not a member of the reward's audience
+--   {"not_eligible", "goal_not_met", count, amount}  the period's progress, short of the goal
+--   {"limit_reached", "customer"|"customer_daily"|"window"}  (window: claimed this period)
 --   {"out_of_stock", "total"|"daily"}   {"budget_exhausted", ""}
 --
 -- Order matters: the store-ready marker first (an emptied store knows no request id, no
 -- customer's total and no final state, so deciding anything there grants twice), then
--- idempotency (a retry never burns stock), then the campaign, then the customer's limits, then
--- stock and budget. All checks come before the first write, since a script has no rollback.
+-- idempotency (a retry never burns stock), then the campaign, then who may have the reward
+-- (audience, goal), then the customer's limits, then stock and budget. All checks come before
+-- the first write, since a script has no rollback.
 
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
@@ -60,58 +73,46 @@ local function decide(k, a)
     return {'idempotency_conflict', ''}
   end
 
-  local r = 'r:' .. reward .. ':'
-  local c = redis.call('HMGET', campaign, 'state', 'ver', 'starts', 'ends', 'ch:' .. channel,
-    'budget', 'spent', r .. 'stock', r .. 'granted', r .. 'dstock', r .. 'limit', r .. 'dlimit',
-    r .. 'cost')
-  if not c[1] then return {'campaign_not_found', ''} end
-  if c[2] ~= ARGV[a + 7] then return {'stale', ''} end
-  if c[1] ~= 'active' then return {'campaign_not_active', c[1]} end
-  if now < tonumber(c[3]) then return {'campaign_not_active', 'not_started'} end
-  if now >= tonumber(c[4]) then return {'campaign_not_active', 'ended'} end
+  local c = grant_fields(campaign, reward, channel)
+  local refused = campaign_refusal(c, ARGV[a + 7], now)
+  if refused then return refused end
   if not c[5] then return {'channel_not_allowed', ''} end
-  if not c[8] then return {'reward_not_found', ''} end
 
-  local limit = tonumber(c[11])
-  local daily_limit = tonumber(c[12] or 0)
-  if tonumber(redis.call('HGET', totals, customer_field) or 0) >= limit then
-    return {'limit_reached', 'customer'}
-  end
-  if daily_limit > 0 and tonumber(redis.call('HGET', daily, customer_field) or 0) >= daily_limit then
-    return {'limit_reached', 'customer_daily'}
+  local who = ARGV[a + 11]
+  local progress, goal_field, count, amount, day = nil, '', 0, 0, nil
+  if who ~= '' then
+    local pointer, goal_count, goal_amount
+    pointer, progress, goal_field, goal_count, goal_amount, day =
+      string.match(who, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$')
+    if pointer ~= '' then
+      local customer = string.sub(customer_field, #reward + 2)
+      if not is_member(pointer, customer) then return {'not_eligible', 'audience'} end
+    end
+    if goal_field ~= '' then
+      local goal_grant
+      count, amount, goal_grant = progress_of(progress, goal_field)
+      if goal_grant then return {'limit_reached', 'window'} end
+      if not goal_reached(count, amount, goal_count, goal_amount) then
+        return {'not_eligible', 'goal_not_met', count, amount}
+      end
+    end
   end
 
-  local daily_stock = tonumber(c[10] or 0)
-  if tonumber(c[9] or 0) >= tonumber(c[8]) then return {'out_of_stock', 'total'} end
-  if daily_stock > 0 and tonumber(redis.call('HGET', reward_daily, reward) or 0) >= daily_stock then
-    return {'out_of_stock', 'daily'}
-  end
-  local cost = tonumber(c[13] or 0)
-  if c[6] and tonumber(c[7] or 0) + cost > tonumber(c[6]) then
-    return {'budget_exhausted', ''}
-  end
+  refused = limit_refusal(c, totals, daily, reward_daily, reward, customer_field)
+  if refused then return refused end
 
-  local keep_until, day_ends, event = ARGV[a + 8], ARGV[a + 9], ARGV[a + 10]
-  redis.call('HINCRBY', campaign, r .. 'granted', 1)
-  if cost > 0 then redis.call('HINCRBY', campaign, 'spent', cost) end
-  redis.call('HINCRBY', totals, customer_field, 1)
-  redis.call('EXPIREAT', totals, keep_until)
-  if daily_limit > 0 then
-    redis.call('HINCRBY', daily, customer_field, 1)
-    redis.call('EXPIREAT', daily, day_ends)
-  end
-  if daily_stock > 0 then
-    redis.call('HINCRBY', reward_daily, reward, 1)
-    redis.call('EXPIREAT', reward_daily, day_ends)
+  local keep_until = ARGV[a + 8]
+  take_grant(campaign, c, totals, daily, reward_daily, reward, customer_field, keep_until,
+    ARGV[a + 9], outbox, pending, customer_pending, grant_id, ARGV[a + 10])
+  if goal_field ~= '' then
+    redis.call('HSET', progress, goal_field, progress_value(count, amount, grant_id .. ' ' .. day))
+    redis.call('EXPIREAT', progress, keep_until)
   end
   redis.call('HSET', idem, idem_field, grant_id .. fingerprint)
   -- One bucket serves many campaigns: keep it until the latest of their retention ends.
   if redis.call('EXPIRETIME', idem) < tonumber(keep_until) then
     redis.call('EXPIREAT', idem, keep_until)
   end
-  redis.call('XADD', outbox, '*', 'g', event)
-  redis.call('HSET', pending, grant_id, event)
-  redis.call('SADD', customer_pending, grant_id)
   return {'granted', grant_id}
 end
 
@@ -122,6 +123,6 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
   return replies
 end
 for i = 1, n do
-  replies[i] = decide(3 + (i - 1) * 6, 2 + (i - 1) * 10)
+  replies[i] = decide(3 + (i - 1) * 6, 2 + (i - 1) * 11)
 end
 return replies

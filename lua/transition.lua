@@ -1,4 +1,6 @@
--- transition.lua: move one grant along its lifecycle, atomically and exactly once.
+-- uses: grant
+-- transition.lua: move one grant along its lifecycle, atomically and exactly once. Giving back
+-- what a grant took is grant.lua's give_back, which card events' claw backs share.
 --
 -- Live grants (granted or fulfilled) have no entry in the state hash; a grant that left that
 -- state (redeemed, expired, failed, revoked) has one, so memory is spent only on the few that
@@ -90,19 +92,7 @@ if event ~= 'fulfilled' then
   redis.call('EXPIREAT', KEYS[3], ARGV[8])
 end
 if ARGV[3] == '1' then
-  redis.call('HINCRBY', KEYS[2], r .. 'granted', -1)
-  if cost > 0 then redis.call('HINCRBY', KEYS[2], 'spent', -cost) end
-  -- Customer totals outlive the campaign by the retention only: nothing to give back after.
-  if redis.call('HEXISTS', KEYS[4], customer_field) == 1 then
-    redis.call('HINCRBY', KEYS[4], customer_field, -1)
-  end
-  -- Daily counters of a day that is over have expired: nothing to give back there.
-  if redis.call('HEXISTS', KEYS[5], customer_field) == 1 then
-    redis.call('HINCRBY', KEYS[5], customer_field, -1)
-  end
-  if redis.call('HEXISTS', KEYS[6], reward) == 1 then
-    redis.call('HINCRBY', KEYS[6], reward, -1)
-  end
+  give_back(KEYS[2], KEYS[4], KEYS[5], KEYS[6], reward, customer_field, cost)
 end
 local outbox_id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[7])
 redis.call('HSET', KEYS[7], grant_id .. ':' .. event, outbox_id .. ' ' .. ARGV[7])

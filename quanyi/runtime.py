@@ -24,10 +24,14 @@ from quanyi.core.errors import SecretsKeyError, StartupError
 from quanyi.core.settings import Settings
 from quanyi.fulfilment.tunables import FulfilmentTunables
 from quanyi.fulfilment.worker import FulfilmentWorker
+from quanyi.inventory.hot_campaigns import HotCampaigns
 from quanyi.issuance.claims import ClaimService
 from quanyi.issuance.definitions import CampaignCache, Republisher
+from quanyi.issuance.events import EventService
 from quanyi.issuance.grants import GrantReader
 from quanyi.issuance.lifecycle import GrantLifecycle
+from quanyi.issuance.live import LiveCampaigns
+from quanyi.issuance.offers import OfferService
 from quanyi.issuance.outcomes import OutcomeWaiter
 from quanyi.ledger.rebuild import open_store_at_startup
 from quanyi.ledger.worker import LedgerWorker
@@ -154,6 +158,8 @@ class Services:
     outcomes: OutcomeWaiter
     vendors: VendorDirectory
     audiences: AudienceService
+    offers: OfferService
+    events: EventService
 
 
 @contextlib.asynccontextmanager
@@ -187,6 +193,8 @@ async def open_services(stores: Stores) -> AsyncIterator[Services]:
     )
     vendors = VendorDirectory(pool)
     await vendors.refresh()
+    # One list of the live campaigns per process, for card events and offers alike.
+    live = LiveCampaigns(HotCampaigns(redis, keys))
     services = Services(
         stores=stores,
         channels=channels,
@@ -197,6 +205,15 @@ async def open_services(stores: Stores) -> AsyncIterator[Services]:
         outcomes=OutcomeWaiter(redis, keys),
         vendors=vendors,
         audiences=stores.audiences(),
+        offers=OfferService(
+            redis,
+            keys,
+            stores.scripts,
+            live,
+            settings,
+            clock,
+        ),
+        events=EventService(redis, keys, settings, clock, live, stores.scripts),
     )
     await claims.start()
     try:

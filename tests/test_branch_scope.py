@@ -284,6 +284,21 @@ async def call_statement(world: World, user: str, _t: str | None) -> tuple[str, 
     return path, resp.status, await resp.json()
 
 
+async def call_simulate(world: World, user: str, target: str | None) -> tuple[str, int, Any]:
+    """A dry run of a draft campaign of `target` on one past transaction."""
+    assert target is not None
+    campaign_id = await world.campaign(target, "draft")
+    token = await world.api.login(user)
+    path = f"/admin/v1/campaigns/{campaign_id}/simulate"
+    occurred = datetime.fromtimestamp(world.api.clock(), SHANGHAI).isoformat()
+    resp = await world.api.client.post(
+        path,
+        data=f"cust-1,12000,5812,{occurred}\n".encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
+    )
+    return path, resp.status, await resp.json()
+
+
 def audience_body(audience_id: str, branch: str) -> dict[str, Any]:
     return {"id": audience_id, "name": f"segment {audience_id}", "branch": branch}
 
@@ -392,6 +407,13 @@ CASES = [
     *(
         Case("POST", ACTION, transition(action, state), expect, BRANCHES, action=action)
         for action, (state, expect) in ACTION_CASES.items()
+    ),
+    Case(
+        "POST",
+        "/admin/v1/campaigns/{campaign_id}/simulate",
+        call_simulate,
+        own_branch("marketer", "approver"),
+        BRANCHES,
     ),
     Case(
         "POST",

@@ -61,6 +61,7 @@ def test_every_command_is_there():
         "audience import",
         "claim",
         "grant",
+        "events send",
         "rebuild-redis",
         "reconcile",
     }

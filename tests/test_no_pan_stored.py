@@ -455,3 +455,46 @@ async def test_hostile_requests_leave_no_card_number_in_storage_or_logs(
     assert reasons >= 1
     body = await pool.fetchval("SELECT body::text FROM redemptions WHERE redemption_id = 'rd-1'")
     assert "411111******1111" in body and "555555******4444" in body
+
+
+# A card number in a path value that breaks the id rules: never looked up, never repeated.
+PATH_CARDS = {
+    "spaces": "4111 1111 1111 1111",
+    "slashes": "4111/1111/1111/1111",
+    "zero-width-prefix": "\u200b4111111111111111",
+    "trailing-newline": "4111111111111111\n",
+}
+# (who calls, method, path with {} for the value, the statuses it may answer)
+PATH_ROUTES = [
+    ("channel", "GET", "/v1/customers/{}/offers", (400,)),
+    ("channel", "GET", "/v1/customers/{}/progress?campaign_id=c1", (400,)),
+    ("channel", "GET", "/v1/grants/{}", (400,)),
+    ("staff", "GET", "/admin/v1/campaigns/{}", (404,)),
+    ("staff", "POST", "/admin/v1/campaigns/c1/{}", (404,)),
+    ("staff", "GET", "/admin/v1/audiences/{}", (404,)),
+    ("staff", "GET", "/admin/v1/vendors/{}", (404,)),
+    ("staff", "POST", "/admin/v1/grants/{}/revoke", (404,)),
+]
+
+
+@pytest.mark.parametrize("form", list(PATH_CARDS))
+async def test_a_bad_path_value_is_never_repeated(signed_in, form):
+    from urllib.parse import quote
+
+    api = signed_in
+    value = PATH_CARDS[form]
+    for caller, method, template, statuses in PATH_ROUTES:
+        path = template.format(quote(value, safe=""))
+        if caller == "channel":
+            status, body = await api.channel(method, path)
+        else:
+            status, body = await api.admin("admin", method, path)
+        text = orjson.dumps(body).decode()
+        where = f"{method} {template} ({form})"
+        # A value with a slash may find no route at all: still a 404 repeating nothing.
+        assert status in statuses or (form == "slashes" and status == 404), (where, body)
+        assert "1111" not in text and "4111" not in text, (where, text)
+        if status == 400 and "customer" in template:
+            error = body["error"]
+            assert "customer_id" in error["message"], (where, error)
+            assert set(error["fields"]) == {"customer_id"}, (where, error)

@@ -3,7 +3,9 @@ Swagger UI at /docs served from the installed package."""
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
@@ -12,6 +14,7 @@ import pytest
 from aiohttp import web
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
+from quanyi.core import errors
 from quanyi.core.schemas import endpoint_of
 from quanyi.issuance.model import ClaimBody, ClaimReply
 from quanyi.web.app import create_app
@@ -111,6 +114,7 @@ def test_each_operation_says_how_it_is_signed_and_what_it_answers(document):
     assert set(codes) == {
         "idempotency_conflict",
         "campaign_not_active",
+        "not_eligible",
         "out_of_stock",
         "limit_reached",
         "budget_exhausted",
@@ -124,6 +128,87 @@ def test_each_operation_says_how_it_is_signed_and_what_it_answers(document):
     schemes = document["components"]["securitySchemes"]
     assert schemes["channelSignature"]["name"] == "X-Signature"
     assert schemes["staffToken"] == {**schemes["staffToken"], "type": "http", "scheme": "bearer"}
+
+
+def test_every_error_a_route_declares_is_in_its_responses(app, document):
+    missing = []
+    for route in app.router.routes():
+        declared = endpoint_of(route.handler)
+        if route.method == "HEAD" or declared is None or not declared.documented:
+            continue
+        path = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route.resource.canonical)
+        responses = document["paths"][path][route.method.lower()]["responses"]
+        for error in declared.errors:
+            if error.status in declared.responses:
+                continue  # a declared answer of that status (a 503 report) says what it holds
+            answer = responses.get(str(error.status), {})
+            schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+            codes = schema.get("allOf", [{}, {}])[1]["properties"]["error"]["properties"]
+            if error.code not in codes["code"]["enum"]:
+                missing.append(f"{route.method} {path}: {error.status} {error.code}")
+    assert missing == []
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ("quanyi", "inventory", "issuance", "vendors")
+
+
+def detail_fields() -> dict[str, str]:
+    """Every detail an error of the app may carry, read from the source: the keywords its
+    error classes are raised with (and pass to QuanyiError), and what `details.update` adds."""
+    classes = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.QuanyiError)
+    }
+    found: dict[str, str] = {}
+    files = {f.resolve() for top in SOURCES for f in (ROOT / top).rglob("*.py")}
+    for file in sorted(files):
+        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            in_errors = file == Path(errors.__file__).resolve()
+            if name in classes or (in_errors and name in ("__init__", "update")):
+                for keyword in node.keywords:
+                    if keyword.arg is not None and keyword.arg != "message":
+                        found.setdefault(keyword.arg, f"{file.name}:{node.lineno}")
+    return found
+
+
+def test_the_error_schema_documents_every_detail_errors_carry(document):
+    found = detail_fields()
+    assert {"fields", "reason", "progress", "scope", "state", "errors", "rejected"} <= set(found)
+    error = document["components"]["schemas"]["Error"]["properties"]["error"]
+    undocumented = {name: where for name, where in found.items() if name not in error["properties"]}
+    assert undocumented == {}
+    assert error["required"] == ["code", "message"]  # every detail is optional
+
+
+async def test_a_real_refusal_with_details_is_what_the_document_says(signed_in, document):
+    """A claim refused not_eligible goal_not_met carries reason and progress: the claim's 409
+    schema holds them, and nothing else."""
+    api = signed_in
+    await api.create_right()
+    goal = {"window": "campaign", "count": 2}
+    rewards = [{"id": "r1", "right_id": "coffee", "stock": 5, "per_customer_limit": 1}]
+    await api.create_campaign(rewards=[{**rewards[0], "goal": goal, "grant": "claim"}])
+    status, refused = await api.claim(request_id="q1", campaign_id="c1", customer_id="cust-1")
+    assert status == 409, refused
+    assert refused["error"]["code"] == "not_eligible"
+    assert {"reason", "progress"} <= set(refused["error"])
+    claim = document["paths"]["/v1/claims"]["post"]
+    schema = claim["responses"]["409"]["content"]["application/json"]["schema"]
+    validator = jsonschema_rs.validator_for(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            **schema,
+            "components": document["components"],
+        }
+    )
+    validator.validate(refused)
+    assert not validator.is_valid({"error": {**refused["error"], "unheard_of": 1}})
 
 
 def test_the_claim_example_is_a_valid_claim_and_its_reply_a_valid_reply(document):

@@ -24,15 +24,17 @@ from loadtests.bench.stores import (
     redis_cpu_s,
 )
 from loadtests.drivers import redis_benchmark
-from loadtests.procs import REPO_ROOT, ChildError
+from loadtests.procs import ChildError
 from loadtests.stats import per_unit_us
 from quanyi.campaigns.service import CampaignService
 from quanyi.core.settings import Settings
 from quanyi.inventory.readiness import mark_store_ready
 from quanyi.issuance.claims import Claim, ClaimService
 from quanyi.stores.keys import Keys
+from quanyi.stores.scripts import lua_source
 
-CLAIM_LUA = REPO_ROOT / "lua" / "claim.lua"
+# As the service loads it: claim.lua with grant.lua in front.
+CLAIM_SOURCE = lua_source("claim")
 CLAIM_LIBRARY, CLAIM_FUNCTION = "qyb_bench", "qyb_bench_claim"
 GRANT_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
@@ -53,7 +55,7 @@ async def claim_lua_variant(
     keys, argv = await recorded_claim_call(claims)
     # One call by hand first: a mistake in the arguments shows here, not as a silent rate.
     probe = [a.replace("__rand_int__", "000000000000") for a in argv]
-    reply = await redis.register_script(CLAIM_LUA.read_text())(keys, probe)
+    reply = await redis.register_script(CLAIM_SOURCE)(keys, probe)
     if reply[0][0] != "granted":
         raise BenchError(f"claim.lua answered {reply[0]} to the redis-benchmark arguments")
     return await claim_lua_run(redis, label, keys, argv, calls, pipeline, connections, say)
@@ -81,7 +83,7 @@ async def claim_lua_run(
         return LuaRun(f"{how}, {label}", rate, per_call, granted, calls * per_call, cpu_us)
 
     for _ in range(2):
-        sha = await redis.script_load(CLAIM_LUA.read_text())
+        sha = await redis.script_load(CLAIM_SOURCE)
         try:
             return await attempt(["EVALSHA", sha, str(len(keys)), *keys, *argv], "EVALSHA")
         except ChildError as exc:
@@ -104,7 +106,7 @@ def claim_function_source() -> str:
     return (
         f"#!lua name={CLAIM_LIBRARY}\n"
         f"redis.register_function('{CLAIM_FUNCTION}', function(KEYS, ARGV)\n"
-        f"{CLAIM_LUA.read_text()}\nend)\n"
+        f"{CLAIM_SOURCE}\nend)\n"
     )
 
 

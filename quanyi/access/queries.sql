@@ -38,15 +38,17 @@ DELETE FROM login_failures WHERE failed_at <= now() - $1::interval
 
 -- name: insert_channel
 -- $3: the secret sealed with the secrets key (quanyi/access/secret_box.py), never the secret itself.
-INSERT INTO channels (id, name, secret_sealed) VALUES ($1, $2, $3)
+-- $4: what it may call (quanyi/access/channels.py SCOPES).
+INSERT INTO channels (id, name, secret_sealed, scopes) VALUES ($1, $2, $3, $4)
 
 -- name: upsert_channel
-INSERT INTO channels (id, name, secret_sealed) VALUES ($1, $2, $3)
+INSERT INTO channels (id, name, secret_sealed, scopes) VALUES ($1, $2, $3, $4)
 ON CONFLICT (id) DO UPDATE
-SET name = EXCLUDED.name, secret_sealed = EXCLUDED.secret_sealed, secret = NULL, disabled = false
+SET name = EXCLUDED.name, secret_sealed = EXCLUDED.secret_sealed, secret = NULL, disabled = false,
+    scopes = EXCLUDED.scopes
 
 -- name: active_channels
-SELECT id, secret_sealed FROM channels WHERE NOT disabled AND secret_sealed IS NOT NULL
+SELECT id, secret_sealed, scopes FROM channels WHERE NOT disabled AND secret_sealed IS NOT NULL
 
 -- name: plaintext_channel_secrets
 -- Secrets written in clear before migration 0005, to be sealed.

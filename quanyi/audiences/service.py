@@ -31,8 +31,8 @@ from quanyi.access.staff import Staff, audit
 from quanyi.audiences import queries
 from quanyi.audiences.members import Chunk, MemberSource, Rejections
 from quanyi.audiences.model import Audience, ImportReport
-from quanyi.core.errors import AlreadyExists, NotFound
-from quanyi.stores.keys import Keys, audience_buckets_for
+from quanyi.core.errors import AlreadyExists, NotFound, Unavailable
+from quanyi.stores.keys import Keys, audience_bucket_of, audience_buckets_for
 from quanyi.stores.scripts import Scripts
 
 
@@ -65,6 +65,42 @@ class AudienceStore:
             keys=[self._keys.audience(audience_id)], args=[customer_id]
         )
         return bool(found)
+
+    async def members_among(self, audience_id: str, customers: list[str]) -> set[str]:
+        return await members_among(self._redis, self._keys, audience_id, customers)
+
+
+# Member hashes read per round trip when many customers are looked up at once.
+MEMBER_BATCH = 256
+
+
+async def members_among(
+    redis: Redis, keys: Keys, audience_id: str, customers: list[str]
+) -> set[str]:
+    """Which of `customers` are members of the audience's live version; read-only, one HMGET a
+    member hash, pipelined. An import that swaps the version meanwhile (and unlinks the old
+    hashes) is seen in the pointer read after, and the members are read again."""
+    for _ in range(3):
+        pointer = parse_pointer(await redis.get(keys.audience(audience_id)))
+        if pointer is None:
+            return set()  # never imported: nobody
+        version, buckets = pointer
+        groups: dict[int, list[str]] = {}
+        for customer in customers:
+            groups.setdefault(audience_bucket_of(customer, buckets), []).append(customer)
+        found: set[str] = set()
+        items = list(groups.items())
+        for start in range(0, len(items), MEMBER_BATCH):
+            batch = items[start : start + MEMBER_BATCH]
+            async with redis.pipeline(transaction=False) as pipe:
+                for bucket, ids in batch:
+                    pipe.hmget(keys.audience_bucket(audience_id, version, bucket), ids)
+                replies = await pipe.execute()
+            for (_bucket, ids), values in zip(batch, replies, strict=True):
+                found.update(c for c, v in zip(ids, values, strict=True) if v is not None)
+        if parse_pointer(await redis.get(keys.audience(audience_id))) == pointer:
+            return found
+    raise Unavailable(f"audience {audience_id} is being imported again; retry")
 
 
 def parse_pointer(pointer: str | bytes | None) -> tuple[int, int] | None:

@@ -5,16 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from quanyi.access.api import request_staff
-from quanyi.campaigns.model import (
-    TRANSITIONS,
-    CampaignBody,
-    CampaignChange,
+from quanyi.campaigns.model import TRANSITIONS, CampaignBody, CampaignChange, RightBody, RightChange
+from quanyi.campaigns.replies import (
     CampaignReply,
     CampaignsReply,
-    RightBody,
-    RightChange,
+    ForecastReply,
     RightReply,
     RightsReply,
+    SimulateQuery,
 )
 from quanyi.campaigns.service import CampaignService
 from quanyi.core.errors import (
@@ -24,11 +22,14 @@ from quanyi.core.errors import (
     InvalidRequest,
     InvalidTransition,
     NotFound,
+    PayloadTooLarge,
     RightInUse,
+    TooManyRequests,
     Unauthorized,
+    Unavailable,
 )
-from quanyi.core.http import json_response, path_id
-from quanyi.core.schemas import endpoint
+from quanyi.core.http import SETTINGS, json_response, path_id, read_limited
+from quanyi.core.schemas import check, endpoint
 
 routes = web.RouteTableDef()
 CAMPAIGNS = web.AppKey("campaigns", CampaignService)
@@ -130,6 +131,42 @@ async def put_campaign(request: web.Request) -> web.Response:
     return json_response(await request.app[CAMPAIGNS].get(staff, campaign_id))
 
 
+# Before the workflow's /{action}, which would take "simulate" for an action.
+@routes.post("/admin/v1/campaigns/{campaign_id}/simulate")
+@endpoint(
+    "Dry run of a draft or pending campaign over past card transactions (text/csv, one a line:"
+    " customer_id,amount,mcc,occurred_at[,event_id,reversal_of], amount in fen, occurred_at"
+    " RFC 3339, an optional header line): what it would have granted and cost, per reward."
+    " Changes nothing; a file with bad lines is refused as a whole, naming them",
+    auth="staff",
+    query=SimulateQuery,
+    body_media="text/csv",
+    responses={200: ForecastReply},
+    errors=(
+        Unauthorized,
+        Forbidden,
+        InvalidRequest,
+        CampaignNotFound,
+        InvalidTransition,
+        PayloadTooLarge,
+        TooManyRequests,
+        Unavailable,
+    ),
+)
+async def post_simulate(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    campaign_id = path_id(request, "campaign_id", CampaignNotFound)
+    query = check(SimulateQuery, request.query)
+    dry_runs = request.app[CAMPAIGNS].dry_runs
+    settings = request.app[SETTINGS]
+    # Before a byte of the body is read.
+    await dry_runs.may_simulate(staff, campaign_id, query.audience_id)
+    async with dry_runs.slot():
+        body = await read_limited(request, settings.simulate_max_bytes)
+        forecast = await dry_runs.simulate(staff, campaign_id, body, settings.tz, query.audience_id)
+    return json_response(forecast)
+
+
 @routes.post("/admin/v1/campaigns/{campaign_id}/{action}")
 @endpoint(
     f"Move a campaign through its workflow; action is one of {', '.join(TRANSITIONS)}",
@@ -140,7 +177,8 @@ async def put_campaign(request: web.Request) -> web.Response:
 async def post_transition(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     if action not in TRANSITIONS:
-        raise NotFound(f"no action {action!r}")  # repr: the path may hold a line break
+        # Never repeated: the path may hold anything, a card number included.
+        raise NotFound(f"no such action: action is one of {', '.join(TRANSITIONS)}")
     staff = await request_staff(request)
     campaign_id = path_id(request, "campaign_id", CampaignNotFound)
     service = request.app[CAMPAIGNS]

@@ -16,6 +16,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -30,11 +31,10 @@ from quanyi.core.schemas import (
     Ident,
     Moment,
     Range,
-    Reply,
     Text,
     decode,
 )
-from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
+from quanyi.inventory.hot_campaigns import HotCampaign, HotGoal, HotReward
 from quanyi.stores.keys import buckets_for
 
 RightKind = Literal["voucher", "points", "lounge_pass", "cashback", "coupon", "physical", "other"]
@@ -85,6 +85,49 @@ Positive = Annotated[int, Range(1)]
 CustomerLimit = Annotated[int, Range(1, MAX_LIMIT)]
 
 
+def _mccs(mccs: list[Any] | None) -> list[str] | None:
+    # Named as a whole: "goal.mcc_in".
+    if mccs is None:
+        return None
+    if not mccs or not all(isinstance(m, str) and len(m) == 4 and m.isdigit() for m in mccs):
+        raise PydanticCustomError("mccs", "a non-empty list of 4-digit merchant category codes")
+    return sorted(set(mccs))
+
+
+Mccs: Any = Annotated[
+    list[Any] | None,
+    AfterValidator(_mccs),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[0-9]{4}$"},
+            "minItems": 1,
+        }
+    ),
+]
+
+
+class GoalBody(Body):
+    """A spending goal (达标): `count` qualifying card transactions and/or `amount` fen of them,
+    within the campaign or each calendar month or week (QUANYI_TZ)."""
+
+    window: Literal["campaign", "month", "week"]
+    count: Annotated[int, Range(1, 10_000)] | None = None
+    amount: Annotated[int, Range(1)] | None = None
+    min_amount: Annotated[int, Range(1)] | None = None
+    mcc_in: Mccs = None
+    mcc_not_in: Mccs = None
+
+    @model_validator(mode="after")
+    def _something_to_reach(self) -> GoalBody:
+        if self.count is None and self.amount is None:
+            raise PydanticCustomError("goal", "a goal needs a count, an amount or both")
+        return self
+
+    def hot(self) -> HotGoal:
+        return HotGoal.from_json(self.model_dump(exclude_none=True))
+
+
 class RewardBody(Body):
     id: Ident
     right_id: Ident
@@ -92,6 +135,26 @@ class RewardBody(Body):
     daily_stock: Positive | None = None
     per_customer_limit: CustomerLimit
     per_customer_daily_limit: CustomerLimit | None = None
+    # Only members of this audience (客群) may have it.
+    audience_id: Ident | None = None
+    goal: GoalBody | None = None
+    # auto (the default with a goal): granted the moment the goal is reached; claim: a channel
+    # claims it once the goal is reached (or at any time, without a goal).
+    grant: Literal["auto", "claim"] | None = None
+    # Revoke an automatic grant, not redeemed yet, when a reversal takes the goal back.
+    claw_back: Flag = False
+
+    @model_validator(mode="after")
+    def _grant_mode(self) -> RewardBody:
+        if self.grant == "auto" and self.goal is None:
+            raise PydanticCustomError("grant", "grant auto needs a goal")
+        if self.claw_back and self.grant_mode != "auto":
+            raise PydanticCustomError("claw_back", "claw_back is for rewards granted on a goal")
+        return self
+
+    @property
+    def grant_mode(self) -> str:
+        return self.grant or ("auto" if self.goal is not None else "claim")
 
 
 def _unique_reward_ids(rewards: list[RewardBody]) -> list[RewardBody]:
@@ -174,88 +237,6 @@ def read_body(model: type[M], body: bytes | Mapping[str, Any]) -> M:
     return decode(model, body if isinstance(body, bytes) else orjson.dumps(body))
 
 
-# response bodies
-
-CampaignStatus = Literal["draft", "pending", "approved", "rejected", "paused", "ended"]
-
-
-class RightReply(Reply):
-    id: str
-    name: str
-    kind: str
-    face_value: int
-    unit_cost: int
-    vendor_id: str | None
-    created_by: str
-    created_at: datetime
-
-
-class RightsReply(Reply):
-    rights: list[RightReply]
-
-
-class RewardView(Reply):
-    """A reward with its counts in Redis (quanyi/campaigns/view.py)."""
-
-    id: str
-    right_id: str
-    face_value: int
-    unit_cost: int
-    vendor_id: str | None
-    stock: int
-    daily_stock: int | None
-    per_customer_limit: int
-    per_customer_daily_limit: int | None
-    granted: int
-    remaining: int
-
-
-class RewardLedgerView(RewardView):
-    """A reward of one campaign's view: also what the ledger counts."""
-
-    persisted: int
-    revoked: int
-    failed: int
-
-
-class LedgerLag(Reply):
-    entries: int
-    seconds: float
-
-
-class CampaignView(Reply):
-    """A campaign as a list shows it."""
-
-    id: str
-    name: str
-    branch: str
-    starts_at: datetime
-    ends_at: datetime
-    channels: list[str]
-    budget: int | None
-    return_stock_on_failure: bool
-    status: CampaignStatus
-    version: int
-    created_by: str
-    submitted_by: str | None
-    approved_by: str | None
-    approved_at: datetime | None
-    makers: list[str]
-    spent: int
-    rewards: list[RewardView]
-    ledger_lag: LedgerLag
-
-
-class CampaignReply(CampaignView):
-    """One campaign, its rewards with the ledger's counts."""
-
-    rewards: list[RewardLedgerView]  # type: ignore[assignment]
-
-
-class CampaignsReply(Reply):
-    campaigns: list[CampaignView]
-
-
 @dataclass(frozen=True)
 class Reward:
     """A reward with what it pays out (face value, unit cost, vendor) copied from its right when
@@ -270,9 +251,14 @@ class Reward:
     daily_stock: int | None
     per_customer_limit: int
     per_customer_daily_limit: int | None
+    audience_id: str | None = None
+    goal: dict[str, Any] | None = None
+    grant: str = "claim"
+    claw_back: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Reward:
+        goal = row["goal"]
         return cls(
             id=row["id"],
             right_id=row["right_id"],
@@ -283,6 +269,10 @@ class Reward:
             daily_stock=row["daily_stock"],
             per_customer_limit=row["per_customer_limit"],
             per_customer_daily_limit=row["per_customer_daily_limit"],
+            audience_id=row["audience_id"],
+            goal=orjson.loads(goal) if isinstance(goal, str) else goal,
+            grant=row["grant_mode"],
+            claw_back=row["claw_back"],
         )
 
 
@@ -330,6 +320,7 @@ class Campaign:
     def hot(self) -> HotCampaign:
         return HotCampaign(
             id=self.id,
+            name=self.name,
             version=self.version,
             state="active" if self.status == "approved" else self.status,
             starts_ms=int(self.starts_at.timestamp() * 1000),
@@ -348,6 +339,10 @@ class Campaign:
                     daily_limit=r.per_customer_daily_limit,
                     cost=r.unit_cost,
                     vendor_id=r.vendor_id,
+                    audience_id=r.audience_id,
+                    goal=HotGoal.from_json(r.goal) if r.goal else None,
+                    grant=r.grant,
+                    claw_back=r.claw_back,
                 )
                 for r in self.rewards
             ),

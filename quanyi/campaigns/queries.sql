@@ -32,8 +32,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ARRAY[$9::text])
 
 -- name: insert_reward
 INSERT INTO rewards (campaign_id, id, right_id, face_value, unit_cost, vendor_id, stock,
-                     daily_stock, per_customer_limit, per_customer_daily_limit, position)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     daily_stock, per_customer_limit, per_customer_daily_limit, position,
+                     audience_id, goal, grant_mode, claw_back)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb, $14, $15)
+
+-- name: audiences_by_ids
+SELECT id, branch FROM audiences WHERE id = ANY($1::text[])
 
 -- name: get_campaign
 SELECT * FROM campaigns WHERE id = $1

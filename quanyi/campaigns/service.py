@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
+import orjson
 from redis.asyncio import Redis
 
 from quanyi.access.staff import Staff, audit
 from quanyi.campaigns import queries
+from quanyi.campaigns.dry_run import DryRuns, audience_branches
 from quanyi.campaigns.model import (
     EDITABLE,
     LIVE,
@@ -55,6 +57,8 @@ class CampaignService:
         self._redis = redis
         self._keys = keys
         self._stock = HotCampaigns(redis, keys)
+        # Dry runs: who may ask, and how many at once (quanyi/campaigns/dry_run.py).
+        self.dry_runs = DryRuns(pool, redis, keys, self._load)
 
     # rights
 
@@ -133,7 +137,7 @@ class CampaignService:
         draft = read_body(CampaignBody, body)
         staff.require_branch(draft.branch)
         async with self._pool.acquire() as conn, conn.transaction():
-            rights = await self._rights(conn, draft)
+            rights = await self._rights(conn, staff, draft)
             try:
                 await conn.execute(
                     queries.insert_campaign,
@@ -169,7 +173,7 @@ class CampaignService:
                 raise InvalidTransition(
                     f"cannot edit a campaign that is {current.status}", state=current.status
                 )
-            rights = await self._rights(conn, draft)
+            rights = await self._rights(conn, staff, draft)
             await conn.execute(
                 queries.update_campaign,
                 draft.id,
@@ -192,9 +196,12 @@ class CampaignService:
         return campaign
 
     @staticmethod
-    async def _rights(conn: asyncpg.Connection, draft: CampaignBody) -> dict[str, asyncpg.Record]:
+    async def _rights(
+        conn: asyncpg.Connection, staff: Staff, draft: CampaignBody
+    ) -> dict[str, asyncpg.Record]:
         """The rights the rewards name: their face value, cost and vendor are copied into each
-        reward, so what the campaign pays out is what its approver sees."""
+        reward, so what the campaign pays out is what its approver sees. The audiences they
+        name must be of a branch `staff` acts on: a campaign's dry run tells who is in them."""
         rights = {
             r["id"]: r
             for r in await conn.fetch(queries.rights_by_ids, [r.right_id for r in draft.rewards])
@@ -204,8 +211,19 @@ class CampaignService:
             for i, r in enumerate(draft.rewards)
             if r.right_id not in rights
         }
+        named = [r.audience_id for r in draft.rewards if r.audience_id]
+        audiences = await audience_branches(conn, named)
+        unknown.update(
+            {
+                f"rewards[{i}].audience_id": "no such audience"
+                for i, r in enumerate(draft.rewards)
+                if r.audience_id and r.audience_id not in audiences
+            }
+        )
         if unknown:
-            raise InvalidRequest("unknown rights", unknown)
+            raise InvalidRequest("unknown rights or audiences", unknown)
+        for branch in sorted(set(audiences.values())):
+            staff.require_branch(branch)
         return rights
 
     @staticmethod
@@ -226,6 +244,10 @@ class CampaignService:
                 r.per_customer_limit,
                 r.per_customer_daily_limit,
                 position,
+                r.audience_id,
+                orjson.dumps(r.goal.model_dump(exclude_none=True)).decode() if r.goal else None,
+                r.grant_mode,
+                r.claw_back,
             )
 
     async def transition(self, staff: Staff, campaign_id: str, action: str) -> Campaign:

@@ -79,6 +79,10 @@ def _reward(r: Reward, granted: int) -> dict[str, Any]:
         "daily_stock": r.daily_stock,
         "per_customer_limit": r.per_customer_limit,
         "per_customer_daily_limit": r.per_customer_daily_limit,
+        "audience_id": r.audience_id,
+        "goal": r.goal,
+        "grant": r.grant,
+        "claw_back": r.claw_back,
         "granted": granted,
         "remaining": max(r.stock - granted, 0),
     }

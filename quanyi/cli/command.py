@@ -38,7 +38,7 @@ COMMANDS = {
     "reconcile": Command("store", "compare Redis, the outbox, the ledger and vendor outcomes"),
     "staff": Command("staff", "manage staff accounts"),
     "channel": Command("channels", "manage channels"),
-    "demo": Command("demo", "load DEMO staff, channel, rights and an approved campaign"),
+    "demo": Command("demo", "load DEMO staff, channels, rights and an approved campaign"),
     "vendor-sim": Command("vendors", "run the simulated vendor (a real HTTP server)"),
     "vendor": Command("vendors", "manage vendors"),
     "dlq": Command("vendors", "grants whose fulfilment failed"),
@@ -46,6 +46,7 @@ COMMANDS = {
     "audience": Command("audiences", "manage audiences (customer segments) and their members"),
     "claim": Command("calls", "send one signed claim to a running API, as a channel would"),
     "grant": Command("calls", "read one grant (status, code, timeline), as a channel would"),
+    "events": Command("events", "send card events to a running API, as the card system would"),
 }
 
 

@@ -1,6 +1,6 @@
-"""`quanyi demo`, and its data: a catalog, approved campaigns, staff, a channel and a simulated
-vendor.
-Everything here is DEMO: the passwords and the channel secret are public, the RSA keys and the
+"""`quanyi demo`, and its data: a catalog, approved campaigns, staff, an app channel, a card
+system channel (scope events only) and a simulated vendor.
+Everything here is DEMO: the passwords and the channel secrets are public, the RSA keys and the
 secrets key (when QUANYI_SECRETS_KEY is not set) are made on the spot under var/demo-keys (never
 committed); none of it may reach production."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 from redis.asyncio import Redis
 
-from quanyi.access.channels import create_channel
+from quanyi.access.channels import EVENTS, create_channel
 from quanyi.access.secret_box import SecretBox, secret_box
 from quanyi.access.staff import Staff, create_staff
 from quanyi.campaigns.service import CampaignService
@@ -28,6 +28,9 @@ from quanyi.vendors.registry import VendorRegistry
 DEMO_PASSWORD = "demo-password-not-secret"
 DEMO_CHANNEL = "demo-app"
 DEMO_CHANNEL_SECRET = "demo-channel-secret-not-for-production"
+# The card system: it sends card events (POST /v1/events) and may call nothing else.
+DEMO_CARD_CHANNEL = "core"
+DEMO_CARD_CHANNEL_SECRET = "demo-card-system-secret-not-for-production"
 DEMO_CAMPAIGN = "demo-coffee-week"
 DEMO_VENDOR_CAMPAIGN = "demo-lounge-month"
 DEMO_VENDOR = "demo-sim"
@@ -56,12 +59,16 @@ def register(commands: Commands) -> None:
 
 
 async def demo(settings: Settings, args: argparse.Namespace) -> int:
-    box = secret_box(settings)  # the channel secret is sealed at rest
+    box = secret_box(settings)  # the channel secrets are sealed at rest
     async with open_stores(settings) as stores:
         created = await load_demo(stores.pool, stores.redis, stores.keys, box)
     print("DEMO data " + ("loaded: " + ", ".join(created) if created else "already present"))
     print(f"  DEMO staff demo-marketer / demo-approver / demo-admin, password {DEMO_PASSWORD}")
     print(f"  DEMO channel {DEMO_CHANNEL}, secret {DEMO_CHANNEL_SECRET}")
+    print(
+        f"  DEMO card system channel {DEMO_CARD_CHANNEL} (scope {EVENTS}),"
+        f" secret {DEMO_CARD_CHANNEL_SECRET}"
+    )
     return 0
 
 
@@ -76,7 +83,7 @@ async def load_demo(
     pool: asyncpg.Pool, redis: Redis, keys: Keys, box: SecretBox | None = None
 ) -> list[str]:
     """Idempotent: what exists already is left as it is. Returns what it created. The demo
-    channel's secret is sealed with `box` (default: the DEMO secrets key, made under
+    channels' secrets are sealed with `box` (default: the DEMO secrets key, made under
     var/demo-keys/ when QUANYI_SECRETS_KEY is not set)."""
     created = []
     for username, role, branch in DEMO_STAFF:
@@ -86,6 +93,9 @@ async def load_demo(
         except AlreadyExists:
             pass
     await create_channel(pool, DEMO_CHANNEL, DEMO_CHANNEL_SECRET, replace=True, box=box)
+    await create_channel(
+        pool, DEMO_CARD_CHANNEL, DEMO_CARD_CHANNEL_SECRET, replace=True, box=box, scopes=(EVENTS,)
+    )
     marketer = Staff("demo-marketer", "marketer", "HQ")
     approver = Staff("demo-approver", "approver", "HQ")
     service = CampaignService(pool, redis, keys)

@@ -44,3 +44,45 @@ class LocalCalendar:
                 datetime.strptime(self._day, "%Y%m%d").replace(tzinfo=self._zone).timestamp()
             )
         return self._day, int(self._end)
+
+
+def local_period(window: str, at: float, zone: ZoneInfo) -> tuple[str, int]:
+    """The calendar period of a goal window holding `at`, in `zone`: its id and the unix second
+    at which it ends. `month` is "M202612", `week` (from Monday) "W20261130", named by its
+    Monday, and `campaign` is one period ("C") that ends only with the campaign (0 here)."""
+    if window == "campaign":
+        return "C", 0
+    local = datetime.fromtimestamp(at, zone)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    if window == "month":
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+        period = start.strftime("M%Y%m")
+    elif window == "week":
+        start = day - timedelta(days=day.weekday())
+        end = start + timedelta(days=7)
+        period = start.strftime("W%Y%m%d")
+    else:
+        raise ValueError(f"unknown goal window {window!r}")
+    return period, int(end.replace(tzinfo=zone).timestamp())
+
+
+class LocalPeriods:
+    """local_period() for many times at once (a batch of card events), remembered per quarter
+    hour: every zone's offset is a whole number of quarter hours, so a quarter hour never
+    straddles a local midnight and all of it lies in one period."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self._zone = zone
+        self._known: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def period(self, window: str, at: float) -> tuple[str, int]:
+        if window == "campaign":
+            return "C", 0
+        slot = (window, int(at // 900))
+        found = self._known.get(slot)
+        if found is None:
+            if len(self._known) >= 8192:
+                self._known.clear()
+            found = self._known[slot] = local_period(window, at, self._zone)
+        return found

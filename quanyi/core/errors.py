@@ -29,6 +29,18 @@ class InvalidRequest(QuanyiError):
         super().__init__(message, fields=fields or {})
 
 
+class InvalidLines(InvalidRequest):
+    """A file refused as a whole for its bad lines (details: `errors`, the first of them as
+    {line, reason}, never with the value; `rejected`, how many)."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]], rejected: int) -> None:
+        super().__init__(message)
+        self.details.update(errors=errors, rejected=rejected)
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.message, self.details["errors"], self.details["rejected"]))
+
+
 class Unauthorized(QuanyiError):
     status, code = 401, "unauthorized"
 
@@ -99,6 +111,12 @@ class IdempotencyConflict(Conflict):
 
 class CampaignNotActive(Conflict):
     code = "campaign_not_active"
+
+
+class NotEligible(Conflict):
+    """The customer may not have the reward: not in its audience, or its goal is not met."""
+
+    code = "not_eligible"
 
 
 class OutOfStock(Conflict):

@@ -13,7 +13,7 @@ from quanyi.core import metrics
 from quanyi.core.clock import Clock
 from quanyi.core.errors import InvalidRequest, NotFound, PayloadTooLarge, QuanyiError
 from quanyi.core.pan import id_has_pan
-from quanyi.core.schemas import IDENT, PAN_IN_ID
+from quanyi.core.schemas import IDENT, IDENT_RULE, PAN_IN_ID
 from quanyi.core.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -27,10 +27,15 @@ STAFF_USERNAME: Any = (
 
 
 def path_id(request: web.Request, name: str, missing: type[QuanyiError] = NotFound) -> str:
-    """An id from the URL path; one that no record can have is simply not found."""
+    """An id from the URL path; one that no record can have is simply not found. A value
+    that breaks the id rules is never repeated in the answer (it may be a card number with
+    spaces, a line break, anything): the answer names the parameter and the rule."""
     value = request.match_info[name]
     if not IDENT.match(value):
-        raise missing(f"no {name.removesuffix('_id')} {value!r}")
+        message = f"no such {name.removesuffix('_id')}: {name} must be {IDENT_RULE}"
+        if issubclass(missing, InvalidRequest):
+            raise missing(message, {name: IDENT_RULE})
+        raise missing(message)
     if id_has_pan(value):  # refused, never looked up or repeated in an answer
         raise InvalidRequest(f"{name} looks like a card number", {name: PAN_IN_ID})
     return value

@@ -15,6 +15,10 @@ CLAIM_BATCH_SIZE = Histogram(
     "Claims decided by one claim.lua call",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+EVENTS = Counter(
+    "quanyi_card_events_total", "Card events by outcome (accepted, duplicate, rejected)", ["status"]
+)
+GOAL_GRANTS = Counter("quanyi_goal_grants_total", "Grants made by a card event reaching a goal")
 HTTP_ERRORS = Counter("quanyi_http_errors_total", "Error responses by code", ["code"])
 STOCK_REMAINING = Gauge(
     "quanyi_stock_remaining",

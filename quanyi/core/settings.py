@@ -27,6 +27,8 @@ class Settings:
     signature_window_s: int = 300
     # Idempotency keys outlive their campaign's end by this much.
     idempotency_retention_days: int = 7
+    # A reversal that comes before its original waits this long for it.
+    event_hold_days: int = 30
     staff_session_ttl_s: int = 8 * 3600
     # Claims that arrive together go to Redis as one script call of at most this many.
     claim_batch_max: int = 64
@@ -74,6 +76,8 @@ class Settings:
     idempotency_buckets: int = 16384
     # An audience's members file (PUT /admin/v1/audiences/{id}/members) is refused above this.
     audience_max_bytes: int = 256 * 1024 * 1024
+    # The past transactions of a campaign's dry run (POST /admin/v1/campaigns/{id}/simulate).
+    simulate_max_bytes: int = 256 * 1024 * 1024
     # One JSON line per HTTP request on the log (quanyi/web/access_log.py).
     access_log: bool = True
     # DEBUG, INFO, WARNING or ERROR: the level of the JSON log lines on stderr.

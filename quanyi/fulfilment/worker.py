@@ -159,7 +159,9 @@ class FulfilmentWorker:
             await self._spawn(
                 self._fulfiller.revoke_at_vendor(orjson.loads(fields["e"]), outbox_id), outbox_id
             )
-        else:  # other lifecycle events need nothing from vendors: acknowledged per batch
+        else:
+            # Other lifecycle events, and card events (`t`), need nothing from vendors:
+            # acknowledged per batch.
             self._acks.append(outbox_id)
 
     async def retry(self, grant_id: str, event: dict[str, Any]) -> None:

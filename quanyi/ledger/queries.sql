@@ -46,3 +46,13 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) f ON true
 WHERE g.grant_id = t.grant_id
+
+-- name: insert_card_events
+-- Idempotent on (channel_id, event_id): the card system's resend, or an entry delivered twice,
+-- inserts nothing.
+INSERT INTO card_events (channel_id, event_id, type, customer_id, amount, mcc, occurred_at,
+                         reversal_of, outcome, counted, grants, received_at, outbox_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+                     $7::timestamptz[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[],
+                     $12::timestamptz[], $13::text[])
+ON CONFLICT (channel_id, event_id) DO NOTHING

@@ -2,9 +2,10 @@
 after Redis lost its data (no persistence, a failover without replication, a flush).
 
 Restored, per campaign: the definition, the stock and budget counters, per-customer totals,
-today's daily counters, the final states of grants (so each gives stock back once) and the
+today's daily counters, the final states of grants (so each gives stock back once), the
 idempotency entries (channel, request id → grant, as claim.lua writes them), with the expiry
-claim.lua gives them. Counters are set to exactly what the ledger's live grants add up to, so
+claim.lua gives them, and goal progress with the card events counted (rebuild_goals.py); and
+the reversals still waiting for their original. Counters are set to exactly what the ledger's live grants add up to, so
 a second run changes nothing.
 
 What guards the claims is the store-ready marker (inventory/readiness.py): a flush took it
@@ -38,6 +39,7 @@ from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns
 from quanyi.inventory.readiness import mark_store_ready, store_ready, unmark_store_ready
 from quanyi.issuance.claims import DAY_S, Claim
+from quanyi.ledger.rebuild_goals import PIPELINE_CHUNK, GoalRebuild
 from quanyi.stores.db import load_queries
 from quanyi.stores.keys import Keys, customer_bucket
 from quanyi.stores.outbox import LEDGER_GROUP, ensure_group, outbox_lag, stream_id_key
@@ -45,7 +47,6 @@ from quanyi.stores.outbox import LEDGER_GROUP, ensure_group, outbox_lag, stream_
 queries = load_queries("quanyi.ledger", "recovery.sql")
 
 FULFIL_GROUP = "fulfil"  # vendors.fulfil.FULFIL_GROUP, without importing the worker
-PIPELINE_CHUNK = 2000
 DEFAULT_QUIET_S = 10.0
 
 
@@ -61,6 +62,9 @@ class Restored:
     daily_counters: int = 0
     grant_states: int = 0
     idempotency_entries: int = 0
+    goal_progress_fields: int = 0
+    card_event_records: int = 0
+    held_reversals: int = 0
 
     def items(self) -> list[tuple[str, int]]:
         return [(f.name.replace("_", " "), getattr(self, f.name)) for f in fields(self)]
@@ -127,11 +131,14 @@ class Rebuild:
         self._settings = settings
         self._clock = clock
         self._retention_s = settings.idempotency_retention_days * DAY_S
+        self._goals = GoalRebuild(pool, redis, keys, settings, clock)
 
     async def total(self) -> int:
-        """Work units for a progress bar: one per campaign and one per grant."""
+        """Work units for a progress bar: one per campaign, one per grant and one per card
+        event and campaign it counted in."""
         campaigns = await self._pool.fetch(queries.campaigns)
-        return len(campaigns) + await self._pool.fetchval(queries.grant_count)
+        grants: int = await self._pool.fetchval(queries.grant_count)
+        return len(campaigns) + grants + await self._goals.total()
 
     async def run(self, advance: Callable[[int], Any] = lambda _n: None) -> Restored:
         restored = Restored()
@@ -158,7 +165,11 @@ class Rebuild:
                 restored.idempotency_entries += await self._idempotency(
                     campaign, keep_until, row["rewards"] == 1, advance
                 )
+                goal_fields, records = await self._goals.restore(campaign, keep_until, advance)
+                restored.goal_progress_fields += goal_fields
+                restored.card_event_records += records
             advance(1)
+        restored.held_reversals = await self._goals.held()
         # The last step: claims and transitions are decided again from here on.
         await mark_store_ready(
             self._redis,

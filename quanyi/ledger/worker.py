@@ -1,4 +1,5 @@
-"""The ledger worker: drains the Redis outbox into PostgreSQL, in batches, exactly once.
+"""The ledger worker: drains the Redis outbox into PostgreSQL, in batches, exactly once: grants,
+their transitions, and the card events recorded for goals.
 
 An outbox entry is acknowledged only after the transaction holding its grant committed, and the
 outbox is trimmed only below what every consumer group acknowledged. A worker killed mid-batch
@@ -23,7 +24,14 @@ from redis.exceptions import ResponseError
 from quanyi.core import metrics
 from quanyi.core.side_tasks import SideTask, SideTasks
 from quanyi.ledger import queries
-from quanyi.ledger.entries import EventEntry, GrantEntry, entry_fields, parse_entry
+from quanyi.ledger.entries import (
+    CardEventEntry,
+    Entry,
+    EventEntry,
+    GrantEntry,
+    entry_fields,
+    parse_entry,
+)
 from quanyi.stores.db import POSTGRES_AWAY
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import (
@@ -181,7 +189,7 @@ class LedgerWorker:
             return await self._persist_batch(messages)
 
     async def _persist_batch(self, messages: list) -> int:
-        entries: list[GrantEntry | EventEntry] = []
+        entries: list[Entry] = []
         dead: list[tuple[str, dict, str]] = []
         for outbox_id, fields in messages:
             if not fields:  # trimmed under us: nothing left to write
@@ -201,9 +209,7 @@ class LedgerWorker:
         await self._acknowledge(entries)
         return written
 
-    async def _write(
-        self, entries: list[GrantEntry | EventEntry], dead: list[tuple[str, dict, str]]
-    ) -> int:
+    async def _write(self, entries: list[Entry], dead: list[tuple[str, dict, str]]) -> int:
         """Insert the batch, retrying while PostgreSQL is away. Rows PostgreSQL refuses for
         their content go to the dead-letter stream so they never block the rest."""
         backoff = 0.5
@@ -248,11 +254,12 @@ class LedgerWorker:
         metrics.LEDGER_PERSISTED.inc(len(inserted))
         return len(inserted)
 
-    async def _insert(self, entries: list[GrantEntry | EventEntry]) -> set[str]:
-        """One transaction: the grants, their events, then the statuses those events imply.
-        Returns the ids of the grants newly inserted."""
+    async def _insert(self, entries: list[Entry]) -> set[str]:
+        """One transaction: the grants, their events, the statuses those events imply, and the
+        card events. Returns the ids of the grants newly inserted."""
         grants = [e.row() for e in entries if isinstance(e, GrantEntry)]
         events = [e.row() for e in entries if isinstance(e, EventEntry)]
+        card_events = [r for e in entries if isinstance(e, CardEventEntry) for r in e.rows()]
         inserted: set[str] = set()
         async with self._pool.acquire() as conn, conn.transaction():
             if grants:
@@ -268,6 +275,9 @@ class LedgerWorker:
             touched = {e.grant_id for e in entries if isinstance(e, EventEntry)} | inserted
             if touched:
                 await conn.execute(queries.refresh_status, list(touched))
+            if card_events:
+                columns = [list(col) for col in zip(*card_events, strict=True)]
+                await conn.execute(queries.insert_card_events, *columns)
         return inserted
 
     async def _check_unwritten(
@@ -315,10 +325,11 @@ class LedgerWorker:
         if isinstance(entry, GrantEntry):
             pipe.hdel(self._keys.pending, entry.grant_id)
             pipe.srem(self._keys.customer_pending(entry.event["customer_id"]), entry.grant_id)
-        else:
+        elif isinstance(entry, EventEntry):
             pipe.hdel(self._keys.pending_events, entry.field)
+        # A card event has no pending copy: nothing reads it back before the ledger holds it.
 
-    async def _acknowledge(self, entries: list[GrantEntry | EventEntry]) -> None:
+    async def _acknowledge(self, entries: list[Entry]) -> None:
         """Acknowledge what the ledger now holds and drop the read-your-writes copies."""
         if not entries:
             return

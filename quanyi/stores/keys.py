@@ -12,6 +12,10 @@ import zlib
 DEFAULT_IDEMPOTENCY_BUCKETS = 1 << 14
 MAX_CUSTOMER_BUCKETS = 1 << 16
 AUDIENCE_BUCKET_MEMBERS = 256
+# Goal progress is spread over this many hashes per campaign; the card events a campaign
+# counted, and the reversals waiting for their original, over this many.
+PROGRESS_BUCKETS = 1 << 16
+EVENT_BUCKETS = 1 << 12
 
 
 class Keys:
@@ -30,6 +34,11 @@ class Keys:
         # Present only while Redis holds what the ledger says it should: a flush takes it away
         # with the data, and claims and transitions wait until `quanyi rebuild-redis` sets it.
         self.store_ready = f"{prefix}:store:ready"
+        # The campaigns now active (a set of ids), and a counter every publication moves: a
+        # process holding the list of live campaigns knows it is current while it holds the
+        # same number (record_events.lua and offers.lua check it).
+        self.live_campaigns = f"{prefix}:live"
+        self.live_version = f"{prefix}:live:ver"
 
     def campaign(self, campaign_id: str) -> str:
         return f"{self.prefix}:{{c:{campaign_id}}}"
@@ -48,6 +57,35 @@ class Keys:
 
     def grant_states(self, campaign_id: str) -> str:
         return f"{self.prefix}:{{c:{campaign_id}}}:gs"
+
+    def progress(self, campaign_id: str, bucket: int) -> str:
+        """Goal progress: `<reward>|<customer>|<period>` -> "<count>:<amount>" of the qualifying
+        transactions (amount in fen), with ":<grant id> <day YYYYMMDD>" once the goal granted or
+        was claimed in that period (progress_value). `bucket` is customer_bucket(customer,
+        PROGRESS_BUCKETS)."""
+        return f"{self.prefix}:{{c:{campaign_id}}}:pg:{bucket}"
+
+    def counted_events(self, campaign_id: str, bucket: int) -> str:
+        """The card events a campaign counted (lua/record_events.lua): `<channel>|<event id>`
+        -> "<customer>|<amount>|<reward>@<period>,...", "x" in front once reversed or
+        cancelled; a reversal's own record "R<original id>". `bucket` is customer_bucket(event
+        id, EVENT_BUCKETS)."""
+        return f"{self.prefix}:{{c:{campaign_id}}}:ev:{bucket}"
+
+    def held_reversals(self, bucket: int) -> str:
+        """Reversals that came before their original: `<channel>|<original id>` ->
+        "<reversal id>|<customer>|<amount>|<reversal's bucket>|<held at, unix s>". `bucket`
+        is customer_bucket(original id, EVENT_BUCKETS)."""
+        return f"{self.held_reversals_prefix}{bucket}"
+
+    @property
+    def held_reversals_prefix(self) -> str:
+        return f"{self.prefix}:evheld:"
+
+    @property
+    def held_reversals_count(self) -> str:
+        """How many reversals are held: while none is, no event looks for one."""
+        return f"{self.prefix}:evheld:n"
 
     def code_pool(self, vendor_id: str, right_id: str) -> str:
         return f"{self.prefix}:codes:{{v:{vendor_id}}}:{right_id}"
@@ -95,6 +133,19 @@ def audience_buckets_for(members: int) -> int:
     while buckets * AUDIENCE_BUCKET_MEMBERS < members:
         buckets *= 2
     return buckets
+
+
+def progress_value(count: int, amount: int, grant: str | None = None) -> str:
+    """A goal progress field's value, as lua/grant.lua progress_value writes it."""
+    return f"{count}:{amount}" + (f":{grant}" if grant else "")
+
+
+def parse_progress(value: str | None) -> tuple[int, int, str | None]:
+    """(count, amount, "<grant id> <day>" or None) of a goal progress field's value."""
+    if not value:
+        return 0, 0, None
+    count, amount, *grant = value.split(":", 2)
+    return int(count), int(amount), grant[0] if grant and grant[0] else None
 
 
 def buckets_for(total_stock: int) -> int:

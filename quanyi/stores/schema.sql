@@ -98,6 +98,27 @@ CREATE TABLE public.campaigns (
 
 
 --
+-- Name: card_events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.card_events (
+    channel_id text NOT NULL,
+    event_id text NOT NULL,
+    type text NOT NULL,
+    customer_id text NOT NULL,
+    amount bigint NOT NULL,
+    mcc text NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    reversal_of text,
+    outcome text NOT NULL,
+    counted jsonb DEFAULT '[]'::jsonb NOT NULL,
+    grants jsonb DEFAULT '[]'::jsonb NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    outbox_id text NOT NULL
+);
+
+
+--
 -- Name: channels; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -108,6 +129,7 @@ CREATE TABLE public.channels (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     disabled boolean DEFAULT false NOT NULL,
     secret_sealed text,
+    scopes text[] DEFAULT '{claims}'::text[] NOT NULL,
     CONSTRAINT channels_secret_kept CHECK (((secret IS NOT NULL) OR (secret_sealed IS NOT NULL)))
 );
 
@@ -215,8 +237,14 @@ CREATE TABLE public.rewards (
     "position" integer NOT NULL,
     vendor_id text,
     face_value bigint NOT NULL,
+    audience_id text,
+    goal jsonb,
+    grant_mode text DEFAULT 'claim'::text NOT NULL,
+    claw_back boolean DEFAULT false NOT NULL,
+    CONSTRAINT rewards_auto_has_goal CHECK (((grant_mode = 'claim'::text) OR (goal IS NOT NULL))),
     CONSTRAINT rewards_daily_stock_check CHECK ((daily_stock > 0)),
     CONSTRAINT rewards_face_value_check CHECK ((face_value >= 0)),
+    CONSTRAINT rewards_grant_mode_check CHECK ((grant_mode = ANY (ARRAY['auto'::text, 'claim'::text]))),
     CONSTRAINT rewards_per_customer_daily_limit_check CHECK ((per_customer_daily_limit > 0)),
     CONSTRAINT rewards_per_customer_limit_check CHECK ((per_customer_limit > 0)),
     CONSTRAINT rewards_stock_check CHECK ((stock >= 0))
@@ -396,6 +424,14 @@ ALTER TABLE ONLY public.campaigns
 
 
 --
+-- Name: card_events card_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.card_events
+    ADD CONSTRAINT card_events_pkey PRIMARY KEY (channel_id, event_id);
+
+
+--
 -- Name: channels channels_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -515,6 +551,13 @@ CREATE INDEX audit_log_target ON public.audit_log USING btree (target, at);
 
 
 --
+-- Name: card_events_customer; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX card_events_customer ON public.card_events USING btree (customer_id, occurred_at);
+
+
+--
 -- Name: grant_events_grant; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -575,6 +618,14 @@ CREATE INDEX rewards_right ON public.rewards USING btree (right_id);
 --
 
 CREATE INDEX staff_sessions_expires ON public.staff_sessions USING btree (expires_at);
+
+
+--
+-- Name: rewards rewards_audience_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.rewards
+    ADD CONSTRAINT rewards_audience_id_fkey FOREIGN KEY (audience_id) REFERENCES public.audiences(id);
 
 
 --

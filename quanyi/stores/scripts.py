@@ -11,8 +11,16 @@ from redis.commands.core import AsyncScript
 LUA_DIR = files("quanyi") / "lua"
 
 
+# A script whose first line is this has lua/grant.lua put in front of it: the checks and writes
+# every way of granting shares (claims, card events).
+USES_GRANT = "-- uses: grant"
+
+
 def lua_source(name: str) -> str:
-    return LUA_DIR.joinpath(f"{name}.lua").read_text()
+    source = LUA_DIR.joinpath(f"{name}.lua").read_text()
+    if source.startswith(USES_GRANT):
+        return LUA_DIR.joinpath("grant.lua").read_text() + "\n" + source
+    return source
 
 
 class Scripts:
@@ -22,3 +30,5 @@ class Scripts:
         self.assign_code: AsyncScript = redis.register_script(lua_source("assign_code"))
         self.lease_due: AsyncScript = redis.register_script(lua_source("lease_due"))
         self.audience_has: AsyncScript = redis.register_script(lua_source("audience_has"))
+        self.record_events: AsyncScript = redis.register_script(lua_source("record_events"))
+        self.offers: AsyncScript = redis.register_script(lua_source("offers"))

@@ -39,7 +39,10 @@ from quanyi.core.supervisor import Supervisor
 from quanyi.inventory.readiness import LOST as STORE_LOST
 from quanyi.inventory.readiness import store_ready
 from quanyi.issuance import api as issuance_api
+from quanyi.issuance import events_api, offers_api
 from quanyi.issuance.api import CLAIMS, GRANTS, LIFECYCLE, OUTCOMES
+from quanyi.issuance.events_api import EVENTS
+from quanyi.issuance.offers_api import OFFERS
 from quanyi.runtime import Stores, open_services, open_stores
 from quanyi.stores.appkeys import KEYS, POOL, REDIS
 from quanyi.stores.outbox import FULFIL_GROUP, LEDGER_GROUP, outbox_lag
@@ -119,6 +122,8 @@ def create_app(
             app[CHANNELS], app[CAMPAIGNS], app[VENDORS] = s.channels, s.campaigns, s.vendors
             app[GRANTS], app[CLAIMS], app[LIFECYCLE] = s.grants, s.claims, s.lifecycle
             app[OUTCOMES], app[AUDIENCES] = s.outcomes, s.audiences
+            app[OFFERS] = s.offers
+            app[EVENTS] = s.events
             async with (
                 background("channel-refresh", s.channels.keep_fresh(settings.channel_refresh_s)),
                 background("vendor-refresh", s.vendors.keep_fresh(settings.channel_refresh_s)),
@@ -133,6 +138,8 @@ def create_app(
         app.cleanup_ctx.extend([_ledger_worker, _fulfilment_worker])
     app.add_routes(access_api.routes)
     app.add_routes(issuance_api.routes)
+    app.add_routes(offers_api.routes)
+    app.add_routes(events_api.routes)
     app.add_routes(campaigns_api.routes)
     app.add_routes(vendors_api.routes)
     app.add_routes(vendor_callbacks.routes)

@@ -5,8 +5,9 @@ The document is made once per app, on its first request, from the app's routes: 
 to the app is in it, with the models its handler declares. Each operation answers, besides
 what it declares, what the app itself answers for it: 401 `unauthorized` when it is signed,
 503 `unavailable` when it is signed too (every such route reads a store, and a store may be
-away), 413 `payload_too_large` when it takes a body, 404 `not_found` when its path has
-parameters (a value the router cannot place)."""
+away), 403 `forbidden` when a channel signs it (a channel without the scope the route needs),
+413 `payload_too_large` when it takes a body, 404 `not_found` when its path has parameters (a
+value the router cannot place)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ COMPONENTS = "#/components/schemas/{model}"
 ERROR = "Error"
 # The statuses and codes the app answers itself, for the operations they concern.
 SIGNED = (401, "unauthorized")
+# A channel's signature is good but it lacks the scope the route needs (quanyi/access/channels.py).
+OUT_OF_SCOPE = (403, "forbidden")
 TOO_LARGE = (413, "payload_too_large")
 NO_ROUTE = (404, "not_found")
 STORE_AWAY = (503, "unavailable")
@@ -87,13 +90,19 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
 }
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "Every error: a stable `code`, a `message`, and details by code.",
+    "description": (
+        "Every error: a stable `code`, a `message`, and details by code (each optional, present"
+        " where its description says)."
+    ),
     "required": ["error"],
     "additionalProperties": False,
     "properties": {
         "error": {
             "type": "object",
             "required": ["code", "message"],
+            # Every detail an error carries is named here (tests/test_openapi.py reads them
+            # from the source): a new one must be documented.
+            "additionalProperties": False,
             "properties": {
                 "code": {"type": "string"},
                 "message": {"type": "string"},
@@ -102,7 +111,79 @@ ERROR_SCHEMA: dict[str, Any] = {
                     "description": "invalid_request: each bad field and what it must be",
                     "additionalProperties": {"type": "string"},
                 },
-                "retry_after_s": {"type": "integer"},
+                "retry_after_s": {
+                    "type": "integer",
+                    "description": "too_many_requests, too_many_attempts: seconds to wait",
+                },
+                "errors": {
+                    "type": "array",
+                    "description": (
+                        "invalid_request of a file (a dry run's transactions): its first bad"
+                        " lines, each by number and the rule it breaks, never its value"
+                    ),
+                    "items": {
+                        "type": "object",
+                        "required": ["line", "reason"],
+                        "properties": {
+                            "line": {"type": "integer"},
+                            "reason": {"type": "string"},
+                        },
+                    },
+                },
+                "rejected": {
+                    "type": "integer",
+                    "description": "invalid_request of a file: how many of its lines are bad",
+                },
+                "reason": {
+                    "type": "string",
+                    "description": (
+                        "not_eligible: audience (not a member), goal_not_met (see progress) or"
+                        " automatic (granted on the goal, never claimed)"
+                    ),
+                },
+                "progress": {
+                    "type": "object",
+                    "description": (
+                        "not_eligible goal_not_met: the customer's count and amount (fen) this"
+                        " period, and the goal"
+                    ),
+                    "properties": {
+                        "count": {"type": "integer"},
+                        "amount": {"type": "integer"},
+                        "goal": {"type": "object"},
+                    },
+                },
+                "scope": {
+                    "type": "string",
+                    "description": (
+                        "limit_reached, out_of_stock, too_many_requests: which limit or stock"
+                        " (per_customer, daily, window, ...)"
+                    ),
+                },
+                "state": {
+                    "type": "string",
+                    "description": (
+                        "campaign_not_active, invalid_transition, grant_not_live,"
+                        " grant_not_fulfilled: the state the campaign or grant is in"
+                    ),
+                },
+                "campaigns": {
+                    "type": "array",
+                    "description": "right_in_use, vendor_in_use: the live campaigns using it",
+                    "items": {"type": "string"},
+                },
+                "max_size": {
+                    "type": "integer",
+                    "description": "payload_too_large: the most bytes the body may have",
+                },
+                "redemption_id": {
+                    "type": "string",
+                    "description": "grant_unknown, grant_not_redeemable: the redemption refused",
+                },
+                "grant_id": {
+                    "type": ["string", "null"],
+                    "description": "grant_unknown, grant_not_redeemable: the grant it named",
+                },
             },
         }
     },
@@ -286,6 +367,8 @@ def _error_codes(path: str, declared: Endpoint) -> dict[int, list[str]]:
     if declared.auth != "none":
         add(*SIGNED)
         add(*STORE_AWAY)
+    if declared.auth == "channel":
+        add(*OUT_OF_SCOPE)
     if declared.body is not None or declared.body_media is not None:
         add(*TOO_LARGE)
     if "{" in path:

@@ -17,13 +17,19 @@ if TYPE_CHECKING:
 
 
 def reward(
-    reward_id: str = "r1", right_id: str = "coffee", stock: int = 100, per_customer_limit: int = 1
+    reward_id: str = "r1",
+    right_id: str = "coffee",
+    stock: int = 100,
+    per_customer_limit: int = 1,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """A reward body; `extra` adds fields (audience_id, goal, grant, claw_back, ...)."""
     return {
         "id": reward_id,
         "right_id": right_id,
         "stock": stock,
         "per_customer_limit": per_customer_limit,
+        **extra,
     }
 
 

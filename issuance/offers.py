@@ -1,0 +1,325 @@
+"""What a customer can have now on a channel (定制化展示), and how far they are towards each
+goal: every figure read from Redis in one offers.lua call, the decision made here.
+
+An offer is shown for every reward of every active campaign on the channel that the customer
+may have (a reward kept for an audience is left out for anyone outside it), with whether a
+claim would be granted now and, when not, why. It is advice, read at most REFRESH_S behind the
+publications: the claim itself decides (claim.lua), atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from quanyi.core.clock import Clock, LocalCalendar, LocalPeriods, rfc3339
+from quanyi.core.errors import CampaignNotFound, ChannelNotAllowed, StoreNotReady, Unavailable
+from quanyi.core.settings import Settings
+from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns, HotReward
+from quanyi.issuance.live import REFRESH_S, LiveCampaigns, LiveList
+from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, customer_bucket
+from quanyi.stores.scripts import Scripts
+
+# Why a reward cannot be claimed now, in the order they are judged: the window, then what the
+# customer already had, then the goal, then what is left to give.
+NOT_STARTED, ENDED, AUTOMATIC = "not_started", "ended", "automatic"
+LIMIT_REACHED, GOAL_NOT_MET = "limit_reached", "goal_not_met"
+OUT_OF_STOCK, BUDGET_EXHAUSTED = "out_of_stock", "budget_exhausted"
+# Reads of the live list before giving up while publications keep moving it.
+STALE_RETRIES = 3
+# Plans held at once (one per channel and live list): a new list makes the old ones useless.
+MAX_PLANS = 64
+
+
+def _int(value: str) -> int:
+    return int(value) if value else 0
+
+
+@dataclass(frozen=True)
+class _Figures:
+    """One reward's figures as offers.lua read them."""
+
+    stock: int
+    granted: int
+    daily_stock: int
+    limit: int
+    daily_limit: int
+    cost: int
+    customer_total: int
+    customer_today: int
+    reward_today: int
+    member: int  # 1 member, 0 not, -1 no audience
+    count: int
+    amount: int
+    claimed_in_period: bool
+    known: bool  # the campaign hash holds the reward
+
+
+@dataclass(frozen=True)
+class _CampaignFigures:
+    state: str
+    starts_ms: int
+    ends_ms: int
+    budget: int | None
+    spent: int
+    rewards: list[_Figures]
+
+    @classmethod
+    def parse(cls, row: str) -> _CampaignFigures:
+        f = row.split(",")
+        m = (len(f) - 5) // 13
+        customer = 5 + 6 * m
+        rewards = []
+        for r in range(m):
+            h, c = f[5 + 6 * r : 11 + 6 * r], f[customer + 7 * r : customer + 7 * r + 7]
+            rewards.append(
+                _Figures(
+                    stock=_int(h[0]),
+                    granted=_int(h[1]),
+                    daily_stock=_int(h[2]),
+                    limit=_int(h[3]),
+                    daily_limit=_int(h[4]),
+                    cost=_int(h[5]),
+                    customer_total=_int(c[0]),
+                    customer_today=_int(c[1]),
+                    reward_today=_int(c[2]),
+                    member=int(c[3]),
+                    count=_int(c[4]),
+                    amount=_int(c[5]),
+                    claimed_in_period=c[6] == "1",
+                    known=h[0] != "",
+                )
+            )
+        return cls(f[0], _int(f[1]), _int(f[2]), int(f[3]) if f[3] else None, _int(f[4]), rewards)
+
+
+@dataclass(frozen=True)
+class _Period:
+    id: str
+    ends_at: str  # RFC 3339: the period's end, or the campaign's when that comes first
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What an offers.lua call for these campaigns sends whoever the customer is: made once
+    per live list, channel and goal periods, so a request only adds the customer's buckets."""
+
+    campaigns: tuple[HotCampaign, ...]
+    keys: tuple[str, ...]  # campaign hashes, then audience pointers
+    rewards: str  # ARGV[7]
+    bucket_counts: tuple[int, ...]
+    periods: dict[tuple[str, str], _Period]  # (campaign, reward) -> its goal's period now
+    goals: dict[tuple[str, str], dict[str, Any]]  # (campaign, reward) -> goal as JSON
+
+
+class OfferService:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        scripts: Scripts,
+        live: LiveCampaigns,
+        settings: Settings,
+        clock: Clock,
+    ) -> None:
+        self._keys = keys
+        self._scripts = scripts
+        self._live = live
+        self._stock = HotCampaigns(redis, keys)
+        self._clock = clock
+        self._calendar = LocalCalendar(settings.zone)
+        self._periods = LocalPeriods(settings.zone)
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+
+    async def offers(self, channel_id: str, customer_id: str) -> list[dict[str, Any]]:
+        """One offer per reward of each active campaign on the channel the customer may have."""
+        now = self._clock()
+        live = await self._live.current(max_age_s=REFRESH_S)
+        for _ in range(STALE_RETRIES):
+            plan = self._plan_for(live, channel_id, now)
+            figures = await self._read(plan, customer_id, now, live.version)
+            if figures is not None:
+                break
+            live = await self._live.reload()
+        else:
+            raise Unavailable("campaigns are being published faster than they can be read")
+        now_ms = int(now * 1000)
+        offers = []
+        for campaign, held in zip(plan.campaigns, figures, strict=True):
+            if held.state != "active":  # paused or ended since the list was read
+                continue
+            for reward, fig in zip(campaign.rewards, held.rewards, strict=True):
+                if fig.member == 0 or not fig.known:
+                    continue
+                offers.append(self._offer(plan, campaign, reward, held, fig, now_ms))
+        return offers
+
+    async def progress(
+        self, channel_id: str, customer_id: str, campaign_id: str
+    ) -> list[dict[str, Any]]:
+        """The customer's progress towards each goal of the campaign, this period."""
+        campaign = await self._campaign(campaign_id)
+        if channel_id not in campaign.channels:
+            raise ChannelNotAllowed(f"channel {channel_id} does not serve campaign {campaign_id}")
+        now = self._clock()
+        plan = self._plan((campaign,), now, audiences=False)
+        figures = await self._read(plan, customer_id, now, None)
+        assert figures is not None  # read at no version: never stale
+        (held,) = figures
+        return [
+            {"reward_id": reward.id, **self._progress(plan, campaign, reward, fig)}
+            for reward, fig in zip(campaign.rewards, held.rewards, strict=True)
+            if reward.goal is not None
+        ]
+
+    async def _campaign(self, campaign_id: str) -> HotCampaign:
+        live = await self._live.current(max_age_s=REFRESH_S)
+        for campaign in live.campaigns:
+            if campaign.id == campaign_id:
+                return campaign
+        # Not active: its progress may still be read (paused, ended), one more round trip.
+        found = await self._stock.definition(campaign_id)
+        if found is None or found.state in ("draft", "pending", "rejected"):
+            raise CampaignNotFound(f"no campaign {campaign_id}")
+        return found
+
+    def _plan_for(self, live: LiveList, channel_id: str, now: float) -> _Plan:
+        periods = tuple(self._periods.period(w, now)[0] for w in ("month", "week"))
+        key = (live.version, live.read_at, channel_id, periods)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = self._plan(live.on_channel(channel_id), now, audiences=True)
+        return plan
+
+    def _plan(self, campaigns: tuple[HotCampaign, ...], now: float, *, audiences: bool) -> _Plan:
+        audience_index: dict[str, int] = {}
+        periods: dict[tuple[str, str], _Period] = {}
+        goals: dict[tuple[str, str], dict[str, Any]] = {}
+        specs = []
+        for c in campaigns:
+            rewards = []
+            for r in c.rewards:
+                j = 0
+                if audiences and r.audience_id:
+                    j = audience_index.setdefault(r.audience_id, len(audience_index) + 1)
+                period = ""
+                if r.goal is not None:
+                    period, ends_s = self._periods.period(r.goal.window, now)
+                    ends_ms = c.ends_ms if ends_s == 0 else min(ends_s * 1000, c.ends_ms)
+                    periods[c.id, r.id] = _Period(period, rfc3339(ends_ms))
+                    goals[c.id, r.id] = r.goal.to_json()
+                rewards.append(f"{r.id},{j},{period}")
+            specs.append(" ".join(rewards))
+        return _Plan(
+            campaigns=campaigns,
+            keys=(
+                *(self._keys.campaign(c.id) for c in campaigns),
+                *(self._keys.audience(a) for a in audience_index),
+            ),
+            rewards=";".join(specs),
+            bucket_counts=tuple(c.buckets for c in campaigns),
+            periods=periods,
+            goals=goals,
+        )
+
+    async def _read(
+        self, plan: _Plan, customer_id: str, now: float, version: str | None
+    ) -> list[_CampaignFigures] | None:
+        """The figures of the plan's campaigns for the customer, or None when the live list
+        moved past `version` (None: not checked)."""
+        day, _ = self._calendar.day(now)
+        buckets = {b: customer_bucket(customer_id, b) for b in set(plan.bucket_counts)}
+        reply = await self._scripts.offers(
+            keys=(self._keys.store_ready, self._keys.live_version, *plan.keys),
+            args=(
+                customer_id,
+                len(plan.campaigns),
+                "" if version is None else version,
+                day,
+                customer_bucket(customer_id, PROGRESS_BUCKETS),
+                " ".join(str(buckets[b]) for b in plan.bucket_counts),
+                plan.rewards,
+            ),
+        )
+        if reply == "store_not_ready":
+            raise StoreNotReady()
+        if reply == "stale":
+            return None
+        return [_CampaignFigures.parse(row) for row in reply]
+
+    def _offer(
+        self,
+        plan: _Plan,
+        campaign: HotCampaign,
+        reward: HotReward,
+        held: _CampaignFigures,
+        fig: _Figures,
+        now_ms: int,
+    ) -> dict[str, Any]:
+        left = max(fig.stock - fig.granted, 0)
+        offer: dict[str, Any] = {
+            "campaign_id": campaign.id,
+            "reward_id": reward.id,
+            "right_id": reward.right_id,
+            "name": campaign.name,
+            "claimable": False,
+            "remaining_for_customer": min(max(fig.limit - fig.customer_total, 0), left),
+        }
+        progress = self._progress(plan, campaign, reward, fig) if reward.goal else None
+        if progress is not None:
+            offer["progress"] = progress
+        reason = _why_not(reward, held, fig, now_ms, progress)
+        if reason is None:
+            offer["claimable"] = True
+        else:
+            offer["reason"] = reason
+        return offer
+
+    @staticmethod
+    def _progress(
+        plan: _Plan, campaign: HotCampaign, reward: HotReward, fig: _Figures
+    ) -> dict[str, Any]:
+        assert reward.goal is not None
+        return {
+            "count": fig.count,
+            "amount": fig.amount,
+            "goal": plan.goals[campaign.id, reward.id],
+            "reached": reward.goal.reached(fig.count, fig.amount),
+            "window_ends_at": plan.periods[campaign.id, reward.id].ends_at,
+        }
+
+
+def _why_not(
+    reward: HotReward,
+    held: _CampaignFigures,
+    fig: _Figures,
+    now_ms: int,
+    progress: dict[str, Any] | None,
+) -> str | None:
+    """Why a claim of this reward would be refused now, or None when it would be granted."""
+    if now_ms < held.starts_ms:
+        return NOT_STARTED
+    if now_ms >= held.ends_ms:
+        return ENDED
+    if reward.goal is not None and reward.grant == "auto":
+        return AUTOMATIC  # granted on reaching the goal, never claimed by a channel
+    if fig.customer_total >= fig.limit:
+        return LIMIT_REACHED
+    if fig.daily_limit and fig.customer_today >= fig.daily_limit:
+        return LIMIT_REACHED
+    if progress is not None:
+        if fig.claimed_in_period:  # one claim per goal period
+            return LIMIT_REACHED
+        if not progress["reached"]:
+            return GOAL_NOT_MET
+    if fig.granted >= fig.stock:
+        return OUT_OF_STOCK
+    if fig.daily_stock and fig.reward_today >= fig.daily_stock:
+        return OUT_OF_STOCK
+    if held.budget is not None and held.spent + fig.cost > held.budget:
+        return BUDGET_EXHAUSTED
+    return None
