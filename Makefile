@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate clean
+.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed"; exit 1; }
@@ -50,10 +50,23 @@ lint: install
 loadtest: install services
 	$(BIN)/python -m loadtests.run --short
 
-## Throughput and latency figures on this machine (installs wrk and redis-benchmark if missing).
+## Throughput and latency figures on this machine (installs wrk and redis-benchmark if missing):
+## claims, then the marketing loop's targets (card events and the audience check, offers,
+## audience import, dry run), each against its baseline or target in the same run. Every part
+## runs even when one before it missed a target; the target fails if any did.
 bench: install services
 	@bash deploy/tools.sh wrk redis-benchmark
-	$(BIN)/python -m loadtests.bench
+	@status=0; \
+	$(BIN)/python -m loadtests.bench || status=1; \
+	$(BIN)/python -m loadtests.bench_goals || status=1; \
+	$(BIN)/python -m loadtests.bench_offers || status=1; \
+	$(BIN)/python -m loadtests.bench_audience || status=1; \
+	$(BIN)/python -m loadtests.bench_simulate || status=1; \
+	exit $$status
+
+## Card events into one API process, and a claim's audience check against a claim without one.
+bench-goals: install services
+	$(BIN)/python -m loadtests.bench_goals
 
 ## One fulfilment worker against a 50 ms vendor, and claims that wait for their fulfilment.
 bench-fulfil: install services
