@@ -7,6 +7,8 @@ import asyncpg
 import pytest
 
 from quanyi.core.settings import Settings
+from quanyi.ledger.reconcile import Reconcile, drifted
+from quanyi.ledger.worker import LedgerWorker
 from tests.support.clients import Api, stock_granted
 from tests.support.events import add_card_channel, event, goal_campaign, send
 
@@ -70,3 +72,16 @@ async def test_bad_events_are_rejected_in_place(api: Api, core: str) -> None:
     )
     assert [r["status"] for r in results] == ["accepted", "rejected", "rejected", "rejected"]
     assert "4111111111111111" not in str(results)
+
+
+async def test_reconcile_finds_goal_grants_in_agreement(
+    api: Api, core: str, pool: asyncpg.Pool, redis, keys, settings: Settings, clock
+) -> None:
+    """A goal grant is made once a period by its progress, under no channel's request id: the
+    ledger holding it with no idempotency entry in Redis is no drift."""
+    await goal_campaign(api, claw_back=True)
+    results = await send(api, *(event(api, f"tx-{i}") for i in range(5)))
+    assert len(results[-1]["granted"]) == 1
+    await send(api, event(api, "rf-1", reversal_of="tx-0"), event(api, "tx-5"))
+    await LedgerWorker(redis, pool, keys).drain()
+    assert drifted(await Reconcile(pool, redis, keys, settings, clock).run()) == []

@@ -114,6 +114,8 @@ async def _holds_newest_grant(redis: Redis, pool: asyncpg.Pool, keys: Keys) -> b
     the newest grant's idempotency entry: only claim.lua, which the marker gates, and a rebuild,
     which sets the marker, write one."""
     newest = await pool.fetchrow(queries.newest_grant)
+    if newest is None:  # goal grants alone: nothing tells a kept Redis from an emptied one
+        return False
     bucket, field = keys.idempotency(newest["channel_id"], newest["request_id"])
     held = await redis.hget(bucket, field)
     if isinstance(held, bytes):

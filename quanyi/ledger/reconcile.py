@@ -8,7 +8,8 @@ outbox, for every counter claim.lua and transition.lua keep:
   where the campaign gives stock back on failure) plus the grants and transitions still on
   their way to it;
 - per-customer totals, the same per customer;
-- idempotency entries: every grant of a campaign within its retention is found under its
+- idempotency entries: every grant of a campaign within its retention made under a channel's
+  request id (not a goal's: those grant once a period by their progress) is found under its
   channel and request id, pointing at that grant;
 - final states (redeemed, expired, failed, revoked) that keep a grant from giving stock back
   twice;

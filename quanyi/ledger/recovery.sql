@@ -19,8 +19,11 @@ SELECT EXISTS (SELECT 1 FROM grants)
 
 -- name: newest_grant
 -- The ledger's most recent grant: Redis still holding its idempotency entry means Redis kept
--- its data (an upgrade from before the store-ready marker), not that it lost it.
-SELECT grant_id, channel_id, request_id FROM grants ORDER BY granted_at DESC LIMIT 1
+-- its data (an upgrade from before the store-ready marker), not that it lost it. Grants made by
+-- a goal (channel 'goal') have no idempotency entry: a goal grants once a period by its
+-- progress, not by a channel's request id.
+SELECT grant_id, channel_id, request_id FROM grants WHERE channel_id <> 'goal'
+ORDER BY granted_at DESC LIMIT 1
 
 -- name: live_totals
 SELECT g.campaign_id, g.reward_id, count(*) AS granted,
@@ -45,8 +48,9 @@ SELECT grant_id, status FROM grants
 WHERE campaign_id = $1 AND status IN ('redeemed', 'expired', 'failed', 'revoked')
 
 -- name: requests_of_campaign
+-- The grants made under a channel's request id (not a goal's: see newest_grant).
 SELECT grant_id, reward_id, customer_id, channel_id, request_id FROM grants
-WHERE campaign_id = $1
+WHERE campaign_id = $1 AND channel_id <> 'goal'
 
 -- name: status_drift
 -- Grants whose status is not what their latest event says (a vendor outcome not applied).
