@@ -33,7 +33,7 @@ from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaign
 from quanyi.issuance.event_model import CardEvent, occurred_ms
 from quanyi.issuance.live import LiveCampaigns, LiveList
-from quanyi.stores.keys import EVENT_BUCKETS, PROGRESS_BUCKETS, Keys
+from quanyi.stores.keys import EVENT_BUCKETS, PROGRESS_BUCKETS, Keys, customer_bucket
 from quanyi.stores.scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,6 @@ _IN_THE_FUTURE = EventOutcome(
 _NOT_RECORDED = EventOutcome(
     "rejected", "unavailable", "not recorded: the rights store went away; send it again"
 )
-
-
-def _bucket(text: str, buckets: int) -> int:
-    return zlib.crc32(text.encode()) % buckets
 
 
 class EventService:
@@ -183,14 +179,14 @@ class EventService:
         items: list[list[Any]] = []
         for e in events:
             at_ms = occurred_ms(e.occurred_at)
-            own_bucket = _bucket(e.event_id, EVENT_BUCKETS)
+            own_bucket = customer_bucket(e.event_id, EVENT_BUCKETS)
             rev: str | bool = False
             original_bucket: int | bool = False
             more: list[Any]
             if e.reversal_of is not None:
                 # The original may have counted where a goal counts a transaction like this one
                 # (a refund has its purchase's amount and merchant category): look there.
-                rev, original_bucket = e.reversal_of, _bucket(e.reversal_of, EVENT_BUCKETS)
+                rev, original_bucket = e.reversal_of, customer_bucket(e.reversal_of, EVENT_BUCKETS)
                 more = []
                 for c in goal_campaigns:
                     rewards = [
