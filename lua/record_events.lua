@@ -38,7 +38,8 @@
 -- Returns JSON: {"store_not_ready": true} or {"stale": true} (nothing written: the list of
 -- live campaigns moved; reload it and send again), else {"results": [...]}, one per event:
 --   {s = "accepted" | "duplicate" | "rejected", code?, msg?, granted?: [grant ids],
---    revoked?: [grant ids], held?: true}
+--    revoked?: [grant ids], held?: true}; a rejection's code: event_conflict (the id was sent
+--   before for another customer or amount), reversal_mismatch, already_reversed
 --
 -- An event a campaign counted is recorded there, by its id (`:ev:<bucket>`, field
 -- `<channel>|<event id>` -> "<customer>|<amount>|<reward>@<period>,..."; "x" in front once
