@@ -105,11 +105,14 @@ end
 
 -- A goal's progress in one period, one field "<count>:<amount>[:<grant id> <day>]" (the grant
 -- it gave, automatically or claimed): count, amount, grant or nil.
-local function progress_of(progress, field)
-  local value = redis.call('HGET', progress, field)
+local function parse_progress(value)
   if not value then return 0, 0, nil end
   local count, amount, given = string.match(value, '^(-?%d+):(-?%d+):?(.*)$')
   return tonumber(count), tonumber(amount), given ~= '' and given or nil
+end
+
+local function progress_of(progress, field)
+  return parse_progress(redis.call('HGET', progress, field))
 end
 
 local function progress_value(count, amount, given)

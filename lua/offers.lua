@@ -1,3 +1,4 @@
+-- uses: grant
 -- offers.lua: everything a customer's offers and goal progress are made from, for many
 -- campaigns at once, read in one call (read-only: it writes nothing). The decision (claimable,
 -- and why not) is made by the caller from these figures (quanyi/issuance/offers.py), so this
@@ -35,8 +36,9 @@
 -- the customer's: total,today,reward today (of everyone),member (1 member, 0 not, -1 no
 -- audience),count,amount,claimed in period (1 or 0).
 --
--- Audience membership is checked as lua/audience_has.lua checks it: the pointer and the
--- member hash read together, so an import flipping the pointer is never seen half-way.
+-- Audience membership and progress are read with grant.lua's is_member and parse_progress, as
+-- claims read them: the pointer and the member hash together, so an import flipping the
+-- pointer is never seen half-way.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 'store_not_ready'
@@ -47,26 +49,13 @@ end
 
 local customer, n, day, pbucket = ARGV[1], tonumber(ARGV[2]), ARGV[4], ARGV[5]
 local audiences_at = 2 + n
-local customer_hash = nil
 local members = {}
 
+-- 1 member, 0 not, -1 no audience; grant.lua's is_member, as claims check it.
 local function member(j)
   if j == 0 then return -1 end
   if members[j] == nil then
-    local pointer_key = KEYS[audiences_at + j]
-    local pointer = redis.call('GET', pointer_key)
-    local found = 0
-    if pointer then
-      local version, buckets = string.match(pointer, '^(%d+):(%d+)$')
-      if version then
-        if customer_hash == nil then
-          customer_hash = tonumber(string.sub(redis.sha1hex(customer), 1, 8), 16)
-        end
-        local bucket = string.format('%d', customer_hash % tonumber(buckets))
-        found = redis.call('HEXISTS', pointer_key .. ':' .. version .. ':' .. bucket, customer)
-      end
-    end
-    members[j] = found
+    members[j] = is_member(KEYS[audiences_at + j], customer) and 1 or 0
   end
   return members[j]
 end
@@ -127,8 +116,8 @@ for i = 1, n do
       local value = progress[g + 1]
       if value then
         local given
-        count, amount, given = string.match(value, '^(-?%d+):(-?%d+):?(.*)$')
-        claimed = given ~= '' and 1 or 0
+        count, amount, given = parse_progress(value)
+        claimed = given and 1 or 0
       end
       g = g + 1
     end
