@@ -19,6 +19,7 @@ from tests.support.events import (
     goal_campaign,
     granted,
     progress,
+    refund,
     send,
 )
 from tests.support.stores import redis_state
@@ -30,10 +31,6 @@ DAY_S = 86_400
 @pytest.fixture
 async def core(api: Api, pool: asyncpg.Pool, settings: Settings) -> str:
     return await add_card_channel(api, pool, settings)
-
-
-def refund(api: Api, event_id: str, original: str, customer: str = "cust-1", **changes):
-    return event(api, event_id, customer, reversal_of=original, **changes)
 
 
 @pytest.mark.parametrize(

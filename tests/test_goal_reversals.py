@@ -23,6 +23,7 @@ from tests.support.events import (
     goal_campaign,
     granted,
     progress,
+    refund,
     send,
 )
 from tests.support.stores import redis_state
@@ -40,10 +41,6 @@ async def reach(api: Api, customer: str = "cust-1", first: int = 0) -> str:
     results = await send(api, *(event(api, f"tx-{i}", customer) for i in range(first, first + 5)))
     (grant_id,) = granted(results)
     return grant_id
-
-
-def refund(api: Api, event_id: str, original: str, customer: str = "cust-1", **changes):
-    return event(api, event_id, customer, reversal_of=original, **changes)
 
 
 @pytest.mark.parametrize("claw_back", [False, True])

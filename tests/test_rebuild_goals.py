@@ -26,6 +26,7 @@ from tests.support.events import (
     goal_campaign,
     granted,
     progress,
+    refund,
     send,
 )
 from tests.support.factories import reward
@@ -60,12 +61,6 @@ async def goal_state() -> dict[bytes, Any]:
         return state
     finally:
         await raw.aclose()
-
-
-def refund(
-    api: Api, event_id: str, original: str, customer: str = "cust-1", amount: int = 12_000
-) -> dict[str, Any]:
-    return event(api, event_id, customer, amount, reversal_of=original)
 
 
 def record(state: dict[bytes, Any], keys: Keys, campaign_id: str, event_id: str) -> Any:

@@ -67,6 +67,18 @@ def event(
     }
 
 
+def refund(
+    api: Api,
+    event_id: str,
+    original: str,
+    customer: str = "cust-1",
+    amount: int = 12_000,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A reversal of `original`: a reversal has its original's customer and amount."""
+    return event(api, event_id, customer, amount, reversal_of=original, **extra)
+
+
 async def post_events(
     api: Api, events: list[Any], channel: str = CORE, secret: str = CORE_SECRET
 ) -> tuple[int, Any]:
