@@ -293,14 +293,9 @@ class ClaimService:
                 "granted_at_ms": now_ms,
             }
         )
-        campaign_key = self._keys.campaign(campaign.id)
-        who = ""
-        goal = reward.goal
-        if reward.audience_id or (goal is not None and reward.grant == "claim"):
-            who = self._who_may_have(claim, campaign, reward, now, day)
         pending = _Pending(
             keys=[
-                campaign_key,
+                self._keys.campaign(campaign.id),
                 idem_key,
                 self._keys.customer_totals(campaign.id, bucket),
                 self._keys.customer_daily(campaign.id, day, bucket),
@@ -318,7 +313,7 @@ class ClaimService:
                 keep_until,
                 day_ends + DAY_S,
                 event,
-                who,
+                self._who_may_have(claim, campaign, reward, now, day),
             ],
             future=asyncio.get_running_loop().create_future(),
         )
@@ -331,11 +326,15 @@ class ClaimService:
     def _who_may_have(
         self, claim: Claim, campaign: HotCampaign, reward: HotReward, now: float, day: str
     ) -> str:
-        """claim.lua's ARGV[a+11]: the audience, and the goal of this period to have reached."""
+        """claim.lua's ARGV[a+11]: the audience, and the goal of this period to have reached;
+        "" for a reward anyone may claim at any time (most claims)."""
+        goal = reward.goal
+        by_goal = goal is not None and reward.grant == "claim"
+        if not (reward.audience_id or by_goal):
+            return ""
         pointer = self._keys.audience(reward.audience_id) if reward.audience_id else ""
         progress = field = count = amount = ""
-        goal = reward.goal
-        if goal is not None and reward.grant == "claim":
+        if goal is not None and by_goal:
             # Claimed once the goal of this period is reached, once a period.
             period, _ = self._periods.period(goal.window, now)
             progress = self._keys.progress(
