@@ -56,6 +56,10 @@ class Staff:
         if not self.at_head_office and self.branch != branch:
             raise Forbidden(f"staff of branch {self.branch} may not act on branch {branch}")
 
+    def visible_branches(self) -> list[str] | None:
+        """The branches whose records this staff member may read: None for every branch."""
+        return None if self.at_head_office else [self.branch]
+
     def require_head_office(self) -> None:
         """Shared resources (the rights catalog, vendors) are head office's to change."""
         if not self.at_head_office:

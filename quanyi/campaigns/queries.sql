@@ -62,7 +62,7 @@ SELECT reward_id,
 FROM grants WHERE campaign_id = $1 GROUP BY reward_id
 
 -- name: list_campaigns
-SELECT * FROM campaigns WHERE ($1::text IS NULL OR branch = $1) ORDER BY created_at DESC, id LIMIT 500
+SELECT * FROM campaigns WHERE ($1::text[] IS NULL OR branch = ANY($1)) ORDER BY created_at DESC, id LIMIT 500
 
 -- name: all_campaign_ids
 SELECT id FROM campaigns ORDER BY id

@@ -302,9 +302,8 @@ class CampaignService:
     async def list(self, staff: Staff) -> list[dict[str, Any]]:
         """The campaigns the staff member's branch may see, each as `get` shows it but without
         the ledger counts (quanyi/campaigns/view.py); rewards and counters are read for all at once."""
-        branch = None if staff.at_head_office else staff.branch
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(queries.list_campaigns, branch)
+            rows = await conn.fetch(queries.list_campaigns, staff.visible_branches())
             rewards: dict[str, list[asyncpg.Record]] = {row["id"]: [] for row in rows}
             for reward in await conn.fetch(queries.rewards_of_campaigns, list(rewards)):
                 rewards[reward["campaign_id"]].append(reward)
