@@ -35,8 +35,9 @@ run: demo
 	$(BIN)/quanyi run --demo-vendor-sim
 
 ## One command: lint, the layers contract, types, then the whole test suite against real Redis and
-## PostgreSQL.
+## PostgreSQL (and Debian's Prometheus, installed if missing, for the monitoring tests).
 test: install services
+	@bash deploy/tools.sh prometheus promtool
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the command-line tools the benchmarks drive are installed: `deploy/tools.sh wrk
 # redis-benchmark` installs whichever is missing (Debian: apt-get, with sudo when not root, and
-# an `apt-get update` first only when the install fails on stale package lists). Local
-# development only.
+# an `apt-get update` first only when the install fails on stale package lists). `make test`
+# uses it for Prometheus (the monitoring tests), `make bench` for its load generators.
 set -euo pipefail
 
 # The Debian package that ships each tool.
@@ -10,6 +10,7 @@ package_of() {
   case $1 in
     wrk) echo wrk ;;
     redis-benchmark | redis-cli) echo redis-tools ;;
+    prometheus | promtool) echo prometheus ;;
     locust) echo "tools: locust comes with the venv (make install)" >&2; return 1 ;;
     *) echo "$1" ;;
   esac

@@ -310,14 +310,14 @@ class CampaignService:
         campaigns = [Campaign.from_rows(row, rewards[row["id"]]) for row in rows]
         return await campaign_views(self._pool, self._redis, self._keys, campaigns)
 
-    async def stock_levels(self) -> builtins.list[tuple[str, str, int]]:
-        """(campaign, reward, remaining) for every approved or paused campaign."""
+    async def stock_levels(self) -> builtins.list[tuple[str, str, int, int]]:
+        """(campaign, reward, stock, remaining) for every approved or paused campaign."""
         levels = []
         rows = await self._pool.fetch(queries.live_rewards)
         for row in rows:
             live = await self._stock.counters(row["campaign_id"], [row["reward_id"]])
             remaining = max(row["stock"] - live.granted[row["reward_id"]], 0)
-            levels.append((row["campaign_id"], row["reward_id"], remaining))
+            levels.append((row["campaign_id"], row["reward_id"], row["stock"], remaining))
         return levels
 
     async def publish_all(self) -> int:

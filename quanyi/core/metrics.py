@@ -26,6 +26,12 @@ STOCK_REMAINING = Gauge(
     ["campaign", "reward"],
     multiprocess_mode="max",
 )
+STOCK_TOTAL = Gauge(
+    "quanyi_stock_total",
+    "Stock of each campaign reward (active campaigns): quanyi_stock_remaining's whole",
+    ["campaign", "reward"],
+    multiprocess_mode="max",
+)
 OUTBOX_LAG_ENTRIES = Gauge(
     "quanyi_outbox_lag_entries",
     "Outbox entries not yet persisted to the ledger",

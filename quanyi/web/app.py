@@ -89,7 +89,8 @@ async def _watch_levels(app: web.Application) -> None:
             lag = await outbox_lag(app[REDIS], app[KEYS])
             metrics.OUTBOX_LAG_ENTRIES.set(lag.entries)
             metrics.OUTBOX_LAG_SECONDS.set(lag.seconds)
-            for campaign_id, reward_id, remaining in await app[CAMPAIGNS].stock_levels():
+            for campaign_id, reward_id, stock, remaining in await app[CAMPAIGNS].stock_levels():
+                metrics.STOCK_TOTAL.labels(campaign_id, reward_id).set(stock)
                 metrics.STOCK_REMAINING.labels(campaign_id, reward_id).set(remaining)
         except Exception as exc:  # a gauge going stale must not take the API down
             log.warning("metrics refresh failed: %s", exc)
