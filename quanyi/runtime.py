@@ -35,6 +35,7 @@ from quanyi.issuance.offers import OfferService
 from quanyi.issuance.outcomes import OutcomeWaiter
 from quanyi.ledger.rebuild import open_store_at_startup
 from quanyi.ledger.worker import LedgerWorker
+from quanyi.reports.service import ReportService
 from quanyi.stores.db import close_pool, open_pool
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import ensure_groups
@@ -91,6 +92,7 @@ class Stores:
             block_ms=s.ledger_block_ms,
             reclaim_idle_ms=s.ledger_reclaim_idle_ms,
             linger_ms=s.ledger_linger_ms,
+            tz=s.tz,
         )
 
     def fulfilment_worker(self, consumer: str | None = None) -> FulfilmentWorker:
@@ -160,6 +162,7 @@ class Services:
     audiences: AudienceService
     offers: OfferService
     events: EventService
+    reports: ReportService
 
 
 @contextlib.asynccontextmanager
@@ -214,6 +217,7 @@ async def open_services(stores: Stores) -> AsyncIterator[Services]:
             clock,
         ),
         events=EventService(redis, keys, settings, clock, live, stores.scripts),
+        reports=ReportService(pool, settings.zone, clock),
     )
     await claims.start()
     try:

@@ -47,6 +47,7 @@ COMMANDS = {
     "claim": Command("calls", "send one signed claim to a running API, as a channel would"),
     "grant": Command("calls", "read one grant (status, code, timeline), as a channel would"),
     "events": Command("events", "send card events to a running API, as the card system would"),
+    "reports": Command("reports", "rebuild the report rollups from the ledger"),
 }
 
 

@@ -15,7 +15,7 @@ INSERT INTO grant_events (grant_id, event, at, actor, detail, outbox_id)
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[],
                      $6::text[])
 ON CONFLICT DO NOTHING
-RETURNING grant_id
+RETURNING outbox_id
 
 -- name: refresh_status
 -- A grant's status is its latest event in outbox order, whichever order the entries reached
@@ -56,3 +56,63 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[
                      $7::timestamptz[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[],
                      $12::timestamptz[], $13::text[])
 ON CONFLICT (channel_id, event_id) DO NOTHING
+
+-- name: roll_up_grants
+-- $1: the grants this transaction inserted (each counted once, as the insert returned it only
+-- once); $2: the time zone whose calendar days the reports use.
+INSERT INTO report_daily AS d (day, campaign_id, reward_id, channel_id, right_id, vendor_id,
+                               branch, issued, cost, face_value_issued)
+SELECT (g.granted_at AT TIME ZONE $2)::date, g.campaign_id, g.reward_id, g.channel_id,
+       min(g.right_id), coalesce(min(r.vendor_id), ''), coalesce(min(c.branch), ''),
+       count(*), sum(g.unit_cost), coalesce(sum(r.face_value), 0)
+FROM unnest($1::text[]) AS t (grant_id)
+JOIN grants g USING (grant_id)
+LEFT JOIN rewards r ON r.campaign_id = g.campaign_id AND r.id = g.reward_id
+LEFT JOIN campaigns c ON c.id = g.campaign_id
+GROUP BY 1, 2, 3, 4
+ON CONFLICT (day, campaign_id, reward_id, channel_id) DO UPDATE
+SET issued = d.issued + EXCLUDED.issued,
+    cost = d.cost + EXCLUDED.cost,
+    face_value_issued = d.face_value_issued + EXCLUDED.face_value_issued
+
+-- name: roll_up_events
+-- The grant events to count now, each exactly once: every event of a grant this transaction
+-- inserted ($1; an event may have reached the ledger before its grant, uncounted until now),
+-- and every event this transaction inserted ($2, outbox ids) whose grant the ledger holds.
+-- An event inserted before its grant was counted by neither then; a grant inserted earlier had
+-- its events counted as they came. $3: the reports' time zone.
+WITH counted AS (
+    SELECT e.outbox_id, e.grant_id, e.event, e.at
+    FROM unnest($1::text[]) AS t (grant_id) JOIN grant_events e USING (grant_id)
+    UNION
+    SELECT e.outbox_id, e.grant_id, e.event, e.at
+    FROM unnest($2::text[]) AS t (outbox_id) JOIN grant_events e USING (outbox_id)
+)
+INSERT INTO report_daily AS d (day, campaign_id, reward_id, channel_id, right_id, vendor_id,
+                               branch, fulfilled, redeemed, expired, revoked, failed,
+                               face_value_redeemed)
+SELECT (e.at AT TIME ZONE $3)::date, g.campaign_id, g.reward_id, g.channel_id,
+       min(g.right_id), coalesce(min(r.vendor_id), ''), coalesce(min(c.branch), ''),
+       count(*) FILTER (WHERE e.event = 'fulfilled'),
+       count(*) FILTER (WHERE e.event = 'redeemed'),
+       count(*) FILTER (WHERE e.event = 'expired'),
+       count(*) FILTER (WHERE e.event = 'revoked'),
+       count(*) FILTER (WHERE e.event = 'failed'),
+       coalesce(sum(r.face_value) FILTER (WHERE e.event = 'redeemed'), 0)
+FROM counted e
+JOIN grants g USING (grant_id)
+LEFT JOIN rewards r ON r.campaign_id = g.campaign_id AND r.id = g.reward_id
+LEFT JOIN campaigns c ON c.id = g.campaign_id
+WHERE e.event <> 'redriven'
+GROUP BY 1, 2, 3, 4
+ON CONFLICT (day, campaign_id, reward_id, channel_id) DO UPDATE
+SET fulfilled = d.fulfilled + EXCLUDED.fulfilled,
+    redeemed = d.redeemed + EXCLUDED.redeemed,
+    expired = d.expired + EXCLUDED.expired,
+    revoked = d.revoked + EXCLUDED.revoked,
+    failed = d.failed + EXCLUDED.failed,
+    face_value_redeemed = d.face_value_redeemed + EXCLUDED.face_value_redeemed
+
+-- name: grant_ids_after
+-- The rollup rebuild's pages: grant ids in order, after $1.
+SELECT grant_id FROM grants WHERE grant_id > $1 ORDER BY grant_id LIMIT $2

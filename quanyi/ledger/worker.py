@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from quanyi.core import metrics
+from quanyi.core.settings import Settings
 from quanyi.core.side_tasks import SideTask, SideTasks
 from quanyi.ledger import queries
 from quanyi.ledger.entries import (
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 # What PostgreSQL refuses for a row's content: only these send an entry to the dead letters.
 # Anything else (a failover's read-only primary, a timeout, a deadlock) is retried.
 CONTENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# The reports' calendar when a caller names none.
+DEFAULT_TZ = Settings.tz
 # How often the side tasks run.
 RECLAIM_EVERY_S = 1.0
 TRIM_EVERY_S = 1.0
@@ -71,6 +74,7 @@ class LedgerWorker:
         block_ms: int = 100,
         reclaim_idle_ms: int = 30_000,
         linger_ms: int = 0,
+        tz: str = DEFAULT_TZ,
     ) -> None:
         self._redis = redis
         self._pool = pool
@@ -80,6 +84,8 @@ class LedgerWorker:
         self._block_ms = block_ms
         self._reclaim_idle_ms = reclaim_idle_ms
         self._linger_s = linger_ms / 1000
+        # The calendar whose days the report rollups count in (QUANYI_TZ).
+        self._tz = tz
         self._stopping = asyncio.Event()
         # One batch written at a time, whether read new or re-claimed: a grant and its events
         # in two transactions at once could each miss the other and leave the status stale.
@@ -255,12 +261,14 @@ class LedgerWorker:
         return len(inserted)
 
     async def _insert(self, entries: list[Entry]) -> set[str]:
-        """One transaction: the grants, their events, the statuses those events imply, and the
-        card events. Returns the ids of the grants newly inserted."""
+        """One transaction: the grants, their events, the statuses those events imply, the
+        report rollups of what was newly written, and the card events. Returns the ids of the
+        grants newly inserted."""
         grants = [e.row() for e in entries if isinstance(e, GrantEntry)]
         events = [e.row() for e in entries if isinstance(e, EventEntry)]
         card_events = [r for e in entries if isinstance(e, CardEventEntry) for r in e.rows()]
         inserted: set[str] = set()
+        new_events: list[str] = []
         async with self._pool.acquire() as conn, conn.transaction():
             if grants:
                 columns = [list(col) for col in zip(*grants, strict=True)]
@@ -269,12 +277,19 @@ class LedgerWorker:
                 }
             if events:
                 columns = [list(col) for col in zip(*events, strict=True)]
-                await conn.execute(queries.insert_events, *columns)
+                new_events = [
+                    r["outbox_id"] for r in await conn.fetch(queries.insert_events, *columns)
+                ]
             # Events may reach the ledger before their grant (a dead worker's batch is taken
             # over later): a grant inserted now takes the status its events already give it.
             touched = {e.grant_id for e in entries if isinstance(e, EventEntry)} | inserted
             if touched:
                 await conn.execute(queries.refresh_status, list(touched))
+            # Only what this transaction wrote is counted: a re-delivered entry adds nothing.
+            if inserted:
+                await conn.execute(queries.roll_up_grants, list(inserted), self._tz)
+            if inserted or new_events:
+                await conn.execute(queries.roll_up_events, list(inserted), new_events, self._tz)
             if card_events:
                 columns = [list(col) for col in zip(*card_events, strict=True)]
                 await conn.execute(queries.insert_card_events, *columns)

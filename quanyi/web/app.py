@@ -43,6 +43,8 @@ from quanyi.issuance import events_api, offers_api
 from quanyi.issuance.api import CLAIMS, GRANTS, LIFECYCLE, OUTCOMES
 from quanyi.issuance.events_api import EVENTS
 from quanyi.issuance.offers_api import OFFERS
+from quanyi.reports import api as reports_api
+from quanyi.reports.api import REPORTS
 from quanyi.runtime import Stores, open_services, open_stores
 from quanyi.stores.appkeys import KEYS, POOL, REDIS
 from quanyi.stores.outbox import FULFIL_GROUP, LEDGER_GROUP, outbox_lag
@@ -125,6 +127,7 @@ def create_app(
             app[OUTCOMES], app[AUDIENCES] = s.outcomes, s.audiences
             app[OFFERS] = s.offers
             app[EVENTS] = s.events
+            app[REPORTS] = s.reports
             async with (
                 background("channel-refresh", s.channels.keep_fresh(settings.channel_refresh_s)),
                 background("vendor-refresh", s.vendors.keep_fresh(settings.channel_refresh_s)),
@@ -145,6 +148,7 @@ def create_app(
     app.add_routes(vendors_api.routes)
     app.add_routes(vendor_callbacks.routes)
     app.add_routes(audiences_api.routes)
+    app.add_routes(reports_api.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

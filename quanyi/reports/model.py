@@ -1,0 +1,74 @@
+"""What the report endpoints take and answer."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field
+
+from quanyi.core.schemas import Body, Ident, Reply
+
+GroupBy = Literal["day", "campaign", "channel", "branch", "reward", "right", "vendor"]
+# What each grouping's key is: a fixed SQL expression over report_daily. A reward is named with
+# its campaign (reward ids repeat across campaigns); a day as YYYY-MM-DD.
+GROUP_KEYS: dict[str, str] = {
+    "day": "to_char(day, 'YYYY-MM-DD')",
+    "campaign": "campaign_id",
+    "channel": "channel_id",
+    "branch": "branch",
+    "reward": "campaign_id || '/' || reward_id",
+    "right": "right_id",
+    "vendor": "vendor_id",
+}
+FIGURES = (
+    "issued",
+    "fulfilled",
+    "redeemed",
+    "expired",
+    "revoked",
+    "failed",
+    "cost",
+    "face_value_issued",
+    "face_value_redeemed",
+)
+# Days one summary may span: a year and a day, so any calendar year fits.
+MAX_DAYS = 367
+DEFAULT_DAYS = 30
+
+
+class SummaryQuery(Body):
+    campaign_id: Ident | None = None
+    # Local days (QUANYI_TZ), both included; default: the 30 days up to today.
+    from_: date | None = Field(None, alias="from")
+    to: date | None = None
+    group_by: GroupBy = "day"
+    # Head office (or a branch, for its own subtree) narrows the report to one branch.
+    branch: Ident | None = None
+    format: Literal["json", "csv"] = "json"
+
+
+class Figures(Reply):
+    issued: int
+    fulfilled: int
+    redeemed: int
+    expired: int
+    revoked: int
+    failed: int
+    # fen: the unit cost of every right issued, and the face value issued and redeemed
+    cost: int
+    face_value_issued: int
+    face_value_redeemed: int
+
+
+class SummaryRow(Figures):
+    key: str
+
+
+class SummaryReply(Reply):
+    group_by: GroupBy
+    # the days covered, both included
+    from_: str = Field(alias="from")
+    to: str
+    rows: list[SummaryRow]
+    totals: Figures
