@@ -48,6 +48,7 @@ COMMANDS = {
     "grant": Command("calls", "read one grant (status, code, timeline), as a channel would"),
     "events": Command("events", "send card events to a running API, as the card system would"),
     "reports": Command("reports", "rebuild the report rollups from the ledger"),
+    "export": Command("export", "export grants, card events or rollups for the data warehouse"),
 }
 
 

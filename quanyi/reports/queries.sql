@@ -18,3 +18,27 @@ ORDER BY 1
 
 -- name: campaign_branch
 SELECT branch FROM campaigns WHERE id = $1
+
+-- name: export_grants
+-- $1, $2: [start, end) of the export. No voucher code: it is the customer's to redeem with.
+SELECT grant_id, campaign_id, reward_id, right_id, customer_id, channel_id, request_id,
+       unit_cost, status, granted_at, persisted_at, vendor_id, reference, expires_at
+FROM grants WHERE granted_at >= $1 AND granted_at < $2 ORDER BY granted_at, grant_id
+
+-- name: count_grants
+SELECT count(*) FROM grants WHERE granted_at >= $1 AND granted_at < $2
+
+-- name: export_card_events
+SELECT channel_id, event_id, type, customer_id, amount, mcc, occurred_at, reversal_of, outcome,
+       counted::text AS counted, grants::text AS grants, received_at
+FROM card_events WHERE occurred_at >= $1 AND occurred_at < $2 ORDER BY occurred_at, event_id
+
+-- name: count_card_events
+SELECT count(*) FROM card_events WHERE occurred_at >= $1 AND occurred_at < $2
+
+-- name: export_rollups
+-- $1, $2: the first and last local day, both included.
+SELECT * FROM report_daily WHERE day BETWEEN $1 AND $2 ORDER BY day, campaign_id, reward_id, channel_id
+
+-- name: count_rollups
+SELECT count(*) FROM report_daily WHERE day BETWEEN $1 AND $2
