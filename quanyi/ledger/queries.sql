@@ -21,7 +21,9 @@ RETURNING outbox_id
 -- A grant's status is its latest event in outbox order, whichever order the entries reached
 -- the ledger in; its code and reference come from its latest fulfilment. Ids are unnested and
 -- looked up one by one through the index: a generic plan of `= ANY($1)` cannot know the array
--- is small, and scanned the whole events table for every batch.
+-- is small, and scanned the whole events table for every batch. Returns each grant's status
+-- before and after, for the status counts (move_status_counts): `prior` reads the row as the
+-- statement found it.
 UPDATE grants g
 SET status = latest.status,
     vendor_id = coalesce(f.detail ->> 'vendor_id', g.vendor_id),
@@ -45,7 +47,9 @@ LEFT JOIN LATERAL (
              split_part(e.outbox_id, '-', 2)::bigint DESC
     LIMIT 1
 ) f ON true
+CROSS JOIN LATERAL (SELECT p.status FROM grants p WHERE p.grant_id = t.grant_id) prior
 WHERE g.grant_id = t.grant_id
+RETURNING g.grant_id, prior.status AS before, g.status AS after
 
 -- name: insert_card_events
 -- Idempotent on (channel_id, event_id): the card system's resend, or an entry delivered twice,
@@ -116,3 +120,36 @@ SET fulfilled = d.fulfilled + EXCLUDED.fulfilled,
 -- name: grant_ids_after
 -- The rollup rebuild's pages: grant ids in order, after $1.
 SELECT grant_id FROM grants WHERE grant_id > $1 ORDER BY grant_id LIMIT $2
+
+-- name: move_status_counts
+-- report_status: each grant of $1 leaves its status of $2 (NULL: a grant just inserted) for
+-- its status of $3, in the transaction that changed it.
+WITH moved AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS m (grant_id, before, after)
+    WHERE before IS DISTINCT FROM after
+), changes AS (
+    SELECT grant_id, before AS status, -1 AS n FROM moved WHERE before IS NOT NULL
+    UNION ALL
+    SELECT grant_id, after, 1 FROM moved
+)
+INSERT INTO report_status AS s (campaign_id, reward_id, status, right_id, vendor_id, branch,
+                                face_value, grants)
+SELECT g.campaign_id, g.reward_id, ch.status, min(g.right_id), coalesce(min(r.vendor_id), ''),
+       coalesce(min(c.branch), ''), coalesce(min(r.face_value), 0), sum(ch.n)
+FROM changes ch
+JOIN grants g USING (grant_id)
+LEFT JOIN rewards r ON r.campaign_id = g.campaign_id AND r.id = g.reward_id
+LEFT JOIN campaigns c ON c.id = g.campaign_id
+GROUP BY g.campaign_id, g.reward_id, ch.status
+ON CONFLICT (campaign_id, reward_id, status) DO UPDATE SET grants = s.grants + EXCLUDED.grants
+
+-- name: count_statuses
+-- report_status from scratch: the grants of each campaign reward in each status.
+INSERT INTO report_status (campaign_id, reward_id, status, right_id, vendor_id, branch,
+                           face_value, grants)
+SELECT g.campaign_id, g.reward_id, g.status, min(g.right_id), coalesce(min(r.vendor_id), ''),
+       coalesce(min(c.branch), ''), coalesce(min(r.face_value), 0), count(*)
+FROM grants g
+LEFT JOIN rewards r ON r.campaign_id = g.campaign_id AND r.id = g.reward_id
+LEFT JOIN campaigns c ON c.id = g.campaign_id
+GROUP BY g.campaign_id, g.reward_id, g.status

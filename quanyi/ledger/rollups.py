@@ -1,6 +1,7 @@
 """The report rollups recomputed from the ledger: what the ledger worker keeps up to date as it
-writes (quanyi/ledger/queries.sql roll_up_grants, roll_up_events), built again from every grant
-and event, with the same two queries, page by page.
+writes (quanyi/ledger/queries.sql roll_up_grants, roll_up_events, move_status_counts), built
+again from every grant and event: the daily rollups with the same two queries, page by page,
+the status counts in one query.
 
 For a ledger that held grants before the rollups existed, after a change of QUANYI_TZ, or to
 check that the kept rollups agree with the rows (tests do)."""
@@ -30,9 +31,12 @@ async def rebuild_rollups(
     the snapshot the rebuild counts or written, and counted, after it: never both or neither."""
     counted = 0
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        # Before the first query: the snapshot is taken then, with every writer kept out.
-        await conn.execute("LOCK TABLE report_daily IN EXCLUSIVE MODE")
+        # Before the first query: the snapshot is taken then, with every writer kept out. In
+        # the order the ledger worker writes them (status counts, then days): no deadlock.
+        await conn.execute("LOCK TABLE report_status, report_daily IN EXCLUSIVE MODE")
         await conn.execute("DELETE FROM report_daily")
+        await conn.execute("DELETE FROM report_status")
+        await conn.execute(queries.count_statuses)
         after = ""
         while True:
             ids = [r["grant_id"] for r in await conn.fetch(queries.grant_ids_after, after, page)]

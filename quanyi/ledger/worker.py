@@ -282,9 +282,18 @@ class LedgerWorker:
                 ]
             # Events may reach the ledger before their grant (a dead worker's batch is taken
             # over later): a grant inserted now takes the status its events already give it.
+            if inserted:
+                # A new grant counts as `granted` until its events (if any) move it below.
+                new = list(inserted)
+                await conn.execute(
+                    queries.move_status_counts, new, [None] * len(new), ["granted"] * len(new)
+                )
             touched = {e.grant_id for e in entries if isinstance(e, EventEntry)} | inserted
             if touched:
-                await conn.execute(queries.refresh_status, list(touched))
+                changed = await conn.fetch(queries.refresh_status, list(touched))
+                if changed:
+                    columns = [list(col) for col in zip(*changed, strict=True)]
+                    await conn.execute(queries.move_status_counts, *columns)
             # Only what this transaction wrote is counted: a re-delivered entry adds nothing.
             if inserted:
                 await conn.execute(queries.roll_up_grants, list(inserted), self._tz)

@@ -9,7 +9,7 @@ from quanyi.core.csv_cells import csv_rows
 from quanyi.core.errors import CampaignNotFound, Forbidden, InvalidRequest, Unauthorized
 from quanyi.core.http import json_response
 from quanyi.core.schemas import check, endpoint
-from quanyi.reports.model import SummaryQuery, SummaryReply
+from quanyi.reports.model import LiabilityQuery, LiabilityReply, SummaryQuery, SummaryReply
 from quanyi.reports.service import ReportService, summary_csv_rows
 
 routes = web.RouteTableDef()
@@ -41,3 +41,19 @@ async def get_summary(request: web.Request) -> web.Response:
             "Content-Disposition": 'attachment; filename="summary.csv"',
         },
     )
+
+
+@routes.get("/admin/v1/reports/liability")
+@endpoint(
+    "Rights fulfilled and not yet redeemed or expired, by right and vendor, with count and"
+    " face value; breakage (expired / issued) and redemption rate, in the caller's branch scope",
+    auth="staff",
+    query=LiabilityQuery,
+    responses={200: LiabilityReply},
+    errors=(InvalidRequest, Unauthorized, Forbidden),
+    tags=("reports",),
+)
+async def get_liability(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    query = check(LiabilityQuery, request.query, "bad report query")
+    return json_response(await request.app[REPORTS].liability(staff, query))

@@ -72,3 +72,30 @@ class SummaryReply(Reply):
     to: str
     rows: list[SummaryRow]
     totals: Figures
+
+
+class LiabilityQuery(Body):
+    branch: Ident | None = None
+
+
+class LiabilityFigures(Reply):
+    # grants ever issued, and how many are now fulfilled (the liability), redeemed, expired
+    issued: int
+    outstanding: int
+    # fen: the face value of the fulfilled, unredeemed, unexpired grants
+    outstanding_face_value: int
+    redeemed: int
+    expired: int
+    # expired / issued and redeemed / issued; null before anything was issued
+    breakage: float | None
+    redemption_rate: float | None
+
+
+class LiabilityRow(LiabilityFigures):
+    right_id: str
+    vendor_id: str
+
+
+class LiabilityReply(Reply):
+    rows: list[LiabilityRow]
+    totals: LiabilityFigures

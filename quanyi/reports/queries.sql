@@ -42,3 +42,18 @@ SELECT * FROM report_daily WHERE day BETWEEN $1 AND $2 ORDER BY day, campaign_id
 
 -- name: count_rollups
 SELECT count(*) FROM report_daily WHERE day BETWEEN $1 AND $2
+
+-- name: liability
+-- Per right and vendor: grants by status now, and the face value of the fulfilled ones (the
+-- outstanding liability). $1: the branches the caller may see, NULL for every branch.
+SELECT right_id, vendor_id,
+       sum(grants)::bigint AS issued,
+       coalesce(sum(grants) FILTER (WHERE status = 'fulfilled'), 0)::bigint AS outstanding,
+       coalesce(sum(grants * face_value) FILTER (WHERE status = 'fulfilled'), 0)::bigint
+           AS outstanding_face_value,
+       coalesce(sum(grants) FILTER (WHERE status = 'redeemed'), 0)::bigint AS redeemed,
+       coalesce(sum(grants) FILTER (WHERE status = 'expired'), 0)::bigint AS expired
+FROM report_status
+WHERE ($1::text[] IS NULL OR branch = ANY($1))
+GROUP BY right_id, vendor_id
+ORDER BY right_id, vendor_id

@@ -12,7 +12,14 @@ from quanyi.access.staff import Staff
 from quanyi.core.clock import Clock
 from quanyi.core.errors import CampaignNotFound, InvalidRequest
 from quanyi.reports import queries
-from quanyi.reports.model import DEFAULT_DAYS, FIGURES, GROUP_KEYS, MAX_DAYS, SummaryQuery
+from quanyi.reports.model import (
+    DEFAULT_DAYS,
+    FIGURES,
+    GROUP_KEYS,
+    MAX_DAYS,
+    LiabilityQuery,
+    SummaryQuery,
+)
 
 # Who reads reports: money is shown, so not operators.
 READERS = ("marketer", "approver", "auditor")
@@ -29,10 +36,7 @@ class ReportService:
         the figures of the rollups in the caller's scope, per key of `group_by`."""
         staff.require_role(*READERS)
         first, last = self._days(query)
-        branches = staff.visible_branches()
-        if query.branch is not None:
-            staff.require_branch(query.branch)
-            branches = [query.branch]
+        branches = self._branches(staff, query.branch)
         async with self._pool.acquire() as conn:
             if query.campaign_id is not None:
                 branch = await conn.fetchval(queries.campaign_branch, query.campaign_id)
@@ -49,6 +53,28 @@ class ReportService:
             "rows": figures,
             "totals": {f: sum(r[f] for r in figures) for f in FIGURES},
         }
+
+    async def liability(self, staff: Staff, query: LiabilityQuery) -> dict[str, Any]:
+        """{"rows": [{"right_id", "vendor_id", figures...}], "totals": {figures...}}: what
+        is fulfilled and not yet redeemed or expired, by right and vendor, with breakage and
+        redemption rates, in the caller's scope."""
+        staff.require_role(*READERS)
+        branches = self._branches(staff, query.branch)
+        rows = await self._pool.fetch(queries.liability, branches)
+        listed = [
+            {"right_id": r["right_id"], "vendor_id": r["vendor_id"], **_rates(dict(r))}
+            for r in rows
+        ]
+        totals = {f: sum(r[f] for r in listed) for f in LIABILITY_COUNTS}
+        return {"rows": listed, "totals": _rates(totals)}
+
+    @staticmethod
+    def _branches(staff: Staff, branch: str | None) -> list[str] | None:
+        """The branches a report covers: `branch` if the caller may see it, else their scope."""
+        if branch is None:
+            return staff.visible_branches()
+        staff.require_branch(branch)
+        return [branch]
 
     def _days(self, query: SummaryQuery) -> tuple[date, date]:
         today = datetime.fromtimestamp(self._clock(), self._zone).date()
@@ -68,3 +94,16 @@ def summary_csv_rows(summary: dict[str, Any]) -> list[list[Any]]:
     header = ["key", *FIGURES]
     body = [[r["key"], *(r[f] for f in FIGURES)] for r in summary["rows"]]
     return [header, *body, ["(total)", *(summary["totals"][f] for f in FIGURES)]]
+
+
+LIABILITY_COUNTS = ("issued", "outstanding", "outstanding_face_value", "redeemed", "expired")
+
+
+def _rates(figures: dict[str, Any]) -> dict[str, Any]:
+    counts = {f: figures[f] for f in LIABILITY_COUNTS}
+    issued = counts["issued"]
+    return {
+        **counts,
+        "breakage": counts["expired"] / issued if issued else None,
+        "redemption_rate": counts["redeemed"] / issued if issued else None,
+    }
