@@ -290,7 +290,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_written_as_text():
         "'@x",
         "'\tx",
         "ok",
-        "5",
-        "",
+        5,
+        None,
     ]
     assert csv_rows([["=1+1", "a,b"]]) == b'\'=1+1,"a,b"\r\n'

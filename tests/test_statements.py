@@ -1,5 +1,5 @@
 """Vendors' daily statements, uploaded by staff or sent signed by the vendor: the reconciliation
-report, and the statements and days refused."""
+report, the statements and days refused, and the three-way view of issued, redeemed and billed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from yarl import URL
 
 from quanyi.core.ids import new_grant_id
 from quanyi.ledger.worker import LedgerWorker
-from tests.support.clients import assert_error, send
+from tests.support.clients import assert_error, error_code, send
 from tests.support.clock import SHANGHAI
 from tests.support.stores import audit_rows
 from tests.support.vendors import (
@@ -270,3 +270,55 @@ async def test_statements_need_staff_of_a_known_vendor(api, pool, sim):
     )
     assert resp.status == 401, await resp.text()
     assert await pool.fetchval("SELECT count(*) FROM statements") == 0
+
+
+# --- the vendor three-way view (GET /admin/v1/reports/vendors) ------------------------------
+
+
+async def vendor_days(api: Any, user: str = "approver", **query: str) -> tuple[int, Any]:
+    text = "&".join(f"{k}={v}" for k, v in query.items())
+    return await api.admin(user, "GET", f"/admin/v1/reports/vendors?{text}")
+
+
+async def test_issued_redeemed_and_billed_side_by_side(api, a_day_at_the_vendor):
+    day, grants = a_day_at_the_vendor
+
+    status, body = await vendor_days(api, vendor_id=SIM, **{"from": day, "to": day})
+    assert status == 200, body
+    [row] = body["rows"]
+    assert (row["vendor_id"], row["day"], row["statement"]) == (SIM, day, None)
+    assert (row["issued"], row["redeemed_by_callback"]) == (5, 1)
+    assert (row["billed_minus_issued"], row["billed_redeemed_minus_callbacks"]) == (None, None)
+
+    status, report = await upload(api, day, _their_statement(grants, "stranger-1"))
+    assert status == 201, report
+    status, body = await vendor_days(api, vendor_id=SIM, **{"from": day, "to": day})
+    [row] = body["rows"]
+    assert row["statement"] == {
+        "statement_id": report["statement_id"],
+        "rows": 5,
+        "billed_issued": 3,
+        "billed_redeemed": 2,
+        "summary": {"matched": 2, "mismatched": 2, "missing_ours": 1, "missing_theirs": 1},
+    }
+    # Five billed for five issued; two billed as redeemed against one callback.
+    assert (row["billed_minus_issued"], row["billed_redeemed_minus_callbacks"]) == (0, 1)
+    assert row["cost"] == 5 * grants[0].get("unit_cost", 100)
+
+    # A corrected statement for the day replaces the first in the view.
+    g1 = grants[0]
+    status, second = await upload(api, day, statement((g1["grant_id"], g1["code"], "redeemed")))
+    assert status == 201, second
+    status, body = await vendor_days(api, vendor_id=SIM, **{"from": day, "to": day})
+    [row] = body["rows"]
+    assert row["statement"]["statement_id"] == second["statement_id"]
+    assert (row["statement"]["rows"], row["billed_minus_issued"]) == (1, -4)
+
+
+async def test_head_office_only_and_a_bad_range_is_refused(api):
+    status, body = await vendor_days(api, "sz-approver")
+    assert error_code(status, body) == (403, "forbidden")
+    status, body = await vendor_days(api, **{"from": "2026-12-02", "to": "2026-12-01"})
+    assert error_code(status, body) == (400, "invalid_request")
+    status, body = await vendor_days(api)
+    assert (status, body["rows"]) == (200, [])

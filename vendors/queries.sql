@@ -72,7 +72,9 @@ LEFT JOIN LATERAL (
 WHERE g.vendor_id = $1 AND g.granted_at >= $2 AND g.granted_at < $3
 
 -- name: insert_statement
-INSERT INTO statements (vendor_id, uploaded_by, rows, report) VALUES ($1, $2, $3, $4)
+INSERT INTO statements (vendor_id, uploaded_by, rows, report, day, billed_issued,
+                        billed_redeemed, summary)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id, uploaded_at
 
 -- name: codepool_demand

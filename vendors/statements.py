@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ import asyncpg
 import orjson
 
 from quanyi.access.staff import HEAD_OFFICE, Actor, audit
+from quanyi.core.csv_cells import safe_cell
 from quanyi.core.errors import InvalidRequest
 from quanyi.core.pan import mask_json
 from quanyi.core.schemas import check
@@ -47,17 +49,6 @@ class VendorActor:
 
 # Our status -> what the vendor's statement should say for it.
 EXPECTED = {"fulfilled": "issued", "redeemed": "redeemed", "expired": "issued"}
-
-# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: Any) -> Any:
-    """Text echoed into a report that may end up in a spreadsheet: a leading `'` keeps a
-    would-be formula as text. The vendor writes the statement and delivers the codes."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def _safe(entry: dict[str, Any]) -> dict[str, Any]:
@@ -146,12 +137,17 @@ async def reconcile(
     summary = {k: len(v) for k, v in report.items()}
     result = {"vendor_id": vendor_id, "day": day, "rows": len(rows), "summary": summary, **report}
     stored = await asyncio.to_thread(lambda: orjson.dumps(mask_json(result)).decode())
+    billed = Counter(row["status"] for row in rows)
     saved = await pool.fetchrow(
         queries.insert_statement,
         vendor_id,
         actor.username,
         len(rows),
         stored,  # their cells: card numbers masked
+        query.start(),
+        billed["issued"],
+        billed["redeemed"],
+        orjson.dumps(summary).decode(),
     )
     await audit(
         pool,

@@ -12,9 +12,12 @@ from typing import Any
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def safe_cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+def safe_cell(value: Any) -> Any:
+    """Text that may end up in a spreadsheet, with a leading `'` on a would-be formula; any
+    other value as it is (the csv module writes None as an empty cell)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def csv_rows(rows: Iterable[Iterable[Any]]) -> bytes:

@@ -9,7 +9,14 @@ from quanyi.core.csv_cells import csv_rows
 from quanyi.core.errors import CampaignNotFound, Forbidden, InvalidRequest, Unauthorized
 from quanyi.core.http import json_response
 from quanyi.core.schemas import check, endpoint
-from quanyi.reports.model import LiabilityQuery, LiabilityReply, SummaryQuery, SummaryReply
+from quanyi.reports.model import (
+    LiabilityQuery,
+    LiabilityReply,
+    SummaryQuery,
+    SummaryReply,
+    VendorDaysQuery,
+    VendorDaysReply,
+)
 from quanyi.reports.service import ReportService, summary_csv_rows
 
 routes = web.RouteTableDef()
@@ -57,3 +64,19 @@ async def get_liability(request: web.Request) -> web.Response:
     staff = await request_staff(request)
     query = check(LiabilityQuery, request.query, "bad report query")
     return json_response(await request.app[REPORTS].liability(staff, query))
+
+
+@routes.get("/admin/v1/reports/vendors")
+@endpoint(
+    "Per vendor and day: what we issued there, what its callbacks redeemed, what its latest"
+    " statement for the day bills and how it reconciled, and the differences (head office)",
+    auth="staff",
+    query=VendorDaysQuery,
+    responses={200: VendorDaysReply},
+    errors=(InvalidRequest, Unauthorized, Forbidden),
+    tags=("reports",),
+)
+async def get_vendor_days(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    query = check(VendorDaysQuery, request.query, "bad report query")
+    return json_response(await request.app[REPORTS].vendor_days(staff, query))

@@ -99,3 +99,42 @@ class LiabilityRow(LiabilityFigures):
 class LiabilityReply(Reply):
     rows: list[LiabilityRow]
     totals: LiabilityFigures
+
+
+class VendorDaysQuery(Body):
+    vendor_id: Ident | None = None
+    # Local days, both included; default: the 30 days up to today.
+    from_: date | None = Field(None, alias="from")
+    to: date | None = None
+
+
+class StatementFigures(Reply):
+    statement_id: int
+    # its lines, and how many it bills as issued and as redeemed
+    rows: int
+    billed_issued: int
+    billed_redeemed: int
+    # its reconciliation against our ledger: matched, mismatched, missing_ours, missing_theirs
+    summary: dict[str, int]
+
+
+class VendorDay(Reply):
+    vendor_id: str
+    day: str
+    # grants issued there that day, their cost (fen), and redemptions its callbacks applied
+    issued: int
+    cost: int
+    redeemed_by_callback: int
+    # the latest statement the vendor sent for the day, or null
+    statement: StatementFigures | None
+    # what the statement bills less what we issued; its redeemed lines less the callbacks
+    # (statement lines are the day's grants, so these compare like with like only roughly;
+    # the statement's summary is the grant-by-grant comparison); null without a statement
+    billed_minus_issued: int | None
+    billed_redeemed_minus_callbacks: int | None
+
+
+class VendorDaysReply(Reply):
+    from_: str = Field(alias="from")
+    to: str
+    rows: list[VendorDay]

@@ -57,3 +57,26 @@ FROM report_status
 WHERE ($1::text[] IS NULL OR branch = ANY($1))
 GROUP BY right_id, vendor_id
 ORDER BY right_id, vendor_id
+
+-- name: vendor_days
+-- Per vendor and local day ($1..$2; $3 one vendor or NULL): what we issued there (by the day
+-- of the grant) and what its callbacks redeemed (by the day of the redemption), beside the
+-- latest statement the vendor sent for that day, if any.
+WITH ours AS (
+    SELECT vendor_id, day, sum(issued)::bigint AS issued, sum(cost)::bigint AS cost,
+           sum(redeemed)::bigint AS redeemed_by_callback
+    FROM report_daily
+    WHERE vendor_id <> '' AND day BETWEEN $1 AND $2 AND ($3::text IS NULL OR vendor_id = $3)
+    GROUP BY vendor_id, day
+), theirs AS (
+    SELECT DISTINCT ON (vendor_id, day) vendor_id, day, id AS statement_id, rows,
+           billed_issued, billed_redeemed, summary::text AS summary
+    FROM statements
+    WHERE day BETWEEN $1 AND $2 AND ($3::text IS NULL OR vendor_id = $3)
+    ORDER BY vendor_id, day, id DESC
+)
+SELECT vendor_id, day, coalesce(o.issued, 0) AS issued, coalesce(o.cost, 0) AS cost,
+       coalesce(o.redeemed_by_callback, 0) AS redeemed_by_callback, t.statement_id, t.rows,
+       t.billed_issued, t.billed_redeemed, t.summary
+FROM ours o FULL JOIN theirs t USING (vendor_id, day)
+ORDER BY vendor_id, day

@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import orjson
 
 from quanyi.access.staff import Staff
 from quanyi.core.clock import Clock
@@ -19,6 +20,7 @@ from quanyi.reports.model import (
     MAX_DAYS,
     LiabilityQuery,
     SummaryQuery,
+    VendorDaysQuery,
 )
 
 # Who reads reports: money is shown, so not operators.
@@ -35,7 +37,7 @@ class ReportService:
         """{"group_by", "from", "to", "rows": [{"key", figures...}], "totals": {figures...}}:
         the figures of the rollups in the caller's scope, per key of `group_by`."""
         staff.require_role(*READERS)
-        first, last = self._days(query)
+        first, last = self._range(query.from_, query.to)
         branches = self._branches(staff, query.branch)
         async with self._pool.acquire() as conn:
             if query.campaign_id is not None:
@@ -68,6 +70,15 @@ class ReportService:
         totals = {f: sum(r[f] for r in listed) for f in LIABILITY_COUNTS}
         return {"rows": listed, "totals": _rates(totals)}
 
+    async def vendor_days(self, staff: Staff, query: VendorDaysQuery) -> dict[str, Any]:
+        """Per vendor and day: what we issued there, what its callbacks redeemed, what its
+        statement bills, and the differences. Vendors are head office's: so is this view."""
+        staff.require_role(*READERS)
+        staff.require_head_office()
+        first, last = self._range(query.from_, query.to)
+        rows = await self._pool.fetch(queries.vendor_days, first, last, query.vendor_id)
+        return {"from": first.isoformat(), "to": last.isoformat(), "rows": [_day(r) for r in rows]}
+
     @staticmethod
     def _branches(staff: Staff, branch: str | None) -> list[str] | None:
         """The branches a report covers: `branch` if the caller may see it, else their scope."""
@@ -76,10 +87,10 @@ class ReportService:
         staff.require_branch(branch)
         return [branch]
 
-    def _days(self, query: SummaryQuery) -> tuple[date, date]:
-        today = datetime.fromtimestamp(self._clock(), self._zone).date()
-        last = query.to or today
-        first = query.from_ or last - timedelta(days=DEFAULT_DAYS - 1)
+    def _range(self, first: date | None, last: date | None) -> tuple[date, date]:
+        """The days a report covers: as asked, by default the 30 days up to today."""
+        last = last or datetime.fromtimestamp(self._clock(), self._zone).date()
+        first = first or last - timedelta(days=DEFAULT_DAYS - 1)
         if first > last:
             raise InvalidRequest("from is after to", {"from": "on or before to"})
         if (last - first).days + 1 > MAX_DAYS:
@@ -106,4 +117,28 @@ def _rates(figures: dict[str, Any]) -> dict[str, Any]:
         **counts,
         "breakage": counts["expired"] / issued if issued else None,
         "redemption_rate": counts["redeemed"] / issued if issued else None,
+    }
+
+
+def _day(row: asyncpg.Record) -> dict[str, Any]:
+    statement = None
+    if row["statement_id"] is not None:
+        statement = {
+            "statement_id": row["statement_id"],
+            "rows": row["rows"],
+            "billed_issued": row["billed_issued"],
+            "billed_redeemed": row["billed_redeemed"],
+            "summary": orjson.loads(row["summary"]),
+        }
+    return {
+        "vendor_id": row["vendor_id"],
+        "day": row["day"].isoformat(),
+        "issued": row["issued"],
+        "cost": row["cost"],
+        "redeemed_by_callback": row["redeemed_by_callback"],
+        "statement": statement,
+        "billed_minus_issued": None if statement is None else row["rows"] - row["issued"],
+        "billed_redeemed_minus_callbacks": (
+            None if statement is None else row["billed_redeemed"] - row["redeemed_by_callback"]
+        ),
     }
