@@ -18,6 +18,7 @@ from quanyi.core.clock import Clock, LocalCalendar, LocalPeriods, rfc3339
 from quanyi.core.errors import CampaignNotFound, ChannelNotAllowed, StoreNotReady, Unavailable
 from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns, HotReward
+from quanyi.issuance.exposures import Exposures
 from quanyi.issuance.live import REFRESH_S, LiveCampaigns, LiveList
 from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, customer_bucket
 from quanyi.stores.scripts import Scripts
@@ -123,8 +124,11 @@ class OfferService:
         live: LiveCampaigns,
         settings: Settings,
         clock: Clock,
+        exposures: Exposures | None = None,
     ) -> None:
         self._keys = keys
+        # Who was shown which campaign, for the report funnel (quanyi/issuance/exposures.py).
+        self._exposures = exposures
         self._scripts = scripts
         self._live = live
         self._stock = HotCampaigns(redis, keys)
@@ -146,14 +150,17 @@ class OfferService:
         else:
             raise Unavailable("campaigns are being published faster than they can be read")
         now_ms = int(now * 1000)
-        offers = []
+        offers: list[dict[str, Any]] = []
         for campaign, held in zip(plan.campaigns, figures, strict=True):
             if held.state != "active":  # paused or ended since the list was read
                 continue
+            shown = len(offers)
             for reward, fig in zip(campaign.rewards, held.rewards, strict=True):
                 if fig.member == 0 or not fig.known:
                     continue
                 offers.append(self._offer(plan, campaign, reward, held, fig, now_ms))
+            if self._exposures is not None and len(offers) > shown:
+                self._exposures.seen(campaign.id, campaign.ends_ms, customer_id)
         return offers
 
     async def progress(

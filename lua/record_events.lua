@@ -33,7 +33,7 @@
 --     counts a transaction of its amount and merchant category)]]
 --   A campaign's other keys are named from its hash key (quanyi/stores/keys.py): :pg: the
 --   customers' progress, :ev: the events counted, :cu:/:cd:/:rd: the counters a grant moves,
---   :gs grant states.
+--   :gs grant states, :qf the customers who reached a goal (a HyperLogLog, for the funnel).
 --
 -- Returns JSON: {"store_not_ready": true} or {"stale": true} (nothing written: the list of
 -- live campaigns moved; reload it and send again), else {"results": [...]}, one per event:
@@ -175,7 +175,14 @@ local function count_goal(ev, goal, camp, def, progress)
   local n, a, given = progress_of(progress, pfield)
   n, a = n + 1, a + ev[AMT]
   local grant_id = nil
-  if def.auto and not given and goal_reached(n, a, def.n, def.a) then
+  local reached = goal_reached(n, a, def.n, def.a)
+  if reached and not goal_reached(n - 1, a - ev[AMT], def.n, def.a) then
+    -- Reached with this event: the customer counts as qualified (the report funnel).
+    local qualified = camp.key .. ':qf'
+    redis.call('PFADD', qualified, ev[CU])
+    keep(qualified, camp.keep)
+  end
+  if def.auto and not given and reached then
     grant_id = grant_on_goal(ev, goal, camp, def)
     if grant_id then given = grant_id .. ' ' .. day end
   end

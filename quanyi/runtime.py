@@ -28,6 +28,7 @@ from quanyi.inventory.hot_campaigns import HotCampaigns
 from quanyi.issuance.claims import ClaimService
 from quanyi.issuance.definitions import CampaignCache, Republisher
 from quanyi.issuance.events import EventService
+from quanyi.issuance.exposures import Exposures
 from quanyi.issuance.grants import GrantReader
 from quanyi.issuance.lifecycle import GrantLifecycle
 from quanyi.issuance.live import LiveCampaigns
@@ -163,6 +164,8 @@ class Services:
     offers: OfferService
     events: EventService
     reports: ReportService
+    # Who GET offers showed which campaign, written to Redis once a second (the funnel).
+    exposures: Exposures
 
 
 @contextlib.asynccontextmanager
@@ -198,6 +201,7 @@ async def open_services(stores: Stores) -> AsyncIterator[Services]:
     await vendors.refresh()
     # One list of the live campaigns per process, for card events and offers alike.
     live = LiveCampaigns(HotCampaigns(redis, keys))
+    exposures = Exposures(redis, keys)
     services = Services(
         stores=stores,
         channels=channels,
@@ -208,16 +212,10 @@ async def open_services(stores: Stores) -> AsyncIterator[Services]:
         outcomes=OutcomeWaiter(redis, keys),
         vendors=vendors,
         audiences=stores.audiences(),
-        offers=OfferService(
-            redis,
-            keys,
-            stores.scripts,
-            live,
-            settings,
-            clock,
-        ),
+        offers=OfferService(redis, keys, stores.scripts, live, settings, clock, exposures),
         events=EventService(redis, keys, settings, clock, live, stores.scripts),
-        reports=ReportService(pool, settings.zone, clock),
+        reports=ReportService(pool, redis, keys, settings.zone, clock),
+        exposures=exposures,
     )
     await claims.start()
     try:

@@ -81,7 +81,10 @@ async def redis_dump(redis, keys) -> str:
 
 async def postgres_dump(pool) -> str:
     rows = await pool.fetch("SELECT row_to_json(a)::text AS j FROM audiences a")
-    audit = await pool.fetch("SELECT row_to_json(l)::text AS j FROM audit_log l")
+    # Without the chain's hashes: their hex is digits by chance, sometimes a card number's shape.
+    audit = await pool.fetch(
+        "SELECT (to_jsonb(l) - 'prev_hash' - 'hash')::text AS j FROM audit_log l"
+    )
     return "\n".join(r["j"] for r in [*rows, *audit])
 
 

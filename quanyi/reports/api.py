@@ -10,6 +10,8 @@ from quanyi.core.errors import CampaignNotFound, Forbidden, InvalidRequest, Unau
 from quanyi.core.http import json_response
 from quanyi.core.schemas import check, endpoint
 from quanyi.reports.model import (
+    FunnelQuery,
+    FunnelReply,
     LiabilityQuery,
     LiabilityReply,
     SummaryQuery,
@@ -80,3 +82,19 @@ async def get_vendor_days(request: web.Request) -> web.Response:
     staff = await request_staff(request)
     query = check(VendorDaysQuery, request.query, "bad report query")
     return json_response(await request.app[REPORTS].vendor_days(staff, query))
+
+
+@routes.get("/admin/v1/reports/funnel")
+@endpoint(
+    "One campaign from audience to redemption: its audiences' members, the customers offered"
+    " it, those whose card events reached a goal, then its grants issued, fulfilled, redeemed",
+    auth="staff",
+    query=FunnelQuery,
+    responses={200: FunnelReply},
+    errors=(InvalidRequest, Unauthorized, Forbidden, CampaignNotFound),
+    tags=("reports",),
+)
+async def get_funnel(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    query = check(FunnelQuery, request.query, "bad report query")
+    return json_response(await request.app[REPORTS].funnel(staff, query))

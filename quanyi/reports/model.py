@@ -138,3 +138,21 @@ class VendorDaysReply(Reply):
     from_: str = Field(alias="from")
     to: str
     rows: list[VendorDay]
+
+
+class FunnelQuery(Body):
+    campaign_id: Ident
+
+
+class FunnelReply(Reply):
+    campaign_id: str
+    # members of the audiences its rewards name (null: open to anyone)
+    audience: int | None
+    # customers GET offers showed it to; customers whose card events reached one of its goals
+    # (null: no goal). Both counted with a HyperLogLog: within about 1 %.
+    eligible: int
+    qualified: int | None
+    # its grants: all, fulfilled at some point, redeemed
+    issued: int
+    fulfilled: int
+    redeemed: int

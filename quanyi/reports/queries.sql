@@ -80,3 +80,22 @@ SELECT vendor_id, day, coalesce(o.issued, 0) AS issued, coalesce(o.cost, 0) AS c
        t.billed_issued, t.billed_redeemed, t.summary
 FROM ours o FULL JOIN theirs t USING (vendor_id, day)
 ORDER BY vendor_id, day
+
+-- name: funnel_campaign
+-- The campaign's branch, the members of the audiences its rewards name (each audience once;
+-- NULL when no reward names one), and whether a reward has a goal.
+SELECT c.branch,
+       (SELECT sum(a.members)::bigint
+        FROM audiences a
+        WHERE a.id IN (SELECT audience_id FROM rewards WHERE campaign_id = c.id)) AS audience,
+       EXISTS (SELECT 1 FROM rewards WHERE campaign_id = c.id AND goal IS NOT NULL) AS has_goal
+FROM campaigns c WHERE c.id = $1
+
+-- name: funnel_grants
+-- The campaign's grants now: all of them, those fulfilled at some point (fulfilled, redeemed
+-- or expired since), and the redeemed.
+SELECT coalesce(sum(grants), 0)::bigint AS issued,
+       coalesce(sum(grants) FILTER (WHERE status IN ('fulfilled', 'redeemed', 'expired')), 0)::bigint
+           AS fulfilled,
+       coalesce(sum(grants) FILTER (WHERE status = 'redeemed'), 0)::bigint AS redeemed
+FROM report_status WHERE campaign_id = $1

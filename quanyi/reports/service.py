@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import orjson
+from redis.asyncio import Redis
 
 from quanyi.access.staff import Staff
 from quanyi.core.clock import Clock
@@ -18,20 +19,50 @@ from quanyi.reports.model import (
     FIGURES,
     GROUP_KEYS,
     MAX_DAYS,
+    FunnelQuery,
     LiabilityQuery,
     SummaryQuery,
     VendorDaysQuery,
 )
+from quanyi.stores.keys import Keys
 
 # Who reads reports: money is shown, so not operators.
 READERS = ("marketer", "approver", "auditor")
 
 
 class ReportService:
-    def __init__(self, pool: asyncpg.Pool, zone: ZoneInfo, clock: Clock) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, redis: Redis, keys: Keys, zone: ZoneInfo, clock: Clock
+    ) -> None:
         self._pool = pool
+        self._redis = redis
+        self._keys = keys
         self._zone = zone
         self._clock = clock
+
+    async def funnel(self, staff: Staff, query: FunnelQuery) -> dict[str, Any]:
+        """From audience to redemption for one campaign: members of its audiences, customers
+        offered it, customers who reached a goal, then its grants by state."""
+        staff.require_role(*READERS)
+        campaign_id = query.campaign_id
+        row = await self._pool.fetchrow(queries.funnel_campaign, campaign_id)
+        if row is None:
+            raise CampaignNotFound(f"no campaign {campaign_id}")
+        staff.require_branch(row["branch"])
+        grants = await self._pool.fetchrow(queries.funnel_grants, campaign_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.pfcount(self._keys.offered(campaign_id))
+            pipe.pfcount(self._keys.qualified(campaign_id))
+            eligible, qualified = await pipe.execute()
+        return {
+            "campaign_id": campaign_id,
+            "audience": row["audience"],
+            "eligible": eligible,
+            "qualified": qualified if row["has_goal"] else None,
+            "issued": grants["issued"],
+            "fulfilled": grants["fulfilled"],
+            "redeemed": grants["redeemed"],
+        }
 
     async def summary(self, staff: Staff, query: SummaryQuery) -> dict[str, Any]:
         """{"group_by", "from", "to", "rows": [{"key", figures...}], "totals": {figures...}}:

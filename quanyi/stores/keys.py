@@ -58,6 +58,16 @@ class Keys:
     def grant_states(self, campaign_id: str) -> str:
         return f"{self.prefix}:{{c:{campaign_id}}}:gs"
 
+    def offered(self, campaign_id: str) -> str:
+        """The customers GET offers showed the campaign to: a HyperLogLog (the funnel's
+        `eligible`; about 0.8 % error, 12 KB whatever the audience)."""
+        return f"{self.prefix}:{{c:{campaign_id}}}:of"
+
+    def qualified(self, campaign_id: str) -> str:
+        """The customers whose card events reached one of the campaign's goals: a HyperLogLog
+        (lua/record_events.lua adds a customer the moment a goal is reached)."""
+        return f"{self.prefix}:{{c:{campaign_id}}}:qf"
+
     def progress(self, campaign_id: str, bucket: int) -> str:
         """Goal progress: `<reward>|<customer>|<period>` -> "<count>:<amount>" of the qualifying
         transactions (amount in fen), with ":<grant id> <day YYYYMMDD>" once the goal granted or

@@ -134,6 +134,7 @@ def create_app(
                 background("outcomes", s.outcomes.listen()),
                 background("metrics-levels", _watch_levels(app)),
                 background("staff-sweep", keep_staff_records_swept(app[POOL])),
+                background("offer-exposures", s.exposures.keep_flushing()),
             ):
                 yield
 
