@@ -64,6 +64,8 @@ def test_every_command_is_there():
         "events send",
         "rebuild-redis",
         "reconcile",
+        "reports rebuild",
+        "export",
     }
 
 
