@@ -70,6 +70,9 @@ local any_held = tonumber(redis.call('GET', KEYS[6]) or 0) > 0
 -- where to look)}; a goal: {campaign, reward, period}.
 local ID, CU, AMT, MCC, AT, CRC, EB, REV, OB, MORE = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 local now_s = math.floor(now / 1000)
+-- The funnel's counts outlive the campaign's counters by about as long as the offers count
+-- (issuance/exposures.py KEEP_AFTER_END_S): reports read them long after the end.
+local REPORT_KEEP_S = 400 * 86400
 
 local function keep(key, until_s)
   if not kept[key] then
@@ -180,7 +183,7 @@ local function count_goal(ev, goal, camp, def, progress)
     -- Reached with this event: the customer counts as qualified (the report funnel).
     local qualified = camp.key .. ':qf'
     redis.call('PFADD', qualified, ev[CU])
-    keep(qualified, camp.keep)
+    keep(qualified, camp.keep + REPORT_KEEP_S)
   end
   if def.auto and not given and reached then
     grant_id = grant_on_goal(ev, goal, camp, def)

@@ -50,6 +50,9 @@ async def test_from_audience_to_redemption(api, redis, pool, keys, settings):
     assert (await api.client.app[LIFECYCLE].move(grants[0], "redeemed", "vendor:t")).applied
     await LedgerWorker(redis, pool, keys, tz=settings.tz).drain()
 
+    # Kept for reports long after the campaign's own counters go.
+    assert await redis.ttl(keys.qualified("g1")) > 365 * 86_400
+    assert await redis.ttl(keys.offered("g1")) > 365 * 86_400
     status, body = await funnel(api)
     assert status == 200, body
     assert body == {

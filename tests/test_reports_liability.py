@@ -4,6 +4,7 @@ status; always equal to counting the grants themselves."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -143,3 +144,29 @@ async def test_an_empty_ledger_has_no_rates_and_branches_see_their_own(
     assert error_code(status, body) == (403, "forbidden")
     status, body = await api.admin("marketer", "GET", "/admin/v1/reports/liability?branch=a%20b")
     assert error_code(status, body) == (400, "invalid_request")
+
+
+async def test_two_ledger_workers_at_once_miss_no_event(api, c1, redis, pool, keys, settings):
+    """A grant written by one worker while another writes its fulfilment: each transaction
+    would miss the other's row but for the ledger lock across processes."""
+    for round_ in range(8):
+        grants = []
+        for n in range(6):
+            status, grant = await api.claim(
+                request_id=f"w{round_}-{n}", campaign_id="c1", customer_id=f"W{round_}-{n}"
+            )
+            assert status == 201, grant
+            grants.append(grant["grant_id"])
+        for grant_id in grants:
+            await move(api, grant_id, "fulfilled")
+        entries = await redis.xrange(keys.outbox)
+        await redis.xtrim(keys.outbox, maxlen=0)
+        ours = [m for m in entries if any(g in str(m[1]) for g in grants)]
+        grant_entries = [m for m in ours if "g" in m[1]]
+        event_entries = [m for m in ours if "e" in m[1]]
+        one = LedgerWorker(redis, pool, keys, consumer="one", tz=settings.tz)
+        two = LedgerWorker(redis, pool, keys, consumer="two", tz=settings.tz)
+        await asyncio.gather(one._persist(grant_entries), two._persist(event_entries))
+    assert await kept_counts(pool) == await status_counts(pool) == {("c1", "r1", "fulfilled"): 48}
+    status, summary = await api.admin("marketer", "GET", "/admin/v1/reports/summary")
+    assert (summary["totals"]["issued"], summary["totals"]["fulfilled"]) == (48, 48)

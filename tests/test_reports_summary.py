@@ -205,6 +205,22 @@ async def test_the_kept_rollups_equal_a_rebuild_from_the_ledger(
     kept = await rollups(pool)
     assert len(kept) == 3
 
+    # What the rollups say, counted from the rows instead.
+    issued = await pool.fetch(
+        "SELECT (granted_at AT TIME ZONE $1)::date AS day, channel_id, count(*) AS n"
+        " FROM grants GROUP BY 1, 2",
+        settings.tz,
+    )
+    revoked = await pool.fetch(
+        "SELECT (at AT TIME ZONE $1)::date AS day, count(*) AS n FROM grant_events"
+        " WHERE event = 'revoked' GROUP BY 1",
+        settings.tz,
+    )
+    assert {(r[0], r[3], r[7]) for r in kept if r[7]} == {
+        (r["day"], r["channel_id"], r["n"]) for r in issued
+    }
+    assert {(r[0], r[11]) for r in kept if r[11]} == {(r["day"], r["n"]) for r in revoked}
+
     pages: list[int] = []
     assert await rebuild_rollups(pool, settings.tz, pages.append, page=4) == 9
     assert pages == [4, 4, 1]

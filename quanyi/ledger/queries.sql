@@ -1,3 +1,9 @@
+-- name: lock_ledger
+-- One ledger transaction at a time across processes: a grant and its event written at once by
+-- two workers would each miss the other (neither sees the other's uncommitted row), leaving
+-- the grant's status and the report rollups without the event for good.
+SELECT pg_advisory_xact_lock(7263005173)
+
 -- name: insert_grants
 -- Idempotent: an entry delivered twice (a worker died before its XACK) inserts nothing.
 INSERT INTO grants (grant_id, campaign_id, reward_id, right_id, customer_id, channel_id,

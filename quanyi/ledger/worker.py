@@ -88,7 +88,8 @@ class LedgerWorker:
         self._tz = tz
         self._stopping = asyncio.Event()
         # One batch written at a time, whether read new or re-claimed: a grant and its events
-        # in two transactions at once could each miss the other and leave the status stale.
+        # in two transactions at once could each miss the other and leave the status stale
+        # (across processes, queries.lock_ledger does the same).
         self._writing = asyncio.Lock()
         self._side_tasks = SideTasks(worth_retrying)
 
@@ -270,6 +271,7 @@ class LedgerWorker:
         inserted: set[str] = set()
         new_events: list[str] = []
         async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(queries.lock_ledger)
             if grants:
                 columns = [list(col) for col in zip(*grants, strict=True)]
                 inserted = {

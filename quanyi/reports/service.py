@@ -28,6 +28,7 @@ from quanyi.stores.keys import Keys
 
 # Who reads reports: money is shown, so not operators.
 READERS = ("marketer", "approver", "auditor")
+LIABILITY_COUNTS = ("issued", "outstanding", "outstanding_face_value", "redeemed", "expired")
 
 
 class ReportService:
@@ -136,9 +137,6 @@ def summary_csv_rows(summary: dict[str, Any]) -> list[list[Any]]:
     header = ["key", *FIGURES]
     body = [[r["key"], *(r[f] for f in FIGURES)] for r in summary["rows"]]
     return [header, *body, ["(total)", *(summary["totals"][f] for f in FIGURES)]]
-
-
-LIABILITY_COUNTS = ("issued", "outstanding", "outstanding_face_value", "redeemed", "expired")
 
 
 def _rates(figures: dict[str, Any]) -> dict[str, Any]:
