@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports clean
+.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports clean console
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed"; exit 1; }
@@ -37,7 +37,7 @@ run: demo
 ## One command: lint, the layers contract, types, then the whole test suite against real Redis and
 ## PostgreSQL (and Debian's Prometheus, installed if missing, for the monitoring tests).
 test: install services
-	@bash deploy/tools.sh prometheus promtool
+	@bash deploy/tools.sh prometheus promtool chromium
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
@@ -93,3 +93,8 @@ bench-offers: install services
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis .import_linter_cache build
+
+## The staff console (frontend/) rebuilt into quanyi/web/static/console/, which is committed: `make
+## run`, CI and the wheel serve it without node. Needs Node 20.19+ and the npm registry.
+console:
+	cd frontend && npm ci --no-audit --no-fund && npm run build

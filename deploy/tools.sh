@@ -11,6 +11,7 @@ package_of() {
     wrk) echo wrk ;;
     redis-benchmark | redis-cli) echo redis-tools ;;
     prometheus | promtool) echo prometheus ;;
+    chromium) echo chromium ;;
     locust) echo "tools: locust comes with the venv (make install)" >&2; return 1 ;;
     *) echo "$1" ;;
   esac

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
+from quanyi.inventory import channel_quota
 from quanyi.stores.keys import Keys
 
 
@@ -71,6 +72,12 @@ class HotReward:
     # A reversal that takes a customer back below the goal revokes an automatic grant that is
     # not redeemed yet.
     claw_back: bool = False
+    # Its right is suspended: claims and goal grants of it are refused (campaign_not_active,
+    # right_suspended) until the right is resumed. Published as the campaign hash's
+    # r:<reward>:susp, which grant.lua reads with the fields it reads anyway.
+    suspended: bool = False
+    # Stock reserved per channel (README "Channel quotas", quanyi/inventory/channel_quota.py).
+    channel_quota: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,8 @@ class HotCampaign:
 class Counters:
     granted: dict[str, int]
     spent: int
+    # reward -> channel -> live grants, for rewards with channel quotas (channel_quota.py).
+    by_channel: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class HotCampaigns:
@@ -151,13 +160,36 @@ class HotCampaigns:
                 fields[p + "dstock"] = r.daily_stock
             if r.daily_limit:
                 fields[p + "dlimit"] = r.daily_limit
+            if r.suspended:
+                fields[p + "susp"] = 1
+            if r.channel_quota is not None:
+                fields.update(channel_quota.definition_fields(r.id, r.channel_quota))
+        # Resumed rewards lose their marker in the same transaction that writes the rest: a
+        # claim sees the reward suspended or not, never half of a publication.
+        resumed = [f"r:{r.id}:susp" for r in campaign.rewards if not r.suspended]
         async with self._redis.pipeline(transaction=True) as pipe:
             if fresh:
                 pipe.delete(key)
+            elif resumed:
+                pipe.hdel(key, *resumed)
+            stale = [
+                f
+                for r in campaign.rewards
+                if r.channel_quota is not None
+                for f in channel_quota.stale_fields(r.id, r.channel_quota, campaign.channels)
+            ]
+            if stale and not fresh:
+                pipe.hdel(key, *stale)
             pipe.hset(key, mapping=fields)
             pipe.hsetnx(key, "spent", counters.spent)
             for r in campaign.rewards:
                 pipe.hsetnx(key, f"r:{r.id}:granted", counters.granted.get(r.id, 0))
+                if r.channel_quota is not None:
+                    quota_counters = channel_quota.counter_fields(
+                        r.id, r.channel_quota, campaign.channels, counters.by_channel.get(r.id, {})
+                    )
+                    for name, value in quota_counters.items():
+                        pipe.hsetnx(key, name, value)
             pipe.set(self._keys.campaign_definition(campaign.id), campaign.to_json())
             if campaign.state == "active":
                 pipe.sadd(self._keys.live_campaigns, campaign.id)

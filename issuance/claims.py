@@ -135,6 +135,10 @@ def rejection(
             return LimitReached(
                 f"customer reached the {detail.replace('_', ' ')} limit", scope=detail
             )
+        case "out_of_stock" if detail == "channel":
+            return OutOfStock(
+                f"channel {claim.channel_id} has used up its share of the stock", scope="channel"
+            )
         case "out_of_stock":
             return OutOfStock(f"no {detail} stock left", scope=detail)
         case "budget_exhausted":
@@ -327,12 +331,15 @@ class ClaimService:
         self, claim: Claim, campaign: HotCampaign, reward: HotReward, now: float, day: str
     ) -> str:
         """claim.lua's ARGV[a+11]: the audience, and the goal of this period to have reached;
-        "" for a reward anyone may claim at any time (most claims)."""
+        the audience pointer alone when there is no goal to claim by; "" for a reward anyone
+        may claim at any time (most claims)."""
         goal = reward.goal
         by_goal = goal is not None and reward.grant == "claim"
         if not (reward.audience_id or by_goal):
             return ""
         pointer = self._keys.audience(reward.audience_id) if reward.audience_id else ""
+        if not by_goal:
+            return pointer  # an audience alone: claim.lua skips the goal's lines
         progress = field = count = amount = ""
         if goal is not None and by_goal:
             # Claimed once the goal of this period is reached, once a period.

@@ -31,7 +31,7 @@ RETURNS_STOCK = {"revoked": True, "redeemed": False, "expired": False, "fulfille
 
 def grant_from_event(event: dict[str, Any]) -> dict[str, Any]:
     """The grant as a transition needs it, from its outbox event: saves a look-up."""
-    fields = ("campaign_id", "reward_id", "customer_id", "granted_at_ms", "unit_cost")
+    fields = ("campaign_id", "reward_id", "customer_id", "channel_id", "granted_at_ms", "unit_cost")
     return {k: event[k] for k in fields}
 
 
@@ -147,6 +147,8 @@ class GrantLifecycle:
                 reward.cost if reward else grant["unit_cost"],
                 payload,
                 keep_until,
+                # Its channel's quota comes back with the stock (README "Channel quotas").
+                grant.get("channel_id") or "goal",
             ],
         )
         if outcome == "store_not_ready":

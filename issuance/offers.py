@@ -26,6 +26,7 @@ from quanyi.stores.scripts import Scripts
 # Why a reward cannot be claimed now, in the order they are judged: the window, then what the
 # customer already had, then the goal, then what is left to give.
 NOT_STARTED, ENDED, AUTOMATIC = "not_started", "ended", "automatic"
+RIGHT_SUSPENDED = "right_suspended"
 LIMIT_REACHED, GOAL_NOT_MET = "limit_reached", "goal_not_met"
 OUT_OF_STOCK, BUDGET_EXHAUSTED = "out_of_stock", "budget_exhausted"
 # Reads of the live list before giving up while publications keep moving it.
@@ -56,6 +57,20 @@ class _Figures:
     amount: int
     claimed_in_period: bool
     known: bool  # the campaign hash holds the reward
+    # Channel quotas (README "Channel quotas"), for the calling channel: None without quotas.
+    channel_left: int | None = None
+
+
+def _channel_left(stock: int, q: list[str]) -> int | None:
+    """What the channel may still grant of a reward with quotas, from qsum, q:<channel>,
+    qg:<channel>, qfg, as grant.lua quota_refused judges it: a named channel its quota less its
+    grants; any other the stock less the quotas' sum, less what the others took of it."""
+    quota_sum, quota, granted, shared = q
+    if not quota_sum:  # the hash holds no quotas for it: claims check none either
+        return None
+    if quota:
+        return int(quota) - _int(granted)
+    return stock - int(quota_sum) - _int(shared)
 
 
 @dataclass(frozen=True)
@@ -68,13 +83,20 @@ class _CampaignFigures:
     rewards: list[_Figures]
 
     @classmethod
-    def parse(cls, row: str) -> _CampaignFigures:
+    def parse(cls, row: str, quoted: tuple[bool, ...]) -> _CampaignFigures:
+        """`quoted`: which of the campaign's rewards have channel quotas (their 4 figures
+        follow the others, in reward order)."""
         f = row.split(",")
-        m = (len(f) - 5) // 13
+        m = len(quoted)
         customer = 5 + 6 * m
+        quota_at = customer + 7 * m
         rewards = []
         for r in range(m):
             h, c = f[5 + 6 * r : 11 + 6 * r], f[customer + 7 * r : customer + 7 * r + 7]
+            left = None
+            if quoted[r]:
+                left = _channel_left(_int(h[0]), f[quota_at : quota_at + 4])
+                quota_at += 4
             rewards.append(
                 _Figures(
                     stock=_int(h[0]),
@@ -91,6 +113,7 @@ class _CampaignFigures:
                     amount=_int(c[5]),
                     claimed_in_period=c[6] == "1",
                     known=h[0] != "",
+                    channel_left=left,
                 )
             )
         return cls(f[0], _int(f[1]), _int(f[2]), int(f[3]) if f[3] else None, _int(f[4]), rewards)
@@ -110,6 +133,7 @@ class _Plan:
     campaigns: tuple[HotCampaign, ...]
     keys: tuple[str, ...]  # campaign hashes, then audience pointers
     rewards: str  # ARGV[7]
+    quoted: tuple[tuple[bool, ...], ...]  # per campaign, which rewards have channel quotas
     bucket_counts: tuple[int, ...]
     periods: dict[tuple[str, str], _Period]  # (campaign, reward) -> its goal's period now
     goals: dict[tuple[str, str], dict[str, Any]]  # (campaign, reward) -> goal as JSON
@@ -143,7 +167,7 @@ class OfferService:
         live = await self._live.current(max_age_s=REFRESH_S)
         for _ in range(STALE_RETRIES):
             plan = self._plan_for(live, channel_id, now)
-            figures = await self._read(plan, customer_id, now, live.version)
+            figures = await self._read(plan, channel_id, customer_id, now, live.version)
             if figures is not None:
                 break
             live = await self._live.reload()
@@ -172,7 +196,7 @@ class OfferService:
             raise ChannelNotAllowed(f"channel {channel_id} does not serve campaign {campaign_id}")
         now = self._clock()
         plan = self._plan((campaign,), now, audiences=False)
-        figures = await self._read(plan, customer_id, now, None)
+        figures = await self._read(plan, channel_id, customer_id, now, None)
         assert figures is not None  # read at no version: never stale
         (held,) = figures
         return [
@@ -219,7 +243,7 @@ class OfferService:
                     ends_ms = c.ends_ms if ends_s == 0 else min(ends_s * 1000, c.ends_ms)
                     periods[c.id, r.id] = _Period(period, rfc3339(ends_ms))
                     goals[c.id, r.id] = r.goal.to_json()
-                rewards.append(f"{r.id},{j},{period}")
+                rewards.append(f"{r.id},{j},{period},{int(r.channel_quota is not None)}")
             specs.append(" ".join(rewards))
         return _Plan(
             campaigns=campaigns,
@@ -228,16 +252,17 @@ class OfferService:
                 *(self._keys.audience(a) for a in audience_index),
             ),
             rewards=";".join(specs),
+            quoted=tuple(tuple(r.channel_quota is not None for r in c.rewards) for c in campaigns),
             bucket_counts=tuple(c.buckets for c in campaigns),
             periods=periods,
             goals=goals,
         )
 
     async def _read(
-        self, plan: _Plan, customer_id: str, now: float, version: str | None
+        self, plan: _Plan, channel_id: str, customer_id: str, now: float, version: str | None
     ) -> list[_CampaignFigures] | None:
-        """The figures of the plan's campaigns for the customer, or None when the live list
-        moved past `version` (None: not checked)."""
+        """The figures of the plan's campaigns for the customer on the channel, or None when the
+        live list moved past `version` (None: not checked)."""
         day, _ = self._calendar.day(now)
         buckets = {b: customer_bucket(customer_id, b) for b in set(plan.bucket_counts)}
         reply = await self._scripts.offers(
@@ -250,13 +275,17 @@ class OfferService:
                 customer_bucket(customer_id, PROGRESS_BUCKETS),
                 " ".join(str(buckets[b]) for b in plan.bucket_counts),
                 plan.rewards,
+                channel_id,
             ),
         )
         if reply == "store_not_ready":
             raise StoreNotReady()
         if reply == "stale":
             return None
-        return [_CampaignFigures.parse(row) for row in reply]
+        return [
+            _CampaignFigures.parse(row, quoted)
+            for row, quoted in zip(reply, plan.quoted, strict=True)
+        ]
 
     def _offer(
         self,
@@ -268,6 +297,8 @@ class OfferService:
         now_ms: int,
     ) -> dict[str, Any]:
         left = max(fig.stock - fig.granted, 0)
+        if fig.channel_left is not None:  # the channel's quota, or its share of what they leave
+            left = min(left, max(fig.channel_left, 0))
         offer: dict[str, Any] = {
             "campaign_id": campaign.id,
             "reward_id": reward.id,
@@ -312,6 +343,8 @@ def _why_not(
         return NOT_STARTED
     if now_ms >= held.ends_ms:
         return ENDED
+    if reward.suspended:  # as claims refuse it: campaign_not_active, right_suspended
+        return RIGHT_SUSPENDED
     if reward.goal is not None and reward.grant == "auto":
         return AUTOMATIC  # granted on reaching the goal, never claimed by a channel
     if fig.customer_total >= fig.limit:
@@ -324,6 +357,8 @@ def _why_not(
         if not progress["reached"]:
             return GOAL_NOT_MET
     if fig.granted >= fig.stock:
+        return OUT_OF_STOCK
+    if fig.channel_left is not None and fig.channel_left <= 0:  # as claims: scope channel
         return OUT_OF_STOCK
     if fig.daily_stock and fig.reward_today >= fig.daily_stock:
         return OUT_OF_STOCK

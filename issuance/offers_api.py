@@ -30,6 +30,7 @@ AWAY = (Unavailable, StoreNotReady)
 Reason = Literal[
     "not_started",
     "ended",
+    "right_suspended",
     "automatic",
     "limit_reached",
     "goal_not_met",

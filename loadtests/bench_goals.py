@@ -150,6 +150,7 @@ async def seed(members: int) -> None:
                 "unit_cost": 1,
             },
         )
+        await service.rights.transition(APPROVER, "bench-voucher", "admit")
         definitions = [
             campaign(
                 "g-count",

@@ -134,6 +134,7 @@ async def seed(pool: asyncpg.Pool, redis: Redis, work_dir: Path) -> None:
         "unit_cost": 100,
     }
     await campaigns.create_right(MARKETER, right)
+    await campaigns.rights.transition(APPROVER, right["id"], "admit")
     now = datetime.now(UTC)
     for i in range(CAMPAIGNS):
         body = campaign_body(i, now)

@@ -32,6 +32,8 @@ CAMPAIGN = "bench-simulate"
 RIGHT = "bench-coffee"
 TARGET_S = 30.0
 BENCH_STAFF = Staff("bench", "admin", "HQ")
+# Admits the right BENCH_STAFF proposed: whoever proposes a right may not admit it.
+BENCH_CHECKER = Staff("bench-approver", "approver", "HQ")
 SHANGHAI = timezone(timedelta(hours=8))
 MONTH = datetime(2026, 11, 1, tzinfo=SHANGHAI)
 MCCS = ("5411", "5411", "5812", "5999", "4511", "6011")
@@ -116,6 +118,7 @@ async def run(count: int, customers: int) -> int:
         campaigns = CampaignService(stores.pool, stores.redis, stores.keys)
         right = {"id": RIGHT, "name": "coffee", "kind": "voucher", "face_value": 200}
         await campaigns.create_right(BENCH_STAFF, {**right, "unit_cost": 100})
+        await campaigns.rights.transition(BENCH_CHECKER, RIGHT, "admit")
         await campaigns.create(BENCH_STAFF, campaign_body())
         try:
             started = time.perf_counter()

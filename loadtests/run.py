@@ -114,7 +114,8 @@ async def _run(args: argparse.Namespace) -> int:
                 return await seed.Admin.login(http, stack.base_url, username, password)
 
             marketer, approver = await login(seed.MARKETER), await login(seed.APPROVER)
-            await seed.vendor(await login(seed.ADMIN), sc.VENDOR_ID, stack.sim_url, vendor_keys)
+            admin = await login(seed.ADMIN)
+            await seed.vendor(admin, approver, sc.VENDOR_ID, stack.sim_url, vendor_keys)
             await seed.campaigns(marketer, approver, plan)
             print(
                 f"loadtest: {args.users} users for {args.duration} s; flash stock "

@@ -111,12 +111,13 @@ def _campaign_body(plan: CampaignPlan, channel_id: str) -> dict[str, Any]:
 
 async def vendor(
     admin: Admin,
+    approver: Admin,
     vendor_id: str,
     base_url: str,
     keys: VendorKeys | None,
     max_in_flight: int = 64,
 ) -> dict[str, Any]:
-    """Register a simulated vendor. With `keys`, its public key verifies its callbacks and
+    """Register a simulated vendor (the admin proposes it, the approver activates it). With `keys`, its public key verifies its callbacks and
     responses and our key (a file reference, never the key itself) signs the calls to it;
     without, nothing is signed. Few attempts with short backoffs, so a vendor that misbehaves
     shows up in the dead-letter stream within the run."""
@@ -131,7 +132,8 @@ async def vendor(
     }
     if keys is not None:
         body.update(public_keys=[keys.vendor_public], signing_key=keys.signing_key)
-    return await admin.call("POST", "/admin/v1/vendors", body, expect=201)
+    await admin.call("POST", "/admin/v1/vendors", body, expect=201)
+    return await approver.call("POST", f"/admin/v1/vendors/{vendor_id}/activate")
 
 
 async def campaign(marketer: Admin, approver: Admin, plan: CampaignPlan) -> None:
@@ -147,6 +149,7 @@ async def campaign(marketer: Admin, approver: Admin, plan: CampaignPlan) -> None
     if r.vendor_id:
         right["vendor_id"] = r.vendor_id
     await marketer.call("POST", "/admin/v1/rights", right, expect=201)
+    await approver.call("POST", f"/admin/v1/rights/{r.right_id}/admit")
     await marketer.call("POST", "/admin/v1/campaigns", _campaign_body(plan, CHANNEL_ID), expect=201)
     await marketer.call("POST", f"/admin/v1/campaigns/{plan.id}/submit")
     approved = await approver.call("POST", f"/admin/v1/campaigns/{plan.id}/approve")

@@ -135,6 +135,9 @@ class Stack:
             QUANYI_LOG_LEVEL="WARNING",
             # New channels and campaigns are seen within a second.
             QUANYI_CHANNEL_REFRESH_S="1",
+            # The seed approves its campaigns with one approver, whatever their amount (dual
+            # control has its own tests: tests/test_dual_control.py).
+            QUANYI_DUAL_APPROVAL_ABOVE="0",
         )
         env.update(extra or {})
         return env

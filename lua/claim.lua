@@ -10,7 +10,8 @@
 --          should (set at a fresh start or by `quanyi rebuild-redis`; a flush takes it away)
 -- for claim i, with k = 3 + (i - 1) * 6:
 --   KEYS[k+1]  campaign hash {c:ID}: state ver starts ends budget spent ch:<channel>
---              r:<reward>:stock|granted|dstock|limit|dlimit|cost
+--              r:<reward>:stock|granted|dstock|limit|dlimit|cost|susp, and for a reward with
+--              channel quotas r:<reward>:qsum|qfg|q:<channel>|qg:<channel> (grant.lua)
 --   KEYS[k+2]  idempotency bucket hash: fingerprint of (channel, request id) -> grant id .. body fingerprint
 --   KEYS[k+3]  customer totals bucket hash {c:ID}: <reward>|<customer> -> grants
 --   KEYS[k+4]  customer daily bucket hash {c:ID} of today: <reward>|<customer> -> grants today
@@ -27,12 +28,14 @@
 --   ARGV[a+8] unix second until which idempotency and customer totals are kept
 --   ARGV[a+9] unix second at which today's daily counters may go
 --   ARGV[a+10] grant event to append to the outbox
---   ARGV[a+11] who may have the reward, "" for anyone; else five lines (apart by "\n"): the
---              audience pointer whose members alone may have it (PREFIX:aud:{a:ID}, "" for
---              none); for a reward claimed once its goal is reached, the customer's progress
---              hash (KEYS[k+1] .. ":pg:" .. bucket, in the campaign's slot) and the goal's
---              field of this period (<reward>|<customer>|<period>), else "" and ""; the goal's
---              count and amount ("" when it has none); today, YYYYMMDD. Packed in one
+--   ARGV[a+11] who may have the reward, "" for anyone; the audience pointer alone (no "\n")
+--              for a reward of an audience's members without a goal to claim by; else six lines
+--              (apart by "\n"): the audience pointer whose members alone may have it
+--              (PREFIX:aud:{a:ID}, "" for none); for a reward claimed once its goal is
+--              reached, the customer's progress hash (KEYS[k+1] .. ":pg:" .. bucket, in the
+--              campaign's slot) and the goal's field of this period
+--              (<reward>|<customer>|<period>), else "" and ""; the goal's count and amount
+--              ("" when it has none); today, YYYYMMDD. Packed in one
 --              argument, and the keys not declared: most claims need none of it, and every
 --              argument costs each claim of a batch.
 --
@@ -42,12 +45,15 @@
 --   {"granted", grant_id}               {"replayed", grant_id}
 --   {"idempotency_conflict", ""}        {"campaign_not_found", ""}
 --   {"stale", ""}  the caller's definition is out of date: reload it and retry
---   {"campaign_not_active", state|"not_started"|"ended"}
+--   {"campaign_not_active", state|"not_started"|"ended"|"right_suspended"}  (right_suspended:
+--                            the reward's right is suspended, grant.lua campaign_refusal)
 --   {"channel_not_allowed", ""}         {"reward_not_found", ""}
 --   {"not_eligible", "audience"}        the customer is not a member of the reward's audience
 --   {"not_eligible", "goal_not_met", count, amount}  the period's progress, short of the goal
 --   {"limit_reached", "customer"|"customer_daily"|"window"}  (window: claimed this period)
---   {"out_of_stock", "total"|"daily"}   {"budget_exhausted", ""}
+--   {"out_of_stock", "total"|"daily"|"channel"}   {"budget_exhausted", ""}
+--                            (channel: the channel's quota, or for a channel the quotas do not
+--                            name, the stock they leave, is used up)
 --
 -- Order matters: the store-ready marker first (an emptied store knows no request id, no
 -- customer's total and no final state, so deciding anything there grants twice), then
@@ -58,6 +64,9 @@
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local outbox, pending = KEYS[1], KEYS[2]
+-- Audience pointers read in this call: a batch's claims are often of one audience, and within
+-- one script a pointer cannot move.
+local pointers = {}
 
 local function decide(k, a)
   local campaign, idem, totals, daily, reward_daily, customer_pending =
@@ -81,12 +90,14 @@ local function decide(k, a)
   local who = ARGV[a + 11]
   local progress, goal_field, count, amount, day = nil, '', 0, 0, nil
   if who ~= '' then
-    local pointer, goal_count, goal_amount
-    pointer, progress, goal_field, goal_count, goal_amount, day =
-      string.match(who, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$')
+    local pointer, goal_count, goal_amount = who, nil, nil
+    if string.find(who, '\n', 1, true) then
+      pointer, progress, goal_field, goal_count, goal_amount, day =
+        string.match(who, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$')
+    end
     if pointer ~= '' then
       local customer = string.sub(customer_field, #reward + 2)
-      if not is_member(pointer, customer) then return {'not_eligible', 'audience'} end
+      if not is_member(pointer, customer, pointers) then return {'not_eligible', 'audience'} end
     end
     if goal_field ~= '' then
       local goal_grant

@@ -8,7 +8,8 @@
 -- KEYS[1]      store-ready marker: absent while Redis lost its data and is not restored yet
 -- KEYS[2]      live-list version: moved by every publication of a campaign
 -- KEYS[2+i]    campaign i's hash {c:ID}: state starts ends budget spent
---              r:<reward>:stock|granted|dstock|limit|dlimit|cost
+--              r:<reward>:stock|granted|dstock|limit|dlimit|cost, and for a reward with
+--              channel quotas r:<reward>:qsum|q:<channel>|qg:<channel>|qfg (grant.lua)
 -- KEYS[2+n+j]  pointer of audience j, "VERSION:BUCKETS" (absent until imported)
 --
 -- The campaign's other hashes share its hash tag and are named from its key as
@@ -26,7 +27,9 @@
 -- ARGV[5]  the customer's progress bucket (customer_bucket(customer, PROGRESS_BUCKETS))
 -- ARGV[6]  the customer's bucket in each campaign, space-separated, in campaign order
 -- ARGV[7]  the rewards of each campaign, campaigns separated by ";", rewards by " ", each
---          "<reward id>,<audience j (0: anyone may have it)>,<goal period ("" without goal)>"
+--          "<reward id>,<audience j (0: anyone may have it)>,<goal period ("" without goal)>,
+--          <1: it has channel quotas, 0: not>"
+-- ARGV[8]  the calling channel: whose quota (or share of what the quotas leave) is read
 --
 -- Returns "store_not_ready" when the marker is missing, "stale" when a campaign was published
 -- since the caller read its list (read it again: a campaign may have started, paused, or
@@ -34,7 +37,9 @@
 -- figures ("" for what the store does not hold): state,starts,ends,budget,spent; then 6 per
 -- reward, from the campaign hash: stock,granted,dstock,limit,dlimit,cost; then 7 per reward,
 -- the customer's: total,today,reward today (of everyone),member (1 member, 0 not, -1 no
--- audience),count,amount,claimed in period (1 or 0).
+-- audience),count,amount,claimed in period (1 or 0); then 4 per reward with channel quotas
+-- only (in reward order), from the campaign hash: qsum,q:<channel>,qg:<channel>,qfg, so a
+-- reward without quotas reads and returns nothing more.
 --
 -- Audience membership and progress are read with grant.lua's is_member and parse_progress, as
 -- claims read them: the pointer and the member hash together, so an import flipping the
@@ -48,6 +53,7 @@ if ARGV[3] ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then
 end
 
 local customer, n, day, pbucket = ARGV[1], tonumber(ARGV[2]), ARGV[4], ARGV[5]
+local channel = ARGV[8]
 local audiences_at = 2 + n
 local members = {}
 
@@ -77,15 +83,26 @@ for i = 1, n do
   local campaign = KEYS[2 + i]
   local rewards = {}
   local fields = {'state', 'starts', 'ends', 'budget', 'spent'}
-  for id, audience, period in string.gmatch(specs[i], '([^, ]+),(%d+),([^, ]*)') do
+  local quoted = {}
+  for id, audience, period, quota in
+      string.gmatch(specs[i], '([^, ]+),(%d+),([^, ]*),(%d)') do
     rewards[#rewards + 1] = {id, tonumber(audience), period}
     for _, name in ipairs(REWARD_FIELDS) do
       fields[#fields + 1] = 'r:' .. id .. ':' .. name
     end
+    if quota == '1' then quoted[#quoted + 1] = 'r:' .. id .. ':' end
+  end
+  -- The quota fields follow the others in the same HMGET, so the offsets above stay put.
+  local base = #fields
+  for _, r in ipairs(quoted) do
+    fields[#fields + 1] = r .. 'qsum'
+    fields[#fields + 1] = r .. 'q:' .. channel
+    fields[#fields + 1] = r .. 'qg:' .. channel
+    fields[#fields + 1] = r .. 'qfg'
   end
   local c = redis.call('HMGET', campaign, unpack(fields))
   local out = {}
-  for f = 1, #fields do out[f] = c[f] or '' end
+  for f = 1, base do out[f] = c[f] or '' end
 
   local customer_fields, stock_fields, goal_fields = {}, {}, {}
   for r, reward in ipairs(rewards) do
@@ -129,6 +146,7 @@ for i = 1, n do
     out[#out + 1] = amount
     out[#out + 1] = claimed
   end
+  for f = base + 1, #fields do out[#out + 1] = c[f] or '' end
   replies[i] = table.concat(out, ',')
 end
 return replies

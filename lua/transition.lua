@@ -8,7 +8,8 @@
 -- such, and stock is returned only by the transition that leaves.
 --
 -- KEYS[1]  outbox stream
--- KEYS[2]  campaign hash {c:ID} (counters: r:<reward>:granted, spent)
+-- KEYS[2]  campaign hash {c:ID} (counters: r:<reward>:granted, spent; with channel quotas
+--          r:<reward>:qg:<channel>, qfg)
 -- KEYS[3]  grant state hash {c:ID}: grant id -> state once it is no longer live
 -- KEYS[4]  customer totals bucket hash {c:ID}
 -- KEYS[5]  customer daily bucket hash {c:ID} of the grant's day
@@ -27,6 +28,8 @@
 -- ARGV[6]  unit cost
 -- ARGV[7]  event to append to the outbox
 -- ARGV[8]  unix second until which the campaign's grant states are kept (its end + retention)
+-- ARGV[9]  the channel that made the grant (its channel_id; "goal" for a goal's): its quota is
+--          given back, or taken again by a redrive (grant.lua, README "Channel quotas")
 --
 -- Returns {outcome, state before}:
 --   {"store_not_ready", ""}  the marker is missing: nothing was written; retry after the rebuild
@@ -35,6 +38,7 @@
 --   {"refused", state}       the grant is no longer live (redeemed, expired, failed, revoked);
 --                            for a redrive: not failed, or "out_of_stock" / "limit_reached" /
 --                            "budget_exhausted" when what the failure gave back is gone
+--                            (out_of_stock also when the channel's quota is used up)
 
 -- Checked before anything else: an emptied store has no final states to refuse a repeat with.
 if redis.call('EXISTS', KEYS[8]) == 0 then return {'store_not_ready', ''} end
@@ -42,6 +46,7 @@ if redis.call('EXISTS', KEYS[8]) == 0 then return {'store_not_ready', ''} end
 local grant_id, event = ARGV[1], ARGV[2]
 local state = redis.call('HGET', KEYS[3], grant_id)
 local reward, customer_field, cost = ARGV[4], ARGV[5], tonumber(ARGV[6])
+local channel = ARGV[9] or 'goal'
 local r = 'r:' .. reward .. ':'
 
 -- A redrive puts a failed grant back in line for fulfilment (live again).
@@ -49,8 +54,10 @@ if event == 'redriven' then
   if state ~= 'failed' then return {'refused', state or 'live'} end
   if ARGV[3] == '1' then
     local c = redis.call('HMGET', KEYS[2], r .. 'stock', r .. 'granted', r .. 'limit', 'budget',
-      'spent', r .. 'dstock', r .. 'dlimit')
+      'spent', r .. 'dstock', r .. 'dlimit', r .. 'q:' .. channel, r .. 'qg:' .. channel,
+      r .. 'qsum', r .. 'qfg')
     if tonumber(c[2] or 0) >= tonumber(c[1]) then return {'refused', 'out_of_stock'} end
+    if quota_refused(c[8], c[9], c[10], c[11], c[1]) then return {'refused', 'out_of_stock'} end
     if tonumber(redis.call('HGET', KEYS[4], customer_field) or 0) >= tonumber(c[3]) then
       return {'refused', 'limit_reached'}
     end
@@ -69,6 +76,7 @@ if event == 'redriven' then
       return {'refused', 'limit_reached'}
     end
     redis.call('HINCRBY', KEYS[2], r .. 'granted', 1)
+    if c[10] then count_channel(KEYS[2], reward, channel, c[8], 1) end
     if cost > 0 then redis.call('HINCRBY', KEYS[2], 'spent', cost) end
     redis.call('HINCRBY', KEYS[4], customer_field, 1)
     if daily_stock > 0 and day_open then redis.call('HINCRBY', KEYS[6], reward, 1) end
@@ -92,7 +100,7 @@ if event ~= 'fulfilled' then
   redis.call('EXPIREAT', KEYS[3], ARGV[8])
 end
 if ARGV[3] == '1' then
-  give_back(KEYS[2], KEYS[4], KEYS[5], KEYS[6], reward, customer_field, cost)
+  give_back(KEYS[2], KEYS[4], KEYS[5], KEYS[6], reward, customer_field, cost, channel)
 end
 local outbox_id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[7])
 redis.call('HSET', KEYS[7], grant_id .. ':' .. event, outbox_id .. ' ' .. ARGV[7])

@@ -16,8 +16,11 @@ import asyncpg
 from redis.asyncio import Redis
 
 from quanyi.access.channels import ChannelDirectory
+from quanyi.access.rate_limits import RateLimiter, default_limit
 from quanyi.access.secret_box import secret_box
 from quanyi.audiences.service import AudienceService
+from quanyi.campaigns.budgets import BudgetRules
+from quanyi.campaigns.schedule import CampaignScheduler
 from quanyi.campaigns.service import CampaignService
 from quanyi.core.clock import Clock, system_clock
 from quanyi.core.errors import SecretsKeyError, StartupError
@@ -36,6 +39,7 @@ from quanyi.issuance.offers import OfferService
 from quanyi.issuance.outcomes import OutcomeWaiter
 from quanyi.ledger.rebuild import open_store_at_startup
 from quanyi.ledger.worker import LedgerWorker
+from quanyi.notifications.webhook import WebhookConfig, WebhookSender
 from quanyi.reports.service import ReportService
 from quanyi.stores.db import close_pool, open_pool
 from quanyi.stores.keys import Keys
@@ -95,6 +99,34 @@ class Stores:
             linger_ms=s.ledger_linger_ms,
             tz=s.tz,
         )
+
+    def campaign_service(self) -> CampaignService:
+        """The campaign workflow, as the API and the scheduler both run it."""
+        s = self.settings
+        return CampaignService(
+            self.pool,
+            self.redis,
+            self.keys,
+            dual_approval_above=s.dual_approval_above,
+            scripts=self.scripts,
+            retention_days=s.idempotency_retention_days,
+            budget_rules=BudgetRules.of(s),
+        )
+
+    def scheduler(self) -> CampaignScheduler:
+        """Moves campaigns at their window's edges and watches stock (campaigns/schedule.py)."""
+        return CampaignScheduler(
+            self.pool,
+            self.redis,
+            self.keys,
+            self.campaign_service(),
+            self.clock,
+            every_s=self.settings.schedule_every_s,
+        )
+
+    def webhook_sender(self) -> WebhookSender:
+        """Delivers queued notifications to QUANYI_WEBHOOK_URL (notifications/webhook.py)."""
+        return WebhookSender(self.pool, WebhookConfig.from_settings(self.settings), self.clock)
 
     def fulfilment_worker(self, consumer: str | None = None) -> FulfilmentWorker:
         s = self.settings
@@ -179,11 +211,18 @@ async def open_services(stores: Stores) -> AsyncIterator[Services]:
         stores.keys,
     )
     try:
-        channels = ChannelDirectory(pool, clock, settings.signature_window_s, secret_box(settings))
+        channels = ChannelDirectory(
+            pool,
+            clock,
+            settings.signature_window_s,
+            secret_box(settings),
+            limiter=RateLimiter(redis, keys, stores.scripts.rate_limit, clock),
+            default_limit=default_limit(settings),
+        )
         await channels.refresh()
     except SecretsKeyError as exc:
         raise StartupError(str(exc)) from exc
-    campaigns = CampaignService(pool, redis, keys)
+    campaigns = stores.campaign_service()
     # Definitions alone in an emptied Redis would reopen claims with no idempotency entries or
     # counters behind them: a lost store waits for `quanyi rebuild-redis` instead.
     if await open_store_at_startup(redis, pool, keys, clock, log):

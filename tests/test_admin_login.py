@@ -24,7 +24,8 @@ async def test_login_gives_a_token_that_works_and_is_audited(api, pool):
     )
     assert resp.status == 200
     body = await resp.json()
-    assert set(body) == {"token", "expires_at"}
+    assert set(body) == {"token", "expires_at", "must_change_password"}
+    assert body["must_change_password"] is False
     expires_at = datetime.fromisoformat(body["expires_at"])
     assert timedelta(hours=7) < expires_at - datetime.now(UTC) <= timedelta(hours=8)
     resp = await api.client.get(

@@ -79,7 +79,8 @@ async def test_the_whole_workflow_is_audited_step_by_step(api, pool, coffee):
         *((user, "HQ", f"campaign.{action}", "campaign:c1") for user, action, _ in steps),
     ]
     assert await audit_rows(pool, "right:coffee") == [
-        ("marketer", "HQ", "right.create", "right:coffee")
+        ("marketer", "HQ", "right.create", "right:coffee"),
+        ("approver", "HQ", "right.admit", "right:coffee"),
     ]
 
 

@@ -40,6 +40,10 @@ FIXED_SEED = 20261201
 REQUESTS = int(os.environ.get("QUANYI_FUZZ_REQUESTS", "2000"))
 # Successes that are not JSON by design.
 NOT_JSON = {("GET", "/metrics"), ("GET", "/docs")}
+# The customer H5 page (quanyi/web/h5_static.py); /h5 redirects to it.
+NOT_JSON |= {("GET", "/h5"), ("GET", "/h5/")}
+# The staff console (quanyi/web/console.py): every path under /console/ is its page.
+NOT_JSON_UNDER = ("/console",)
 
 FIELD_NAMES = [
     "request_id", "campaign_id", "customer_id", "reward_id", "wait_ms", "reason",
@@ -316,7 +320,10 @@ def routes_of(app: Any) -> list[tuple[str, str]]:
 def problem(method: str, path_qs: str, status: int, content_type: str, data: bytes) -> str | None:
     if status >= 500:
         return "5xx"
-    if status < 300 and (method, path_qs.split("?")[0]) in NOT_JSON:
+    path = path_qs.split("?")[0]
+    if status < 300 and (
+        (method, path) in NOT_JSON or (method == "GET" and path.startswith(NOT_JSON_UNDER))
+    ):
         return None
     if content_type != "application/json":
         return f"content type {content_type}"

@@ -17,7 +17,7 @@ from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.db import migrate, migration_files
 from quanyi.vendors.simulator import STATE, SimulatorConfig, create_simulator
 from tests.support.clock import SHANGHAI
-from tests.support.factories import bring_to, register_vendor
+from tests.support.factories import bring_to, move_right, register_vendor
 from tests.support.stores import audit_rows
 from tests.support.waiting import running, until
 from tests.support.workers import fulfilment_worker
@@ -84,6 +84,7 @@ async def test_editing_a_draft_copies_the_catalog_again(api, pool):
     await bring_to(api, "rejected")
     status, _ = await api.admin("marketer", "PUT", "/admin/v1/rights/coffee", right_body(300))
     assert status == 200
+    await move_right(api, "coffee", "admit")  # an edit proposes the right again
     status, view = await api.admin("marketer", "GET", "/admin/v1/campaigns/c1")
     body = {k: view[k] for k in ("name", "branch", "starts_at", "ends_at", "channels")}
     body["rewards"] = [{"id": "r1", "right_id": "coffee", "stock": 10, "per_customer_limit": 1}]
@@ -126,6 +127,7 @@ async def test_a_claim_pays_the_face_value_the_approver_saw(
         "marketer", "POST", "/admin/v1/rights", {"id": "pts", **right_body(100, vendor_id="bonus")}
     )
     assert status == 201, body
+    await move_right(api, "pts", "admit")
     await bring_to(api, "approved", right_id="pts")
 
     if edit_while_live:

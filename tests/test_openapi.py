@@ -107,6 +107,7 @@ def test_each_operation_says_how_it_is_signed_and_what_it_answers(document):
         "404",
         "409",
         "413",
+        "429",
         "503",
     }
     conflict = claim["responses"]["409"]["content"]["application/json"]["schema"]

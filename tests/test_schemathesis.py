@@ -81,8 +81,10 @@ class Signer(requests.auth.AuthBase):
         clock: Callable[[], float],
         vendor_key: Any,
         token: Callable[[], str],
+        customer_token: str = "",
     ) -> None:
         self._schemes = {name for requirement in security for name in requirement}
+        self._customer_token = customer_token
         self._clock = clock
         self._vendor_key = vendor_key
         self._token = token
@@ -99,6 +101,8 @@ class Signer(requests.auth.AuthBase):
             )
         if "staffToken" in self._schemes:
             request.headers["Authorization"] = f"Bearer {self._token()}"
+        if "customerSession" in self._schemes:  # the customer H5 page's session
+            request.headers["Authorization"] = f"Bearer {self._customer_token}"
         if "vendorSignature" in self._schemes:
             request.headers["X-Vendor-Timestamp"] = str(timestamp)
             request.headers["X-Vendor-Signature"] = rsa.sign(self._vendor_key, str(timestamp), body)
@@ -126,7 +130,9 @@ async def world(test_channel, served, pool, staff, clock, key_pairs, our_key_fil
         await api.create_campaign()
         status, grant = await api.claim(request_id="q0", campaign_id="c1", customer_id="cust-0")
         assert status == 201, grant
-    return {"base_url": base_url, "token": api.tokens()[STAFF]}
+        status, h5 = await api.channel("POST", "/v1/h5/sessions", {"customer_id": "cust-0"})
+        assert status == 201, h5
+    return {"base_url": base_url, "token": api.tokens()[STAFF], "customer_token": h5["token"]}
 
 
 def _negatable(definition: dict[str, Any]) -> bool:
@@ -149,7 +155,11 @@ async def test_operation_answers_as_documented(world, pool, clock, key_pairs, me
         operation = served_schema(world["base_url"])[path][method]
         definition = operation.definition.raw
         signer = Signer(
-            definition.get("security", []), clock, rsa.load_key(key_pairs.vendor_private), token
+            definition.get("security", []),
+            clock,
+            rsa.load_key(key_pairs.vendor_private),
+            token,
+            world["customer_token"],
         )
         # A vendor signs as itself: its cases name it, or none would pass the signature.
         fixed = {"vendor_id": VENDOR} if "{vendor_id}" in path else None

@@ -15,6 +15,7 @@ from quanyi.core.errors import (
     AlreadyExists,
     Forbidden,
     InvalidRequest,
+    InvalidTransition,
     NotFound,
     PayloadTooLarge,
     TooManyRequests,
@@ -25,6 +26,7 @@ from quanyi.core.http import SETTINGS, json_response, path_id, read_limited
 from quanyi.core.schemas import endpoint
 from quanyi.stores.appkeys import POOL
 from quanyi.vendors.directory import VendorDirectory
+from quanyi.vendors.lifecycle import VENDOR_ACTIONS, VendorLifecycle
 from quanyi.vendors.model import (
     StatementQuery,
     StatementReport,
@@ -126,6 +128,27 @@ async def post_statement(request: web.Request) -> web.Response:
     with upload_slots(request.app).hold(vendor_id):  # before a byte of the body is read
         body = await read_limited(request, STATEMENT_MAX_BYTES)
         return await reconciled(request, staff, vendor_id, body)
+
+
+# After the statements route, which the lifecycle's /{action} would otherwise take.
+@routes.post("/admin/v1/vendors/{vendor_id}/{action}")
+@endpoint(
+    "Move a vendor through its onboarding (head-office approver; activate: not whoever proposed"
+    f" it); action is one of {', '.join(VENDOR_ACTIONS)}",
+    auth="staff",
+    responses={200: VendorReply},
+    errors=(NotFound, Unauthorized, Forbidden, InvalidTransition, VendorInUse),
+)
+async def post_vendor_transition(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    if action not in VENDOR_ACTIONS:
+        # Never repeated: the path may hold anything, a card number included.
+        raise NotFound(f"no such action: action is one of {', '.join(VENDOR_ACTIONS)}")
+    staff = await request_staff(request)
+    vendor_id = path_id(request, "vendor_id")
+    vendor = await VendorLifecycle(request.app[POOL]).transition(staff, vendor_id, action)
+    await request.app[VENDORS].refresh()
+    return json_response(vendor.to_json())
 
 
 async def reconciled(

@@ -26,7 +26,8 @@ class VendorDirectory:
             vendor = Vendor.from_row(row)
             known = self._vendors.get(vendor.id)
             if known is not None and known[0] == vendor:
-                vendors[vendor.id] = known
+                # Same keys; its state and lifecycle may have moved (not compared).
+                vendors[vendor.id] = (vendor, known[1])
                 continue
             try:
                 vendors[vendor.id] = (vendor, vendor.verifying_keys())

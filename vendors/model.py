@@ -155,6 +155,9 @@ class RetryReply(Reply):
     backoff_max_ms: int
 
 
+VendorState = Literal["proposed", "active", "suspended", "offboarded"]
+
+
 class VendorReply(Reply):
     id: str
     name: str
@@ -165,6 +168,16 @@ class VendorReply(Reply):
     retry: RetryReply
     public_keys: list[str]
     signing_key: str | None
+    # Onboarding (quanyi/vendors/lifecycle.py): who last moved it into each state, and when.
+    state: VendorState
+    proposed_by: str | None
+    proposed_at: datetime | None
+    activated_by: str | None
+    activated_at: datetime | None
+    suspended_by: str | None
+    suspended_at: datetime | None
+    offboarded_by: str | None
+    offboarded_at: datetime | None
 
 
 class VendorsReply(Reply):

@@ -1,7 +1,9 @@
 -- name: insert_vendor
+-- A new vendor is proposed ($12, by whom); an approver who did not propose it activates it.
 INSERT INTO vendors (id, name, adapter, base_url, timeout_ms, max_in_flight, max_attempts,
-                     backoff_base_ms, backoff_max_ms, public_keys, signing_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     backoff_base_ms, backoff_max_ms, public_keys, signing_key, state,
+                     proposed_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'proposed', $12)
 RETURNING *
 
 -- name: update_vendor
@@ -91,3 +93,23 @@ SELECT t.grant_id, g.grant_id AS holder
 FROM unnest($1::text[], $2::text[], $3::text[]) AS t (grant_id, channel_id, request_id)
 JOIN grants g ON g.channel_id = t.channel_id AND g.request_id = t.request_id
 WHERE g.grant_id <> t.grant_id
+
+-- name: set_vendor_state
+UPDATE vendors
+SET state = $2, updated_at = now(),
+    activated_by = CASE WHEN $2 = 'active' THEN $3 ELSE activated_by END,
+    activated_at = CASE WHEN $2 = 'active' THEN now() ELSE activated_at END,
+    suspended_by = CASE WHEN $2 = 'suspended' THEN $3 ELSE suspended_by END,
+    suspended_at = CASE WHEN $2 = 'suspended' THEN now() ELSE suspended_at END,
+    offboarded_by = CASE WHEN $2 = 'offboarded' THEN $3 ELSE offboarded_by END,
+    offboarded_at = CASE WHEN $2 = 'offboarded' THEN now() ELSE offboarded_at END
+WHERE id = $1
+RETURNING *
+
+-- name: rights_held_by_vendor
+-- The rights that keep a vendor from being offboarded: admitted ones, and suspended ones
+-- (which may be resumed). Read under the vendor's lock: a right being admitted on it at the
+-- same time waits for the vendor (campaigns right_vendor_state), then sees it offboarded.
+SELECT id, state FROM rights
+WHERE vendor_id = $1 AND state IN ('admitted', 'suspended')
+ORDER BY id

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, get_args
 
 import asyncpg
@@ -24,6 +25,8 @@ ADAPTERS: tuple[str, ...] = get_args(Adapter)
 # Where a vendor is reached and how: changing either redirects every credit and fulfilment of
 # the campaigns routed to it, so neither moves while a live campaign is (see VendorInUse).
 ROUTING_FIELDS = ("adapter", "base_url")
+# Who last moved a vendor into each state of its lifecycle, and when: columns <move>_by, _at.
+LIFECYCLE_MOVES = ("proposed", "activated", "suspended", "offboarded")
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,18 @@ class Vendor:
     backoff_max_ms: int
     public_keys: tuple[str, ...]
     signing_key: str | None
+    # The onboarding lifecycle (quanyi/vendors/lifecycle.py). Not compared: a vendor that only
+    # changed state is reached the same way, and keeps its lane and its parsed keys.
+    state: str = field(default="active", compare=False)
+    moves: tuple[tuple[str, str | None, datetime | None], ...] = field(default=(), compare=False)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Vendor:
+        skip = ("public_keys", "moves")
         return cls(
-            **{k: row[k] for k in cls.__dataclass_fields__ if k != "public_keys"},
+            **{k: row[k] for k in cls.__dataclass_fields__ if k not in skip},
             public_keys=tuple(row["public_keys"]),
+            moves=tuple((m, row[f"{m}_by"], row[f"{m}_at"]) for m in LIFECYCLE_MOVES),
         )
 
     def verifying_keys(self) -> list[RsaKey]:
@@ -68,6 +77,12 @@ class Vendor:
             },
             "public_keys": list(self.public_keys),
             "signing_key": self.signing_key,
+            "state": self.state,
+            **{
+                f"{move}_{k}": v.isoformat() if isinstance(v, datetime) else v
+                for move, by, at in self.moves
+                for k, v in (("by", by), ("at", at))
+            },
         }
 
 
@@ -77,12 +92,13 @@ class VendorRegistry:
 
     async def create(self, staff: Staff, body: bytes | Mapping[str, Any]) -> Vendor:
         """`body`: a VendorBody, as JSON bytes or a mapping (the CLI, the demo)."""
-        staff.require_role("admin")
+        staff.require_role("operator")  # and admins
         staff.require_head_office()
         v = read_body(VendorBody, body)
         async with self._pool.acquire() as conn, conn.transaction():
             try:
-                row = await conn.fetchrow(queries.insert_vendor, *_columns(v))
+                # Proposed: an approver other than its proposer activates it (lifecycle.py).
+                row = await conn.fetchrow(queries.insert_vendor, *_columns(v), staff.username)
             except asyncpg.UniqueViolationError:
                 raise AlreadyExists(f"vendor {v.id} exists") from None
             vendor = Vendor.from_row(row)
@@ -91,7 +107,7 @@ class VendorRegistry:
 
     async def update(self, staff: Staff, vendor_id: str, body: bytes | Mapping[str, Any]) -> Vendor:
         """`body`: a VendorPatch; the vendor it makes is checked as a whole (a VendorBody)."""
-        staff.require_role("admin")
+        staff.require_role("operator")  # and admins
         staff.require_head_office()
         patch = read_body(VendorPatch, body)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -134,10 +150,12 @@ class VendorRegistry:
     async def read(self, staff: Staff, vendor_id: str) -> Vendor:
         """One vendor as staff see it: base URL, keys and where our signing key lives serve
         every branch and are head office's to know."""
+        staff.require_reader("marketer", "approver", "operator")
         staff.require_head_office()
         return await self.get(vendor_id)
 
     async def read_all(self, staff: Staff) -> list[Vendor]:
+        staff.require_reader("marketer", "approver", "operator")
         staff.require_head_office()
         return await self.all()
 

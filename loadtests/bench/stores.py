@@ -99,6 +99,7 @@ async def create_campaign(pool: asyncpg.Pool, redis: Redis) -> None:
             "unit_cost": 100,
         },
     )
+    await service.rights.transition(approver, RIGHT, "admit")
     now = datetime.now(UTC)
     await service.create(
         marketer,

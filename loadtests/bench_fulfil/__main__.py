@@ -124,7 +124,7 @@ async def _setup(stack: Stack, http: aiohttp.ClientSession) -> tuple[str, Lane, 
     ]
     for lane in (plain, signed):
         vendor_keys = keys if lane.signed else None
-        await seed.vendor(admin, lane.vendor_id, lane.sim_url, vendor_keys, MAX_IN_FLIGHT)
+        await seed.vendor(admin, approver, lane.vendor_id, lane.sim_url, vendor_keys, MAX_IN_FLIGHT)
         await seed.campaign(marketer, approver, lane.plan)
     return secret, plain, signed
 

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from quanyi.access.channels import ChannelDirectory
 from quanyi.access.model import LoginBody, LoginReply, LogoutReply
-from quanyi.access.staff import Staff, authenticate, login, logout
+from quanyi.access.staff import PasswordChangeRequired, Staff, authenticate, login, logout
 from quanyi.core.errors import InvalidRequest, TooManyAttempts, Unauthorized, Unavailable
 from quanyi.core.http import SETTINGS, STAFF_USERNAME, json_response
 from quanyi.core.schemas import decode, endpoint
@@ -17,10 +17,16 @@ routes = web.RouteTableDef()
 CHANNELS = web.AppKey("channels", ChannelDirectory)
 
 
-async def request_staff(request: web.Request) -> Staff:
-    """The staff member whose bearer token signs this admin request."""
+async def request_staff(request: web.Request, *, pending_password: bool = False) -> Staff:
+    """The staff member whose bearer token signs this admin request. An account whose password
+    was reset may only set a new one first: every route but those that pass
+    `pending_password` (setting the password, reading who one is) answers 403."""
     staff = await authenticate(request.app[POOL], request.headers.get("Authorization", ""))
     request[STAFF_USERNAME] = staff.username  # for the access log line
+    if staff.must_change_password and not pending_password:
+        raise PasswordChangeRequired(
+            "your password was reset: set a new one with POST /admin/v1/password first"
+        )
     return staff
 
 
@@ -35,10 +41,16 @@ async def request_staff(request: web.Request) -> Staff:
 )
 async def post_login(request: web.Request) -> web.Response:
     body = decode(LoginBody, await request.read())
-    token, expires_at = await login(
+    token, expires_at, must_change_password = await login(
         request.app[POOL], body.username, body.password, request.app[SETTINGS].staff_session_ttl_s
     )
-    return json_response({"token": token, "expires_at": expires_at.isoformat()})
+    return json_response(
+        {
+            "token": token,
+            "expires_at": expires_at.isoformat(),
+            "must_change_password": must_change_password,
+        }
+    )
 
 
 @routes.post("/admin/v1/logout")

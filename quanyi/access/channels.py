@@ -6,22 +6,35 @@ loads them.
 
 A channel may call only what its scopes allow: `claims` (claims, grant reads and revocations,
 offers, goal progress) and `events` (the card system's `POST /v1/events`). The card system
-holds `events` alone, so its secret cannot claim rewards, nor an app's secret feed card events."""
+holds `events` alone, so its secret cannot claim rewards, nor an app's secret feed card events.
+
+A rotation (`rotate_secret`) seals a new secret and keeps the one it replaces signing for a
+grace period, so the channel's callers can switch over without a failed request. Each API
+process learns of it on its next refresh (settings.channel_refresh_s): the new secret signs
+everywhere at most that long after the rotation, the old one until its grace ends.
+
+Once a request's signature and scope are checked, the channel's rate limit (rate_limits.py) is
+taken from its shared budget in Redis."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from quanyi.access import queries
+from quanyi.access.rate_limits import RateLimit, RateLimiter
 from quanyi.access.secret_box import SecretBox, secret_box
 from quanyi.access.signing import is_fresh, signature_matches
+from quanyi.access.staff import Actor, audit
+from quanyi.core import metrics
 from quanyi.core.clock import Clock
-from quanyi.core.errors import AlreadyExists, Forbidden, SecretsKeyError, Unauthorized
+from quanyi.core.errors import AlreadyExists, Forbidden, NotFound, SecretsKeyError, Unauthorized
 from quanyi.core.http import read_limited
 from quanyi.core.settings import Settings
 from quanyi.stores.db import keep_refreshed
@@ -31,6 +44,10 @@ log = logging.getLogger(__name__)
 CLAIMS, EVENTS = "claims", "events"
 # Every scope a channel may hold (channels.scopes, migration 0007).
 SCOPES = (CLAIMS, EVENTS)
+
+
+# The longest grace period a rotation gives the secret it replaces.
+MAX_GRACE_S = 30 * 86400.0
 
 
 def new_secret() -> str:
@@ -82,39 +99,146 @@ async def seal_plaintext_secrets(pool: asyncpg.Pool, box: SecretBox) -> list[str
     return sealed
 
 
-class ChannelDirectory:
-    """Channel secrets and scopes held in memory, so that checking a claim needs no database
-    round trip. Reloaded from PostgreSQL in the background."""
+async def rotate_secret(
+    pool: asyncpg.Pool,
+    channel_id: str,
+    box: SecretBox,
+    *,
+    grace_s: float,
+    now: float,
+    actor: Actor,
+) -> tuple[str, float]:
+    """Seals a new secret for the channel; the one it replaces keeps signing until `now` +
+    `grace_s` (0: it stops at once), and one still in grace from an earlier rotation stops.
+    Audited in the same transaction, without either secret. Returns the new secret (to be shown
+    once) and until when the old one signs (unix s)."""
+    if not 0 <= grace_s <= MAX_GRACE_S:
+        raise ValueError(f"the grace period must be from 0 to {MAX_GRACE_S:.0f} s")
+    secret = new_secret()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            queries.rotate_channel_secret,
+            channel_id,
+            box.seal(secret, channel_id),
+            now + grace_s,
+            grace_s > 0,
+        )
+        if row is None:
+            raise NotFound(f"no channel {channel_id}")
+        until = now if row["previous_until"] is None else row["previous_until"]
+        detail = {"grace_s": grace_s, "previous_until": until}
+        await audit(conn, actor, "channel.rotate", f"channel:{channel_id}", detail)
+    return secret, until
 
-    def __init__(self, pool: asyncpg.Pool, clock: Clock, window_s: int, box: SecretBox) -> None:
+
+async def list_channels(pool: asyncpg.Pool, now: float) -> list[dict[str, Any]]:
+    """Every channel as staff see it: never a secret, only when it was last rotated and until
+    when the secret it replaced still signs."""
+    return [
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "scopes": sorted(row["scopes"]),
+            "disabled": row["disabled"],
+            "rate_limit": (
+                None
+                if row["rate_per_s"] is None
+                else {"per_second": row["rate_per_s"], "burst": row["burst"]}
+            ),
+            "rotated_at": row["rotated_at"].isoformat() if row["rotated_at"] else None,
+            "previous_secret_until": (
+                row["previous_until"].isoformat() if row["previous_until"] else None
+            ),
+        }
+        for row in await pool.fetch(queries.list_channels, now)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class KnownChannel:
+    """A channel as the directory holds it: what checking one of its requests needs."""
+
+    secret: str
+    scopes: frozenset[str]
+    # The secret a rotation replaced, accepted until `previous_until` (unix s).
+    previous: str | None
+    previous_until: float
+    # None: no limit.
+    limit: RateLimit | None
+
+
+class ChannelDirectory:
+    """Channel secrets, scopes and rate limits held in memory, so that checking a claim needs
+    no database round trip. Reloaded from PostgreSQL in the background."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clock: Clock,
+        window_s: int,
+        box: SecretBox,
+        *,
+        limiter: RateLimiter | None = None,
+        default_limit: RateLimit | None = None,
+    ) -> None:
         self._pool = pool
         self._clock = clock
         self._window_s = window_s
         self._box = box
-        self._secrets: dict[str, str] = {}
-        self._scopes: dict[str, frozenset[str]] = {}
+        self._limiter = limiter
+        self._default_limit = default_limit
+        self._channels: dict[str, KnownChannel] = {}
         self._loaded = False
 
+    @property
+    def box(self) -> SecretBox:
+        """What this process seals and opens channel secrets with."""
+        return self._box
+
+    def known(self, channel_id: str) -> KnownChannel | None:
+        return self._channels.get(channel_id)
+
     async def refresh(self) -> None:
-        """Loads every active channel's secret and scopes. The first load refuses a secret that
-        does not open (SecretsKeyError: the wrong key is configured); later ones keep what was
-        loaded for that channel and say so."""
+        """Loads every active channel's secrets, scopes and limit. The first load refuses a
+        secret that does not open (SecretsKeyError: the wrong key is configured); later ones
+        keep what was loaded for that channel and say so."""
         await seal_plaintext_secrets(self._pool, self._box)
-        loaded: dict[str, str] = {}
-        scopes: dict[str, frozenset[str]] = {}
+        now = self._clock()
+        loaded: dict[str, KnownChannel] = {}
+        expired = False
         for row in await self._pool.fetch(queries.active_channels):
-            scopes[row["id"]] = frozenset(row["scopes"])
+            channel_id = row["id"]
             try:
-                loaded[row["id"]] = self._box.open(row["secret_sealed"], row["id"])
+                secret = self._box.open(row["secret_sealed"], channel_id)
             except SecretsKeyError as exc:
                 if not self._loaded:
                     raise SecretsKeyError(f"channel {exc}") from exc
                 log.error("channel %s", exc)
-                if row["id"] in self._secrets:
-                    loaded[row["id"]] = self._secrets[row["id"]]
-        self._secrets = loaded
-        self._scopes = scopes
+                if channel_id in self._channels:
+                    loaded[channel_id] = self._channels[channel_id]
+                continue
+            previous, until = None, 0.0
+            if row["previous_secret_sealed"] is not None:
+                if row["previous_until"] <= now:
+                    expired = True
+                else:
+                    try:
+                        previous = self._box.open(row["previous_secret_sealed"], channel_id)
+                        until = row["previous_until"]
+                    except SecretsKeyError as exc:
+                        log.error("channel %s (its rotated-out secret: not accepted)", exc)
+            limit = (
+                self._default_limit
+                if row["rate_per_s"] is None
+                else RateLimit(row["rate_per_s"], row["burst"])
+            )
+            loaded[channel_id] = KnownChannel(
+                secret, frozenset(row["scopes"]), previous, until, limit
+            )
+        self._channels = loaded
         self._loaded = True
+        if expired:
+            await self._pool.execute(queries.drop_expired_previous_secrets, now)
 
     async def keep_fresh(self, interval_s: float) -> None:
         await keep_refreshed(self.refresh, interval_s, "channel")
@@ -123,7 +247,9 @@ class ChannelDirectory:
         self, request: web.Request, scope: str = CLAIMS, *, max_bytes: int | None = None
     ) -> tuple[str, bytes]:
         """The calling channel's id and the raw body, once the signature over it is verified
-        and the channel is found to hold `scope` (else Forbidden: who it is is known by then).
+        (with its secret, or the one a rotation replaced while that is in grace), the channel
+        is found to hold `scope` (else Forbidden: who it is is known by then) and its rate
+        limit lets the request through (else RateLimited).
         `max_bytes`: a route whose bodies may be larger than the app-wide limit (card events)."""
         headers = request.headers
         channel_id = headers.get("X-Channel-Id", "")
@@ -131,16 +257,24 @@ class ChannelDirectory:
         signature = headers.get("X-Signature", "")
         if not (channel_id and timestamp and signature):
             raise Unauthorized("X-Channel-Id, X-Timestamp and X-Signature are required")
-        if not is_fresh(timestamp, self._clock(), self._window_s):
+        now = self._clock()
+        if not is_fresh(timestamp, now, self._window_s):
             raise Unauthorized(f"X-Timestamp must be unix seconds within {self._window_s} s of now")
-        secret = self._secrets.get(channel_id)
-        if secret is None:  # not worth reading the body of
+        channel = self._channels.get(channel_id)
+        if channel is None:  # not worth reading the body of
             raise Unauthorized("unknown channel or bad signature")
         body = await (read_limited(request, max_bytes) if max_bytes else request.read())
-        if not signature_matches(
-            secret, request.method, request.raw_path, timestamp, body, signature
-        ):
-            raise Unauthorized("unknown channel or bad signature")
-        if scope not in self._scopes.get(channel_id, ()):
+        method, path = request.method, request.raw_path
+        if not signature_matches(channel.secret, method, path, timestamp, body, signature):
+            if not (
+                channel.previous is not None
+                and now < channel.previous_until
+                and signature_matches(channel.previous, method, path, timestamp, body, signature)
+            ):
+                raise Unauthorized("unknown channel or bad signature")
+            metrics.CHANNEL_PREVIOUS_SECRET.labels(channel_id).inc()
+        if scope not in channel.scopes:
             raise Forbidden(f"channel {channel_id} may not call this: it lacks the {scope} scope")
+        if self._limiter is not None:
+            await self._limiter.take(channel_id, channel.limit)
         return channel_id, body

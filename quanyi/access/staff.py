@@ -27,7 +27,9 @@ from quanyi.core.pan import mask_json, mask_pans
 
 log = logging.getLogger(__name__)
 
-ROLES = ("marketer", "approver", "admin")
+# admin: everything in its scope; auditor: reads everything in its scope and changes nothing;
+# operator: vendors and dead letters, no money (no campaign, right, audience or grant).
+ROLES = ("marketer", "approver", "admin", "auditor", "operator")
 HEAD_OFFICE = "HQ"
 # After this many failed logins for one username within the window, further logins (even with
 # the right password) are refused until the oldest of them leaves the window.
@@ -35,6 +37,16 @@ LOGIN_MAX_FAILURES = 5
 LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
 # Expired sessions and failures older than the window are deleted this often.
 STAFF_SWEEP_INTERVAL_S = 600.0
+MIN_PASSWORD = 8
+# Who reads whatever their scope holds, whatever a read names.
+READ_ALL = ("admin", "auditor")
+
+
+class PasswordChangeRequired(Forbidden):
+    """The account's password was reset: it sets a new one (POST /admin/v1/password) before
+    anything else."""
+
+    code = "password_change_required"
 
 
 @dataclass(frozen=True)
@@ -42,23 +54,42 @@ class Staff:
     username: str
     role: str
     branch: str
+    # Its own branch and every branch below it, read with its session (quanyi/access/queries.sql
+    # staff_for_token). None: an account made in code (a command, the demo) knows its own only.
+    branches: frozenset[str] | None = None
+    must_change_password: bool = False
 
     def require_role(self, *roles: str) -> None:
+        """A change: staff of these roles, and admins. An auditor changes nothing, an operator
+        only what names it."""
         if self.role != "admin" and self.role not in roles:
             raise Forbidden(f"role {self.role} may not do this; needs {' or '.join(roles)}")
+
+    def require_reader(self, *roles: str) -> None:
+        """A read: staff of these roles, and admins and auditors, who read everything in their
+        scope. An operator reads only what names it."""
+        if self.role not in READ_ALL and self.role not in roles:
+            needs = " or ".join((*roles, *READ_ALL))
+            raise Forbidden(f"role {self.role} may not read this; needs {needs}")
 
     @property
     def at_head_office(self) -> bool:
         return self.branch == HEAD_OFFICE
 
+    @property
+    def subtree(self) -> frozenset[str]:
+        """The branch ids this staff member acts on, as its session read them (head office acts
+        on every branch, those added since included)."""
+        return frozenset({self.branch}) if self.branches is None else self.branches
+
     def require_branch(self, branch: str) -> None:
-        """Head-office staff act on every branch; branch staff on their own only."""
-        if not self.at_head_office and self.branch != branch:
+        """Head-office staff act on every branch; branch staff on their own and those below."""
+        if not self.at_head_office and branch not in self.subtree:
             raise Forbidden(f"staff of branch {self.branch} may not act on branch {branch}")
 
     def visible_branches(self) -> list[str] | None:
         """The branches whose records this staff member may read: None for every branch."""
-        return None if self.at_head_office else [self.branch]
+        return None if self.at_head_office else sorted(self.subtree)
 
     def require_head_office(self) -> None:
         """Shared resources (the rights catalog, vendors) are head office's to change."""
@@ -97,26 +128,50 @@ def _bearer_token(authorization: str) -> str:
     return token.strip()
 
 
-async def create_staff(
-    pool: asyncpg.Pool, username: str, password: str, role: str, branch: str
-) -> None:
+def check_role(role: str) -> None:
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", {"role": "unknown role"})
-    if len(password) < 8:
-        raise InvalidRequest("password too short", {"password": "at least 8 characters"})
+
+
+def check_password(password: str, field: str = "password") -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidRequest("password too short", {field: f"at least {MIN_PASSWORD} characters"})
+
+
+def unknown_branch(field: str = "branch") -> InvalidRequest:
+    return InvalidRequest("no such branch", {field: "no such branch: create it first"})
+
+
+async def create_staff(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    username: str,
+    password: str,
+    role: str,
+    branch: str,
+    *,
+    must_change_password: bool = False,
+) -> None:
+    check_role(role)
+    check_password(password)
     password_hash = await hash_password_off_loop(password)
     try:
-        await pool.execute(queries.insert_staff, username, password_hash, role, branch)
+        await conn.execute(
+            queries.insert_staff, username, password_hash, role, branch, must_change_password
+        )
     except asyncpg.UniqueViolationError:
         raise AlreadyExists(f"staff {username} exists") from None
+    except asyncpg.ForeignKeyViolationError:
+        raise unknown_branch() from None
 
 
 async def login(
     pool: asyncpg.Pool, username: str, password: str, ttl_s: int
-) -> tuple[str, datetime]:
-    """A new session for the right password. Every attempt first counts as a failure of its
-    username (known or not), so guesses sent at once cannot pass the limit together; a locked
-    username is refused before any hashing, whatever the password."""
+) -> tuple[str, datetime, bool]:
+    """A new session for the right password, its expiry, and whether the account must set a
+    new password first (after a reset: the session then serves POST /admin/v1/password, GET
+    /admin/v1/me and logout only). Every attempt first counts as a failure of its username
+    (known or not), so guesses sent at once cannot pass the limit together; a locked username
+    is refused before any hashing, whatever the password."""
     digest = _username_digest(username)
     attempt = await pool.fetchval(queries.insert_login_attempt, digest)
     row = await pool.fetchrow(queries.staff_for_login, username)
@@ -147,14 +202,20 @@ async def login(
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl_s)
     await pool.execute(queries.insert_session, _token_hash(token), username, expires_at)
     await audit(pool, actor, "login", username)
-    return token, expires_at
+    return token, expires_at, row["must_change_password"]
 
 
 async def authenticate(pool: asyncpg.Pool, authorization: str) -> Staff:
     row = await pool.fetchrow(queries.staff_for_token, _token_hash(_bearer_token(authorization)))
     if row is None:
         raise Unauthorized("token unknown or expired")
-    return Staff(row["username"], row["role"], row["branch"])
+    return Staff(
+        row["username"],
+        row["role"],
+        row["branch"],
+        frozenset(row["branches"]),
+        row["must_change_password"],
+    )
 
 
 async def logout(pool: asyncpg.Pool, authorization: str) -> Staff:

@@ -27,7 +27,7 @@ import asyncpg
 import hiredis
 from redis.asyncio import Redis
 
-from quanyi.access.staff import Staff, audit
+from quanyi.access.staff import Staff, audit, unknown_branch
 from quanyi.audiences import queries
 from quanyi.audiences.members import Chunk, MemberSource, Rejections
 from quanyi.audiences.model import Audience, ImportReport
@@ -151,12 +151,15 @@ class AudienceService:
                 )
             except asyncpg.UniqueViolationError:
                 raise AlreadyExists(f"audience {audience_id} exists") from None
+            except asyncpg.ForeignKeyViolationError:
+                raise unknown_branch() from None
             await audit(
                 conn, staff, "audience.create", f"audience:{audience_id}", {"branch": branch}
             )
         return Audience.from_row(row)
 
     async def get(self, staff: Staff, audience_id: str) -> Audience:
+        staff.require_reader("marketer", "approver")
         row = await self._pool.fetchrow(queries.get_audience, audience_id)
         if row is None:
             raise NotFound(f"no audience {audience_id!r}")

@@ -5,7 +5,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from quanyi.access.api import request_staff
-from quanyi.campaigns.model import TRANSITIONS, CampaignBody, CampaignChange, RightBody, RightChange
+from quanyi.campaigns.approvals import AlreadyApproved, HeadOfficeApprovalNeeded
+from quanyi.campaigns.model import (
+    RIGHT_ACTIONS,
+    TRANSITIONS,
+    CampaignBody,
+    CampaignChange,
+    CloneBody,
+    RightBody,
+    RightChange,
+)
 from quanyi.campaigns.replies import (
     CampaignReply,
     CampaignsReply,
@@ -24,9 +33,11 @@ from quanyi.core.errors import (
     NotFound,
     PayloadTooLarge,
     RightInUse,
+    RightNotAdmitted,
     TooManyRequests,
     Unauthorized,
     Unavailable,
+    VendorNotActive,
 )
 from quanyi.core.http import SETTINGS, json_response, path_id, read_limited
 from quanyi.core.schemas import check, endpoint
@@ -55,11 +66,11 @@ async def post_right(request: web.Request) -> web.Response:
 
 @routes.put("/admin/v1/rights/{right_id}")
 @endpoint(
-    "Change a right no live campaign pays out",
+    "Change a right no live campaign pays out (proposed or admitted); it is proposed again",
     auth="staff",
     body=RightChange,
     responses={200: RightReply},
-    errors=(Unauthorized, Forbidden, InvalidRequest, NotFound, RightInUse),
+    errors=(Unauthorized, Forbidden, InvalidRequest, NotFound, RightInUse, InvalidTransition),
 )
 async def put_right(request: web.Request) -> web.Response:
     staff = await request_staff(request)
@@ -68,10 +79,42 @@ async def put_right(request: web.Request) -> web.Response:
     return json_response(await request.app[CAMPAIGNS].update_right(staff, right_id, body))
 
 
+@routes.post("/admin/v1/rights/{right_id}/{action}")
+@endpoint(
+    "Move a right through its lifecycle (head-office approver; admit: not whoever proposed or"
+    f" edited it); action is one of {', '.join(RIGHT_ACTIONS)}",
+    auth="staff",
+    responses={200: RightReply},
+    errors=(
+        NotFound,
+        Unauthorized,
+        Forbidden,
+        InvalidTransition,
+        RightInUse,
+        VendorNotActive,
+        Unavailable,
+    ),
+)
+async def post_right_transition(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    if action not in RIGHT_ACTIONS:
+        # Never repeated: the path may hold anything, a card number included.
+        raise NotFound(f"no such action: action is one of {', '.join(RIGHT_ACTIONS)}")
+    staff = await request_staff(request)
+    right_id = path_id(request, "right_id")
+    return json_response(await request.app[CAMPAIGNS].rights.transition(staff, right_id, action))
+
+
 @routes.get("/admin/v1/rights")
-@endpoint("The rights catalog", auth="staff", responses={200: RightsReply}, errors=(Unauthorized,))
+@endpoint(
+    "The rights catalog",
+    auth="staff",
+    responses={200: RightsReply},
+    errors=(Unauthorized, Forbidden),
+)
 async def get_rights(request: web.Request) -> web.Response:
-    await request_staff(request)
+    staff = await request_staff(request)
+    staff.require_reader("marketer", "approver")  # costs are money: not an operator's
     return json_response({"rights": await request.app[CAMPAIGNS].list_rights()})
 
 
@@ -81,7 +124,7 @@ async def get_rights(request: web.Request) -> web.Response:
     auth="staff",
     body=CampaignBody,
     responses={201: CampaignReply},
-    errors=(Unauthorized, Forbidden, InvalidRequest, AlreadyExists),
+    errors=(Unauthorized, Forbidden, InvalidRequest, AlreadyExists, RightNotAdmitted),
 )
 async def post_campaign(request: web.Request) -> web.Response:
     staff = await request_staff(request)
@@ -91,10 +134,10 @@ async def post_campaign(request: web.Request) -> web.Response:
 
 @routes.get("/admin/v1/campaigns")
 @endpoint(
-    "The campaigns of the caller's branch (every branch for head office)",
+    "The campaigns of the caller's branch and those below it (every branch for head office)",
     auth="staff",
     responses={200: CampaignsReply},
-    errors=(Unauthorized,),
+    errors=(Unauthorized, Forbidden),
 )
 async def get_campaigns(request: web.Request) -> web.Response:
     staff = await request_staff(request)
@@ -121,7 +164,14 @@ async def get_campaign(request: web.Request) -> web.Response:
     auth="staff",
     body=CampaignChange,
     responses={200: CampaignReply},
-    errors=(Unauthorized, Forbidden, InvalidRequest, CampaignNotFound, InvalidTransition),
+    errors=(
+        Unauthorized,
+        Forbidden,
+        InvalidRequest,
+        CampaignNotFound,
+        InvalidTransition,
+        RightNotAdmitted,
+    ),
 )
 async def put_campaign(request: web.Request) -> web.Response:
     staff = await request_staff(request)
@@ -129,6 +179,31 @@ async def put_campaign(request: web.Request) -> web.Response:
     campaign_id = path_id(request, "campaign_id", CampaignNotFound)
     await request.app[CAMPAIGNS].update(staff, campaign_id, body)
     return json_response(await request.app[CAMPAIGNS].get(staff, campaign_id))
+
+
+# Before the workflow's /{action}, which would take "clone" for an action.
+@routes.post("/admin/v1/campaigns/{campaign_id}/clone")
+@endpoint(
+    "Copy a campaign (rewards, audiences, goals, channels, budget) into a new draft of the"
+    " caller's, with a new id and window",
+    auth="staff",
+    body=CloneBody,
+    responses={201: CampaignReply},
+    errors=(
+        Unauthorized,
+        Forbidden,
+        InvalidRequest,
+        CampaignNotFound,
+        AlreadyExists,
+        RightNotAdmitted,
+    ),
+)
+async def post_clone(request: web.Request) -> web.Response:
+    staff = await request_staff(request)
+    campaign_id = path_id(request, "campaign_id", CampaignNotFound)
+    service = request.app[CAMPAIGNS]
+    campaign = await service.clone(staff, campaign_id, await request.read())
+    return json_response(await service.get(staff, campaign.id), 201)
 
 
 # Before the workflow's /{action}, which would take "simulate" for an action.
@@ -169,10 +244,21 @@ async def post_simulate(request: web.Request) -> web.Response:
 
 @routes.post("/admin/v1/campaigns/{campaign_id}/{action}")
 @endpoint(
-    f"Move a campaign through its workflow; action is one of {', '.join(TRANSITIONS)}",
+    f"Move a campaign through its workflow; action is one of {', '.join(TRANSITIONS)}. An"
+    " approval of an amount above the dual-approval threshold that still needs a second"
+    " approver answers 202 with the campaign pending and its approvals so far",
     auth="staff",
-    responses={200: CampaignReply},
-    errors=(NotFound, Unauthorized, Forbidden, CampaignNotFound, InvalidTransition),
+    responses={200: CampaignReply, 202: CampaignReply},
+    errors=(
+        NotFound,
+        Unauthorized,
+        Forbidden,
+        CampaignNotFound,
+        InvalidTransition,
+        RightNotAdmitted,
+        AlreadyApproved,
+        HeadOfficeApprovalNeeded,
+    ),
 )
 async def post_transition(request: web.Request) -> web.Response:
     action = request.match_info["action"]
@@ -182,5 +268,7 @@ async def post_transition(request: web.Request) -> web.Response:
     staff = await request_staff(request)
     campaign_id = path_id(request, "campaign_id", CampaignNotFound)
     service = request.app[CAMPAIGNS]
-    await service.transition(staff, campaign_id, action)
-    return json_response(await service.get(staff, campaign_id))
+    campaign = await service.transition(staff, campaign_id, action)
+    # An approval recorded while the campaign waits for a second approver.
+    waiting = action == "approve" and campaign.status == "pending"
+    return json_response(await service.get(staff, campaign_id), 202 if waiting else 200)

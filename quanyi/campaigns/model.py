@@ -24,6 +24,7 @@ from quanyi.core.pan import id_has_pan
 from quanyi.core.schemas import (
     IDENT,
     IDENT_PATTERN,
+    MAX_AMOUNT,
     PAN_IN_ID,
     Amount,
     Body,
@@ -34,6 +35,7 @@ from quanyi.core.schemas import (
     Text,
     decode,
 )
+from quanyi.inventory.channel_quota import rewards_quota_errors
 from quanyi.inventory.hot_campaigns import HotCampaign, HotGoal, HotReward
 from quanyi.stores.keys import buckets_for
 
@@ -55,6 +57,19 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str, tuple[str, ...]]] = {
     "resume": (frozenset({"paused"}), "approved", ("marketer", "approver")),
     "end": (frozenset({"approved", "paused"}), "ended", ("marketer", "approver")),
 }
+
+# A right's lifecycle (准入 / 退出), each move a head-office approver's: action: (states it may
+# start from, state it leads to). Created (or edited) rights are proposed; only admitted ones
+# may be named by a campaign; a suspended right's live rewards refuse claims until resumed.
+RIGHT_STATES = ("proposed", "admitted", "suspended", "retired")
+RIGHT_ACTIONS: dict[str, tuple[frozenset[str], str]] = {
+    "admit": (frozenset({"proposed"}), "admitted"),
+    "suspend": (frozenset({"admitted"}), "suspended"),
+    "resume": (frozenset({"suspended"}), "admitted"),
+    "retire": (frozenset({"proposed", "admitted", "suspended"}), "retired"),
+}
+# The states in which a right may be edited (which proposes it again).
+RIGHT_EDITABLE = frozenset({"proposed", "admitted"})
 
 
 # request bodies
@@ -83,6 +98,29 @@ class RightBody(RightChange):
 
 Positive = Annotated[int, Range(1)]
 CustomerLimit = Annotated[int, Range(1, MAX_LIMIT)]
+
+
+def _channel_quota(quota: dict[str, int] | None) -> dict[str, int] | None:
+    if quota is not None and not quota:
+        raise PydanticCustomError(
+            "channel_quota", "name at least one channel, or leave channel_quota out"
+        )
+    return quota
+
+
+ChannelQuota = Annotated[
+    dict[Ident, Positive] | None,
+    AfterValidator(_channel_quota),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": IDENT_PATTERN, "maxLength": 64},
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
+            "minProperties": 1,
+            "description": "channel -> the stock reserved for it",
+        }
+    ),
+]
 
 
 def _mccs(mccs: list[Any] | None) -> list[str] | None:
@@ -143,6 +181,9 @@ class RewardBody(Body):
     grant: Literal["auto", "claim"] | None = None
     # Revoke an automatic grant, not redeemed yet, when a reversal takes the goal back.
     claw_back: Flag = False
+    # Stock reserved per channel, {"app": 600, "wechat": 400} (README "Channel quotas"); the
+    # campaign's channels and the stock are checked by CampaignChange.quota_errors.
+    channel_quota: ChannelQuota = None
 
     @model_validator(mode="after")
     def _grant_mode(self) -> RewardBody:
@@ -217,6 +258,11 @@ class CampaignChange(Body):
             raise PydanticCustomError("order", "must be after starts_at")
         return ends_at
 
+    def quota_errors(self) -> dict[str, str]:
+        """Channel quotas that name a channel the campaign lacks, or add up to more than their
+        reward's stock (the fields the model cannot see together)."""
+        return rewards_quota_errors(self.rewards, self.channels)
+
     def with_id(self, campaign_id: str) -> CampaignBody:
         # As RightChange.with_id: the id is the path's, of a campaign an edit must find.
         return CampaignBody.model_construct(id=campaign_id, **dict(self))
@@ -228,6 +274,22 @@ class CampaignBody(CampaignChange):
     id: Ident
 
 
+class CloneBody(Body):
+    """A copy of a campaign as a new draft: its id and window."""
+
+    id: Ident
+    starts_at: Moment
+    ends_at: Moment
+
+    @field_validator("ends_at")
+    @classmethod
+    def _after_start(cls, ends_at: datetime, info: ValidationInfo) -> datetime:
+        starts_at = info.data.get("starts_at")
+        if starts_at is not None and ends_at <= starts_at:
+            raise PydanticCustomError("order", "must be after starts_at")
+        return ends_at
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -235,6 +297,10 @@ def read_body(model: type[M], body: bytes | Mapping[str, Any]) -> M:
     """A body as it came (JSON bytes) or as built in process (a mapping: the demo, the bench,
     the CLI), checked the same way: one InvalidRequest naming every bad field."""
     return decode(model, body if isinstance(body, bytes) else orjson.dumps(body))
+
+
+def _json_object(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -255,6 +321,9 @@ class Reward:
     goal: dict[str, Any] | None = None
     grant: str = "claim"
     claw_back: bool = False
+    # The state of its right now (not a frozen figure): a suspended right pauses the reward.
+    right_state: str = "admitted"
+    channel_quota: dict[str, int] | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Reward:
@@ -273,6 +342,8 @@ class Reward:
             goal=orjson.loads(goal) if isinstance(goal, str) else goal,
             grant=row["grant_mode"],
             claw_back=row["claw_back"],
+            right_state=row.get("right_state") or "admitted",
+            channel_quota=_json_object(row.get("channel_quota")),
         )
 
 
@@ -295,6 +366,9 @@ class Campaign:
     # Whoever created, edited or submitted any version: none of them may approve it.
     makers: tuple[str, ...]
     rewards: tuple[Reward, ...]
+    # Fixed once a revision changed the stock (campaign_revisions): each customer's counters
+    # stay in the bucket they were counted in. None: as many as the stock asks for.
+    customer_buckets: int | None = None
 
     @classmethod
     def from_rows(cls, row: asyncpg.Record, rewards: list[asyncpg.Record]) -> Campaign:
@@ -315,6 +389,7 @@ class Campaign:
             approved_at=row["approved_at"],
             makers=tuple(row["makers"]),
             rewards=tuple(Reward.from_row(r) for r in rewards),
+            customer_buckets=row.get("customer_buckets"),
         )
 
     def hot(self) -> HotCampaign:
@@ -328,7 +403,7 @@ class Campaign:
             channels=self.channels,
             budget=self.budget,
             return_stock_on_failure=self.return_stock_on_failure,
-            buckets=buckets_for(sum(r.stock for r in self.rewards)),
+            buckets=self.customer_buckets or buckets_for(sum(r.stock for r in self.rewards)),
             rewards=tuple(
                 HotReward(
                     id=r.id,
@@ -343,6 +418,8 @@ class Campaign:
                     goal=HotGoal.from_json(r.goal) if r.goal else None,
                     grant=r.grant,
                     claw_back=r.claw_back,
+                    suspended=r.right_state == "suspended",
+                    channel_quota=r.channel_quota,
                 )
                 for r in self.rewards
             ),

@@ -1,19 +1,22 @@
 -- name: insert_right
-INSERT INTO rights (id, name, kind, face_value, unit_cost, vendor_id, created_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+-- A new right is proposed: an approver who did not propose it admits it (right_transition).
+INSERT INTO rights (id, name, kind, face_value, unit_cost, vendor_id, created_by, state,
+                    proposed_by, proposers)
+VALUES ($1, $2, $3, $4, $5, $6, $7, 'proposed', $7, ARRAY[$7::text])
 RETURNING *
 
 -- name: list_rights
 SELECT * FROM rights ORDER BY id
 
 -- name: rights_by_ids
-SELECT id, face_value, unit_cost, vendor_id FROM rights WHERE id = ANY($1::text[])
+SELECT id, face_value, unit_cost, vendor_id, state FROM rights WHERE id = ANY($1::text[])
 
 -- name: lock_right
-SELECT id FROM rights WHERE id = $1 FOR UPDATE
+SELECT id, state FROM rights WHERE id = $1 FOR UPDATE
 
 -- name: share_rights
-SELECT id FROM rights WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE
+-- Held while a campaign goes live: its rights must be admitted, and stay so until it is.
+SELECT id, state FROM rights WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE
 
 -- name: share_vendors
 -- The vendors a campaign's rewards route to, held still while it goes live (vendors lock_vendor).
@@ -46,10 +49,15 @@ SELECT * FROM campaigns WHERE id = $1
 SELECT * FROM campaigns WHERE id = $1 FOR UPDATE
 
 -- name: campaign_rewards
-SELECT * FROM rewards WHERE campaign_id = $1 ORDER BY position
+-- With the state of each reward's right: a suspended right's rewards are published suspended.
+SELECT rw.*, rt.state AS right_state
+FROM rewards rw LEFT JOIN rights rt ON rt.id = rw.right_id
+WHERE rw.campaign_id = $1 ORDER BY rw.position
 
 -- name: rewards_of_campaigns
-SELECT * FROM rewards WHERE campaign_id = ANY($1::text[]) ORDER BY campaign_id, position
+SELECT rw.*, rt.state AS right_state
+FROM rewards rw LEFT JOIN rights rt ON rt.id = rw.right_id
+WHERE rw.campaign_id = ANY($1::text[]) ORDER BY rw.campaign_id, rw.position
 
 -- name: ledger_counts
 -- One campaign's grants as the ledger holds them, per reward: read through the index
@@ -95,7 +103,14 @@ FROM campaigns c JOIN rewards r ON r.campaign_id = c.id
 WHERE c.status IN ('approved', 'paused')
 
 -- name: update_right
-UPDATE rights SET name = $2, kind = $3, face_value = $4, unit_cost = $5, vendor_id = $6
+-- An edit is a new proposal ($7, the editor): of an admitted right, made by the editor alone;
+-- of a proposed one, by its proposers and the editor. None of them may admit it.
+UPDATE rights SET name = $2, kind = $3, face_value = $4, unit_cost = $5, vendor_id = $6,
+                  proposers = CASE WHEN state = 'proposed' AND NOT $7 = ANY(proposers)
+                                   THEN proposers || $7::text
+                                   WHEN state = 'proposed' THEN proposers
+                                   ELSE ARRAY[$7::text] END,
+                  state = 'proposed', proposed_by = $7, proposed_at = now()
 WHERE id = $1
 RETURNING *
 
@@ -108,3 +123,41 @@ WHERE id = $1
 
 -- name: delete_rewards
 DELETE FROM rewards WHERE campaign_id = $1
+
+-- name: get_right_for_update
+SELECT * FROM rights WHERE id = $1 FOR UPDATE
+
+-- name: right_vendor_state
+-- The vendor of a right being admitted or resumed, held still until this commits (vendors
+-- lock_vendor): a vendor suspended or offboarded at the same time is seen, or sees the right.
+SELECT id, state FROM vendors WHERE id = $1 FOR SHARE
+
+-- name: campaigns_for_update
+-- Taken before the right's own lock, in the order a campaign's transition takes them
+-- (campaign, then its rights), so a suspension and a transition never wait for each other.
+SELECT id FROM campaigns WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+
+-- name: set_right_state
+UPDATE rights
+SET state = $2,
+    admitted_by = CASE WHEN $2 = 'admitted' THEN $3 ELSE admitted_by END,
+    admitted_at = CASE WHEN $2 = 'admitted' THEN now() ELSE admitted_at END,
+    suspended_by = CASE WHEN $2 = 'suspended' THEN $3 ELSE suspended_by END,
+    suspended_at = CASE WHEN $2 = 'suspended' THEN now() ELSE suspended_at END,
+    retired_by = CASE WHEN $2 = 'retired' THEN $3 ELSE retired_by END,
+    retired_at = CASE WHEN $2 = 'retired' THEN now() ELSE retired_at END
+WHERE id = $1
+RETURNING *
+
+-- name: set_channel_quota
+-- A reward's channel quotas (README "Channel quotas"), written after insert_reward.
+UPDATE rewards SET channel_quota = $3::jsonb WHERE campaign_id = $1 AND id = $2
+
+-- name: live_ledger_channel_totals
+-- As live_ledger_totals, per reward and channel: the per-channel counters of channel quotas.
+SELECT g.reward_id, g.channel_id, count(*) AS granted
+FROM grants g JOIN campaigns c ON c.id = g.campaign_id
+WHERE g.campaign_id = $1
+  AND g.status <> 'revoked'
+  AND NOT (g.status = 'failed' AND c.return_stock_on_failure)
+GROUP BY g.reward_id, g.channel_id

@@ -10,9 +10,15 @@ from quanyi.campaigns.model import GoalBody
 from quanyi.core.schemas import Body, Ident, Reply
 
 CampaignStatus = Literal["draft", "pending", "approved", "rejected", "paused", "ended"]
+CampaignPhase = Literal["scheduled", "running", "ended"]
+
+
+RightState = Literal["proposed", "admitted", "suspended", "retired"]
 
 
 class RightReply(Reply):
+    """A right of the catalog, with its lifecycle: who last moved it into each state, when."""
+
     id: str
     name: str
     kind: str
@@ -21,6 +27,17 @@ class RightReply(Reply):
     vendor_id: str | None
     created_by: str
     created_at: datetime
+    state: RightState
+    proposed_by: str
+    proposed_at: datetime
+    # Who proposed or edited this version since it was last admitted: none of them admits it.
+    proposers: list[str]
+    admitted_by: str | None
+    admitted_at: datetime | None
+    suspended_by: str | None
+    suspended_at: datetime | None
+    retired_by: str | None
+    retired_at: datetime | None
 
 
 class RightsReply(Reply):
@@ -45,6 +62,10 @@ class RewardView(Reply):
     claw_back: bool
     granted: int
     remaining: int
+    # Stock reserved per channel (README "Channel quotas"), and what each channel of the
+    # campaign, and goal grants ("goal"), granted of it: present only with quotas.
+    channel_quota: dict[str, int] | None = None
+    channel_granted: dict[str, int] | None = None
 
 
 class RewardLedgerView(RewardView):
@@ -58,6 +79,24 @@ class RewardLedgerView(RewardView):
 class LedgerLag(Reply):
     entries: int
     seconds: float
+
+
+class ApprovalView(Reply):
+    approver: str
+    branch: str
+    at: datetime
+
+
+class RewardResult(Reply):
+    """A reward's figures when its campaign ended (quanyi/campaigns/ending.py)."""
+
+    reward_id: str
+    granted: int
+    redeemed: int
+    cost: int
+    persisted: int
+    ledger_lag_entries: int
+    ended_at: datetime
 
 
 class CampaignView(Reply):
@@ -78,9 +117,18 @@ class CampaignView(Reply):
     approved_by: str | None
     approved_at: datetime | None
     makers: list[str]
+    # Where an approved campaign stands in its window, kept by the scheduler; null before.
+    phase: CampaignPhase | None
+    phase_changed_at: datetime | None
     spent: int
     rewards: list[RewardView]
     ledger_lag: LedgerLag
+    # The approvals of its last submission, and how many its amount needs
+    # (quanyi/campaigns/approvals.py): a pending campaign with one of two is half approved.
+    approvals: list[ApprovalView]
+    approvals_needed: int
+    # Its figures at the end (quanyi/campaigns/ending.py), once ended; null before.
+    results: list[RewardResult] | None
 
 
 class CampaignReply(CampaignView):

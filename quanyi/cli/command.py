@@ -37,6 +37,7 @@ COMMANDS = {
     "rebuild-redis": Command("store", "restore Redis from the ledger after Redis lost its data"),
     "reconcile": Command("store", "compare Redis, the outbox, the ledger and vendor outcomes"),
     "staff": Command("staff", "manage staff accounts"),
+    "branch": Command("staff", "manage the branch tree"),
     "channel": Command("channels", "manage channels"),
     "demo": Command("demo", "load DEMO staff, channels, rights and an approved campaign"),
     "vendor-sim": Command("vendors", "run the simulated vendor (a real HTTP server)"),
@@ -47,8 +48,10 @@ COMMANDS = {
     "claim": Command("calls", "send one signed claim to a running API, as a channel would"),
     "grant": Command("calls", "read one grant (status, code, timeline), as a channel would"),
     "events": Command("events", "send card events to a running API, as the card system would"),
+    "audit": Command("audit", "check the audit log's hash chain"),
     "reports": Command("reports", "rebuild the report rollups from the ledger"),
     "export": Command("export", "export grants, card events or rollups for the data warehouse"),
+    "webhook": Command("webhook", "notifications to the bank's webhook: redrive failed ones"),
 }
 
 

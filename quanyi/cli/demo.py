@@ -13,15 +13,17 @@ from pathlib import Path
 import asyncpg
 from redis.asyncio import Redis
 
+from quanyi.access.branches import create_branch
 from quanyi.access.channels import EVENTS, create_channel
 from quanyi.access.secret_box import SecretBox, secret_box
-from quanyi.access.staff import Staff, create_staff
+from quanyi.access.staff import HEAD_OFFICE, Staff, create_staff
 from quanyi.campaigns.service import CampaignService
 from quanyi.cli.command import Commands, add_command
 from quanyi.core.errors import AlreadyExists
 from quanyi.core.settings import Settings
 from quanyi.runtime import open_stores
 from quanyi.stores.keys import Keys
+from quanyi.vendors.lifecycle import VendorLifecycle
 from quanyi.vendors.operations import keygen
 from quanyi.vendors.registry import VendorRegistry
 
@@ -63,7 +65,8 @@ async def demo(settings: Settings, args: argparse.Namespace) -> int:
     async with open_stores(settings) as stores:
         created = await load_demo(stores.pool, stores.redis, stores.keys, box)
     print("DEMO data " + ("loaded: " + ", ".join(created) if created else "already present"))
-    print(f"  DEMO staff demo-marketer / demo-approver / demo-admin, password {DEMO_PASSWORD}")
+    names = " / ".join(f"{u} ({r}, {b})" for u, r, b in DEMO_STAFF)
+    print(f"  DEMO staff {names}, password {DEMO_PASSWORD}")
     print(f"  DEMO channel {DEMO_CHANNEL}, secret {DEMO_CHANNEL_SECRET}")
     print(
         f"  DEMO card system channel {DEMO_CARD_CHANNEL} (scope {EVENTS}),"
@@ -72,10 +75,22 @@ async def demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# A small DEMO organisation: head office, Shenzhen with one sub-branch, Guangzhou.
+DEMO_BRANCHES = (
+    ("SZ", "DEMO Shenzhen branch", "HQ"),
+    ("SZ01", "DEMO Futian sub-branch", "SZ"),
+    ("GZ", "DEMO Guangzhou branch", "HQ"),
+)
 DEMO_STAFF = (
     ("demo-marketer", "marketer", "HQ"),
     ("demo-approver", "approver", "HQ"),
     ("demo-admin", "admin", "HQ"),
+    ("demo-auditor", "auditor", "HQ"),
+    ("demo-operator", "operator", "HQ"),
+    ("demo-sz-admin", "admin", "SZ"),
+    ("demo-sz-marketer", "marketer", "SZ"),
+    ("demo-sz01-approver", "approver", "SZ01"),
+    ("demo-gz-marketer", "marketer", "GZ"),
 )
 
 
@@ -86,6 +101,13 @@ async def load_demo(
     channels' secrets are sealed with `box` (default: the DEMO secrets key, made under
     var/demo-keys/ when QUANYI_SECRETS_KEY is not set)."""
     created = []
+    organiser = Staff("demo-admin", "admin", HEAD_OFFICE)
+    for branch_id, name, parent in DEMO_BRANCHES:
+        try:
+            await create_branch(pool, organiser, branch_id, name, parent)
+            created.append(f"branch {branch_id}")
+        except AlreadyExists:
+            pass
     for username, role, branch in DEMO_STAFF:
         try:
             await create_staff(pool, username, DEMO_PASSWORD, role, branch)
@@ -110,11 +132,14 @@ async def load_demo(
     }
     registry, demo_admin = VendorRegistry(pool), Staff("demo-admin", "admin", "HQ")
     try:
-        await registry.create(demo_admin, vendor)
+        registered = await registry.create(demo_admin, vendor)
         created.append(f"vendor {DEMO_VENDOR}")
     except AlreadyExists:
         # Another checkout made other demo keys: the vendor follows the ones here.
-        await registry.update(demo_admin, DEMO_VENDOR, vendor)
+        registered = await registry.update(demo_admin, DEMO_VENDOR, vendor)
+    if registered.state == "proposed":
+        # Onboarded by a second person: whoever proposed a vendor may not activate it.
+        await VendorLifecycle(pool).transition(approver, DEMO_VENDOR, "activate")
     for right in (
         {
             "id": "demo-coffee",
@@ -133,10 +158,13 @@ async def load_demo(
         },
     ):
         try:
-            await service.create_right(marketer, right)
+            proposed = await service.create_right(marketer, right)
             created.append(f"right {right['id']}")
         except AlreadyExists:
-            pass
+            continue
+        if proposed["state"] == "proposed":
+            # Admitted by the approver: whoever proposed a right may not admit it.
+            await service.rights.transition(approver, str(right["id"]), "admit")
     now = datetime.now(UTC)
     campaigns = (
         (

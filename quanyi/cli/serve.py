@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvloop
@@ -27,7 +28,7 @@ from quanyi.cli.demo import DEMO_VENDOR, DEMO_VENDOR_HOST, DEMO_VENDOR_PORT, dem
 from quanyi.cli.store import apply_migrations
 from quanyi.core.errors import StartupError
 from quanyi.core.settings import Settings
-from quanyi.core.supervisor import Supervisor
+from quanyi.core.supervisor import Supervisor, Worker
 from quanyi.runtime import open_stores
 from quanyi.vendors.simulator import SimulatorConfig, create_simulator
 from quanyi.web.app import create_app
@@ -36,6 +37,8 @@ from quanyi.web.middleware import app_runner
 log = logging.getLogger("quanyi")
 
 BACKLOG = 2048
+# Worker kinds, each with its metrics port: QUANYI_WORKER_METRICS_PORT plus this.
+WORKER_KINDS = {"ledger": 0, "fulfil": 1, "schedule": 2, "webhook": 3}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -46,8 +49,10 @@ def register(commands: Commands) -> None:
     worker = add_command(commands, "worker", run_worker)
     worker.add_argument(
         "kind",
-        choices=["ledger", "fulfil"],
-        help="ledger: the outbox into the PostgreSQL ledger; fulfil: grants to their vendors",
+        choices=list(WORKER_KINDS),
+        help="ledger: the outbox into the PostgreSQL ledger; fulfil: grants to their vendors;"
+        " schedule: campaigns at their window's edges, stock watch; webhook: notifications to"
+        " QUANYI_WEBHOOK_URL",
     )
     worker.add_argument(
         "--consumer",
@@ -104,7 +109,7 @@ async def run_all(settings: Settings, args: argparse.Namespace) -> int:
     banner.append(
         f"quanyi: API on http://{host}:{port}"
         " (claims /v1/claims, admin /admin/v1, /metrics, /readyz);"
-        " ledger and fulfilment workers running. Ctrl-C stops."
+        " ledger, fulfilment, scheduler and webhook workers running. Ctrl-C stops."
     )
     await serve_until_stopped(settings, sites, "\n".join(banner))
     return 0
@@ -113,9 +118,17 @@ async def run_all(settings: Settings, args: argparse.Namespace) -> int:
 async def run_worker(settings: Settings, args: argparse.Namespace) -> int:
     _serve_worker_metrics(settings, args.kind)
     async with open_stores(settings) as stores:
-        make = stores.ledger_worker if args.kind == "ledger" else stores.fulfilment_worker
+        make: Callable[[], Worker]
+        if args.kind == "schedule":
+            make = stores.scheduler
+        elif args.kind == "webhook":
+            stores.webhook_sender()  # a URL without its secret stops the start here
+            make = stores.webhook_sender
+        else:
+            outbox = stores.ledger_worker if args.kind == "ledger" else stores.fulfilment_worker
+            make = functools.partial(outbox, args.consumer)
         # A worker that dies is restarted, and said so on quanyi_worker_up{worker}.
-        supervisor = Supervisor(args.kind, functools.partial(make, args.consumer))
+        supervisor = Supervisor(args.kind, make)
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, supervisor.stop)
@@ -128,7 +141,7 @@ def _serve_worker_metrics(settings: Settings, kind: str) -> None:
     port = settings.worker_metrics_port
     if not port:
         return
-    port += 0 if kind == "ledger" else 1
+    port += WORKER_KINDS[kind]
     try:
         start_http_server(port, addr=settings.http_host)
     except OSError as exc:

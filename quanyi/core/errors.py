@@ -131,6 +131,26 @@ class BudgetExhausted(Conflict):
     code = "budget_exhausted"
 
 
+class BudgetExceeded(Conflict):
+    """A branch's budget for a period has less left than asked: an approval's reservation,
+    an allocation to a child, a reclaim (details: branch, period, available, needed, in fen)."""
+
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, branch: str, period: str, available: int, needed: int) -> None:
+        super().__init__(message, branch=branch, period=period, available=available, needed=needed)
+
+
+class BudgetRequired(Conflict):
+    """Budgets are in force for the period of the campaign's start: it needs a budget to be
+    approved (QUANYI_BUDGET_REQUIRED; details: branch, period)."""
+
+    code = "budget_required"
+
+    def __init__(self, message: str, branch: str, period: str) -> None:
+        super().__init__(message, branch=branch, period=period)
+
+
 class InvalidTransition(Conflict):
     code = "invalid_transition"
 
@@ -145,9 +165,24 @@ class RightInUse(Conflict):
     code = "right_in_use"
 
 
+class RightNotAdmitted(Conflict):
+    """A campaign names a right that is not admitted (准入) to the catalog: proposed, suspended
+    or retired (details: rights, each {right_id, state})."""
+
+    code = "right_not_admitted"
+
+
+class VendorNotActive(Conflict):
+    """A right cannot be admitted, or resumed, on a vendor that is not active (details:
+    vendor_id, state)."""
+
+    code = "vendor_not_active"
+
+
 class VendorInUse(Conflict):
     """Where a vendor is reached and how (base URL, adapter) stays put while live campaigns
-    route rewards to it (details: campaigns)."""
+    route rewards to it (details: campaigns); a vendor is offboarded only once no admitted or
+    suspended right names it (details: rights)."""
 
     code = "vendor_in_use"
 

@@ -28,3 +28,9 @@ def grant_id_ms(grant_id: str) -> int:
 
 def is_grant_id(text: str) -> bool:
     return len(text) == GRANT_ID_LENGTH and all(c in _INDEX for c in text) and text[0] <= "7"
+
+
+def new_ulid(now_ms: int) -> str:
+    """A ULID of `now_ms` for any record whose ids sort by when it was made (notifications...):
+    grant ids are ULIDs of the same shape."""
+    return new_grant_id(now_ms)

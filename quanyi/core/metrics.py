@@ -93,3 +93,15 @@ WORKER_UP = Gauge(
 REDEMPTIONS = Counter(
     "quanyi_redemptions_total", "Redemption callbacks by vendor and outcome", ["vendor", "outcome"]
 )
+CHANNEL_REQUESTS = Counter(
+    "quanyi_channel_requests_total",
+    "Signed channel requests past the signature check, by channel and outcome (allowed, "
+    "rate_limited): a channel's id, of which a bank has a handful",
+    ["channel", "outcome"],
+)
+CHANNEL_PREVIOUS_SECRET = Counter(
+    "quanyi_channel_previous_secret_requests_total",
+    "Requests signed with a channel's rotated-out secret during its grace period: at 0, every "
+    "caller of the channel uses the new one",
+    ["channel"],
+)

@@ -270,7 +270,8 @@ def check(model: type[M], data: Mapping[str, Any], message: str = "some fields a
 
 # what a handler declares
 
-Auth = Literal["channel", "staff", "vendor", "none"]
+# customer: the bearer token of a customer H5 page session (quanyi/issuance/h5.py).
+Auth = Literal["channel", "staff", "vendor", "customer", "none"]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,14 @@ class Settings:
     # The key channel secrets are sealed with at rest: `file:PATH` or `env:VARIABLE` holding 32
     # random bytes (hex or base64). Empty: a DEMO key under var/demo-keys/, never in production.
     secrets_key: str = ""
+    # A rotated channel secret keeps signing requests this long beside the new one
+    # (`quanyi channel rotate --grace`, POST /admin/v1/channels/{id}/rotate).
+    channel_rotation_grace_s: float = 86400.0
+    # The rate limit of a channel without one of its own (PUT /admin/v1/channels/{id}/rate-limit):
+    # requests per second, and the burst allowed at once (0: as many as one second's). 0 per
+    # second: no limit.
+    channel_rate_per_s: float = 0.0
+    channel_rate_burst: int = 0
     ledger_batch_size: int = 2000
     ledger_block_ms: int = 100
     # A small batch waits this long for company: bigger transactions, far less work per grant.
@@ -78,10 +86,42 @@ class Settings:
     audience_max_bytes: int = 256 * 1024 * 1024
     # The past transactions of a campaign's dry run (POST /admin/v1/campaigns/{id}/simulate).
     simulate_max_bytes: int = 256 * 1024 * 1024
+    # Dual control (quanyi/campaigns/approvals.py): approving a campaign, a revision or a bulk
+    # issuance whose money (its budget, else stock x unit cost) exceeds this many fen needs two
+    # distinct approvers, one of them at head office. The bank's rule is 5,000,000 fen
+    # (CNY 50,000); 0 turns it off (one approver for any amount).
+    dual_approval_above: int = 5_000_000
     # One JSON line per HTTP request on the log (quanyi/web/access_log.py).
     access_log: bool = True
     # DEBUG, INFO, WARNING or ERROR: the level of the JSON log lines on stderr.
     log_level: str = "INFO"
+    # Once head office has a budget for a year, a campaign starting in it is approved only with
+    # a budget (reserved from its branch's); off: one without a budget is approved unreserved.
+    budget_required: bool = True
+    # How often the campaign scheduler moves campaigns at their window's edges and watches
+    # stock (quanyi/campaigns/schedule.py).
+    schedule_every_s: float = 5.0
+    # The bank's webhook for notifications (quanyi/notifications/webhook.py); empty: they are
+    # kept in the outbox, not sent. The secret signs them; it is never logged nor shown.
+    webhook_url: str = ""
+    webhook_secret: str = dataclasses.field(default="", repr=False)
+    webhook_timeout_s: float = 5.0
+    # After this many attempts a notification is marked failed; between them the wait doubles
+    # from the first backoff up to the cap: the defaults keep trying for about a day.
+    webhook_max_attempts: int = 35
+    webhook_backoff_s: float = 2.0
+    webhook_backoff_max_s: float = 3600.0
+    webhook_poll_s: float = 1.0
+    # Delivered notifications are deleted after this many days (those of live campaigns stay).
+    webhook_retention_days: int = 30
+    # The customer H5 page (quanyi/issuance/h5.py): how long a session a channel asks for
+    # lasts, and the key its tokens are signed with (`file:PATH` or `env:VARIABLE`, 32 random
+    # bytes; empty: derived from the secrets key, the DEMO one when that is unset too).
+    h5_session_ttl_s: int = 900
+    h5_session_key: str = ""
+    # Where the page is served, for the session's `url` (https://h5.bank.example); empty: a
+    # relative /h5/?t=... the channel puts on its own host.
+    h5_base_url: str = ""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -116,6 +156,18 @@ class Settings:
                 raise ValueError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
         settings = cls(**typed)
         settings.zone  # noqa: B018 - fail at start-up on an unknown time zone
+        if settings.dual_approval_above < 0:
+            raise ValueError("setting dual_approval_above: fen, 0 or more (0: off)")
+        if not settings.schedule_every_s > 0:
+            raise ValueError("setting schedule_every_s: seconds, more than 0")
+        if not settings.webhook_poll_s > 0:
+            raise ValueError("setting webhook_poll_s: seconds, more than 0")
+        if settings.webhook_max_attempts < 1:
+            raise ValueError("setting webhook_max_attempts: 1 or more")
+        if settings.webhook_retention_days < 1:
+            raise ValueError("setting webhook_retention_days: 1 or more")
+        if not 0 < settings.h5_session_ttl_s <= 3600:
+            raise ValueError("setting h5_session_ttl_s: seconds, from 1 to 3600")
         if settings.log_level.upper() not in LOG_LEVELS:
             raise ValueError(
                 f"setting log_level: {settings.log_level!r} is not one of {LOG_LEVELS}"

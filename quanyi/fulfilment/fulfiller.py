@@ -64,7 +64,12 @@ class Fulfiller:
         clock: Clock,
         lifecycle: GrantLifecycle,
         lanes: Lanes,
+        *,
+        suspended_wait_s: float = 10.0,
     ) -> None:
+        """`suspended_wait_s`: how long a grant of a suspended vendor waits before it is looked
+        at again (the worker passes how often it reloads vendors)."""
+        self._suspended_wait_s = suspended_wait_s
         self._redis = redis
         self._keys = keys
         self._clock = clock
@@ -158,6 +163,12 @@ class Fulfiller:
             await self._attempt_failed(
                 work, None, f"vendor {route.vendor_id} is not registered", True
             )
+            return
+        if lane.vendor.state == "suspended":
+            # Not the grant's fault: it waits, spending no attempt, and is never dead-lettered
+            # for it; tried again once the vendor is resumed (vendors/lifecycle.py).
+            metrics.FULFILMENTS.labels(lane.vendor.id, "vendor_suspended").inc()
+            await self._park(work, self._suspended_wait_s)
             return
         async with lane.slots:
             if not lane.breaker.allow():

@@ -117,6 +117,9 @@ class Lanes:
             vendor = Vendor.from_row(row)
             current = self._lanes.get(vendor.id)
             if current is not None and current.vendor == vendor:
+                # Reached the same way: the lane stays, with the vendor's state as it is now
+                # (a suspended vendor's grants wait, fulfiller.py).
+                current.vendor = vendor
                 continue
             if current is not None:
                 stale.append(current)

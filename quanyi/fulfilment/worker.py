@@ -67,7 +67,15 @@ class FulfilmentWorker:
             breaker_threshold=tunables.breaker_threshold,
             breaker_reset_s=tunables.breaker_reset_s,
         )
-        self._fulfiller = Fulfiller(redis, pool, keys, clock, lifecycle, self._lanes)
+        self._fulfiller = Fulfiller(
+            redis,
+            pool,
+            keys,
+            clock,
+            lifecycle,
+            self._lanes,
+            suspended_wait_s=tunables.vendors_every_s,
+        )
         self._upkeep = Upkeep(
             self,
             redis,

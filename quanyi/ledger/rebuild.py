@@ -36,6 +36,7 @@ from redis.typing import EncodableT, FieldT
 from quanyi.campaigns.service import CampaignService
 from quanyi.core.clock import Clock, local_day
 from quanyi.core.settings import Settings
+from quanyi.inventory import channel_quota
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns
 from quanyi.inventory.readiness import mark_store_ready, store_ready, unmark_store_ready
 from quanyi.issuance.claims import DAY_S, Claim
@@ -48,6 +49,14 @@ queries = load_queries("quanyi.ledger", "recovery.sql")
 
 FULFIL_GROUP = "fulfil"  # vendors.fulfil.FULFIL_GROUP, without importing the worker
 DEFAULT_QUIET_S = 10.0
+
+
+async def live_channel_totals(pool: asyncpg.Pool) -> dict[str, dict[str, dict[str, int]]]:
+    """campaign -> reward -> channel -> live grants, as the channel quota counters count them."""
+    found: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    for row in await pool.fetch(queries.live_channel_totals):
+        found[row["campaign_id"]][row["reward_id"]][row["channel_id"]] = row["granted"]
+    return found
 
 
 class ClaimsFlowing(RuntimeError):
@@ -153,12 +162,15 @@ class Rebuild:
         totals: dict[str, dict[str, asyncpg.Record]] = defaultdict(dict)
         for row in await self._pool.fetch(queries.live_totals):
             totals[row["campaign_id"]][row["reward_id"]] = row
+        by_channel = await live_channel_totals(self._pool)
         for row in await self._pool.fetch(queries.campaigns):
             campaign = await stock.definition(row["id"])
             if campaign is None:  # publish_all just wrote it
                 raise RuntimeError(f"campaign {row['id']} was not published")
             restored.campaigns += 1
-            restored.counters += await self._counters(campaign, totals[campaign.id])
+            restored.counters += await self._counters(
+                campaign, totals[campaign.id], by_channel[campaign.id]
+            )
             keep_until = campaign.ends_ms // 1000 + self._retention_s
             if keep_until > self._clock():
                 restored.customer_totals += await self._customer_totals(campaign, keep_until)
@@ -181,12 +193,24 @@ class Rebuild:
         )
         return restored
 
-    async def _counters(self, campaign: HotCampaign, totals: dict[str, asyncpg.Record]) -> int:
+    async def _counters(
+        self,
+        campaign: HotCampaign,
+        totals: dict[str, asyncpg.Record],
+        by_channel: dict[str, dict[str, int]],
+    ) -> int:
         mapping: dict[FieldT, EncodableT] = {
             f"r:{r.id}:granted": totals[r.id]["granted"] if r.id in totals else 0
             for r in campaign.rewards
         }
         mapping["spent"] = sum(t["spent"] for t in totals.values())
+        for r in campaign.rewards:
+            if r.channel_quota is not None:  # only those count grants per channel
+                mapping.update(
+                    channel_quota.counter_fields(
+                        r.id, r.channel_quota, campaign.channels, by_channel.get(r.id, {})
+                    )
+                )
         await self._redis.hset(self._keys.campaign(campaign.id), mapping=mapping)
         return len(mapping)
 

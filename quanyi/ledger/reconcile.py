@@ -31,11 +31,12 @@ from redis.asyncio import Redis
 
 from quanyi.core.clock import Clock
 from quanyi.core.settings import Settings
+from quanyi.inventory.channel_quota import GOAL_CHANNEL, granted_fields
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns
 from quanyi.inventory.readiness import store_ready
 from quanyi.issuance.claims import DAY_S
 from quanyi.ledger import queries as ledger_queries
-from quanyi.ledger.rebuild import FULFIL_GROUP, PIPELINE_CHUNK, queries
+from quanyi.ledger.rebuild import FULFIL_GROUP, PIPELINE_CHUNK, live_channel_totals, queries
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import LEDGER_GROUP, outbox_lag
 from quanyi.stores.redis import as_text
@@ -76,8 +77,9 @@ class Reconcile:
                 continue
             campaigns[row["id"]] = campaign
             single[row["id"]] = row["rewards"] == 1
-        delta, spent_delta = await self._in_flight(campaigns)
+        delta, spent_delta, channel_delta = await self._in_flight(campaigns)
         findings += await self._counters(campaigns, delta, spent_delta)
+        findings += await self._channel_counters(campaigns, channel_delta)
         now = self._clock()
         for campaign in campaigns.values():
             if campaign.ends_ms // 1000 + self._retention_s <= now:
@@ -106,10 +108,14 @@ class Reconcile:
             Finding("outbox", "entries the ledger refused (dead letters)", refused, "-", True),
         ]
 
-    async def _in_flight(self, campaigns: dict[str, HotCampaign]) -> tuple[Delta, dict[str, int]]:
+    async def _in_flight(
+        self, campaigns: dict[str, HotCampaign]
+    ) -> tuple[Delta, dict[str, int], Delta]:
         """What Redis counts that the ledger has not stored yet: grants in the pending hash and
-        transitions in the pending events hash, less those the ledger already holds."""
+        transitions in the pending events hash, less those the ledger already holds; the last
+        figures per (campaign, reward, channel), for channel quotas."""
         delta: Delta = defaultdict(int)
+        by_channel: Delta = defaultdict(int)
         spent: dict[str, int] = defaultdict(int)
         grants: dict[str, Any] = {
             as_text(k): orjson.loads(v)
@@ -122,6 +128,7 @@ class Reconcile:
         for grant_id, g in grants.items():
             if grant_id not in stored:
                 delta[(g["campaign_id"], g["reward_id"], g["customer_id"])] += 1
+                by_channel[(g["campaign_id"], g["reward_id"], g["channel_id"])] += 1
                 spent[g["campaign_id"]] += int(g["unit_cost"])
         events = [
             (outbox_id, orjson.loads(body))
@@ -142,6 +149,7 @@ class Reconcile:
             else set()
         )
         customers = await self._customers_of([e["grant_id"] for _, e in events], grants)
+        channels = await self._channels_of([e["grant_id"] for _, e in events], grants)
         for outbox_id, e in events:
             campaign = campaigns.get(e.get("campaign_id", ""))
             if outbox_id in stored_events or campaign is None:
@@ -155,8 +163,9 @@ class Reconcile:
             sign = 1 if e["event"] == "redriven" else -1
             reward = campaign.reward(e["reward_id"])
             delta[(campaign.id, e["reward_id"], customer)] += sign
+            by_channel[(campaign.id, e["reward_id"], channels.get(e["grant_id"], "goal"))] += sign
             spent[campaign.id] += sign * (reward.cost if reward else 0)
-        return delta, spent
+        return delta, spent, by_channel
 
     async def _customers_of(self, grant_ids: list[str], pending: dict[str, Any]) -> dict[str, str]:
         found = {g: pending[g]["customer_id"] for g in grant_ids if g in pending}
@@ -168,6 +177,44 @@ class Reconcile:
             ):
                 found[r["grant_id"]] = r["customer_id"]
         return found
+
+    async def _channels_of(self, grant_ids: list[str], pending: dict[str, Any]) -> dict[str, str]:
+        found = {g: pending[g]["channel_id"] for g in grant_ids if g in pending}
+        missing = [g for g in grant_ids if g not in found]
+        if missing:
+            for r in await self._pool.fetch(queries.channels_of_grants, missing):
+                found[r["grant_id"]] = r["channel_id"]
+        return found
+
+    async def _channel_counters(
+        self, campaigns: dict[str, HotCampaign], delta: Delta
+    ) -> list[Finding]:
+        """Channel quotas: what each channel granted (qg:<channel>) and what the channels not
+        named took of the rest (qfg), as the ledger plus the outbox count them."""
+        ledger = await live_channel_totals(self._pool)
+        findings = []
+        for campaign in campaigns.values():
+            for r in campaign.rewards:
+                if r.channel_quota is None:
+                    continue
+                want = dict(ledger[campaign.id][r.id])
+                for (cid, rid, channel), n in delta.items():
+                    if (cid, rid) == (campaign.id, r.id):
+                        want[channel] = want.get(channel, 0) + n
+                names = sorted({*campaign.channels, GOAL_CHANNEL, *want})
+                have = await self._redis.hmget(
+                    self._keys.campaign(campaign.id),
+                    [*granted_fields(r.id, names), f"r:{r.id}:qfg"],
+                )
+                for channel, held in zip(names, have, strict=False):
+                    n, w = int(held or 0), want.get(channel, 0)
+                    subject = f"{campaign.id}/{r.id}/{channel}"
+                    findings.append(Finding("channel granted", subject, n, w, n == w))
+                shared = sum(n for ch, n in want.items() if ch not in r.channel_quota)
+                n = int(have[-1] or 0)
+                subject = f"{campaign.id}/{r.id}: channels not named"
+                findings.append(Finding("channel granted", subject, n, shared, n == shared))
+        return findings
 
     async def _counters(
         self, campaigns: dict[str, HotCampaign], delta: Delta, spent_delta: dict[str, int]

@@ -32,6 +32,15 @@ FROM grants g JOIN campaigns c ON c.id = g.campaign_id
 WHERE g.status <> 'revoked' AND NOT (g.status = 'failed' AND c.return_stock_on_failure)
 GROUP BY g.campaign_id, g.reward_id
 
+-- name: live_channel_totals
+-- As live_totals, per channel (goal grants under "goal"): the counters of channel quotas.
+SELECT g.campaign_id, g.reward_id, g.channel_id, count(*) AS granted
+FROM grants g JOIN campaigns c ON c.id = g.campaign_id
+JOIN rewards r ON r.campaign_id = g.campaign_id AND r.id = g.reward_id
+WHERE r.channel_quota IS NOT NULL
+  AND g.status <> 'revoked' AND NOT (g.status = 'failed' AND c.return_stock_on_failure)
+GROUP BY g.campaign_id, g.reward_id, g.channel_id
+
 -- name: live_customer_counts
 -- Per reward and customer of one campaign; with $2/$3, only grants made in [$2, $3).
 SELECT g.reward_id, g.customer_id, count(*) AS granted
@@ -195,3 +204,6 @@ WHERE h.outcome = 'held'
   AND floor(extract(epoch FROM h.received_at))::bigint + $2::bigint > $1::bigint
 ORDER BY h.channel_id, h.reversal_of, split_part(h.outbox_id, '-', 1)::bigint DESC,
          split_part(h.outbox_id, '-', 2)::bigint DESC
+
+-- name: channels_of_grants
+SELECT grant_id, channel_id FROM grants WHERE grant_id = ANY($1::text[])

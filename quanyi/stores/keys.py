@@ -118,6 +118,10 @@ class Keys:
     def customer_pending(self, customer_id: str) -> str:
         return f"{self.prefix}:pending:c:{customer_id}"
 
+    def rate_limit(self, channel_id: str) -> str:
+        """A channel's token bucket (lua/rate_limit.lua), shared by every API process."""
+        return f"{self.prefix}:rl:{{ch:{channel_id}}}"
+
     def idempotency(self, channel_id: str, request_id: str) -> tuple[str, bytes]:
         """The bucket key and the field that hold one (channel, request id)."""
         digest = hashlib.blake2b(f"{channel_id}\0{request_id}".encode(), digest_size=16).digest()

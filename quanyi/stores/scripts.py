@@ -32,3 +32,5 @@ class Scripts:
         self.audience_has: AsyncScript = redis.register_script(lua_source("audience_has"))
         self.record_events: AsyncScript = redis.register_script(lua_source("record_events"))
         self.offers: AsyncScript = redis.register_script(lua_source("offers"))
+        self.revise: AsyncScript = redis.register_script(lua_source("revise"))
+        self.rate_limit: AsyncScript = redis.register_script(lua_source("rate_limit"))

@@ -23,11 +23,14 @@ from prometheus_client import (
 )
 
 from quanyi.access import api as access_api
+from quanyi.access import channels_api, staff_api
 from quanyi.access.api import CHANNELS
+from quanyi.access.audit_api import routes as audit_routes
 from quanyi.access.staff import keep_staff_records_swept
 from quanyi.audiences import api as audiences_api
 from quanyi.audiences.api import AUDIENCES
 from quanyi.campaigns import api as campaigns_api
+from quanyi.campaigns import budgets_api, revisions_api
 from quanyi.campaigns.api import CAMPAIGNS
 from quanyi.core import metrics
 from quanyi.core.clock import Clock, system_clock
@@ -39,7 +42,7 @@ from quanyi.core.supervisor import Supervisor
 from quanyi.inventory.readiness import LOST as STORE_LOST
 from quanyi.inventory.readiness import store_ready
 from quanyi.issuance import api as issuance_api
-from quanyi.issuance import events_api, offers_api
+from quanyi.issuance import events_api, h5_api, offers_api
 from quanyi.issuance.api import CLAIMS, GRANTS, LIFECYCLE, OUTCOMES
 from quanyi.issuance.events_api import EVENTS
 from quanyi.issuance.offers_api import OFFERS
@@ -51,7 +54,7 @@ from quanyi.stores.outbox import FULFIL_GROUP, LEDGER_GROUP, outbox_lag
 from quanyi.vendors import api as vendors_api
 from quanyi.vendors import callbacks as vendor_callbacks
 from quanyi.vendors.api import VENDORS
-from quanyi.web import openapi
+from quanyi.web import console, h5_static, openapi
 from quanyi.web.middleware import errors_middleware
 
 log = logging.getLogger(__name__)
@@ -140,12 +143,19 @@ def create_app(
 
     app.cleanup_ctx.extend([stores, services])
     if workers:
-        app.cleanup_ctx.extend([_ledger_worker, _fulfilment_worker])
+        app.cleanup_ctx.extend([_ledger_worker, _fulfilment_worker, _scheduler, _webhook_sender])
     app.add_routes(access_api.routes)
+    app.add_routes(audit_routes)
+    app.add_routes(channels_api.routes)
+    app.add_routes(staff_api.routes)
     app.add_routes(issuance_api.routes)
     app.add_routes(offers_api.routes)
     app.add_routes(events_api.routes)
+    h5_api.install(app)  # the customer H5 page's API and token key
+    # Before the campaigns API, whose /campaigns/{id}/{action} would take "revisions".
+    app.add_routes(revisions_api.routes)
     app.add_routes(campaigns_api.routes)
+    app.add_routes(budgets_api.routes)
     app.add_routes(vendors_api.routes)
     app.add_routes(vendor_callbacks.routes)
     app.add_routes(audiences_api.routes)
@@ -154,6 +164,8 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.add_routes(openapi.routes)
+    app.add_routes(console.routes)
+    app.add_routes(h5_static.routes)
     return app
 
 
@@ -175,6 +187,17 @@ async def _ledger_worker(app: web.Application) -> AsyncIterator[None]:
 
 async def _fulfilment_worker(app: web.Application) -> AsyncIterator[None]:
     async with supervised(app, Supervisor("fulfil", app[STORES].fulfilment_worker)):
+        yield
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    async with supervised(app, Supervisor("schedule", app[STORES].scheduler)):
+        yield
+
+
+async def _webhook_sender(app: web.Application) -> AsyncIterator[None]:
+    app[STORES].webhook_sender()  # a URL without its secret stops the start here
+    async with supervised(app, Supervisor("webhook", app[STORES].webhook_sender)):
         yield
 
 
@@ -231,7 +254,7 @@ async def _worker_checks(app: web.Application, redis_ok: bool) -> dict[str, str]
     max_lag_s = app[SETTINGS].ready_max_lag_s
     for name, supervisor in app[WORKERS].items():
         checks[f"{name}_worker"] = supervisor.health()
-        if max_lag_s <= 0 or not redis_ok:
+        if max_lag_s <= 0 or not redis_ok or name not in WORKER_GROUPS:  # reads no outbox
             continue
         try:
             lag = await outbox_lag(app[REDIS], app[KEYS], WORKER_GROUPS[name])

@@ -5,7 +5,8 @@ The document is made once per app, on its first request, from the app's routes: 
 to the app is in it, with the models its handler declares. Each operation answers, besides
 what it declares, what the app itself answers for it: 401 `unauthorized` when it is signed,
 503 `unavailable` when it is signed too (every such route reads a store, and a store may be
-away), 403 `forbidden` when a channel signs it (a channel without the scope the route needs),
+away), 403 `forbidden` and 429 `rate_limited` when a channel signs it (a channel without the
+scope the route needs, or over its rate limit),
 413 `payload_too_large` when it takes a body, 404 `not_found` when its path has parameters (a
 value the router cannot place)."""
 
@@ -32,7 +33,11 @@ ERROR = "Error"
 SIGNED = (401, "unauthorized")
 # A channel's signature is good but it lacks the scope the route needs (quanyi/access/channels.py).
 OUT_OF_SCOPE = (403, "forbidden")
+# Past its signature, a channel over its rate limit (quanyi/access/rate_limits.py).
+RATE_LIMITED = (429, "rate_limited")
 TOO_LARGE = (413, "payload_too_large")
+# Staff whose password was reset reach nothing but setting a new one (quanyi/access/api.py).
+PASSWORD_PENDING = (403, "password_change_required")
 NO_ROUTE = (404, "not_found")
 STORE_AWAY = (503, "unavailable")
 # A card number in a path parameter is refused before any look-up (core/http.py path_id).
@@ -42,6 +47,7 @@ SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "channel": [{"channelId": [], "channelTimestamp": [], "channelSignature": []}],
     "staff": [{"staffToken": []}],
     "vendor": [{"vendorTimestamp": [], "vendorSignature": []}],
+    "customer": [{"customerSession": []}],
     "none": [],
 }
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
@@ -71,6 +77,11 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "type": "http",
         "scheme": "bearer",
         "description": "The token of `POST /admin/v1/login`; `POST /admin/v1/logout` ends it.",
+    },
+    "customerSession": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The token of `POST /v1/h5/sessions` (15 minutes, one channel's customer).",
     },
     "vendorTimestamp": {
         "type": "apiKey",
@@ -164,13 +175,31 @@ ERROR_SCHEMA: dict[str, Any] = {
                     "type": "string",
                     "description": (
                         "campaign_not_active, invalid_transition, grant_not_live,"
-                        " grant_not_fulfilled: the state the campaign or grant is in"
+                        " grant_not_fulfilled, vendor_not_active: the state the campaign, grant,"
+                        " right or vendor is in (campaign_not_active right_suspended: the"
+                        " reward's right is suspended)"
                     ),
                 },
                 "campaigns": {
                     "type": "array",
                     "description": "right_in_use, vendor_in_use: the live campaigns using it",
                     "items": {"type": "string"},
+                },
+                "rights": {
+                    "type": "array",
+                    "description": (
+                        "right_not_admitted: the rights named that are not admitted;"
+                        " vendor_in_use: the admitted or suspended rights keeping a vendor"
+                    ),
+                    "items": {
+                        "type": "object",
+                        "required": ["right_id", "state"],
+                        "properties": {"right_id": {"type": "string"}, "state": {"type": "string"}},
+                    },
+                },
+                "vendor_id": {
+                    "type": "string",
+                    "description": "vendor_not_active: the right's vendor (its state in state)",
                 },
                 "max_size": {
                     "type": "integer",
@@ -183,6 +212,53 @@ ERROR_SCHEMA: dict[str, Any] = {
                 "grant_id": {
                     "type": ["string", "null"],
                     "description": "grant_unknown, grant_not_redeemable: the grant it named",
+                },
+                "branch": {
+                    "type": "string",
+                    "description": "budget_exceeded, budget_required: the branch whose budget",
+                },
+                "period": {
+                    "type": "string",
+                    "description": "budget_exceeded, budget_required: the year of that budget",
+                },
+                "available": {
+                    "type": "integer",
+                    "description": "budget_exceeded: fen left of that budget",
+                },
+                "needed": {
+                    "type": "integer",
+                    "description": "budget_exceeded: fen asked for",
+                },
+                "approvals": {
+                    "type": "array",
+                    "description": (
+                        "already_approved, head_office_approval_needed: the approvals given so"
+                        " far (quanyi/campaigns/approvals.py)"
+                    ),
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "approver": {"type": "string"},
+                            "branch": {"type": "string"},
+                            "at": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                },
+                "approvals_needed": {
+                    "type": "integer",
+                    "description": "already_approved, head_office_approval_needed: 1 or 2",
+                },
+                "reward_id": {
+                    "type": "string",
+                    "description": "stock_below_granted: the reward whose stock would drop",
+                },
+                "granted": {
+                    "type": "integer",
+                    "description": "stock_below_granted: what that reward granted already",
+                },
+                "spent": {
+                    "type": "integer",
+                    "description": "budget_below_spent: fen the campaign spent already",
                 },
             },
         }
@@ -342,8 +418,10 @@ def _responses(path: str, declared: Endpoint, schemas: _Schemas) -> dict[str, An
             response["content"] = {
                 "application/json": {"schema": schemas.ref(model, "serialization")}
             }
-        elif declared.response_media is not None:
-            response["content"] = {declared.response_media: {"schema": {"type": "string"}}}
+        if declared.response_media is not None:  # with a model too: JSON or, when asked, this
+            response.setdefault("content", {})[declared.response_media] = {
+                "schema": {"type": "string"}
+            }
         responses[str(status)] = response
     for status, codes in sorted(_error_codes(path, declared).items()):
         if str(status) in responses:
@@ -369,6 +447,9 @@ def _error_codes(path: str, declared: Endpoint) -> dict[int, list[str]]:
         add(*STORE_AWAY)
     if declared.auth == "channel":
         add(*OUT_OF_SCOPE)
+        add(*RATE_LIMITED)
+    if declared.auth == "staff":
+        add(*PASSWORD_PENDING)
     if declared.body is not None or declared.body_media is not None:
         add(*TOO_LARGE)
     if "{" in path:

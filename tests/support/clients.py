@@ -30,6 +30,8 @@ STAFF_ACCOUNTS = {
     "sz-marketer": ("marketer", "SZ"),
     "sz-approver": ("approver", "SZ"),
     "sz-admin": ("admin", "SZ"),
+    "auditor": ("auditor", "HQ"),
+    "operator": ("operator", "HQ"),
 }
 STAFF = tuple(STAFF_ACCOUNTS)
 # A claim of campaign c1 (its only reward) by customer cust-1.
@@ -47,7 +49,7 @@ async def add_staff(
 ) -> None:
     """What create_staff writes, for these username -> (role, branch), password PASSWORD."""
     for username, (role, branch) in accounts.items():
-        await db.execute(staff_queries.insert_staff, username, password_hash(), role, branch)
+        await db.execute(staff_queries.insert_staff, username, password_hash(), role, branch, False)
 
 
 class Api:
@@ -107,8 +109,9 @@ class Api:
 
     async def create_right(
         self, right_id: str = "coffee", unit_cost: int = 100, **extra: Any
-    ) -> None:
-        await factories.create_right(self, right_id, unit_cost, **extra)
+    ) -> dict[str, Any]:
+        """Proposed by `marketer`, admitted by `approver` unless admit=False."""
+        return await factories.create_right(self, right_id, unit_cost, **extra)
 
     async def create_campaign(
         self,

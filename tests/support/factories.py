@@ -108,12 +108,31 @@ def http_vendor_body(key_pairs: KeyPairs, signing_key: str, **changes: Any) -> d
 
 
 async def create_right(
-    api: Api, right_id: str = "coffee", unit_cost: int = 100, **extra: Any
-) -> None:
+    api: Api, right_id: str = "coffee", unit_cost: int = 100, *, admit: bool = True, **extra: Any
+) -> dict[str, Any]:
+    """Right `right_id` proposed by `marketer` and, unless told not, admitted by `approver`
+    (a campaign may only name an admitted right)."""
     status, body = await api.admin(
         "marketer", "POST", "/admin/v1/rights", right_body(right_id, unit_cost, **extra)
     )
     assert status == 201, body
+    if admit:
+        body = await move_right(api, right_id, "admit")
+    return body
+
+
+async def move_right(api: Api, right_id: str, action: str, user: str = "approver") -> Any:
+    """POST /admin/v1/rights/{id}/{action} as `user`, which must succeed."""
+    status, body = await api.admin(user, "POST", f"/admin/v1/rights/{right_id}/{action}")
+    assert status == 200, body
+    return body
+
+
+async def move_vendor(api: Api, vendor_id: str, action: str, user: str = "approver") -> Any:
+    """POST /admin/v1/vendors/{id}/{action} as `user`, which must succeed."""
+    status, body = await api.admin(user, "POST", f"/admin/v1/vendors/{vendor_id}/{action}")
+    assert status == 200, body
+    return body
 
 
 async def create_campaign(
@@ -147,11 +166,15 @@ async def register_vendor(
     key_pairs: KeyPairs,
     signing_key: str,
     adapter: str = "simulated",
+    activate: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
+    """Vendor `vendor_id` proposed by `admin` and, unless told not, activated by `approver`."""
     body = vendor_body(vendor_id, base_url, key_pairs, signing_key, adapter, **extra)
     status, vendor = await api.admin("admin", "POST", "/admin/v1/vendors", body)
     assert status == 201, vendor
+    if activate:
+        vendor = await move_vendor(api, vendor_id, "activate")
     return vendor
 
 

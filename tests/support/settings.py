@@ -37,5 +37,7 @@ def settings_for_tests(**changes: Any) -> Settings:
         ledger_reclaim_idle_ms=500,
         worker_metrics_port=0,
         secrets_key=f"env:{SECRETS_KEY_ENV}",
+        # One approver for any amount unless a test asks for dual control (test_dual_control).
+        dual_approval_above=0,
     )
     return base.replace(**changes)

@@ -1,0 +1,413 @@
+"""Budgets carved down the branch tree, per calendar year in QUANYI_TZ, in fen.
+
+Head office's admins set head office's budget for a year; a branch gives part of what it has
+left to a child and takes unreserved budget back from it; approving a campaign reserves its
+budget from its branch's budget for the year of its start, and its end gives back what it did
+not spend.
+
+Every balance (branch, year) is one row of branch_budgets, changed only under its row lock and
+only by the statement that also writes the movement explaining it (budgets.sql `move`): two
+approvals racing for the last of a budget queue on that lock, and the second sees what the
+first took. A movement between two balances (an allocation, a reclaim) locks the parent's
+before the child's, and a campaign's lock is always taken before its branch's balance, so two
+movements never wait for each other.
+
+What a live campaign has spent is read from Redis, its `spent` counter: grant.lua raises it in
+the step that checks the campaign's own budget, so it is current and never above the budget,
+while the ledger trails it by the outbox's lag. Hence a balance's reserved + spent is always
+what it committed, and ending a campaign (once Redis has it ended, so no grant can follow) reads
+the final figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+from redis.asyncio import Redis
+
+from quanyi.access.staff import HEAD_OFFICE, Actor, Staff, audit
+from quanyi.campaigns.model import Campaign
+from quanyi.core.errors import (
+    BudgetExceeded,
+    BudgetRequired,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+)
+from quanyi.core.schemas import Body, Ident, Range, decode
+from quanyi.core.settings import Settings
+from quanyi.inventory.hot_campaigns import HotCampaigns
+from quanyi.stores.db import load_queries
+from quanyi.stores.keys import Keys
+
+queries = load_queries("quanyi.campaigns", "budgets.sql")
+
+# The columns of a balance a movement changes (budget_movements.account).
+ALLOCATED, GIVEN, COMMITTED = "allocated", "given", "committed"
+DEFAULT_ZONE = ZoneInfo(Settings.tz)
+PERIOD_RULE = "a calendar year, 4 digits from 2000 to 9999, like 2027"
+
+
+def _period(value: Any) -> str:
+    if not (isinstance(value, str) and len(value) == 4 and value.isascii() and value.isdigit()):
+        raise PydanticCustomError("period", PERIOD_RULE)
+    if not 2000 <= int(value) <= 9999:
+        raise PydanticCustomError("period", PERIOD_RULE)
+    return value
+
+
+Period = Annotated[
+    str,
+    PlainValidator(_period),
+    WithJsonSchema({"type": "string", "pattern": "^[0-9]{4}$", "examples": ["2027"]}),
+]
+"""A budget's period: a calendar year in QUANYI_TZ, "YYYY"."""
+
+
+class AllocationBody(Body):
+    """Budget given to the branch of the path by its parent (`from`); head office's own budget
+    for a year names no `from`."""
+
+    period: Period
+    amount: Annotated[int, Range(1)]
+    from_: Ident | None = Field(default=None, alias="from")
+
+
+class ReclaimBody(Body):
+    """Unreserved budget taken back from the branch of the path by its parent (head office's
+    own budget: lowered)."""
+
+    period: Period
+    amount: Annotated[int, Range(1)]
+
+
+class BudgetQuery(Body):
+    period: Period
+
+
+@dataclass(frozen=True)
+class BudgetRules:
+    """The zone whose calendar years are the periods, and whether a campaign needs a budget to
+    be approved once budgets are in force for its year (QUANYI_BUDGET_REQUIRED)."""
+
+    zone: ZoneInfo = DEFAULT_ZONE
+    required: bool = True
+
+    @classmethod
+    def of(cls, settings: Settings) -> BudgetRules:
+        return cls(settings.zone, settings.budget_required)
+
+    def period_of(self, moment: datetime) -> str:
+        return f"{moment.astimezone(self.zone).year:04d}"
+
+
+# For services built without settings (commands, the demo): Settings' defaults.
+DEFAULT_RULES = BudgetRules()
+
+
+@dataclass(frozen=True)
+class Balance:
+    branch: str
+    period: str
+    allocated: int = 0
+    given: int = 0
+    committed: int = 0
+
+    @property
+    def available(self) -> int:
+        """What is left to give to children or reserve for campaigns."""
+        return self.allocated - self.given - self.committed
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> Balance:
+        return cls(
+            row["branch_id"], row["period"], row["allocated"], row["given"], row["committed"]
+        )
+
+    def ensure(self, needed: int, what: str) -> None:
+        if needed > self.available:
+            raise BudgetExceeded(
+                f"{what}: {self.branch} has {self.available} fen left of its {self.period}"
+                f" budget, {needed} needed",
+                self.branch,
+                self.period,
+                self.available,
+                needed,
+            )
+
+
+async def _lock(conn: asyncpg.Connection, branch: str, period: str) -> Balance:
+    """The balance, locked for this transaction (a balance of zeros when it had none)."""
+    await conn.execute(queries.open_balance, branch, period)
+    return Balance.of(await conn.fetchrow(queries.lock_balance, branch, period))
+
+
+async def _move(
+    conn: asyncpg.Connection,
+    branch: str,
+    period: str,
+    account: str,
+    kind: str,
+    amount: int,
+    by: str,
+    *,
+    counterpart: str | None = None,
+    campaign_id: str | None = None,
+) -> None:
+    """`amount` added to one column of a balance, with its movement row naming `by`."""
+    if amount:
+        await conn.fetchval(
+            queries.move,
+            branch,
+            period,
+            account,
+            kind,
+            amount,
+            counterpart,
+            campaign_id,
+            by,
+        )
+
+
+async def _transfer(
+    conn: asyncpg.Connection, parent: str, child: str, period: str, amount: int, kind: str, by: str
+) -> None:
+    """`amount` from `parent` down to `child` (negative: back up): the parent's `given` and the
+    child's `allocated` move together, each with its movement row."""
+    await _move(conn, parent, period, GIVEN, kind, amount, by, counterpart=child)
+    await _move(conn, child, period, ALLOCATED, kind, amount, by, counterpart=parent)
+
+
+# campaigns: reserve at approval, revise, release at the end
+
+
+async def reserve(
+    conn: asyncpg.Connection, rules: BudgetRules, actor: Actor, campaign: Campaign
+) -> None:
+    """Reserve `campaign`'s budget from its branch's budget for the year of its start. Called in
+    the approval's transaction, under the campaign's row lock and before the approval reaches
+    Redis; refuses (BudgetExceeded, BudgetRequired) when it cannot, and the approval with it.
+    Nothing to do while head office has no budget for that year, or when the campaign holds a
+    reservation already."""
+    if await conn.fetchrow(queries.lock_reservation, campaign.id) is not None:
+        return
+    period = rules.period_of(campaign.starts_at)
+    if not await conn.fetchval(queries.in_force, period):
+        return
+    if campaign.budget is None:
+        if rules.required:
+            raise BudgetRequired(
+                f"budgets are in force for {period}: campaign {campaign.id} needs a budget,"
+                f" reserved from {campaign.branch}'s",
+                campaign.branch,
+                period,
+            )
+        return
+    balance = await _lock(conn, campaign.branch, period)
+    balance.ensure(campaign.budget, f"campaign {campaign.id} cannot reserve its budget")
+    await _move(
+        conn,
+        campaign.branch,
+        period,
+        COMMITTED,
+        "reservation",
+        campaign.budget,
+        actor.username,
+        campaign_id=campaign.id,
+    )
+    await conn.execute(
+        queries.insert_reservation, campaign.id, campaign.branch, period, campaign.budget
+    )
+    await audit(
+        conn,
+        actor,
+        "budget.reserve",
+        f"campaign:{campaign.id}",
+        {"branch": campaign.branch, "period": period, "amount": campaign.budget},
+    )
+
+
+async def rereserve(
+    conn: asyncpg.Connection,
+    rules: BudgetRules,
+    actor: Actor,
+    campaign: Campaign,
+    budget: int | None,
+) -> None:
+    """A revision of live `campaign` changes its budget to `budget`: its reservation follows, in
+    the revision's transaction under the campaign's row lock, before Redis takes the revision
+    (whose script refuses a budget below what was spent). A higher budget reserves the
+    difference (BudgetExceeded when the branch lacks it), a lower one gives it back. A campaign
+    holding no reservation is reserved for as at its approval."""
+    current = await conn.fetchrow(queries.lock_reservation, campaign.id)
+    if current is None:
+        await reserve(conn, rules, actor, dataclasses.replace(campaign, budget=budget))
+        return
+    branch, period, amount = current["branch_id"], current["period"], current["amount"]
+    if budget is None:
+        raise InvalidRequest(
+            "a campaign holding budget keeps a budget",
+            {"budget": f"required: it holds {amount} of {branch}'s {period} budget"},
+        )
+    delta = budget - amount
+    if delta == 0:
+        return
+    balance = await _lock(conn, branch, period)
+    balance.ensure(delta, f"campaign {campaign.id} cannot raise its budget")
+    await _move(
+        conn, branch, period, COMMITTED, "revision", delta, actor.username, campaign_id=campaign.id
+    )
+    await conn.execute(queries.update_reservation, campaign.id, budget)
+    await audit(
+        conn,
+        actor,
+        "budget.revise",
+        f"campaign:{campaign.id}",
+        {"branch": branch, "period": period, "amount": budget, "was": amount},
+    )
+
+
+async def release_reservation(
+    conn: asyncpg.Connection, stock: HotCampaigns, campaign_id: str, ended_by: str
+) -> int | None:
+    """At a campaign's end, give back to its branch what it reserved and did not spend; what it
+    spent stays charged for good. Called in the ending's transaction (quanyi/campaigns/ending.py)
+    once Redis has the campaign ended, so no grant can follow and `spent` is final; the movement
+    row names `ended_by`, the ending itself is audited as campaign.end. Returns the amount given
+    back; None when the campaign held no reservation."""
+    current = await conn.fetchrow(queries.lock_reservation, campaign_id)
+    if current is None:
+        return None
+    spent = (await stock.counters(campaign_id, [])).spent
+    charged = min(spent, current["amount"])
+    released = current["amount"] - charged
+    await _move(
+        conn,
+        current["branch_id"],
+        current["period"],
+        COMMITTED,
+        "release",
+        -released,
+        ended_by,
+        campaign_id=campaign_id,
+    )
+    await conn.execute(queries.close_reservation, campaign_id, charged)
+    return released
+
+
+# the branches' budgets through the admin API
+
+
+class BudgetService:
+    """Allocations, reclaims and the reading of a branch's budget. Only approvers and admins
+    move money, and only from a parent in their scope (their branch or one below it) to its
+    child; head office's own budget is its admins' to set."""
+
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, keys: Keys, rules: BudgetRules) -> None:
+        self._pool = pool
+        self._stock = HotCampaigns(redis, keys)
+        self.rules = rules
+
+    async def allocate(self, staff: Staff, branch_id: str, body: bytes) -> dict[str, Any]:
+        staff.require_role("approver")
+        move = decode(AllocationBody, body)
+        period, amount = move.period, move.amount
+        async with self._pool.acquire() as conn, conn.transaction():
+            parent = await self._parent(conn, staff, branch_id)
+            if parent is None:
+                if move.from_ is not None:
+                    raise InvalidRequest(
+                        "head office's own budget comes from no branch",
+                        {"from": "leave it out for head office"},
+                    )
+                _require_head_office_admin(staff)
+                await _lock(conn, branch_id, period)
+                await _move(conn, branch_id, period, ALLOCATED, "fund", amount, staff.username)
+            else:
+                if move.from_ != parent:
+                    raise InvalidRequest(
+                        f"budget comes to {branch_id} from its parent, {parent}",
+                        {"from": f"required: {parent}, the parent of {branch_id}"},
+                    )
+                staff.require_branch(parent)
+                giver = await _lock(conn, parent, period)  # a parent before its child
+                await _lock(conn, branch_id, period)
+                giver.ensure(amount, f"{parent} cannot give {branch_id} {amount}")
+                await _transfer(
+                    conn, parent, branch_id, period, amount, "allocation", staff.username
+                )
+            detail = {"period": period, "amount": amount, "from": parent}
+            await audit(conn, staff, "budget.allocate", f"branch:{branch_id}", detail)
+            return await self._view(conn, branch_id, period)
+
+    async def reclaim(self, staff: Staff, branch_id: str, body: bytes) -> dict[str, Any]:
+        staff.require_role("approver")
+        move = decode(ReclaimBody, body)
+        period, amount = move.period, move.amount
+        async with self._pool.acquire() as conn, conn.transaction():
+            parent = await self._parent(conn, staff, branch_id)
+            if parent is None:
+                _require_head_office_admin(staff)
+                own = await _lock(conn, branch_id, period)
+                own.ensure(amount, f"{branch_id}'s budget cannot be lowered by {amount}")
+                await _move(conn, branch_id, period, ALLOCATED, "reclaim", -amount, staff.username)
+            else:
+                staff.require_branch(parent)
+                await _lock(conn, parent, period)  # a parent before its child
+                child = await _lock(conn, branch_id, period)
+                child.ensure(amount, f"{parent} cannot take {amount} back from {branch_id}")
+                await _transfer(conn, parent, branch_id, period, -amount, "reclaim", staff.username)
+            detail = {"period": period, "amount": amount, "to": parent}
+            await audit(conn, staff, "budget.reclaim", f"branch:{branch_id}", detail)
+            return await self._view(conn, branch_id, period)
+
+    async def read(self, staff: Staff, branch_id: str, period: str) -> dict[str, Any]:
+        staff.require_reader("marketer", "approver")
+        staff.require_branch(branch_id)
+        async with self._pool.acquire() as conn:
+            if await conn.fetchrow(queries.branch, branch_id) is None:
+                raise NotFound(f"no branch {branch_id}")
+            return await self._view(conn, branch_id, period)
+
+    @staticmethod
+    async def _parent(conn: asyncpg.Connection, staff: Staff, branch_id: str) -> str | None:
+        """The parent of a branch the staff member acts on (None for head office)."""
+        staff.require_branch(branch_id)
+        row = await conn.fetchrow(queries.branch, branch_id)
+        if row is None:
+            raise NotFound(f"no branch {branch_id}")
+        parent: str | None = row["parent_id"]
+        return parent
+
+    async def _view(self, conn: asyncpg.Connection, branch_id: str, period: str) -> dict[str, Any]:
+        """allocated: received (net); given: to children (net); reserved: what live campaigns
+        reserved and have not spent yet; spent: what its campaigns granted at cost (live ones
+        so far, ended ones in all); available = allocated - given - reserved - spent."""
+        row = await conn.fetchrow(queries.balance, branch_id, period)
+        balance = Balance.of(row) if row else Balance(branch_id, period)
+        charged = await conn.fetch(queries.reservations_of_balance, branch_id, period)
+        live = [r for r in charged if r["charged"] is None]
+        counters = await asyncio.gather(*(self._stock.counters(r["campaign_id"], []) for r in live))
+        spent_live = sum(min(c.spent, r["amount"]) for c, r in zip(counters, live, strict=True))
+        return {
+            "branch": branch_id,
+            "period": period,
+            "allocated": balance.allocated,
+            "given": balance.given,
+            "reserved": sum(r["amount"] for r in live) - spent_live,
+            "spent": spent_live + sum(r["charged"] for r in charged if r["charged"] is not None),
+            "available": balance.available,
+        }
+
+
+def _require_head_office_admin(staff: Staff) -> None:
+    if staff.branch != HEAD_OFFICE or staff.role != "admin":
+        raise Forbidden("only head-office admins set head office's own budget")

@@ -1,0 +1,380 @@
+"""Revisions of approved campaigns: more stock, a later end, another budget, other channels,
+quota moved between channels, made by a marketer and checked like a campaign (maker-checker, dual control above the
+threshold: quanyi/campaigns/approvals.py), then applied to the running campaign.
+
+    draft --submit--> pending --approve (the last approval needed)--> applied
+                              --reject--> rejected
+
+Applying it changes the campaign's rows in PostgreSQL and its definition in Redis in one
+transaction, under the campaign's row lock: lua/revise.lua writes the new figures, the new
+version and the cached definition together, after checking against the live counters that no
+reward's stock drops below what it granted, the budget not below what is spent, and each
+reward's channel quotas (moved or not) not below what their channels granted and within the
+stock left. A refusal there rolls the PostgreSQL side back: nothing changes. Counters are never
+reset.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from quanyi.access.staff import Staff, audit
+from quanyi.campaigns import approvals, budgets
+from quanyi.campaigns import queries as campaign_queries
+from quanyi.campaigns.approvals import money_of
+from quanyi.campaigns.budgets import BudgetRules
+from quanyi.campaigns.model import Campaign
+from quanyi.campaigns.revise_refusals import refusal
+from quanyi.campaigns.revision_model import Revised, before_of, read_revision, revised
+from quanyi.core.errors import (
+    Conflict,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+)
+from quanyi.stores.keys import EVENT_BUCKETS, PROGRESS_BUCKETS, Keys
+from quanyi.stores.redis import as_text
+from quanyi.stores.scripts import Scripts
+
+log = logging.getLogger(__name__)
+queries = approvals.queries
+# The campaign states a revision may be made of, approved in and applied to.
+REVISABLE_STATES = ("approved", "paused")
+EXPIRE_CHUNK = 1000
+
+Loader = Callable[..., Awaitable[Campaign]]
+
+
+class RevisionNotFound(NotFound):
+    code = "revision_not_found"
+
+
+class RevisionOpen(Conflict):
+    """A campaign has at most one revision in draft or pending at a time."""
+
+    code = "revision_open"
+
+
+def _when(value: Any) -> Any:
+    return value.isoformat() if value is not None else None
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
+class Revisions:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        keys: Keys,
+        scripts: Scripts,
+        load: Loader,
+        dual_above: int,
+        retention_s: int,
+        budget_rules: BudgetRules | None = None,
+    ) -> None:
+        self._pool = pool
+        self._redis = redis
+        self._keys = keys
+        self._scripts = scripts
+        self._load = load
+        self._dual_above = dual_above
+        self._retention_s = retention_s
+        # The periods and rules of branch budgets a revised budget is reserved under.
+        self.budget_rules = budget_rules or BudgetRules()
+
+    async def create(
+        self, staff: Staff, campaign_id: str, body: bytes | Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A draft revision of an approved or paused campaign (`body`: a RevisionBody)."""
+        staff.require_role("marketer")
+        async with self._pool.acquire() as conn, conn.transaction():
+            campaign = await self._load(conn, campaign_id, lock=True)
+            staff.require_branch(campaign.branch)
+            change = read_revision(body)
+            self._revisable(campaign)
+            changes = change.changes()
+            figures = revised(campaign, changes)
+            problems = figures.problems(campaign)
+            if problems:
+                raise InvalidRequest("the revision does not fit the campaign", problems)
+            try:
+                row = await conn.fetchrow(
+                    queries.insert_revision,
+                    campaign_id,
+                    orjson.dumps(changes).decode(),
+                    orjson.dumps(before_of(campaign)).decode(),
+                    staff.username,
+                )
+            except asyncpg.UniqueViolationError:
+                raise RevisionOpen(
+                    f"campaign {campaign_id} has a revision in draft or pending already; submit,"
+                    " approve or reject it first"
+                ) from None
+            await audit(
+                conn,
+                staff,
+                "campaign.revision.create",
+                f"campaign:{campaign_id}",
+                {"revision": row["id"], "changes": changes},
+            )
+        return await self._view(row, campaign)
+
+    async def submit(self, staff: Staff, campaign_id: str, revision_id: int) -> dict[str, Any]:
+        staff.require_role("marketer")
+        async with self._pool.acquire() as conn, conn.transaction():
+            campaign, revision = await self._locked(conn, staff, campaign_id, revision_id)
+            self._in_state(revision, "draft", "submit")
+            self._revisable(campaign)
+            row = await conn.fetchrow(
+                queries.submit_revision, campaign_id, revision_id, staff.username
+            )
+            await approvals.new_round(conn, campaign_id, revision_id)
+            await self._audit(conn, staff, "submit", campaign_id, revision_id)
+        return await self._view(row, campaign)
+
+    async def reject(self, staff: Staff, campaign_id: str, revision_id: int) -> dict[str, Any]:
+        staff.require_role("approver")
+        async with self._pool.acquire() as conn, conn.transaction():
+            campaign, revision = await self._locked(conn, staff, campaign_id, revision_id)
+            self._in_state(revision, "pending", "reject")
+            row = await conn.fetchrow(
+                queries.reject_revision, campaign_id, revision_id, staff.username
+            )
+            await self._audit(conn, staff, "reject", campaign_id, revision_id)
+        return await self._view(row, campaign)
+
+    async def approve(self, staff: Staff, campaign_id: str, revision_id: int) -> dict[str, Any]:
+        """Records the approval; the last one needed applies the revision at once."""
+        staff.require_role("approver")
+        async with self._pool.acquire() as conn, conn.transaction():
+            campaign, revision = await self._locked(conn, staff, campaign_id, revision_id)
+            self._in_state(revision, "pending", "approve")
+            self._revisable(campaign)
+            figures = revised(campaign, _json(revision["changes"]))
+            complete, given, needed = await approvals.approve(
+                conn,
+                staff,
+                campaign_id=campaign_id,
+                revision_id=revision_id,
+                makers=(revision["created_by"], revision["submitted_by"]),
+                money=money_of(figures.budget, ((r.stock, r.unit_cost) for r in figures.rewards)),
+                dual_above=self._dual_above,
+            )
+            detail = {"revision": revision_id, "approvals": len(given), "needed": needed}
+            await self._audit(conn, staff, "approve", campaign_id, revision_id, detail)
+            row = revision
+            if complete:
+                after = await self._apply(conn, staff, campaign, figures)
+                row = await conn.fetchrow(queries.applied_revision, campaign_id, revision_id)
+                await audit(
+                    conn,
+                    staff,
+                    "campaign.revision.apply",
+                    f"campaign:{campaign_id}",
+                    {
+                        "revision": revision_id,
+                        "changes": _json(revision["changes"]),
+                        "version": after.version,
+                    },
+                )
+        if complete:
+            try:
+                await self._keep_counters(campaign, after)
+            except RedisError as exc:
+                # Applied already; a claim refreshes its customer's bucket anyway, so only a
+                # bucket untouched until its old expiry is at risk: said, not failed.
+                log.warning("campaign %s: counters not kept until its new end: %s", after.id, exc)
+            campaign = after
+        return await self._view(row, campaign)
+
+    async def list(self, staff: Staff, campaign_id: str) -> list[dict[str, Any]]:
+        """Every revision of the campaign, oldest first, with who did what and when."""
+        staff.require_reader("marketer", "approver")
+        async with self._pool.acquire() as conn:
+            campaign = await self._load(conn, campaign_id)
+            staff.require_branch(campaign.branch)
+            rows = await conn.fetch(queries.list_revisions, campaign_id)
+            given = await conn.fetch(queries.revision_approvals, campaign_id)
+        by_revision: dict[int, list[dict[str, Any]]] = {}
+        for a in given:
+            by_revision.setdefault(a["revision_id"], []).append(
+                approvals.Approval.from_row(a).to_json()
+            )
+        return [self._shown(r, campaign, by_revision.get(r["id"], [])) for r in rows]
+
+    # applying
+
+    async def _apply(
+        self, conn: asyncpg.Connection, staff: Staff, campaign: Campaign, figures: Revised
+    ) -> Campaign:
+        # The buckets each customer's counters live in stay as they are, whatever the stock.
+        buckets = campaign.hot().buckets
+        await conn.execute(
+            queries.revise_campaign,
+            campaign.id,
+            figures.ends_at,
+            figures.budget,
+            list(figures.channels),
+            buckets,
+        )
+        quotas_before = {r.id: r.channel_quota for r in campaign.rewards}
+        for r in figures.rewards:
+            await conn.execute(
+                queries.revise_reward,
+                campaign.id,
+                r.id,
+                r.stock,
+                r.daily_stock,
+                r.per_customer_limit,
+                r.per_customer_daily_limit,
+            )
+            if r.channel_quota is not None and r.channel_quota != quotas_before[r.id]:
+                await conn.execute(
+                    campaign_queries.set_channel_quota,
+                    campaign.id,
+                    r.id,
+                    orjson.dumps(r.channel_quota).decode(),
+                )
+        if figures.budget != campaign.budget:
+            # The branch budget's reservation follows (quanyi/campaigns/budgets.py); a refusal
+            # there (the branch lacks the difference) rolls the revision back.
+            await budgets.rereserve(conn, self.budget_rules, staff, campaign, figures.budget)
+        after = await self._load(conn, campaign.id)
+        await self._revise_hot(after)
+        return after
+
+    async def _revise_hot(self, campaign: Campaign) -> None:
+        hot = campaign.hot()
+        k = self._keys
+        args: list[Any] = [
+            hot.version,
+            hot.to_json(),
+            secrets.token_hex(8),
+            hot.ends_ms,
+            "" if hot.budget is None else hot.budget,
+            "\n".join(hot.channels),
+            len(hot.rewards),
+        ]
+        for r in hot.rewards:
+            quota = orjson.dumps(r.channel_quota).decode() if r.channel_quota else ""
+            args += [r.id, r.stock, r.daily_stock or "", r.limit, r.daily_limit or "", quota]
+        outcome, detail, figure, channel = await self._scripts.revise(
+            keys=[
+                k.campaign(campaign.id),
+                k.campaign_definition(campaign.id),
+                k.live_version,
+                k.store_ready,
+            ],
+            args=args,
+        )
+        if outcome != "applied":
+            raise refusal(outcome, as_text(detail), int(figure), as_text(channel))
+
+    async def _keep_counters(self, before: Campaign, after: Campaign) -> None:
+        """A later end keeps the counters that expire with the campaign (each customer's totals,
+        goal progress, the events counted, final grant states) until the new end and its
+        retention: a customer's limit must hold until then. Only ever extended, so a retry or
+        a race with a claim's own EXPIREAT does no harm."""
+        if after.ends_at <= before.ends_at:
+            return
+        until = int(after.ends_at.timestamp()) + self._retention_s
+        hot = after.hot()
+        k = self._keys
+        names = [k.customer_totals(after.id, b) for b in range(hot.buckets)]
+        names.append(k.grant_states(after.id))
+        if hot.has_goals:
+            names += [k.progress(after.id, b) for b in range(PROGRESS_BUCKETS)]
+            names += [k.counted_events(after.id, b) for b in range(EVENT_BUCKETS)]
+        for first in range(0, len(names), EXPIRE_CHUNK):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names[first : first + EXPIRE_CHUNK]:
+                    pipe.expireat(name, until, gt=True)
+                await pipe.execute()
+
+    # helpers
+
+    @staticmethod
+    def _revisable(campaign: Campaign) -> None:
+        if campaign.status not in REVISABLE_STATES:
+            raise InvalidTransition(
+                f"only an approved or paused campaign is revised; this one is {campaign.status}",
+                state=campaign.status,
+            )
+
+    @staticmethod
+    def _in_state(revision: asyncpg.Record, state: str, action: str) -> None:
+        if revision["status"] != state:
+            raise InvalidTransition(
+                f"cannot {action} a revision that is {revision['status']}",
+                state=revision["status"],
+            )
+
+    async def _locked(
+        self, conn: asyncpg.Connection, staff: Staff, campaign_id: str, revision_id: int
+    ) -> tuple[Campaign, asyncpg.Record]:
+        # The campaign's lock first, as every change of a campaign takes it.
+        campaign = await self._load(conn, campaign_id, lock=True)
+        staff.require_branch(campaign.branch)
+        revision = await conn.fetchrow(queries.lock_revision, campaign_id, revision_id)
+        if revision is None:
+            raise RevisionNotFound(f"campaign {campaign_id} has no revision {revision_id}")
+        return campaign, revision
+
+    @staticmethod
+    async def _audit(
+        conn: asyncpg.Connection,
+        staff: Staff,
+        action: str,
+        campaign_id: str,
+        revision_id: int,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        await audit(
+            conn,
+            staff,
+            f"campaign.revision.{action}",
+            f"campaign:{campaign_id}",
+            detail or {"revision": revision_id},
+        )
+
+    async def _view(self, row: asyncpg.Record, campaign: Campaign) -> dict[str, Any]:
+        given = await approvals.approvals_of(self._pool, campaign.id, row["id"])
+        return self._shown(row, campaign, [a.to_json() for a in given])
+
+    def _shown(
+        self, row: asyncpg.Record, campaign: Campaign, given: builtins.list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        changes = _json(row["changes"])
+        try:
+            figures = revised(campaign, changes)
+            money = money_of(figures.budget, ((r.stock, r.unit_cost) for r in figures.rewards))
+        except InvalidRequest:  # a reward gone since (never: rewards of a live campaign stay)
+            money = 0
+        return {
+            "id": row["id"],
+            "campaign_id": row["campaign_id"],
+            "status": row["status"],
+            "changes": changes,
+            "before": _json(row["before"]),
+            "created_by": row["created_by"],
+            "created_at": _when(row["created_at"]),
+            "submitted_by": row["submitted_by"],
+            "submitted_at": _when(row["submitted_at"]),
+            "rejected_by": row["rejected_by"],
+            "decided_at": _when(row["decided_at"]),
+            "applied_at": _when(row["applied_at"]),
+            "approvals": given,
+            "approvals_needed": approvals.required_approvals(money, self._dual_above),
+        }
