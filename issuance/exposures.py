@@ -46,6 +46,11 @@ class Exposures:
     async def flush(self) -> int:
         """Adds what was gathered; returns the pairs written. On failure they are kept for the
         next flush."""
+        if self.dropped:
+            log.warning(
+                "offer exposures: %d not recorded (more than %d waiting)", self.dropped, MAX_PENDING
+            )
+            self.dropped = 0
         if not self._held:
             return 0
         pending, ends = self._pending, self._ends_s
