@@ -13,3 +13,8 @@ ORDER BY split_part(outbox_id, '-', 1)::bigint, split_part(outbox_id, '-', 2)::b
 -- name: campaign_branch
 -- The branch of a grant's campaign: staff revoke grants of their own branch only.
 SELECT branch FROM campaigns WHERE id = $1
+
+
+-- name: campaign_branches
+-- The branch of each campaign of a list of grants: staff read grants of their subtree only.
+SELECT id, branch FROM campaigns WHERE id = ANY($1::text[])

@@ -28,6 +28,11 @@ class CircuitBreaker:
         self._probing = False
         self.state = CLOSED
 
+    @property
+    def failures(self) -> int:
+        """Failures in a row since the last success."""
+        return self._failures
+
     def allow(self) -> bool:
         """Whether a call may go out now. In half-open, only one probe at a time."""
         if self.state == OPEN and self._clock() - self._opened_at >= self._reset_after_s:

@@ -100,22 +100,32 @@ async def import_codes(
     }
 
 
-async def dead_letters(redis: Redis, keys: Keys, limit: int) -> list[dict[str, Any]]:
-    entries = await stream_range(redis, keys.fulfil_dead, count=limit)
-    out = []
-    for entry_id, fields in entries:
-        grant = orjson.loads(fields["grant"])
-        out.append(
-            {
-                "id": entry_id,
-                "grant_id": grant["grant_id"],
-                "vendor_id": fields["vendor_id"],
-                "attempts": int(fields["attempts"]),
-                "error": fields["error"],
-                "at": fields["at"],
-            }
-        )
-    return out
+async def dead_letters(
+    redis: Redis, keys: Keys, limit: int, vendor_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The oldest `limit` dead-lettered fulfilments (of `vendor_id` only, when given)."""
+    out: list[dict[str, Any]] = []
+    start = "-"
+    while len(out) < limit:
+        entries = await stream_range(redis, keys.fulfil_dead, start, count=limit)
+        for entry_id, fields in entries:
+            if vendor_id is not None and fields["vendor_id"] != vendor_id:
+                continue
+            grant = orjson.loads(fields["grant"])
+            out.append(
+                {
+                    "id": entry_id,
+                    "grant_id": grant["grant_id"],
+                    "vendor_id": fields["vendor_id"],
+                    "attempts": int(fields["attempts"]),
+                    "error": fields["error"],
+                    "at": fields["at"],
+                }
+            )
+        if len(entries) < limit:
+            break
+        start = f"({entries[-1][0]}"  # exclusive: after the last one read
+    return out[:limit]
 
 
 async def redrive(
@@ -124,11 +134,12 @@ async def redrive(
     keys: Keys,
     lifecycle: GrantLifecycle,
     grant_ids: set[str] | None,
+    staff: Staff | None = None,
 ) -> list[tuple[str, str]]:
     """Put failed grants back in line for fulfilment: each becomes live again through
     `lifecycle` (taking back the stock its failure returned, if that is still there) and is
-    parked as due now."""
-    staff = cli_staff()
+    parked as due now. Audited as `staff` (the command's operator by default)."""
+    staff = staff or cli_staff()
     results = []
     for entry_id, fields in await stream_range(redis, keys.fulfil_dead):
         grant = orjson.loads(fields["grant"])

@@ -113,3 +113,8 @@ RETURNING *
 SELECT id, state FROM rights
 WHERE vendor_id = $1 AND state IN ('admitted', 'suspended')
 ORDER BY id
+
+
+-- name: code_pool_rights
+-- The rights a vendor fulfils: each has a code pool at a codepool vendor, demand or none.
+SELECT id AS right_id FROM rights WHERE vendor_id = $1 ORDER BY id

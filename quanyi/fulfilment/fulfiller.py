@@ -171,7 +171,9 @@ class Fulfiller:
             await self._park(work, self._suspended_wait_s)
             return
         async with lane.slots:
-            if not lane.breaker.allow():
+            allowed = lane.breaker.allow()
+            await self._lanes.note(lane)  # open may have turned half-open
+            if not allowed:
                 await self._park(work, lane.breaker.retry_in())
                 return
             order = Order(
@@ -195,6 +197,7 @@ class Fulfiller:
                     time.monotonic() - started
                 )
                 metrics.VENDOR_CIRCUIT.labels(vendor_id).set(STATE_VALUES[lane.breaker.state])
+                await self._lanes.note(lane)
                 await self._attempt_failed(work, lane, str(exc), exc.retryable)
                 return
             finally:
@@ -202,6 +205,7 @@ class Fulfiller:
                 metrics.VENDOR_IN_FLIGHT.labels(vendor_id).set(lane.in_flight)
             lane.breaker.succeeded()
             metrics.VENDOR_CIRCUIT.labels(vendor_id).set(STATE_VALUES[lane.breaker.state])
+            await self._lanes.note(lane)
             metrics.VENDOR_CALL_SECONDS.labels(vendor_id, "ok").observe(time.monotonic() - started)
             detail = {
                 "vendor_id": vendor_id,

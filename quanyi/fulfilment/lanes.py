@@ -15,10 +15,11 @@ from redis.asyncio import Redis
 
 from quanyi.core.clock import Clock
 from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import REDIS_AWAY
 from quanyi.stores.scripts import Scripts
-from quanyi.vendors import queries
+from quanyi.vendors import health, queries
 from quanyi.vendors.adapters import Adapter, make_adapter
-from quanyi.vendors.breaker import CircuitBreaker
+from quanyi.vendors.breaker import OPEN, CircuitBreaker
 from quanyi.vendors.registry import Vendor
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ class Lane:
     breaker: CircuitBreaker
     slots: asyncio.Semaphore
     in_flight: int = 0
+    # The circuit as last published (quanyi/vendors/health.py), and when it last opened.
+    published: tuple[str, int] | None = None
+    opened_at_ms: int | None = None
 
     def backoff_s(self, attempt: int) -> float:
         """Exponential, capped, with jitter so retries of one outage do not arrive together."""
@@ -62,6 +66,8 @@ class Lanes:
         *,
         breaker_threshold: int,
         breaker_reset_s: float,
+        worker: str = "",
+        health_ttl_s: int = 30,
     ) -> None:
         self._scripts = scripts
         self._redis = redis
@@ -70,6 +76,8 @@ class Lanes:
         self._clock = clock
         self._breaker_threshold = breaker_threshold
         self._breaker_reset_s = breaker_reset_s
+        self._worker = worker
+        self._health_ttl_s = health_ttl_s
         self._lanes: dict[str, Lane] = {}
         self._routes: dict[tuple[str, str], Route] = {}
         self._loading_routes: dict[str, asyncio.Task[None]] = {}
@@ -80,6 +88,42 @@ class Lanes:
 
     def current(self) -> list[Lane]:
         return list(self._lanes.values())
+
+    async def note(self, lane: Lane) -> None:
+        """Publish the lane's circuit if it changed since it was last published."""
+        breaker = lane.breaker
+        if lane.published != (breaker.state, breaker.failures):
+            await self._publish(lane, changed=True)
+
+    async def refresh(self) -> None:
+        """The vendors timer: take in vendor changes, then publish every lane's circuit again,
+        so what the staff API reads stays current (and ages out once this worker is gone)."""
+        await self.reload()
+        for lane in self.current():
+            await self._publish(lane, changed=False)
+
+    async def _publish(self, lane: Lane, *, changed: bool) -> None:
+        breaker = lane.breaker
+        now_ms = int(self._clock() * 1000)
+        if breaker.state == OPEN and (lane.published is None or lane.published[0] != OPEN):
+            lane.opened_at_ms = now_ms
+        view = health.CircuitView(breaker.state, breaker.failures, lane.opened_at_ms)
+        try:
+            await health.publish(
+                self._redis,
+                self._keys,
+                lane.vendor.id,
+                view,
+                worker=self._worker,
+                now_ms=now_ms,
+                ttl_s=self._health_ttl_s,
+                changed=changed,
+            )
+        except REDIS_AWAY as exc:
+            # What staff read, not what fulfils: the next change or timer publishes it.
+            log.warning("fulfil: circuit of %s not published: %s", lane.vendor.id, exc)
+            return
+        lane.published = (breaker.state, breaker.failures)
 
     async def route(self, campaign_id: str, reward_id: str) -> Route:
         route = self._routes.get((campaign_id, reward_id))

@@ -17,12 +17,11 @@ from quanyi.core.clock import Clock
 from quanyi.core.side_tasks import SideTask
 from quanyi.fulfilment.lanes import Lanes
 from quanyi.fulfilment.tunables import FulfilmentTunables
-from quanyi.inventory.hot_campaigns import HotCampaigns
 from quanyi.issuance.lifecycle import GrantLifecycle
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import FULFIL_GROUP
 from quanyi.stores.scripts import Scripts
-from quanyi.vendors import queries
+from quanyi.vendors import code_pools, queries
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ class Upkeep:
             # Not at once: a worker just started has its own entries to read first, and the
             # consumer group may still be being made.
             SideTask("fulfil-reclaim", t.reclaim_every_s, self.reclaim, t.reclaim_every_s),
-            SideTask("fulfil-vendors", t.vendors_every_s, self._lanes.reload),
+            SideTask("fulfil-vendors", t.vendors_every_s, self._lanes.refresh),
             # A second in: the vendors' lanes it looks at are loaded by then.
             SideTask("fulfil-code-pools", t.code_pools_every_s, self.check_code_pools, 1.0),
             SideTask("fulfil-expiry", t.expiry_every_s, self.expire_due),
@@ -136,23 +135,18 @@ class Upkeep:
 
     async def check_code_pools(self) -> None:
         """Warn when a code pool holds fewer codes than its campaigns may still grant."""
-        stock = HotCampaigns(self._redis, self._keys)
         for lane in self._lanes.current():
             if lane.vendor.adapter != "codepool":
                 continue
-            demand: dict[str, int] = {}
-            for row in await self._pool.fetch(queries.codepool_demand, lane.vendor.id):
-                counters = await stock.counters(row["campaign_id"], [row["reward_id"]])
-                left = max(row["stock"] - counters.granted[row["reward_id"]], 0)
-                demand[row["right_id"]] = demand.get(row["right_id"], 0) + left
-            for right_id, needed in demand.items():
-                codes = await self._redis.llen(self._keys.code_pool(lane.vendor.id, right_id))
-                metrics.CODEPOOL_REMAINING.labels(lane.vendor.id, right_id).set(codes)
-                if codes < needed:
+            for level in await code_pools.levels(
+                self._pool, self._redis, self._keys, lane.vendor.id
+            ):
+                metrics.CODEPOOL_REMAINING.labels(lane.vendor.id, level.right_id).set(level.codes)
+                if level.low:
                     log.warning(
                         "code pool low: vendor %s right %s has %d codes for %d grants still possible",
                         lane.vendor.id,
-                        right_id,
-                        codes,
-                        needed,
+                        level.right_id,
+                        level.codes,
+                        level.demand,
                     )

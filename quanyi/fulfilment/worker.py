@@ -66,6 +66,9 @@ class FulfilmentWorker:
             scripts,
             breaker_threshold=tunables.breaker_threshold,
             breaker_reset_s=tunables.breaker_reset_s,
+            worker=self.consumer,
+            # A few vendors timers: a live worker refreshes it well before it ages out.
+            health_ttl_s=max(int(tunables.vendors_every_s * 3), 5),
         )
         self._fulfiller = Fulfiller(
             redis,

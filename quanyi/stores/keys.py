@@ -103,6 +103,11 @@ class Keys:
     def codes_assigned(self, vendor_id: str) -> str:
         return f"{self.prefix}:codes:{{v:{vendor_id}}}:assigned"
 
+    def vendor_health(self, vendor_id: str) -> str:
+        """A vendor's circuit as a fulfilment worker last saw it (quanyi/vendors/health.py): a
+        hash with a TTL, so the state of a worker that died ages out."""
+        return f"{self.prefix}:vhealth:{{v:{vendor_id}}}"
+
     def audience(self, audience_id: str) -> str:
         """The pointer of an audience ("VERSION:BUCKETS"); its members are in the hashes
         `audience_bucket` names, all under the one hash tag `{a:ID}`."""
