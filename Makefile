@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports clean console
+.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports bench-issuance clean console
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed"; exit 1; }
@@ -53,9 +53,9 @@ loadtest: install services
 
 ## Throughput and latency figures on this machine (installs wrk and redis-benchmark if missing):
 ## claims, then the marketing loop's targets (card events and the audience check, offers,
-## audience import, dry run), the report summary over 10M grants, each against its baseline or
-## target in the same run. Every part runs even when one before it missed a target; the target
-## fails if any did.
+## audience import, dry run), the report summary over 10M grants, a bulk issuance of 1M, each
+## against its baseline or target in the same run. Every part runs even when one before it missed
+## a target; the target fails if any did.
 bench: install services
 	@bash deploy/tools.sh wrk redis-benchmark
 	@status=0; \
@@ -65,11 +65,16 @@ bench: install services
 	$(BIN)/python -m loadtests.bench_audience || status=1; \
 	$(BIN)/python -m loadtests.bench_simulate || status=1; \
 	$(BIN)/python -m loadtests.bench_reports || status=1; \
+	$(BIN)/python -m loadtests.bench_issuance || status=1; \
 	exit $$status
 
 ## The report summary over a ledger of 10,000,000 grants (loaded into a scratch database).
 bench-reports: install services
 	$(BIN)/python -m loadtests.bench_reports
+
+## One bulk issuance of 1,000,000 members, until every grant is in the ledger, fulfilled.
+bench-issuance: install services
+	$(BIN)/python -m loadtests.bench_issuance
 
 ## Card events into one API process, and a claim's audience check against a claim without one.
 bench-goals: install services

@@ -20,6 +20,7 @@ from quanyi.access.rate_limits import RateLimiter, default_limit
 from quanyi.access.secret_box import secret_box
 from quanyi.audiences.service import AudienceService
 from quanyi.campaigns.budgets import BudgetRules
+from quanyi.campaigns.issuance_worker import IssuanceWorker
 from quanyi.campaigns.schedule import CampaignScheduler
 from quanyi.campaigns.service import CampaignService
 from quanyi.core.clock import Clock, system_clock
@@ -28,7 +29,7 @@ from quanyi.core.settings import Settings
 from quanyi.fulfilment.tunables import FulfilmentTunables
 from quanyi.fulfilment.worker import FulfilmentWorker
 from quanyi.inventory.hot_campaigns import HotCampaigns
-from quanyi.issuance.claims import ClaimService
+from quanyi.issuance.claims import Claim, ClaimService
 from quanyi.issuance.definitions import CampaignCache, Republisher
 from quanyi.issuance.events import EventService
 from quanyi.issuance.exposures import Exposures
@@ -122,6 +123,28 @@ class Stores:
             self.campaign_service(),
             self.clock,
             every_s=self.settings.schedule_every_s,
+        )
+
+    def issuance_worker(self) -> IssuanceWorker:
+        """Runs approved bulk issuances through a claim service of its own, channel "bulk"
+        (campaigns/issuance_worker.py)."""
+        claims = ClaimService(
+            self.redis,
+            self.keys,
+            self.settings,
+            self.clock,
+            scripts=self.scripts,
+            campaigns=self.campaign_cache(self.campaign_service().publish_one),
+        )
+
+        async def issue(
+            request_id: str, campaign_id: str, customer_id: str, reward_id: str
+        ) -> bool:
+            claim = Claim("bulk", request_id, campaign_id, customer_id, reward_id)
+            return (await claims.claim(claim)).replayed
+
+        return IssuanceWorker(
+            self.pool, self.redis, self.keys, issue, start=claims.start, close=claims.close
         )
 
     def webhook_sender(self) -> WebhookSender:

@@ -171,6 +171,15 @@ async def test_the_command_stores_the_scopes_asked_for(pool):
     assert await scopes_of(pool, "plain") == [CLAIMS]
 
 
+async def test_goal_and_bulk_are_not_channel_ids(pool, settings):
+    for reserved in ("goal", "bulk"):
+        with pytest.raises(ValueError, match="the service's own"):
+            await create_channel(pool, reserved, "s1", box=secret_box(settings))
+        done = quanyi("channel", "create", "--id", reserved)
+        assert done.returncode == 2 and "the service's own" in done.stderr
+    assert await pool.fetchval("SELECT count(*) FROM channels") == 0
+
+
 async def test_the_command_refuses_an_unknown_scope(pool):
     done = quanyi("channel", "create", "--id", "x", "--scope", "refunds")
     assert done.returncode == 2

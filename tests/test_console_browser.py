@@ -4,6 +4,8 @@ the channel API moves the dashboard's figures, and a branch marketer sees only i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -14,12 +16,16 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from quanyi.campaigns.issuance_worker import IssuanceWorker
+from quanyi.issuance.claims import Claim, ClaimService
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.web.console import CONSOLE_DIR
 from tests.support.browser import chromium, new_page, page_errors
 from tests.support.clients import sign_in
-from tests.support.factories import register_vendor, reward
+from tests.support.factories import register_vendor, reward, setup_vendor
 from tests.support.settings import PASSWORD
+from tests.support.vendors import sim_config
+from tests.support.waiting import all_in, running, until
 
 
 @pytest.fixture
@@ -361,3 +367,226 @@ async def test_a_revision_of_a_running_campaign_drafted_and_approved(
     await expect(page.get_by_test_id(f"revision-status-{rid}")).to_have_text("已生效")
     status, body = await api.admin("approver", "GET", "/admin/v1/campaigns/c1")
     assert (status, body["rewards"][0]["stock"]) == (200, 150)
+
+
+async def test_the_operator_sees_an_open_circuit_and_redrives_a_dead_letter(
+    browser: Browser,
+    console: str,
+    api: Any,
+    start_sim: Any,
+    key_pairs: Any,
+    our_key_file: str,
+    worker_factory: Any,
+) -> None:
+    sim = await start_sim(error_rate=1)
+    await setup_vendor(
+        api,
+        key_pairs,
+        our_key_file,
+        sim,
+        vendor_id="broken",
+        right_id="lounge",
+        retry={"max_attempts": 3, "backoff_base_ms": 10, "backoff_max_ms": 20},
+    )
+    status, grant = await api.claim(request_id="q1", campaign_id="c1", customer_id="C1")
+    assert status == 201, grant
+    grant_id = grant["grant_id"]
+    # Its third failure both opens the circuit and dead-letters the grant.
+    async with running(worker_factory(breaker_threshold=3)):
+        await until(all_in(api, [grant_id], "failed"), timeout=15, what="the grant failed")
+        page = await log_in(browser, console, "operator")
+        errors = page_errors(page)
+        await page.get_by_role("menuitem", name="供应商").click()
+        await expect(page.get_by_test_id("circuit-broken")).to_have_text("已熔断")
+        dead = page.get_by_test_id("dead-letters")
+        await expect(dead).to_contain_text(grant_id)
+        await expect(dead).to_contain_text("HTTP 500")
+
+        await sim_config(sim, error_rate=0)
+        await page.get_by_test_id(f"redrive-{grant_id}").click()
+        await expect(page.get_by_test_id("message")).to_contain_text("已重投 1 个")
+        await expect(dead).not_to_contain_text(grant_id)
+        await until(all_in(api, [grant_id], "fulfilled"), timeout=15, what="the redriven grant")
+        await page.get_by_test_id("refresh").click()
+        await expect(page.get_by_test_id("circuit-broken")).to_have_text("正常")
+        assert errors == []
+
+
+async def test_a_marketer_looks_a_grant_up_by_customer_and_revokes_it(
+    browser: Browser, console: str, api: Any
+) -> None:
+    await api.create_campaign("c1")
+    status, grant = await api.claim(request_id="q1", campaign_id="c1", customer_id="C7")
+    assert status == 201, grant
+    grant_id = grant["grant_id"]
+    page = await log_in(browser, console, "marketer")
+    errors = page_errors(page)
+    await page.get_by_role("menuitem", name="权益发放").click()
+    await page.get_by_test_id("lookup-customer").fill("C7")
+    await page.get_by_test_id("lookup-by-customer").click()
+    await expect(page.get_by_test_id("found")).to_contain_text(grant_id)
+    await expect(page.get_by_test_id(f"status-{grant_id}")).to_have_text("granted")
+    await page.get_by_test_id("grant-reason").fill("客户投诉")
+    await page.get_by_test_id(f"revoke-{grant_id}").click()
+    await page.get_by_role("button", name=re.compile("确定|OK")).click()
+    await expect(page.get_by_test_id("message")).to_contain_text("已撤销")
+    await expect(page.get_by_test_id(f"status-{grant_id}")).to_have_text("revoked")
+    status, view = await api.channel("GET", f"/v1/grants/{grant_id}")
+    assert (status, view["status"]) == (200, "revoked")
+    # Another customer's number finds nothing.
+    await page.get_by_test_id("lookup-customer").fill("C8")
+    await page.get_by_test_id("lookup-by-customer").click()
+    await expect(page.get_by_test_id("found")).to_contain_text("没有找到发放记录")
+    assert errors == []
+
+
+@contextlib.asynccontextmanager
+async def issuance_worker(redis: Any, pool: Any, keys: Any, settings: Any, clock: Any) -> Any:
+    """The issuance worker as the runtime builds it (runtime.Stores.issuance_worker), running in
+    the background for the block on the API's own clock."""
+    claims = ClaimService(redis, keys, settings, clock)
+
+    async def issue(request_id: str, campaign_id: str, customer: str, reward_id: str) -> bool:
+        claim = Claim("bulk", request_id, campaign_id, customer, reward_id)
+        return (await claims.claim(claim)).replayed
+
+    worker = IssuanceWorker(
+        pool, redis, keys, issue, start=claims.start, close=claims.close, every_s=0.2, in_flight=64
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 15)
+
+
+async def import_audience(api: Any, audience_id: str, members: int) -> None:
+    body = {"id": audience_id, "name": "十二月贵宾", "branch": "HQ"}
+    status, made = await api.admin("marketer", "POST", "/admin/v1/audiences", body)
+    assert status == 201, made
+    csv = "customer_id\n" + "".join(f"B{i}\n" for i in range(members))
+    resp = await api.client.put(
+        f"/admin/v1/audiences/{audience_id}/members",
+        data=csv.encode(),
+        headers={
+            "Authorization": f"Bearer {await api.login('marketer')}",
+            "Content-Type": "text/csv",
+        },
+    )
+    assert resp.status == 200, await resp.text()
+
+
+async def job_buttons(page: Page) -> list[str]:
+    """The actions the job view offers, by test id."""
+    buttons = await page.get_by_test_id("job").locator("button[data-testid^=job-]").all()
+    return sorted([str(await b.get_attribute("data-testid")) for b in buttons])
+
+
+async def test_a_bulk_issuance_created_approved_paused_resumed_and_done(
+    browser: Browser,
+    console: str,
+    api: Any,
+    redis: Any,
+    pool: Any,
+    keys: Any,
+    settings: Any,
+    clock: Any,
+) -> None:
+    await api.create_campaign("c1", [reward(stock=15)])
+    await import_audience(api, "vip", 20)
+    marketer = await log_in(browser, console, "marketer")
+    errors = page_errors(marketer)
+    await marketer.get_by_role("menuitem", name="批量发放").click()
+    await expect(marketer).to_have_url(re.compile(r"/console/issuances$"))
+    await marketer.get_by_test_id("job-new-id").fill("bulk-1")
+    await marketer.get_by_test_id("job-campaign").click()
+    await marketer.get_by_role("option", name=re.compile(r"^c1 ·")).click()
+    # The campaign's claimed reward comes picked; the audience is looked up by its id.
+    await expect(marketer.get_by_test_id("job-reward")).to_contain_text("r1")
+    await marketer.get_by_test_id("job-audience").fill("vip")
+    await marketer.get_by_test_id("job-audience").press("Enter")
+    await expect(marketer.get_by_test_id("job-audience-found")).to_contain_text("人数 20")
+    await marketer.get_by_test_id("job-create").click()
+    await expect(marketer).to_have_url(re.compile(r"/console/issuances/bulk-1$"))
+    state = marketer.get_by_test_id("job-state")
+    await expect(state).to_have_attribute("data-state", "pending_approval")
+    await expect(state).to_have_text("待审批")
+    # The maker may cancel it, not approve it.
+    assert await job_buttons(marketer) == ["job-cancel"]
+    assert errors == []
+    await log_out(marketer)
+
+    approver = await log_in(browser, console, "approver")
+    errors = page_errors(approver)
+    await approver.get_by_role("menuitem", name="批量发放").click()
+    await approver.get_by_test_id("job-bulk-1").click()
+    await expect(approver).to_have_url(re.compile(r"/console/issuances/bulk-1$"))
+    state = approver.get_by_test_id("job-state")
+    await expect(state).to_have_attribute("data-state", "pending_approval")
+    assert await job_buttons(approver) == ["job-approve", "job-cancel"]
+    await approver.get_by_test_id("job-approve").click()
+    # No worker runs yet: the job waits at 0 of its 20 frozen members.
+    await expect(state).to_have_attribute("data-state", "running")
+    await expect(approver.get_by_test_id("job-total")).to_have_text("20")
+    assert await job_buttons(approver) == ["job-cancel", "job-pause"]
+    await approver.get_by_test_id("job-pause").click()
+    await expect(state).to_have_attribute("data-state", "paused")
+    assert await job_buttons(approver) == ["job-cancel", "job-resume"]
+    status, body = await api.admin("approver", "GET", "/admin/v1/issuances/bulk-1")
+    assert (status, body["state"], body["issued"]) == (200, "paused", 0), body
+
+    async with issuance_worker(redis, pool, keys, settings, clock):
+        await approver.get_by_test_id("job-resume").click()
+        # The page reads the job every second while it runs, until it is done.
+        await expect(state).to_have_attribute("data-state", "done")
+    await expect(state).to_have_text("已完成")
+    await expect(approver.get_by_test_id("job-issued")).to_have_text("15")
+    await expect(approver.get_by_test_id("job-skipped")).to_have_text("5")
+    await expect(approver.get_by_test_id("skipped-out_of_stock")).to_have_text("5")
+    await expect(approver.get_by_test_id("job-skipped-reasons")).to_contain_text("库存不足")
+    await expect(approver.get_by_test_id("job-failed")).to_have_text("0")
+    await expect(approver.get_by_test_id("job-counts")).to_contain_text("已处理 20 / 20 人")
+    progress = approver.get_by_test_id("job").get_by_role("progressbar")
+    await expect(progress).to_have_attribute("aria-valuenow", "100")
+    assert await job_buttons(approver) == []
+    status, body = await api.admin("approver", "GET", "/admin/v1/issuances/bulk-1")
+    assert (body["state"], body["issued"], body["skipped"]) == (
+        "done",
+        15,
+        {"out_of_stock": 5},
+    )
+    jobs = approver.get_by_test_id("jobs")
+    await expect(jobs).to_contain_text("20 / 20")
+    # The list filtered by state: the job is among the done ones, not the running ones.
+    await approver.get_by_test_id("filter-state").click()
+    await approver.get_by_role("option", name="发放中").click()
+    await expect(jobs).not_to_contain_text("bulk-1")
+    await approver.get_by_test_id("filter-state").click()
+    await approver.get_by_role("option", name="已完成").click()
+    await expect(jobs).to_contain_text("bulk-1")
+    assert errors == []
+
+
+async def test_a_pending_bulk_issuance_cancelled_in_english(
+    browser: Browser, console: str, api: Any
+) -> None:
+    await api.create_campaign("c1", [reward(stock=15)])
+    await import_audience(api, "vip", 3)
+    body = {"id": "bulk-2", "reward_id": "r1", "audience_id": "vip"}
+    status, made = await api.admin("marketer", "POST", "/admin/v1/campaigns/c1/issuances", body)
+    assert status == 201, made
+    page = await log_in(browser, console, "approver")
+    errors = page_errors(page)
+    await page.get_by_test_id("lang").get_by_text("English").click()
+    await page.get_by_role("menuitem", name="Bulk issuance").click()
+    await page.get_by_test_id("job-bulk-2").click()
+    state = page.get_by_test_id("job-state")
+    await expect(state).to_have_text("pending approval")
+    await page.get_by_test_id("job-cancel").click()
+    await expect(state).to_have_attribute("data-state", "cancelled")
+    await expect(state).to_have_text("cancelled")
+    assert await job_buttons(page) == []
+    status, made = await api.admin("approver", "GET", "/admin/v1/issuances/bulk-2")
+    assert (status, made["state"], made["issued"]) == (200, "cancelled", 0), made
+    assert errors == []

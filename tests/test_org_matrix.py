@@ -297,6 +297,46 @@ async def import_members(world: World, user: str, branch: str) -> Request:
     )
 
 
+async def new_issuance(world: World, user: str, branch: str) -> Request:
+    job_id = world.fresh(f"new-j-{branch.lower()}-")
+    body = {"id": job_id, "reward_id": "r1", "audience_id": await world.audience(branch)}
+    return Request("POST", f"/admin/v1/campaigns/main-{branch.lower()}/issuances", body)
+
+
+async def issuance_in(world: World, branch: str, state: str) -> str:
+    """A bulk issuance of `branch`'s main campaign to an empty audience, made by head office's
+    marketer and brought to `state` by head office's approver."""
+    job_id = world.fresh(f"j-{branch.lower()}-")
+    body = {"id": job_id, "reward_id": "r1", "audience_id": await world.audience(branch)}
+    path = f"/admin/v1/campaigns/main-{branch.lower()}/issuances"
+    status, made = await world.api.admin("marketer", "POST", path, body)
+    assert status == 201, made
+    steps = {"pending_approval": [], "running": ["approve"], "paused": ["approve", "pause"]}
+    for action in steps[state]:
+        user = "approver" if action == "approve" else "marketer"
+        status, made = await world.api.admin(user, "POST", f"/admin/v1/issuances/{job_id}/{action}")
+        assert status == 200, made
+    return job_id
+
+
+async def read_issuance(world: World, user: str, branch: str) -> Request:
+    return Request("GET", f"/admin/v1/issuances/{await issuance_in(world, branch, 'running')}")
+
+
+async def issuances_everywhere(world: World) -> None:
+    """A job pending approval in each branch's main campaign, for the list to show."""
+    for branch in PLACES["SZ"].values():
+        await issuance_in(world, branch, "pending_approval")
+
+
+def issuance_step(action: str, state: str) -> Prepare:
+    async def prepare(world: World, user: str, branch: str) -> Request:
+        job_id = await issuance_in(world, branch, state)
+        return Request("POST", f"/admin/v1/issuances/{job_id}/{action}")
+
+    return prepare
+
+
 def year(world: World) -> str:
     return str(datetime.fromtimestamp(world.api.clock(), SHANGHAI).year)
 
@@ -327,6 +367,24 @@ async def allocate(world: World, user: str, branch: str) -> Request:
 async def reclaim(world: World, user: str, branch: str) -> Request:
     body = {"period": year(world), "amount": 1}
     return Request("POST", f"/admin/v1/branches/{branch}/budget/reclaim", body)
+
+
+async def read_grant(world: World, user: str, branch: str) -> Request:
+    return Request("GET", f"/admin/v1/grants/{await world.grant(branch)}")
+
+
+CUSTOMER_OF_EVERY_BRANCH = "cust-everywhere"
+
+
+async def grants_everywhere(world: World) -> None:
+    """One customer with a grant of each branch's campaign."""
+    for branch in PLACES["SZ"].values():
+        status, grant = await world.api.claim(
+            request_id=f"q-all-{branch}",
+            campaign_id=f"main-{branch.lower()}",
+            customer_id=CUSTOMER_OF_EVERY_BRANCH,
+        )
+        assert status == 201, grant
 
 
 async def read_budget(world: World, user: str, branch: str) -> Request:
@@ -451,6 +509,9 @@ class Row:
     rule: Callable[[str, str, str | None], bool] | None = None
     # What the row needs made before any call, beyond the world.
     setup: Callable[[World], Awaitable[None]] | None = None
+    # A target out of reach is not found (404 with this code), as an id nothing has: the
+    # answer never tells that it exists elsewhere.
+    hidden: str | None = None
 
     @property
     def name(self) -> str:
@@ -464,7 +525,7 @@ class Row:
         if self.scope == HEAD_OFFICE and place != "HQ":
             return 403
         if self.scope == SUBTREE and relation not in IN_REACH:
-            return 403
+            return 403 if self.hidden is None else 404
         return self.ok
 
 
@@ -617,6 +678,97 @@ TABLE = [
         ("marketer", "approver", "admin"),
         SUBTREE,
         targeted=True,
+    ),
+    Row(
+        "GET",
+        "/admin/v1/grants/{grant_id}",
+        read_grant,
+        READERS,
+        SUBTREE,
+        targeted=True,
+        hidden="grant_not_found",
+    ),
+    Row(
+        "GET",
+        "/admin/v1/grants",
+        plain("GET", f"/admin/v1/grants?customer_id={CUSTOMER_OF_EVERY_BRANCH}"),
+        READERS,
+        ANYWHERE,
+        listed=branches_of("grants"),
+        setup=grants_everywhere,
+    ),
+    Row(
+        "GET",
+        "/admin/v1/vendor-health",
+        plain("GET", "/admin/v1/vendor-health"),
+        VENDOR_READERS,
+        HEAD_OFFICE,
+    ),
+    Row(
+        "GET",
+        "/admin/v1/vendors/{vendor_id}/health",
+        plain("GET", f"/admin/v1/vendors/{VENDOR}/health"),
+        VENDOR_READERS,
+        HEAD_OFFICE,
+    ),
+    Row(
+        "GET",
+        "/admin/v1/vendors/{vendor_id}/code-pools",
+        plain("GET", f"/admin/v1/vendors/{VENDOR}/code-pools"),
+        VENDOR_READERS,
+        HEAD_OFFICE,
+    ),
+    Row(
+        "GET",
+        "/admin/v1/dead-letters",
+        plain("GET", "/admin/v1/dead-letters"),
+        VENDOR_CHANGERS,
+        HEAD_OFFICE,
+    ),
+    Row(
+        "POST",
+        "/admin/v1/dead-letters/redrive",
+        plain("POST", "/admin/v1/dead-letters/redrive", lambda w: {"grant_ids": ["01NOSUCHGRANT"]}),
+        VENDOR_CHANGERS,
+        HEAD_OFFICE,
+    ),
+    Row(
+        "POST",
+        "/admin/v1/campaigns/{campaign_id}/issuances",
+        new_issuance,
+        MAKERS,
+        SUBTREE,
+        201,
+        targeted=True,
+    ),
+    Row("GET", "/admin/v1/issuances/{issuance_id}", read_issuance, READERS, SUBTREE, targeted=True),
+    Row(
+        "GET",
+        "/admin/v1/issuances",
+        plain("GET", "/admin/v1/issuances"),
+        READERS,
+        ANYWHERE,
+        listed=branches_of("issuances"),
+        setup=issuances_everywhere,
+    ),
+    Row(
+        "POST",
+        "/admin/v1/issuances/{issuance_id}/approve",
+        issuance_step("approve", "pending_approval"),
+        ("approver", "admin"),
+        SUBTREE,
+        targeted=True,
+    ),
+    *(
+        Row(
+            "POST",
+            f"/admin/v1/issuances/{{issuance_id}}/{action}",
+            issuance_step(action, state),
+            ("marketer", "approver", "admin"),
+            SUBTREE,
+            targeted=True,
+        )
+        for action, state in (("pause", "running"), ("resume", "paused"), ("cancel", "running"))
     ),
     Row("POST", "/admin/v1/audiences", new_audience, MAKERS, SUBTREE, 201, targeted=True),
     Row("GET", "/admin/v1/audiences/{audience_id}", read_audience, READERS, SUBTREE, targeted=True),
@@ -812,7 +964,8 @@ async def test_the_matrix(world, row):
             if status != expected:
                 problems.append((*where, f"status {status}, expected {expected}", reply))
             if status >= 400:
-                if reply.get("error", {}).get("code") != "forbidden":
+                refusal = row.hidden if status == 404 and row.hidden else "forbidden"
+                if reply.get("error", {}).get("code") != refusal:
                     problems.append((*where, "not a forbidden error", reply))
                 if await world.state() != before:
                     problems.append((*where, "a refused call changed something", reply))

@@ -11,6 +11,7 @@ import Vendors from './views/Vendors.vue'
 import Grants from './views/Grants.vue'
 import Audit from './views/Audit.vue'
 import Rights from './views/Rights.vue'
+import Issuances from './views/Issuances.vue'
 
 export const router = createRouter({
   history: createWebHistory('/console/'),
@@ -27,6 +28,8 @@ export const router = createRouter({
     { path: '/audiences', component: Audiences },
     { path: '/vendors', component: Vendors },
     { path: '/grants', component: Grants },
+    { path: '/issuances', component: Issuances },
+    { path: '/issuances/:id', component: Issuances, props: true },
     { path: '/audit', component: Audit },
     { path: '/:rest(.*)*', redirect: '/dashboard' },
   ],

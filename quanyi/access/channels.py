@@ -54,6 +54,12 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+# The channel ids grants of the service's own making carry: card-event goals ("goal") and bulk
+# issuance jobs ("bulk", allowed on a campaign while its job runs). A channel registered under
+# one of them could claim as that kind of grant.
+RESERVED_CHANNELS = frozenset({"goal", "bulk"})
+
+
 async def create_channel(
     pool: asyncpg.Pool,
     channel_id: str,
@@ -67,6 +73,10 @@ async def create_channel(
     when not given). The secret is sealed with `box`; without one, with the key of the default
     settings (the DEMO key: for development tools and load tests). `replace` also replaces the
     scopes of a channel that exists."""
+    if channel_id in RESERVED_CHANNELS:
+        raise ValueError(
+            f"channel id {channel_id} is the service's own (goal and bulk grants): choose another"
+        )
     held = sorted(set(scopes))
     if not held or not set(held) <= set(SCOPES):
         raise ValueError(f"channel scopes must be some of {', '.join(SCOPES)}, not {held}")

@@ -11,7 +11,14 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from quanyi.access.channels import CLAIMS, MAX_GRACE_S, SCOPES, create_channel, rotate_secret
+from quanyi.access.channels import (
+    CLAIMS,
+    MAX_GRACE_S,
+    RESERVED_CHANNELS,
+    SCOPES,
+    create_channel,
+    rotate_secret,
+)
 from quanyi.access.secret_box import secret_box
 from quanyi.access.staff import HEAD_OFFICE
 from quanyi.cli.command import Commands, add_command, add_group
@@ -81,6 +88,9 @@ class CommandLineActor:
 async def create_one(settings: Settings, args: argparse.Namespace) -> int:
     if not is_ident(args.id):
         print("quanyi: channel id: 1-64 letters, digits, _ . : -, no card number", file=sys.stderr)
+        return 2
+    if args.id in RESERVED_CHANNELS:
+        print(f"quanyi: channel id {args.id} is the service's own: choose another", file=sys.stderr)
         return 2
     box = secret_box(settings)  # sealed at rest: refuses to run without a usable key
     # Not argparse's default: `append` would add to it instead of replacing it.

@@ -45,6 +45,7 @@ COMMANDS = {
     "dlq": Command("vendors", "grants whose fulfilment failed"),
     "statement": Command("vendors", "vendor statements"),
     "audience": Command("audiences", "manage audiences (customer segments) and their members"),
+    "issuance": Command("issuances", "bulk issuances: create, approve, follow their progress"),
     "claim": Command("calls", "send one signed claim to a running API, as a channel would"),
     "grant": Command("calls", "read one grant (status, code, timeline), as a channel would"),
     "events": Command("events", "send card events to a running API, as the card system would"),

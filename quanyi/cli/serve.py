@@ -38,7 +38,7 @@ log = logging.getLogger("quanyi")
 
 BACKLOG = 2048
 # Worker kinds, each with its metrics port: QUANYI_WORKER_METRICS_PORT plus this.
-WORKER_KINDS = {"ledger": 0, "fulfil": 1, "schedule": 2, "webhook": 3}
+WORKER_KINDS = {"ledger": 0, "fulfil": 1, "schedule": 2, "webhook": 3, "issuance": 4}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -52,7 +52,7 @@ def register(commands: Commands) -> None:
         choices=list(WORKER_KINDS),
         help="ledger: the outbox into the PostgreSQL ledger; fulfil: grants to their vendors;"
         " schedule: campaigns at their window's edges, stock watch; webhook: notifications to"
-        " QUANYI_WEBHOOK_URL",
+        " QUANYI_WEBHOOK_URL; issuance: approved bulk issuances",
     )
     worker.add_argument(
         "--consumer",
@@ -109,7 +109,7 @@ async def run_all(settings: Settings, args: argparse.Namespace) -> int:
     banner.append(
         f"quanyi: API on http://{host}:{port}"
         " (claims /v1/claims, admin /admin/v1, /metrics, /readyz);"
-        " ledger, fulfilment, scheduler and webhook workers running. Ctrl-C stops."
+        " ledger, fulfilment, scheduler, webhook and issuance workers running. Ctrl-C stops."
     )
     await serve_until_stopped(settings, sites, "\n".join(banner))
     return 0
@@ -121,6 +121,8 @@ async def run_worker(settings: Settings, args: argparse.Namespace) -> int:
         make: Callable[[], Worker]
         if args.kind == "schedule":
             make = stores.scheduler
+        elif args.kind == "issuance":
+            make = stores.issuance_worker
         elif args.kind == "webhook":
             stores.webhook_sender()  # a URL without its secret stops the start here
             make = stores.webhook_sender

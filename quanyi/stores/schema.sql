@@ -492,6 +492,50 @@ CREATE TABLE public.grants (
 
 
 --
+-- Name: issuance_approvals; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.issuance_approvals (
+    job_id text NOT NULL,
+    approver text NOT NULL,
+    branch text NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: issuance_jobs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.issuance_jobs (
+    id text NOT NULL,
+    campaign_id text NOT NULL,
+    reward_id text NOT NULL,
+    audience_id text NOT NULL,
+    branch text NOT NULL,
+    state text DEFAULT 'pending_approval'::text NOT NULL,
+    money bigint NOT NULL,
+    approvals_needed integer NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    approved_by text,
+    approved_at timestamp with time zone,
+    buckets integer,
+    total bigint DEFAULT 0 NOT NULL,
+    next_bucket integer DEFAULT 0 NOT NULL,
+    issued bigint DEFAULT 0 NOT NULL,
+    failed bigint DEFAULT 0 NOT NULL,
+    skipped jsonb DEFAULT '{}'::jsonb NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT issuance_jobs_approvals_needed_check CHECK ((approvals_needed = ANY (ARRAY[1, 2]))),
+    CONSTRAINT issuance_jobs_money_check CHECK ((money >= 0)),
+    CONSTRAINT issuance_jobs_state_check CHECK ((state = ANY (ARRAY['pending_approval'::text, 'running'::text, 'paused'::text, 'done'::text, 'cancelled'::text])))
+);
+
+
+--
 -- Name: login_failures; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -933,6 +977,22 @@ ALTER TABLE ONLY public.grants
 
 
 --
+-- Name: issuance_approvals issuance_approvals_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.issuance_approvals
+    ADD CONSTRAINT issuance_approvals_pkey PRIMARY KEY (job_id, approver);
+
+
+--
+-- Name: issuance_jobs issuance_jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.issuance_jobs
+    ADD CONSTRAINT issuance_jobs_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: login_failures login_failures_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1185,6 +1245,20 @@ CREATE INDEX grants_expiring ON public.grants USING btree (expires_at) WHERE (st
 
 
 --
+-- Name: issuance_jobs_campaign; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX issuance_jobs_campaign ON public.issuance_jobs USING btree (campaign_id);
+
+
+--
+-- Name: issuance_jobs_running; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX issuance_jobs_running ON public.issuance_jobs USING btree (created_at) WHERE (state = 'running'::text);
+
+
+--
 -- Name: login_failures_by_age; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1398,6 +1472,30 @@ ALTER TABLE ONLY public.campaign_revisions
 
 ALTER TABLE ONLY public.campaigns
     ADD CONSTRAINT campaigns_branch_fkey FOREIGN KEY (branch) REFERENCES public.branches(id);
+
+
+--
+-- Name: issuance_approvals issuance_approvals_job_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.issuance_approvals
+    ADD CONSTRAINT issuance_approvals_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.issuance_jobs(id);
+
+
+--
+-- Name: issuance_jobs issuance_jobs_audience_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.issuance_jobs
+    ADD CONSTRAINT issuance_jobs_audience_id_fkey FOREIGN KEY (audience_id) REFERENCES public.audiences(id);
+
+
+--
+-- Name: issuance_jobs issuance_jobs_campaign_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.issuance_jobs
+    ADD CONSTRAINT issuance_jobs_campaign_id_fkey FOREIGN KEY (campaign_id) REFERENCES public.campaigns(id);
 
 
 --

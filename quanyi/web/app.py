@@ -30,7 +30,7 @@ from quanyi.access.staff import keep_staff_records_swept
 from quanyi.audiences import api as audiences_api
 from quanyi.audiences.api import AUDIENCES
 from quanyi.campaigns import api as campaigns_api
-from quanyi.campaigns import budgets_api, revisions_api
+from quanyi.campaigns import budgets_api, issuances_api, issuances_list_api, revisions_api
 from quanyi.campaigns.api import CAMPAIGNS
 from quanyi.core import metrics
 from quanyi.core.clock import Clock, system_clock
@@ -42,7 +42,7 @@ from quanyi.core.supervisor import Supervisor
 from quanyi.inventory.readiness import LOST as STORE_LOST
 from quanyi.inventory.readiness import store_ready
 from quanyi.issuance import api as issuance_api
-from quanyi.issuance import events_api, h5_api, offers_api
+from quanyi.issuance import events_api, h5_api, offers_api, staff_grants_api
 from quanyi.issuance.api import CLAIMS, GRANTS, LIFECYCLE, OUTCOMES
 from quanyi.issuance.events_api import EVENTS
 from quanyi.issuance.offers_api import OFFERS
@@ -53,6 +53,7 @@ from quanyi.stores.appkeys import KEYS, POOL, REDIS
 from quanyi.stores.outbox import FULFIL_GROUP, LEDGER_GROUP, outbox_lag
 from quanyi.vendors import api as vendors_api
 from quanyi.vendors import callbacks as vendor_callbacks
+from quanyi.vendors import operations_api as vendor_operations_api
 from quanyi.vendors.api import VENDORS
 from quanyi.web import console, h5_static, openapi
 from quanyi.web.middleware import errors_middleware
@@ -144,20 +145,25 @@ def create_app(
     app.cleanup_ctx.extend([stores, services])
     if workers:
         app.cleanup_ctx.extend([_ledger_worker, _fulfilment_worker, _scheduler, _webhook_sender])
+        app.cleanup_ctx.append(_issuance_worker)
     app.add_routes(access_api.routes)
     app.add_routes(audit_routes)
     app.add_routes(channels_api.routes)
     app.add_routes(staff_api.routes)
     app.add_routes(issuance_api.routes)
+    app.add_routes(staff_grants_api.routes)
     app.add_routes(offers_api.routes)
     app.add_routes(events_api.routes)
     h5_api.install(app)  # the customer H5 page's API and token key
     # Before the campaigns API, whose /campaigns/{id}/{action} would take "revisions".
     app.add_routes(revisions_api.routes)
+    app.add_routes(issuances_api.routes)
+    app.add_routes(issuances_list_api.routes)
     app.add_routes(campaigns_api.routes)
     app.add_routes(budgets_api.routes)
     app.add_routes(vendors_api.routes)
     app.add_routes(vendor_callbacks.routes)
+    app.add_routes(vendor_operations_api.routes)
     app.add_routes(audiences_api.routes)
     app.add_routes(reports_api.routes)
     app.router.add_get("/healthz", healthz)
@@ -192,6 +198,11 @@ async def _fulfilment_worker(app: web.Application) -> AsyncIterator[None]:
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     async with supervised(app, Supervisor("schedule", app[STORES].scheduler)):
+        yield
+
+
+async def _issuance_worker(app: web.Application) -> AsyncIterator[None]:
+    async with supervised(app, Supervisor("issuance", app[STORES].issuance_worker)):
         yield
 
 
