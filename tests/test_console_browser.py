@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from quanyi.campaigns.issuance_worker import IssuanceWorker
 from quanyi.issuance.claims import Claim, ClaimService
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.web.console import CONSOLE_DIR
-from tests.support.browser import chromium, new_page, page_errors
+from tests.support.browser import chromium, new_page, page_errors, sources_hash
 from tests.support.clients import sign_in
 from tests.support.factories import register_vendor, reward, setup_vendor
 from tests.support.settings import PASSWORD
@@ -174,16 +173,12 @@ async def test_the_console_is_served_from_the_package(console: str, api: Any) ->
 
 
 def test_the_committed_build_is_of_the_sources() -> None:
-    """The build names the hash of the sources it was made from (frontend/vite.config.js): a
+    """The build names the hash of the sources it was made from (frontend/stamp.js): a
     change to frontend/ without `make console` would serve what the sources no longer say."""
-    frontend = Path(__file__).parent.parent / "frontend"
-    paths = [frontend / "index.html", frontend / "vite.config.js"]
-    paths += [p for p in (frontend / "src").rglob("*") if p.is_file()]
-    digest = hashlib.sha256()
-    for name in sorted(p.relative_to(frontend).as_posix() for p in paths):
-        digest.update(name.encode() + b"\0" + (frontend / name).read_bytes() + b"\0")
     built = (CONSOLE_DIR / "sources.sha256").read_text().strip()
-    assert built == digest.hexdigest(), "frontend/ changed since the build: run `make console`"
+    assert built == sources_hash("index.html", "vite.config.js", "stamp.js", "src"), (
+        "frontend/ changed since the build: run `make console`"
+    )
 
 
 def transactions(now: float, *rows: tuple[str, int]) -> str:

@@ -6,9 +6,7 @@ expired token shows the page that says so, and no data."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +16,7 @@ from quanyi.core.clock import LocalPeriods
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.keys import PROGRESS_BUCKETS, customer_bucket, progress_value
 from quanyi.web.h5_static import H5_DIR
-from tests.support.browser import TIMEOUT_MS, chromium, page_errors
+from tests.support.browser import TIMEOUT_MS, chromium, page_errors, sources_hash
 from tests.support.clients import Api
 from tests.support.factories import reward
 from tests.support.waiting import running
@@ -153,12 +151,8 @@ async def test_no_token_shows_the_ended_page(served, phone, pool, redis):
 
 
 def test_the_committed_build_is_of_the_current_sources():
-    """What frontend/vite.h5.config.js stamps: a change to the page without its build fails."""
-    frontend = Path(__file__).parent.parent / "frontend"
-    paths = [frontend / "vite.h5.config.js"]
-    paths += [p for p in (frontend / "h5").rglob("*") if p.is_file()]
-    digest = hashlib.sha256()
-    for name in sorted(p.relative_to(frontend).as_posix() for p in paths):
-        digest.update(name.encode() + b"\0" + (frontend / name).read_bytes() + b"\0")
+    """What frontend/stamp.js stamps: a change to the page without its build fails."""
     built = (H5_DIR / "sources.sha256").read_text().strip()
-    assert built == digest.hexdigest(), "frontend/h5 changed since the build: npm run build:h5"
+    assert built == sources_hash("h5", "vite.h5.config.js", "stamp.js"), (
+        "frontend/h5 changed since the build: npm run build:h5"
+    )

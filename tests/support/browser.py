@@ -13,6 +13,7 @@ through deploy/tools.sh).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -70,3 +71,19 @@ def page_errors(page: Page) -> list[str]:
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     return errors
+
+
+FRONTEND = Path(__file__).resolve().parent.parent.parent / "frontend"
+
+
+def sources_hash(*sources: str) -> str:
+    """What frontend/stamp.js writes into a build's sources.sha256 for these files and folders
+    of frontend/: a committed build whose stamp differs lags its sources."""
+    paths = []
+    for source in sources:
+        path = FRONTEND / source
+        paths += [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for name in sorted(p.relative_to(FRONTEND).as_posix() for p in paths):
+        digest.update(name.encode() + b"\0" + (FRONTEND / name).read_bytes() + b"\0")
+    return digest.hexdigest()
