@@ -35,9 +35,10 @@ run: demo
 	$(BIN)/quanyi run --demo-vendor-sim
 
 ## One command: lint, the layers contract, types, then the whole test suite against real Redis and
-## PostgreSQL (and Debian's Prometheus, installed if missing, for the monitoring tests).
+## PostgreSQL (and Debian's Prometheus, nginx and systemd-analyze, installed if missing, for the
+## monitoring and deploy tests).
 test: install services
-	@bash deploy/tools.sh prometheus promtool chromium
+	@bash deploy/tools.sh prometheus promtool chromium nginx systemd-analyze
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy

@@ -2,7 +2,8 @@
 # Makes sure the command-line tools the benchmarks drive are installed: `deploy/tools.sh wrk
 # redis-benchmark` installs whichever is missing (Debian: apt-get, with sudo when not root, and
 # an `apt-get update` first only when the install fails on stale package lists). `make test`
-# uses it for Prometheus (the monitoring tests), `make bench` for its load generators.
+# uses it for Prometheus (the monitoring tests), nginx and systemd-analyze (the deploy tests),
+# `make bench` for its load generators.
 set -euo pipefail
 
 # The Debian package that ships each tool.
@@ -12,10 +13,15 @@ package_of() {
     redis-benchmark | redis-cli) echo redis-tools ;;
     prometheus | promtool) echo prometheus ;;
     chromium) echo chromium ;;
+    nginx) echo nginx ;;
+    systemd-analyze) echo systemd ;;
     locust) echo "tools: locust comes with the venv (make install)" >&2; return 1 ;;
     *) echo "$1" ;;
   esac
 }
+
+# nginx lives in /usr/sbin, which a non-root PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 
 sudo_() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
 apt_get() { DEBIAN_FRONTEND=noninteractive sudo_ apt-get "$@"; }

@@ -8,6 +8,7 @@ a body or an unknown query key, and card numbers in the path are masked.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import sys
@@ -30,6 +31,10 @@ ACCESS_LOGGER = "quanyi.access"
 # Query keys that carry no secret and help reading the log; every other key is left out.
 SAFE_QUERY_KEYS = ("day", "limit")
 _MAX_VALUE = 32
+# Peers whose X-Forwarded-For is believed: nginx on the same host (deploy/nginx/quanyi.conf),
+# which appends the address it saw. From any other peer the header is the client's own word,
+# and the peer's address is written instead.
+TRUSTED_PROXIES = frozenset({"127.0.0.1", "::1"})
 
 
 class AccessLogWriter:
@@ -114,6 +119,7 @@ def access_fields(
         "status": response.status,
         "ms": round(time * 1000, 2),
         "bytes": response.body_length,
+        "client": client_address(request),
     }
     channel = request.headers.get("X-Channel-Id")
     if channel is not None:
@@ -125,6 +131,20 @@ def access_fields(
     if staff is not None:
         fields["staff"] = staff
     return fields
+
+
+def client_address(request: web.BaseRequest) -> str | None:
+    """The client's address: the last X-Forwarded-For entry when the peer is a trusted proxy
+    (the one the proxy added; entries before it are whatever the client sent), else the peer.
+    Only a well-formed address is written ("?" otherwise)."""
+    peer = request.remote
+    forwarded = request.headers.get("X-Forwarded-For") if peer in TRUSTED_PROXIES else None
+    if not forwarded:
+        return peer
+    try:
+        return str(ipaddress.ip_address(forwarded.rsplit(",", 1)[-1].strip()))
+    except ValueError:
+        return "?"
 
 
 def _path(request: web.BaseRequest) -> str:
