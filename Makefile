@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports bench-issuance clean console
+.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports bench-issuance bench-sustained clean console
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed"; exit 1; }
@@ -53,14 +53,15 @@ loadtest: install services
 	$(BIN)/python -m loadtests.run --short
 
 ## Throughput and latency figures on this machine (installs wrk and redis-benchmark if missing):
-## claims, then the marketing loop's targets (card events and the audience check, offers,
-## audience import, dry run), the report summary over 10M grants, a bulk issuance of 1M, each
-## against its baseline or target in the same run. Every part runs even when one before it missed
-## a target; the target fails if any did.
+## claims, the sustained pipeline (claims with both workers running), then the marketing loop's
+## targets (card events and the audience check, offers, audience import, dry run), the report
+## summary over 10M grants, a bulk issuance of 1M, each against its baseline or target in the same
+## run. Every part runs even when one before it missed a target; the target fails if any did.
 bench: install services
 	@bash deploy/tools.sh wrk redis-benchmark
 	@status=0; \
 	$(BIN)/python -m loadtests.bench || status=1; \
+	$(BIN)/python -m loadtests.bench_sustained || status=1; \
 	$(BIN)/python -m loadtests.bench_goals || status=1; \
 	$(BIN)/python -m loadtests.bench_offers || status=1; \
 	$(BIN)/python -m loadtests.bench_audience || status=1; \
@@ -68,6 +69,14 @@ bench: install services
 	$(BIN)/python -m loadtests.bench_reports || status=1; \
 	$(BIN)/python -m loadtests.bench_issuance || status=1; \
 	exit $$status
+
+## Claims for 60 s with the ledger and fulfilment workers running, `quanyi run` and `quanyi serve` +
+## workers, rights with no vendor and with the simulated vendor: rate, latency, every consumer
+## group's lag, the outbox over time, CPU per claim (BENCH_ARGS="--quick --profile" for a short
+## run with py-spy profiles).
+bench-sustained: install services
+	@bash deploy/tools.sh wrk
+	$(BIN)/python -m loadtests.bench_sustained $(BENCH_ARGS)
 
 ## The report summary over a ledger of 10,000,000 grants (loaded into a scratch database).
 bench-reports: install services
