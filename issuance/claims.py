@@ -88,6 +88,36 @@ class Grant:
         }
 
 
+def born_status(reward: HotReward) -> str:
+    """The status a grant of `reward` has the moment it is granted: a right with no vendor is
+    fulfilled in the same claim.lua call (its outbox entry carries `fulfilled_at_ms`, which the
+    ledger writes as its `fulfilled` event: quanyi/ledger/entries.py); any other waits for the
+    fulfilment worker."""
+    return "fulfilled" if reward.vendor_id is None else "granted"
+
+
+def grant_event(
+    grant_id: str, campaign_id: str, reward: HotReward, claim: Claim, now_ms: int
+) -> bytes:
+    """The grant event claim.lua appends to the outbox, for a claim through the API and one of
+    bulk issuance (bulk_claims.py) alike: the ledger and the fulfilment worker read it."""
+    event: dict[str, Any] = {
+        "grant_id": grant_id,
+        "campaign_id": campaign_id,
+        "reward_id": reward.id,
+        "right_id": reward.right_id,
+        "customer_id": claim.customer_id,
+        "channel_id": claim.channel_id,
+        "request_id": claim.request_id,
+        "unit_cost": reward.cost,
+        "granted_at_ms": now_ms,
+    }
+    if born_status(reward) == "fulfilled":
+        # Nothing to issue anywhere: fulfilled as it is granted, by this same entry.
+        event["fulfilled_at_ms"] = now_ms
+    return orjson.dumps(event)
+
+
 def rejection(
     outcome: str,
     detail: str,
@@ -250,17 +280,23 @@ class ClaimService:
                 channel_id=claim.channel_id,
                 granted_at_ms=grant_id_ms(detail),
                 replayed=replayed,
-                # Only a replay can have moved on: a new grant is `granted`, with no look-up.
-                status=await self._status_now(campaign.id, detail) if replayed else "granted",
+                # Only a replay can have moved on: a new grant is `granted` (`fulfilled` for a
+                # right with no vendor), with no look-up.
+                status=(
+                    await self._status_now(campaign.id, detail, reward)
+                    if replayed
+                    else born_status(reward)
+                ),
             )
         raise rejection(outcome, detail, claim, reward, extra)
 
-    async def _status_now(self, campaign_id: str, grant_id: str) -> str:
+    async def _status_now(self, campaign_id: str, grant_id: str, reward: HotReward) -> str:
         """A replayed grant's final status (revoked, redeemed, expired, failed) as Redis decided
-        it, else `granted`: one HGET, and no PostgreSQL on the claim path, even under a storm of
-        retries. Fulfilment details are for GET /v1/grants/{id}."""
+        it, else `granted` (`fulfilled` for a right with no vendor): one HGET, and no PostgreSQL
+        on the claim path, even under a storm of retries. Fulfilment details are for
+        GET /v1/grants/{id}."""
         final = await self._redis.hget(self._keys.grant_states(campaign_id), grant_id)
-        return str(final) if final else "granted"
+        return str(final) if final else born_status(reward)
 
     @staticmethod
     def _reward(campaign: HotCampaign, reward_id: str | None) -> HotReward:
@@ -284,19 +320,7 @@ class ClaimService:
         idem_key, idem_field = self._keys.idempotency(claim.channel_id, claim.request_id)
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
         grant_id = new_grant_id(now_ms)
-        event = orjson.dumps(
-            {
-                "grant_id": grant_id,
-                "campaign_id": campaign.id,
-                "reward_id": reward.id,
-                "right_id": reward.right_id,
-                "customer_id": claim.customer_id,
-                "channel_id": claim.channel_id,
-                "request_id": claim.request_id,
-                "unit_cost": reward.cost,
-                "granted_at_ms": now_ms,
-            }
-        )
+        event = grant_event(grant_id, campaign.id, reward, claim, now_ms)
         pending = _Pending(
             keys=[
                 self._keys.campaign(campaign.id),

@@ -31,6 +31,7 @@ from quanyi.core.errors import StoreNotReady, Unavailable
 from quanyi.core.ids import new_grant_id
 from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaign
+from quanyi.issuance.claims import born_status
 from quanyi.issuance.event_model import CardEvent, occurred_ms
 from quanyi.issuance.live import LiveCampaigns, LiveList
 from quanyi.stores.keys import EVENT_BUCKETS, PROGRESS_BUCKETS, Keys, customer_bucket
@@ -274,6 +275,8 @@ class EventService:
                 reward["a"] = r.goal.amount
             if r.audience_id:
                 reward["aud"] = self._keys.audience(r.audience_id)
+            if born_status(r) == "fulfilled":
+                reward["f"] = True  # its grants are born fulfilled, as a claim's (claims.py)
             rewards[r.id] = reward
         return {
             "key": self._keys.campaign(campaign.id),

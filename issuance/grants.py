@@ -19,6 +19,10 @@ from quanyi.stores.redis import as_text
 
 # Kept on the grant for the lifecycle, not shown to channels.
 INTERNAL_FIELDS = ("granted_at_ms", "unit_cost")
+# Who fulfilled a grant of a right with no vendor, in its `fulfilled` event.
+INTERNAL_ACTOR = "vendor:internal"
+# Set on a grant read from its pending copy while that copy says it was born fulfilled.
+BORN_FULFILLED = "_fulfilled_at_ms"
 EVENTS = ("fulfilled", "failed", "redriven", "redeemed", "expired", "revoked")
 
 
@@ -28,7 +32,7 @@ def _ms(moment: datetime) -> int:
 
 def _from_event(raw: str | bytes) -> dict[str, Any]:
     e = orjson.loads(raw)
-    return {
+    grant = {
         "grant_id": e["grant_id"],
         "campaign_id": e["campaign_id"],
         "reward_id": e["reward_id"],
@@ -42,6 +46,28 @@ def _from_event(raw: str | bytes) -> dict[str, Any]:
         "granted_at_ms": e["granted_at_ms"],
         "persisted": False,
     }
+    if e.get("fulfilled_at_ms") is not None:
+        # Born fulfilled (a right with no vendor): its fulfilment is in this same copy.
+        grant["status"] = "fulfilled"
+        grant[BORN_FULFILLED] = e["fulfilled_at_ms"]
+    return grant
+
+
+def _born_fulfilment(grant: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `fulfilled` event a grant born fulfilled carries in its pending copy, as the ledger
+    will write it (quanyi/ledger/entries.py): first in outbox order, before any later event."""
+    at_ms = grant.pop(BORN_FULFILLED, None)
+    if at_ms is None:
+        return []
+    return [
+        {
+            "event": "fulfilled",
+            "at_ms": at_ms,
+            "actor": INTERNAL_ACTOR,
+            "detail": {},
+            "outbox_id": "0-0",
+        }
+    ]
 
 
 def _from_row(row: asyncpg.Record) -> dict[str, Any]:
@@ -111,7 +137,8 @@ class GrantReader:
             raw, raw_events = await pipe.execute()
         pending = [_pending_event(r) for r in raw_events if r is not None]
         if raw is not None:
-            grant, persisted = _from_event(raw), []
+            grant = _from_event(raw)
+            persisted = _born_fulfilment(grant)
         else:
             row = await self._pool.fetchrow(queries.grant_by_id, grant_id)
             if row is None:
@@ -141,6 +168,8 @@ class GrantReader:
         if pending_ids:
             raws = await self._redis.hmget(self._keys.pending, list(pending_ids))
             pending = [_from_event(r) for r in raws if r is not None]
+            for g in pending:
+                g.pop(BORN_FULFILLED, None)
         rows = await self._pool.fetch(queries.grants_of_customer, customer_id, limit)
         grants = {g["grant_id"]: g for g in pending}
         for row in rows:

@@ -19,11 +19,12 @@ import orjson
 from redis.asyncio import Redis
 
 from quanyi.core.clock import Clock, local_day
-from quanyi.core.errors import GrantNotLive, StoreNotReady
+from quanyi.core.errors import GrantNotLive, StoreNotReady, Unavailable
 from quanyi.core.settings import Settings
 from quanyi.issuance.claims import CampaignCache
 from quanyi.issuance.grants import GrantReader
 from quanyi.stores.keys import Keys, customer_bucket
+from quanyi.stores.outbox import REDIS_AWAY
 from quanyi.stores.scripts import Scripts
 
 RETURNS_STOCK = {"revoked": True, "redeemed": False, "expired": False, "fulfilled": False}
@@ -65,6 +66,24 @@ class Transition:
         return self.before if self.refused else self.event
 
 
+@dataclass(frozen=True)
+class Move:
+    """One transition of `move_many`: what `move` takes, the grant at hand."""
+
+    grant_id: str
+    event: str
+    actor: str
+    detail: dict[str, Any]
+    grant: dict[str, Any]
+
+
+def _decided(event: str, outcome: str, before: str, grant: dict[str, Any]) -> Transition:
+    if outcome == "store_not_ready":
+        # Redis lost its data: nothing moved. Callers answer 503 or retry later.
+        raise StoreNotReady()
+    return Transition(event, outcome, before, grant)
+
+
 class GrantLifecycle:
     def __init__(
         self,
@@ -76,6 +95,7 @@ class GrantLifecycle:
         clock: Clock,
         scripts: Scripts | None = None,
     ) -> None:
+        self._redis = redis
         self._keys = keys
         self.grants = grants
         self._campaigns = campaigns
@@ -96,6 +116,59 @@ class GrantLifecycle:
     ) -> Transition:
         """Apply `event` to the grant. `return_stock` defaults to what the event implies (and for
         `failed`, to the campaign's choice). `grant` saves the look-up when the caller has it."""
+        call = await self._call(grant_id, event, actor, detail, return_stock, grant)
+        if isinstance(call, Transition):
+            return call
+        keys, args, grant = call
+        outcome, before = await self._script(keys=keys, args=args)
+        return _decided(event, outcome, before, grant)
+
+    async def move_many(self, moves: list[Move]) -> list[Transition | Exception]:
+        """Several transitions in one round trip (a pipeline of transition.lua calls, each as
+        atomic and applied once as `move`'s): for each, its Transition, or the error of that
+        one call (StoreNotReady, a script error). Raises what Redis raised for the round trip
+        (Redis away), when any of them may or may not have been applied."""
+        calls: list[Transition | Exception | tuple[list[str], list[Any], dict[str, Any]]] = []
+        for m in moves:
+            try:
+                calls.append(
+                    await self._call(m.grant_id, m.event, m.actor, m.detail, None, m.grant)
+                )
+            except (*REDIS_AWAY, StoreNotReady, Unavailable):
+                raise  # the stores, not this grant: the whole batch waits for them
+            except Exception as exc:  # this grant's campaign cannot be read
+                calls.append(exc)
+        results: list[Transition | Exception] = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                if isinstance(call, tuple):
+                    await self._script(keys=call[0], args=call[1], client=pipe)
+            replies = iter(await pipe.execute(raise_on_error=False))
+        for m, call in zip(moves, calls, strict=True):
+            if not isinstance(call, tuple):
+                results.append(call)
+                continue
+            reply = next(replies)
+            if isinstance(reply, Exception):
+                results.append(reply)
+                continue
+            try:
+                results.append(_decided(m.event, reply[0], reply[1], call[2]))
+            except StoreNotReady as exc:
+                results.append(exc)
+        return results
+
+    async def _call(
+        self,
+        grant_id: str,
+        event: str,
+        actor: str,
+        detail: dict[str, Any] | None,
+        return_stock: bool | None,
+        grant: dict[str, Any] | None,
+    ) -> Transition | tuple[list[str], list[Any], dict[str, Any]]:
+        """transition.lua's keys and arguments for this move, or its Transition when it is
+        refused before any call."""
         if grant is None:
             grant = await self.grants.get(grant_id)
         campaign = await self._campaigns.get(grant["campaign_id"])
@@ -127,8 +200,8 @@ class GrantLifecycle:
                 "reward_id": grant["reward_id"],
             }
         )
-        outcome, before = await self._script(
-            keys=[
+        return (
+            [
                 self._keys.outbox,
                 self._keys.campaign(cid),
                 self._keys.grant_states(cid),
@@ -138,7 +211,7 @@ class GrantLifecycle:
                 self._keys.pending_events,
                 self._keys.store_ready,
             ],
-            args=[
+            [
                 grant_id,
                 event,
                 1 if return_stock else 0,
@@ -150,11 +223,8 @@ class GrantLifecycle:
                 # Its channel's quota comes back with the stock (README "Channel quotas").
                 grant.get("channel_id") or "goal",
             ],
+            grant,
         )
-        if outcome == "store_not_ready":
-            # Redis lost its data: nothing moved. Callers answer 503 or retry later.
-            raise StoreNotReady()
-        return Transition(event, outcome, before, grant)
 
     async def revoke(self, grant_id: str, actor: str, reason: str) -> None:
         """Revoke a live grant (stock and the customer's limit come back); revoking a revoked

@@ -24,7 +24,8 @@
 --   (key prefix of the customers' pending sets), pbuckets (progress buckets),
 --   campaigns: {<id>: {key (its hash key PREFIX:{c:ID}), ver, keep (unix s its counters are
 --     kept until), buckets, rewards: {<id>: {right, cost, n?, a? (the goal's count and
---     amount), auto (granted on reaching), cb (claw back), aud? (audience pointer key)}}}}
+--     amount), auto (granted on reaching), cb (claw back), aud? (audience pointer key), f?
+--     (true: a right with no vendor, its grants born fulfilled)}}}}
 --   events: [[id, customer, amount, mcc, occurred (unix ms), crc (CRC-32 of the customer id:
 --     its bucket is crc mod the bucket count), eb (the bucket of its id), for a reversal the
 --     original's id and bucket (else false, false), then for a transaction its goals:
@@ -120,7 +121,9 @@ local function grant_on_goal(ev, goal, camp, def)
   local event = cjson.encode({grant_id = grant_id, campaign_id = goal[1], reward_id = goal[2],
     right_id = def.right, customer_id = ev[CU], channel_id = 'goal',
     request_id = channel .. '/' .. ev[ID] .. '/' .. goal[1] .. '/' .. goal[2],
-    unit_cost = def.cost, granted_at_ms = now})
+    unit_cost = def.cost, granted_at_ms = now,
+    -- A right with no vendor is fulfilled as it is granted (claims.py grant_event); nil: absent.
+    fulfilled_at_ms = def.f and now or nil})
   take_grant(camp.key, c, totals, daily, reward_daily, goal[2], customer_field, camp.keep,
     batch.day_ends, outbox, pending, batch.pending_c .. ev[CU], grant_id, event)
   return grant_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -21,6 +21,7 @@ from quanyi.access.secret_box import secret_box
 from quanyi.audiences.service import AudienceService
 from quanyi.campaigns.budgets import BudgetRules
 from quanyi.campaigns.issuance_worker import IssuanceWorker
+from quanyi.campaigns.issuances import BULK_CHANNEL
 from quanyi.campaigns.schedule import CampaignScheduler
 from quanyi.campaigns.service import CampaignService
 from quanyi.core.clock import Clock, system_clock
@@ -29,7 +30,8 @@ from quanyi.core.settings import Settings
 from quanyi.fulfilment.tunables import FulfilmentTunables
 from quanyi.fulfilment.worker import FulfilmentWorker
 from quanyi.inventory.hot_campaigns import HotCampaigns
-from quanyi.issuance.claims import Claim, ClaimService
+from quanyi.issuance.bulk_claims import BulkClaims
+from quanyi.issuance.claims import ClaimService
 from quanyi.issuance.definitions import CampaignCache, Republisher
 from quanyi.issuance.events import EventService
 from quanyi.issuance.exposures import Exposures
@@ -99,6 +101,7 @@ class Stores:
             reclaim_idle_ms=s.ledger_reclaim_idle_ms,
             linger_ms=s.ledger_linger_ms,
             tz=s.tz,
+            lifecycle=self.lifecycle(),
         )
 
     def campaign_service(self) -> CampaignService:
@@ -126,9 +129,10 @@ class Stores:
         )
 
     def issuance_worker(self) -> IssuanceWorker:
-        """Runs approved bulk issuances through a claim service of its own, channel "bulk"
-        (campaigns/issuance_worker.py)."""
-        claims = ClaimService(
+        """Runs approved bulk issuances through a claim service of its own, channel "bulk",
+        hundreds of members a claim.lua call (campaigns/issuance_worker.py,
+        issuance/bulk_claims.py)."""
+        claims = BulkClaims(
             self.redis,
             self.keys,
             self.settings,
@@ -138,14 +142,11 @@ class Stores:
         )
 
         async def issue(
-            request_id: str, campaign_id: str, customer_id: str, reward_id: str
-        ) -> bool:
-            claim = Claim("bulk", request_id, campaign_id, customer_id, reward_id)
-            return (await claims.claim(claim)).replayed
+            campaign_id: str, reward_id: str, requests: Sequence[tuple[str, str]]
+        ) -> list[str]:
+            return await claims.decide_many(BULK_CHANNEL, campaign_id, reward_id, requests)
 
-        return IssuanceWorker(
-            self.pool, self.redis, self.keys, issue, start=claims.start, close=claims.close
-        )
+        return IssuanceWorker(self.pool, self.redis, self.keys, issue)
 
     def webhook_sender(self) -> WebhookSender:
         """Delivers queued notifications to QUANYI_WEBHOOK_URL (notifications/webhook.py)."""

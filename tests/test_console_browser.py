@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from quanyi.campaigns.issuance_worker import IssuanceWorker
-from quanyi.issuance.claims import Claim, ClaimService
+from quanyi.issuance.bulk_claims import BulkClaims
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.web.console import CONSOLE_DIR
 from tests.support.browser import chromium, new_page, page_errors, sources_hash
@@ -439,15 +439,12 @@ async def test_a_marketer_looks_a_grant_up_by_customer_and_revokes_it(
 async def issuance_worker(redis: Any, pool: Any, keys: Any, settings: Any, clock: Any) -> Any:
     """The issuance worker as the runtime builds it (runtime.Stores.issuance_worker), running in
     the background for the block on the API's own clock."""
-    claims = ClaimService(redis, keys, settings, clock)
+    claims = BulkClaims(redis, keys, settings, clock)
 
-    async def issue(request_id: str, campaign_id: str, customer: str, reward_id: str) -> bool:
-        claim = Claim("bulk", request_id, campaign_id, customer, reward_id)
-        return (await claims.claim(claim)).replayed
+    async def issue(campaign_id: str, reward_id: str, requests: Any) -> list[str]:
+        return await claims.decide_many("bulk", campaign_id, reward_id, requests)
 
-    worker = IssuanceWorker(
-        pool, redis, keys, issue, start=claims.start, close=claims.close, every_s=0.2, in_flight=64
-    )
+    worker = IssuanceWorker(pool, redis, keys, issue, every_s=0.2)
     task = asyncio.create_task(worker.run())
     try:
         yield worker

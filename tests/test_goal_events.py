@@ -4,13 +4,15 @@ taken back by a reversal (with or without a claw back), held when the reversal c
 from __future__ import annotations
 
 import asyncpg
+import orjson
 import pytest
 
 from quanyi.core.settings import Settings
 from quanyi.ledger.reconcile import Reconcile, drifted
 from quanyi.ledger.worker import LedgerWorker
-from tests.support.clients import Api, stock_granted
+from tests.support.clients import Api, grant_view, stock_granted
 from tests.support.events import add_card_channel, event, goal_campaign, send
+from tests.support.factories import register_vendor
 
 pytestmark = pytest.mark.usefixtures("signed_in")
 
@@ -85,3 +87,40 @@ async def test_reconcile_finds_goal_grants_in_agreement(
     await send(api, event(api, "rf-1", reversal_of="tx-0"), event(api, "tx-5"))
     await LedgerWorker(redis, pool, keys).drain()
     assert drifted(await Reconcile(pool, redis, keys, settings, clock).run()) == []
+
+
+async def test_a_goal_grant_of_a_right_with_no_vendor_is_born_fulfilled(
+    api: Api, core: str, pool: asyncpg.Pool, redis, keys, start_sim, key_pairs, our_key_file
+) -> None:
+    """As a claim's: its outbox entry carries its fulfilment, the channel sees it fulfilled at
+    once, and the ledger writes it fulfilled with no fulfilment worker running. A goal grant
+    of a right with a vendor still waits for the vendor."""
+    sim = await start_sim()
+    await register_vendor(api, "sim", sim, key_pairs, our_key_file)
+    await api.create_right("gift", vendor_id="sim")
+    await goal_campaign(api, "g1")  # lounge: no vendor
+    await goal_campaign(api, "g2", right_id="gift", new_right=False)
+    results = await send(api, *(event(api, f"tx-{i}") for i in range(5)))
+    assert len(results[-1]["granted"]) == 2
+    grants = {
+        e["campaign_id"]: e
+        for _id, fields in await redis.xrange(keys.outbox)
+        if "g" in fields
+        for e in [orjson.loads(fields["g"])]
+    }
+    internal, vendor = grants["g1"], grants["g2"]
+    assert internal["fulfilled_at_ms"] == internal["granted_at_ms"]
+    assert "fulfilled_at_ms" not in vendor
+    assert (await grant_view(api, internal["grant_id"]))["status"] == "fulfilled"
+    assert (await grant_view(api, vendor["grant_id"]))["status"] == "granted"
+
+    await LedgerWorker(redis, pool, keys).drain()
+    rows = await pool.fetch(
+        "SELECT g.campaign_id, g.status, e.event, e.actor FROM grants g"
+        " LEFT JOIN grant_events e USING (grant_id) ORDER BY g.campaign_id"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("g1", "fulfilled", "fulfilled", "vendor:internal"),
+        ("g2", "granted", None, None),
+    ]
+    assert (await grant_view(api, internal["grant_id"]))["status"] == "fulfilled"

@@ -66,7 +66,7 @@ async def test_without_claw_back_the_grant_stays(api: Api, core: str) -> None:
     assert result == {"event_id": "rf-1", "status": "accepted"}
     assert (await progress(api))["count"] == 4
     assert await campaign_figures(api) == (1, 3_000)
-    assert (await grant_view(api, grant_id))["status"] == "granted"
+    assert (await grant_view(api, grant_id))["status"] == "fulfilled"  # lounge: no vendor
     # Back at five: the goal gave its grant for this month already.
     assert granted(await send(api, event(api, "tx-9"))) == []
     assert await campaign_figures(api) == (1, 3_000)
@@ -95,7 +95,7 @@ async def test_a_claw_back_gives_stock_limit_and_budget_back_once(
 
     await LedgerWorker(redis, pool, keys).drain()
     statuses = dict(await pool.fetch("SELECT grant_id, status FROM grants"))
-    assert statuses == {grant_id: "revoked", again[0]: "granted"}
+    assert statuses == {grant_id: "revoked", again[0]: "fulfilled"}
     rows = await pool.fetch("SELECT event_id, outcome, grants FROM card_events")
     by_id = {r["event_id"]: (r["outcome"], orjson.loads(r["grants"])) for r in rows}
     assert by_id["rf-1"] == ("reversal", [{"grant_id": grant_id, "event": "revoked"}])

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from quanyi.campaigns.issuance_worker import IssuanceWorker
+from quanyi.campaigns.issuance_worker import LANE_BUCKETS, IssuanceWorker, lanes_for
 from quanyi.core.errors import Unavailable
-from quanyi.issuance.claims import Claim, ClaimService
+from quanyi.issuance.bulk_claims import BulkClaims
 from quanyi.ledger.worker import LedgerWorker
 from tests.support.cli import ROOT, cli_env, quanyi
 from tests.support.clients import Api
@@ -72,42 +72,41 @@ Hook = Callable[[int], Awaitable[None]]
 
 
 def make_worker(
-    redis, pool, keys, settings, clock, *, hook: Hook | None = None, buckets_per_batch: int = 8
+    redis,
+    pool,
+    keys,
+    settings,
+    clock,
+    *,
+    hook: Hook | None = None,
+    buckets_per_batch: int = 8,
+    lane_buckets: int = LANE_BUCKETS,
 ) -> IssuanceWorker:
-    """The worker as the runtime builds it, with `hook(n)` awaited before the n-th claim."""
-    claims = ClaimService(redis, keys, settings, clock)
+    """The worker as the runtime builds it, with `hook(n)` awaited before the n-th bulk call
+    (one batch of buckets)."""
+    claims = BulkClaims(redis, keys, settings, clock)
     calls = 0
 
-    async def issue(request_id: str, campaign_id: str, customer: str, reward_id: str) -> bool:
+    async def issue(campaign_id: str, reward_id: str, requests: Any) -> list[str]:
         nonlocal calls
         calls += 1
         if hook is not None:
             await hook(calls)
-        claim = Claim("bulk", request_id, campaign_id, customer, reward_id)
-        return (await claims.claim(claim)).replayed
+        return await claims.decide_many("bulk", campaign_id, reward_id, requests)
 
     return IssuanceWorker(
         pool,
         redis,
         keys,
         issue,
-        start=claims.start,
-        close=claims.close,
         buckets_per_batch=buckets_per_batch,
-        # The fixture's client fails past 100 connections (the service's pool waits): a batch
-        # sent again is all replays, one HGET each.
-        in_flight=64,
+        lane_buckets=lane_buckets,
     )
 
 
 async def run_once(worker: IssuanceWorker) -> list[str]:
-    """One tick of the worker, its claim service started and closed around it."""
-    assert worker._start is not None and worker._close is not None
-    await worker._start()
-    try:
-        return await worker.tick()
-    finally:
-        await worker._close()
+    """One tick of the worker."""
+    return await worker.tick()
 
 
 async def grants_per_customer(pool, campaign_id: str = "c1") -> dict[str, int]:
@@ -254,13 +253,16 @@ async def test_a_store_away_mid_batch_is_retried_and_nobody_is_issued_twice(
     await job(api)
 
     async def fail_once(n: int) -> None:
-        if n == 300:
+        if n == 3:  # 4 buckets a batch each: the third batch, after two checkpoints
             raise Unavailable("the rights store is unreachable; retry")
 
     with pytest.raises(Unavailable):
         await run_once(
             make_worker(redis, pool, keys, settings, clock, hook=fail_once, buckets_per_batch=1)
         )
+    halfway = await status_of(api)
+    assert (halfway["state"], halfway["total"]) == ("running", 1000)
+    assert 0 < halfway["issued"] < 1000
     await run_once(make_worker(redis, pool, keys, settings, clock))
     done = await status_of(api)
     assert (done["state"], done["issued"], done["skipped"]) == ("done", 1000, {})
@@ -272,14 +274,19 @@ async def test_a_store_away_mid_batch_is_retried_and_nobody_is_issued_twice(
 async def test_two_workers_at_once_never_double_issue(api, pool, redis, keys, settings, clock):
     await api.create_right()
     await api.create_campaign(rewards=[reward(stock=100_000)])
-    await audience(api, 3000)
+    await audience(api, 3000)  # 16 buckets: 8 lanes of 2 with lanes of at least 2 buckets
     await job(api)
-    a = make_worker(redis, pool, keys, settings, clock, buckets_per_batch=1)
-    b = make_worker(redis, pool, keys, settings, clock, buckets_per_batch=1)
+    a = make_worker(redis, pool, keys, settings, clock, buckets_per_batch=1, lane_buckets=2)
+    b = make_worker(redis, pool, keys, settings, clock, buckets_per_batch=1, lane_buckets=2)
     ran = await asyncio.gather(run_once(a), run_once(b))
-    assert sorted(ran) == [[], ["j1"]]  # one held the job, the other found it locked
+    # Each ran the lanes it could lock; one of them (the last) finished the job.
+    assert ["j1"] in ran
+    lanes = await pool.fetch("SELECT * FROM issuance_lanes WHERE job_id = 'j1' ORDER BY lane")
+    assert [(r["next_bucket"], r["end_bucket"]) for r in lanes] == [
+        (2 * i + 2, 2 * i + 2) for i in range(8)
+    ]
     done = await status_of(api)
-    assert (done["state"], done["issued"]) == ("done", 3000)
+    assert (done["state"], done["issued"], done["skipped"]) == ("done", 3000, {})
     await LedgerWorker(redis, pool, keys).drain()
     per = await grants_per_customer(pool)
     assert len(per) == 3000 and set(per.values()) == {1}
@@ -316,6 +323,10 @@ async def test_a_worker_killed_mid_job_is_resumed_by_another(
         await proc.wait()
     killed = await status_of(api)
     assert killed["state"] == "running" and 0 < killed["issued"] < 60_000, killed
+    # 256 buckets: lanes side by side, each left at its own checkpoint.
+    lanes = await pool.fetch("SELECT * FROM issuance_lanes WHERE job_id = 'j1' ORDER BY lane")
+    assert len(lanes) == lanes_for(256) > 1
+    assert lanes[-1]["end_bucket"] == 256
     await run_once(make_worker(redis, pool, keys, settings, clock))
     done = await status_of(api)
     assert (done["state"], done["issued"], done["failed"], done["skipped"]) == (
@@ -388,3 +399,64 @@ async def test_the_command_creates_approves_and_follows(api, pool, redis, keys, 
     assert followed.returncode == 0, followed.stderr
     done = json.loads(followed.stdout.strip().splitlines()[-1])
     assert (done["state"], done["issued"], done["skipped"]) == ("done", 50, {"out_of_stock": 30})
+
+
+async def test_the_jobs_checkpoint_stays_the_low_water_mark_of_its_lanes(
+    api, pool, redis, keys, settings, clock
+):
+    """The job row's next_bucket follows its lanes (the lowest lane's next bucket: everything
+    below it is done), so a worker of the version before lanes that takes the job up resumes
+    from a true checkpoint rather than from where the lanes were made."""
+    await api.create_right()
+    await api.create_campaign(rewards=[reward(stock=100_000)])
+    await audience(api, 3000)  # 16 buckets: 8 lanes of 2
+    await job(api)
+
+    async def pause_at(n: int) -> None:
+        if n == 5:
+            status, body = await api.admin("marketer", "POST", "/admin/v1/issuances/j1/pause")
+            assert status == 200, body
+
+    worker = make_worker(
+        redis, pool, keys, settings, clock, hook=pause_at, buckets_per_batch=1, lane_buckets=2
+    )
+    await run_once(worker)
+    lanes = await pool.fetch("SELECT * FROM issuance_lanes WHERE job_id = 'j1' ORDER BY lane")
+    assert len(lanes) == 8
+    low = min(r["next_bucket"] for r in lanes)
+    assert low >= 1  # the first lane did a batch at least before the pause
+    job_row = await pool.fetchrow("SELECT next_bucket, state FROM issuance_jobs WHERE id = 'j1'")
+    assert (job_row["state"], job_row["next_bucket"]) == ("paused", low)
+
+
+async def test_a_lane_moved_on_after_it_was_listed_is_read_again_under_its_lock(
+    api, pool, redis, keys, settings, clock
+):
+    """A worker lists the lanes left, and before it locks them another worker runs them to
+    their end: it finds them done once it holds their locks and sends no claim again."""
+    await api.create_right()
+    await api.create_campaign(rewards=[reward(stock=100_000)])
+    await audience(api, 1000)  # 4 buckets: one lane
+    await job(api)
+    late_calls: list[int] = []
+
+    async def count(n: int) -> None:
+        late_calls.append(n)
+
+    other = make_worker(redis, pool, keys, settings, clock, buckets_per_batch=1)
+
+    class ListsThenWaits(IssuanceWorker):
+        async def _lanes_left(self, job_id: str) -> list[Any]:
+            listed = await super()._lanes_left(job_id)
+            assert [r["next_bucket"] for r in listed] == [0]
+            # Meanwhile the other worker runs the lane (this one holds the job shared, so it
+            # leaves the job itself to be finished by this one).
+            assert await other.run_job(job_id) is True
+            return listed
+
+    made = make_worker(redis, pool, keys, settings, clock, hook=count, buckets_per_batch=1)
+    late = ListsThenWaits(pool, redis, keys, made._issue, buckets_per_batch=1)
+    assert await late.run_job("j1") is True  # it finished the job
+    assert late_calls == []  # and claimed nobody again
+    done = await status_of(api)
+    assert (done["state"], done["issued"], done["skipped"]) == ("done", 1000, {})

@@ -270,8 +270,8 @@ async def test_staff_look_grants_up_by_id_and_by_customer_within_their_subtree(a
     grants = await branch_campaigns(api)
     status, seen = await api.admin("marketer", "GET", f"/admin/v1/grants/{grants['hq']}")
     assert status == 200, seen
-    assert (seen["grant_id"], seen["branch"], seen["status"]) == (grants["hq"], "HQ", "granted")
-    assert [e["event"] for e in seen["timeline"]] == ["granted"]
+    assert (seen["grant_id"], seen["branch"], seen["status"]) == (grants["hq"], "HQ", "fulfilled")
+    assert [e["event"] for e in seen["timeline"]] == ["granted", "fulfilled"]
     assert "unit_cost" not in seen
 
     status, listed = await api.admin("auditor", "GET", "/admin/v1/grants?customer_id=cust-1")

@@ -210,7 +210,7 @@ async def test_counters_rebuilt_from_the_ledger_leave_out_revoked_and_failed_gra
     assert (await lifecycle.move(grants[1], "failed", "system:test")).applied
     await LedgerWorker(redis, pool, keys).drain()
     statuses = await pool.fetch("SELECT status FROM grants ORDER BY grant_id")
-    assert sorted(r["status"] for r in statuses) == ["failed", "granted", "granted", "revoked"]
+    assert sorted(r["status"] for r in statuses) == ["failed", "fulfilled", "fulfilled", "revoked"]
 
     await redis.flushdb()
     assert not_ready(*await claim(api, "new-1", "new-1"))
@@ -229,7 +229,7 @@ async def test_a_replay_and_the_customer_list_report_a_revoke_at_once(api, pool,
     await api.create_right()
     await api.create_campaign()
     status, grant = await claim(api, "q1", "cust-1")
-    assert status == 201 and grant["status"] == "granted"
+    assert status == 201 and grant["status"] == "fulfilled"  # coffee has no vendor
     status, _ = await api.channel("POST", f"/v1/grants/{grant['grant_id']}/revoke", {})
     assert status == 200
 
@@ -257,7 +257,7 @@ async def test_a_replay_of_a_persisted_live_grant_reports_its_status(api, pool, 
     assert status == 201
     await LedgerWorker(redis, pool, keys).drain()
     status, replay = await claim(api, "q1", "cust-1")
-    assert (status, replay["status"], replay["replayed"]) == (200, "granted", True)
+    assert (status, replay["status"], replay["replayed"]) == (200, "fulfilled", True)
 
 
 async def test_the_fulfilment_worker_never_issues_a_grant_the_ledger_refused(
@@ -306,6 +306,60 @@ async def test_the_fulfilment_worker_never_issues_a_grant_the_ledger_refused(
     assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 1
     await ledger.drain()
     assert await pool.fetchval("SELECT count(*) FROM grants") == 1
+
+
+async def customer_total(redis: Redis, keys: Any) -> int:
+    """cust-1's count of r1 in c1, over the customer total buckets."""
+    totals = [k async for k in redis.scan_iter(match=f"{keys.campaign('c1')}:cu:*")]
+    return sum([int(await redis.hget(k, "r1|cust-1") or 0) for k in totals])
+
+
+async def test_a_duplicate_born_fulfilled_is_failed_by_the_ledger_and_gives_its_stock_back(
+    api, pool, redis, keys, settings, clock
+):
+    """The same loss for a right with no vendor: the second grant is born fulfilled, and no
+    fulfilment worker looks at it. The ledger sets it aside without writing its `fulfilled`
+    event, and fails it, giving back what it took, once however often it is delivered."""
+    await api.create_right()  # coffee: no vendor
+    await api.create_campaign(
+        rewards=[{"id": "r1", "right_id": "coffee", "stock": 10, "per_customer_limit": 1}]
+    )
+    status, first = await claim(api, "q1", "cust-1")
+    assert status == 201 and first["status"] == "fulfilled"
+    ledger = LedgerWorker(redis, pool, keys)
+    await ledger.drain()
+
+    idem_key, idem_field = keys.idempotency(CHANNEL, "q1")
+    assert await redis.hdel(idem_key, idem_field) == 1
+    for key in [k async for k in redis.scan_iter(match=f"{keys.campaign('c1')}:cu:*")]:
+        await redis.delete(key)
+    status, second = await claim(api, "q1", "cust-1")
+    assert status == 201 and second["grant_id"] != first["grant_id"]
+    assert second["status"] == "fulfilled"
+    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 2
+    assert await customer_total(redis, keys) == 1
+    [entry] = [m for m in await redis.xrange(keys.outbox) if second["grant_id"] in str(m[1])]
+
+    await ledger.drain()
+    assert await pool.fetchval("SELECT count(*) FROM grants") == 1
+    fulfilled = "SELECT count(*) FROM grant_events WHERE grant_id = $1 AND event = 'fulfilled'"
+    assert await pool.fetchval(fulfilled, second["grant_id"]) == 0
+    assert await redis.hget(keys.grant_states("c1"), second["grant_id"]) == "failed"
+    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 1
+    dead = [f for _id, f in await redis.xrange(keys.outbox_dead)]
+    assert len(dead) == 1 and second["grant_id"] in dead[0]["g"]
+    failed = await pool.fetchval(
+        "SELECT detail FROM grant_events WHERE grant_id = $1 AND event = 'failed'",
+        second["grant_id"],
+    )
+    assert failed is not None and f'"duplicate_of": "{first["grant_id"]}"' in failed
+
+    # Delivered again (a worker died before its XACK): refused again, nothing given back twice.
+    await ledger._persist([entry])
+    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 1
+    assert await pool.fetchval(fulfilled, second["grant_id"]) == 0
+    # The customer's limit came back too (the loss had emptied it; the duplicate took one).
+    assert await customer_total(redis, keys) == 0
 
 
 # kill -9 with AOF

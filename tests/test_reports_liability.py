@@ -53,9 +53,8 @@ async def kept_counts(pool: Any) -> dict[tuple[str, str, str], int]:
 async def test_the_outstanding_liability_breakage_and_redemption_rate(
     api, c1, redis, pool, keys, settings
 ):
+    # Coffee has no vendor: its grants are fulfilled as they are granted.
     grants = await grants_of(api, "c1", 5)
-    for grant_id in grants[:4]:
-        await move(api, grant_id, "fulfilled")
     await move(api, grants[0], "redeemed")
     await move(api, grants[1], "expired")
     await move(api, grants[4], "revoked")
@@ -80,7 +79,7 @@ async def test_the_outstanding_liability_breakage_and_redemption_rate(
     status, summary = await api.admin("marketer", "GET", "/admin/v1/reports/summary")
     assert summary["totals"] == {
         "issued": 5,
-        "fulfilled": 4,
+        "fulfilled": 5,
         "redeemed": 1,
         "expired": 1,
         "revoked": 1,
@@ -94,9 +93,7 @@ async def test_the_outstanding_liability_breakage_and_redemption_rate(
 async def test_status_counts_follow_the_grants_whatever_the_delivery_order(
     api, c1, redis, pool, keys, settings
 ):
-    grants = await grants_of(api, "c1", 4)
-    for grant_id in grants[:3]:
-        await move(api, grant_id, "fulfilled")
+    grants = await grants_of(api, "c1", 4)  # born fulfilled: coffee has no vendor
     await move(api, grants[0], "redeemed")
     entries = await redis.xrange(keys.outbox)
     grant_entries = [m for m in entries if "g" in m[1]]
@@ -110,8 +107,7 @@ async def test_status_counts_follow_the_grants_whatever_the_delivery_order(
         await kept_counts(pool)
         == await status_counts(pool)
         == {
-            ("c1", "r1", "granted"): 1,
-            ("c1", "r1", "fulfilled"): 2,
+            ("c1", "r1", "fulfilled"): 3,
             ("c1", "r1", "redeemed"): 1,
         }
     )
@@ -130,8 +126,10 @@ async def test_an_empty_ledger_has_no_rates_and_branches_see_their_own(
     await grants_of(api, "c1", 2)
     await campaign_in(api, "approved", "s1", "SZ")
     [sz_grant] = await grants_of(api, "s1", 1)
-    await move(api, sz_grant, "fulfilled")
     await LedgerWorker(redis, pool, keys, tz=settings.tz).drain()
+    # Outstanding means fulfilled: coffee has no vendor, so its grant is born fulfilled.
+    status_of = "SELECT status FROM grants WHERE grant_id = $1"
+    assert await pool.fetchval(status_of, sz_grant) == "fulfilled"
 
     status, sz = await api.admin("sz-marketer", "GET", "/admin/v1/reports/liability")
     assert status == 200, sz
@@ -147,8 +145,8 @@ async def test_an_empty_ledger_has_no_rates_and_branches_see_their_own(
 
 
 async def test_two_ledger_workers_at_once_miss_no_event(api, c1, redis, pool, keys, settings):
-    """A grant written by one worker while another writes its fulfilment: each transaction
-    would miss the other's row but for the ledger lock across processes."""
+    """A grant (born fulfilled) written by one worker while another writes its redemption:
+    each transaction would miss the other's row but for the ledger lock across processes."""
     for round_ in range(8):
         grants = []
         for n in range(6):
@@ -158,7 +156,7 @@ async def test_two_ledger_workers_at_once_miss_no_event(api, c1, redis, pool, ke
             assert status == 201, grant
             grants.append(grant["grant_id"])
         for grant_id in grants:
-            await move(api, grant_id, "fulfilled")
+            await move(api, grant_id, "redeemed")
         entries = await redis.xrange(keys.outbox)
         await redis.xtrim(keys.outbox, maxlen=0)
         ours = [m for m in entries if any(g in str(m[1]) for g in grants)]
@@ -167,6 +165,6 @@ async def test_two_ledger_workers_at_once_miss_no_event(api, c1, redis, pool, ke
         one = LedgerWorker(redis, pool, keys, consumer="one", tz=settings.tz)
         two = LedgerWorker(redis, pool, keys, consumer="two", tz=settings.tz)
         await asyncio.gather(one._persist(grant_entries), two._persist(event_entries))
-    assert await kept_counts(pool) == await status_counts(pool) == {("c1", "r1", "fulfilled"): 48}
+    assert await kept_counts(pool) == await status_counts(pool) == {("c1", "r1", "redeemed"): 48}
     status, summary = await api.admin("marketer", "GET", "/admin/v1/reports/summary")
     assert (summary["totals"]["issued"], summary["totals"]["fulfilled"]) == (48, 48)

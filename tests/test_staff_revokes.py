@@ -40,7 +40,7 @@ async def test_staff_revoke_a_grant_of_their_branch_with_an_audit_row(api, pool)
     )
     assert_error(status, body, 403, "forbidden")
     status, grant = await api.channel("GET", f"/v1/grants/{hq_grant}")
-    assert grant["status"] == "granted"
+    assert grant["status"] == "fulfilled"
     assert await audit_rows(pool, f"grant:{hq_grant}") == []
 
     # Head office may.
@@ -97,5 +97,5 @@ async def test_staff_revoke_refusals(api, pool):
     assert "reason" in error["fields"]
 
     status, grant = await api.channel("GET", f"/v1/grants/{grant_id}")
-    assert grant["status"] == "granted"
+    assert grant["status"] == "fulfilled"
     assert [r for r in await audit_rows(pool) if r[2] == "grant.revoke"] == []

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from loadtests import bench_fulfil, seed
 from loadtests.bench_fulfil.drain import Drain, drain
+from loadtests.bench_fulfil.internal import internal_phase
 from loadtests.bench_fulfil.plan import (
     DATABASE_URL,
     KEY_PREFIX,
@@ -29,6 +30,7 @@ from loadtests.bench_fulfil.plan import (
 from loadtests.bench_fulfil.report import report
 from loadtests.bench_fulfil.waiting import wait_phase
 from loadtests.procs import cancel_on_sigterm, free_port, quanyi_argv
+from loadtests.scenario import CampaignPlan
 from loadtests.stack import SetupError, Stack, exclusive, make_vendor_keys, reset_database
 
 
@@ -39,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smaller backlogs and fewer claims")
     p.add_argument("--grants", type=int, help="unsigned backlog (default 20,000; quick 5,000)")
     p.add_argument("--signed-grants", type=int, help="signed backlog (default 4,000; quick 1,000)")
+    p.add_argument(
+        "--internal-grants",
+        type=int,
+        help="grants of a right with no vendor (default 20,000; quick 5,000)",
+    )
+    p.add_argument(
+        "--internal-only", action="store_true", help="only the grants of a right with no vendor"
+    )
     p.add_argument("--claims", type=int, help="claims with wait_ms (default 2,000; quick 500)")
     p.add_argument("--concurrency", type=int, default=16, help="claims in flight (default 16)")
     return p
@@ -50,14 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         grants=args.grants or (5_000 if args.quick else 20_000),
         signed_grants=args.signed_grants or (1_000 if args.quick else 4_000),
         claims=args.claims or (500 if args.quick else 2_000),
+        internal_grants=args.internal_grants or (5_000 if args.quick else 20_000),
         concurrency=args.concurrency,
     )
-    if min(opts.grants, opts.signed_grants, opts.claims, opts.concurrency) < 1:
+    if (
+        min(opts.grants, opts.signed_grants, opts.claims, opts.concurrency, opts.internal_grants)
+        < 1
+    ):
         print("grants, claims and concurrency must be positive", file=sys.stderr)
         return 2
     try:
         with exclusive(LOCK_PATH):
-            return asyncio.run(_bench(opts))
+            return asyncio.run(_bench(opts, args.internal_only))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench_fulfil: stopped; the children were shut down", file=sys.stderr)
         return 130
@@ -69,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-async def _bench(opts: Options) -> int:
+async def _bench(opts: Options, internal_only: bool = False) -> int:
     cancel_on_sigterm()
     stack = Stack(
         Path(tempfile.mkdtemp(prefix="quanyi-benchfulfil-")),
@@ -88,7 +102,11 @@ async def _bench(opts: Options) -> int:
     redis = Redis.from_url(REDIS_URL, decode_responses=True)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            secret, plain, signed = await _setup(stack, http)
+            secret, plain, signed, internal = await _setup(stack, http)
+            inside = await internal_phase(stack, redis, internal, opts.internal_grants, say)
+            if internal_only:
+                print(report(opts, {}, None, inside))
+                return 0
             drains: dict[str, Drain] = {}
             for lane, count in ((plain, opts.grants), (signed, opts.signed_grants)):
                 drains[lane.name] = await drain(stack, redis, http, lane, count, say)
@@ -96,13 +114,14 @@ async def _bench(opts: Options) -> int:
     finally:
         await redis.aclose()
         await stack.stop_all()
-    print(report(opts, drains, wait))
+    print(report(opts, drains, wait, inside))
     return 0
 
 
-async def _setup(stack: Stack, http: aiohttp.ClientSession) -> tuple[str, Lane, Lane]:
+async def _setup(stack: Stack, http: aiohttp.ClientSession) -> tuple[str, Lane, Lane, CampaignPlan]:
     """Schema, accounts, two simulators (one signing), the API, and a vendor and a campaign
-    for each simulator. Returns the channel secret and the two lanes."""
+    for each simulator, and a campaign of a right with no vendor. Returns the channel secret,
+    the two lanes and that campaign."""
     await stack.run("migrate", *quanyi_argv("migrate"))
     passwords, secret = await seed.accounts(DATABASE_URL)
     keys = make_vendor_keys(stack.workdir)
@@ -126,7 +145,9 @@ async def _setup(stack: Stack, http: aiohttp.ClientSession) -> tuple[str, Lane, 
         vendor_keys = keys if lane.signed else None
         await seed.vendor(admin, approver, lane.vendor_id, lane.sim_url, vendor_keys, MAX_IN_FLIGHT)
         await seed.campaign(marketer, approver, lane.plan)
-    return secret, plain, signed
+    internal = campaign_plan("bf-internal", None)
+    await seed.campaign(marketer, approver, internal)
+    return secret, plain, signed, internal
 
 
 if __name__ == "__main__":

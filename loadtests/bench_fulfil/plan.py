@@ -39,6 +39,7 @@ class Options:
     signed_grants: int
     claims: int
     concurrency: int
+    internal_grants: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,9 @@ def settings() -> Settings:
     return Settings(redis_url=REDIS_URL, database_url=DATABASE_URL, key_prefix=KEY_PREFIX)
 
 
-def campaign_plan(campaign_id: str, vendor_id: str) -> CampaignPlan:
-    """Stock and budget nobody exhausts; one grant per customer, each claim a new customer."""
+def campaign_plan(campaign_id: str, vendor_id: str | None) -> CampaignPlan:
+    """Stock and budget nobody exhausts; one grant per customer, each claim a new customer.
+    `vendor_id` None: a right fulfilled internally."""
     reward = RewardPlan(
         "r1", f"{campaign_id}-voucher", 10, 10_000_000, per_customer_limit=1, vendor_id=vendor_id
     )

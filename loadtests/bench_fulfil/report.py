@@ -6,6 +6,7 @@ import os
 import time
 
 from loadtests.bench_fulfil.drain import Drain, fmt_s
+from loadtests.bench_fulfil.internal import InternalRun
 from loadtests.bench_fulfil.plan import (
     MAX_IN_FLIGHT,
     TARGET_PER_S,
@@ -91,12 +92,52 @@ def _wait_rows(opts: Options, wait: WaitRun) -> list[tuple[str, str]]:
     return rows
 
 
-def report(opts: Options, drains: dict[str, Drain], wait: WaitRun) -> str:
+def _us(value: float | None) -> str:
+    # Negative: processes of that name ended meanwhile (PostgreSQL backends), taking their CPU.
+    return "-" if value is None or value < 0 else f"{value:,.1f} us"
+
+
+def _internal_rows(run: InternalRun) -> list[tuple[str, str]]:
+    workers = (
+        None
+        if run.fulfil_cpu_s is None or run.ledger_cpu_s is None
+        else run.fulfil_cpu_s + run.ledger_cpu_s
+    )
+    per_grant = run.per_grant_us(workers)
+    target = "-" if per_grant is None else ("met" if per_grant <= 10 else "NOT met")
+    return [
+        ("", ""),
+        ("grants of a right with no vendor", "both workers running, claims in this process"),
+        ("  grants", f"{run.grants:,}"),
+        ("  claimed, fulfilled and in the ledger in", fmt_s(run.seconds)),
+        ("  fulfilment worker CPU per grant", _us(run.per_grant_us(run.fulfil_cpu_s))),
+        ("  ledger worker CPU per grant", _us(run.per_grant_us(run.ledger_cpu_s))),
+        (
+            "  both workers, per grant",
+            f"{_us(per_grant)} (target <= 10 us beyond the claim: {target})",
+        ),
+        (
+            "  Redis / PostgreSQL meanwhile (shared)",
+            f"{_us(run.per_grant_us(run.redis_cpu_s))}"
+            f" / {_us(run.per_grant_us(run.postgres_cpu_s))} per grant, claims included",
+        ),
+    ]
+
+
+def report(
+    opts: Options,
+    drains: dict[str, Drain],
+    wait: WaitRun | None,
+    internal: InternalRun | None = None,
+) -> str:
     bound = MAX_IN_FLIGHT / (THROUGHPUT_LATENCY_MS / 1000)
     rows: list[tuple[str, str]] = []
+    if internal is not None:
+        rows += _internal_rows(internal)
     for name, d in drains.items():
         rows += _drain_rows(name, d, bound)
-    rows += _wait_rows(opts, wait)
+    if wait is not None:
+        rows += _wait_rows(opts, wait)
     width = max(len(label) for label, _ in rows) + 2
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = ["", "=" * 78, "Quanyi fulfilment benchmark", "=" * 78]

@@ -3,8 +3,9 @@
 A marketer of the campaign's branch creates a job (`pending_approval`); it issues money, so an
 approver who did not create it approves it (two distinct approvers, one of head office, above
 QUANYI_DUAL_APPROVAL_ABOVE: campaigns/approvals.py). The last approval freezes the member list
-and sets the job `running`; the issuance worker (issuance_worker.py) then claims the reward for
-each member through the claim path, channel "bulk", request id "<job>/<customer>".
+and sets the job `running`; issuance workers (issuance_worker.py) then claim the reward for each
+member through the claim path (claim.lua, hundreds of members a call), channel "bulk", request
+id "<job>/<customer>", its buckets split into lanes that run side by side.
 
 States: pending_approval -> running <-> paused -> done | cancelled (cancel from any live state).
 
@@ -54,6 +55,9 @@ MOVES = {
 # The advisory-lock class of job locks (a worker holds its job's for as long as it runs it), so
 # they never meet other advisory locks.
 LOCK_CLASS = 7301
+# The class of lane locks (issuance_worker.py): a worker runs a lane of a job while it holds
+# the lane's, and holds the job's LOCK_CLASS lock shared meanwhile.
+LANE_LOCK_CLASS = 7302
 # Member hashes copied per round trip when a job's member list is frozen.
 COPY_BATCH = 512
 

@@ -26,6 +26,7 @@ from quanyi.core import metrics
 from quanyi.core.clock import Clock
 from quanyi.core.errors import GrantNotFound
 from quanyi.fulfilment.lanes import Lane, Lanes
+from quanyi.fulfilment.recorder import Recorder, revoked_meanwhile
 from quanyi.issuance.lifecycle import GrantLifecycle, grant_from_event
 from quanyi.stores.db import POSTGRES_AWAY
 from quanyi.stores.keys import Keys
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 # often, this far apart, then dead-lettered: fixed, since no setting makes a bug go away.
 CRASH_ATTEMPTS = 10
 CRASH_BACKOFF_S = 5.0
-# Outcomes recorded at once, well below the Redis pool (128): beyond it, tasks would wait for a
-# connection longer than the pool's timeout and fail after the vendor already issued.
-RECORDING_LIMIT = 64
 
 
 @dataclass
@@ -76,12 +74,21 @@ class Fulfiller:
         self._lifecycle = lifecycle
         self._lanes = lanes
         self._duplicates = DuplicateCheck(pool)
-        self._recording = asyncio.Semaphore(RECORDING_LIMIT)
+        # Outcomes go to Redis in batches, a few connections whatever the backlog.
+        self._recorder = Recorder(redis, keys, lifecycle)
+
+    async def close(self) -> None:
+        await self._recorder.close()
 
     async def fulfil(self, work: Work) -> None:
         try:
-            if work.redelivered and await self._moved_on(work.event["grant_id"]):
-                await self._done(work)  # a worker died after recording it, before finishing
+            status = await self._status_now(work.event["grant_id"]) if work.redelivered else None
+            if status not in (None, "granted"):
+                # A worker died after recording it, before finishing. Revoked: it may also have
+                # died after the vendor issued it and before taking it back there.
+                if status == "revoked":
+                    await self._take_back(work.event)
+                await self._done(work)
                 return
             holder = await self._duplicate_of(work.event)
             if holder is not None:
@@ -141,13 +148,23 @@ class Fulfiller:
         with contextlib.suppress(*REDIS_AWAY):
             await self._park(work, CRASH_BACKOFF_S)
 
-    async def _moved_on(self, grant_id: str) -> bool:
-        """Whether the grant is no longer waiting for fulfilment (fulfilled, revoked, ...)."""
+    async def _status_now(self, grant_id: str) -> str | None:
+        """The grant's status (anything but `granted`: it no longer waits for fulfilment);
+        None when it is not found."""
         try:
             grant = await self._lifecycle.grants.get(grant_id)
         except GrantNotFound:
-            return False
-        return grant["status"] != "granted"
+            return None
+        return str(grant["status"])
+
+    async def _take_back(self, event: dict[str, Any]) -> None:
+        """Revoke a revoked grant at its vendor, once, best effort (a vendor answers a revoke of
+        a grant it never issued as done: adapters.py `missing_ok`)."""
+        route = await self._lanes.route(event["campaign_id"], event["reward_id"])
+        lane = self._lanes.get(route.vendor_id) if route.vendor_id else None
+        if lane is not None:
+            with contextlib.suppress(VendorError):
+                await lane.adapter.revoke(event["grant_id"])
 
     async def _fulfil_once(self, work: Work) -> None:
         event = work.event
@@ -218,28 +235,27 @@ class Fulfiller:
             await self._fulfilled(work, lane, {k: v for k, v in detail.items() if v is not None})
 
     async def _fulfilled(self, work: Work, lane: Lane | None, detail: dict[str, Any]) -> None:
-        async with self._recording:
-            await self._record_fulfilled(work, lane, detail)
-
-    async def _record_fulfilled(
-        self, work: Work, lane: Lane | None, detail: dict[str, Any]
-    ) -> None:
+        """Recorded, announced and acknowledged with the other outcomes at hand (recorder.py).
+        `lane` None: a grant of a right with no vendor from before grants of such rights were
+        born fulfilled (an outbox entry without `fulfilled_at_ms`)."""
         event = work.event
         vendor_id = lane.vendor.id if lane else "internal"
-        moved = await self._lifecycle.move(
-            event["grant_id"],
-            "fulfilled",
-            f"vendor:{vendor_id}",
-            detail,
-            grant=grant_from_event(event),
+        # A first attempt that went through leaves nothing else behind: its entry is
+        # acknowledged in the batch. Anything with retry state is cleaned up below.
+        plain = work.outbox_id is not None and not work.redelivered and not work.retried
+        moved = await self._recorder.fulfilled(
+            event, work.outbox_id if plain else None, f"vendor:{vendor_id}", detail
         )
-        if moved.refused and moved.before == "revoked" and lane is not None:
+        revoked = revoked_meanwhile(moved)
+        if revoked and lane is not None:
             # Revoked while the vendor was issuing it: take it back at the vendor too.
             with contextlib.suppress(VendorError):
                 await lane.adapter.revoke(event["grant_id"])
         metrics.FULFILMENTS.labels(vendor_id, "fulfilled").inc()
-        await self._announce(event["grant_id"], moved.state, detail)
-        await self._done(work)
+        if not plain or revoked:
+            # A revoked one's entry is acknowledged only now, after the vendor revoke: a worker
+            # killed before it leaves the entry to whoever takes it over (fulfil()).
+            await self._done(work)
 
     async def _attempt_failed(
         self, work: Work, lane: Lane | None, error: str, retryable: bool

@@ -1,6 +1,12 @@
 """Outbox entries as the ledger reads them: a grant (field `g`, from claim.lua), a later
 transition of one (field `e`, from transition.lua) or a card event as recorded (field `t`, from
-record_events.lua), each with the row it becomes."""
+record_events.lua), each with the row it becomes.
+
+A grant of a right with no vendor is born fulfilled (quanyi/issuance/claims.py): its entry
+carries `fulfilled_at_ms`, and `parse_entries` reads it as two entries, the grant and its
+`fulfilled` event, written in the same transaction, so it never takes a second trip through
+the outbox. An entry without the field (appended before the upgrade) stays one grant; its
+fulfilment comes the old way, through the fulfilment worker and transition.lua."""
 
 from __future__ import annotations
 
@@ -10,8 +16,12 @@ from typing import Any
 
 import orjson
 
+from quanyi.issuance.grants import INTERNAL_ACTOR
+
 # What record_events.lua decided for a card event (card_events.outcome).
 CARD_EVENT_OUTCOMES = frozenset({"counted", "reversal", "held", "cancelled", "uncounted"})
+# What a bigint column holds.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -25,18 +35,49 @@ class GrantEntry:
     def grant_id(self) -> str:
         return self.event["grant_id"]
 
+    @property
+    def fulfilled_at_ms(self) -> int | None:
+        """When it was fulfilled, for a grant born fulfilled (a right with no vendor)."""
+        at = self.event.get("fulfilled_at_ms")
+        return None if at is None else _integer(at)
+
+    def fulfilment(self) -> EventEntry | None:
+        """The `fulfilled` event of a grant born fulfilled, as the fulfilment worker would have
+        recorded it (actor vendor:internal, no detail). It shares the grant's outbox id: the
+        grant's first event in outbox order, one `grant_events` row however often the entry is
+        delivered."""
+        at = self.fulfilled_at_ms
+        if at is None:
+            return None
+        e = self.event
+        return EventEntry(
+            self.outbox_id,
+            {
+                "grant_id": e["grant_id"],
+                "event": "fulfilled",
+                "at_ms": at,
+                "actor": INTERNAL_ACTOR,
+                "detail": {},
+                "campaign_id": e["campaign_id"],
+                "reward_id": e["reward_id"],
+            },
+        )
+
     def row(self) -> tuple:
+        """Checked here, at parse time: COPY (batch.py) encodes rows on the client, and a wrong
+        type or a number past bigint raises TypeError or OverflowError there, not a DataError
+        the worker could set the entry aside for."""
         e = self.event
         return (
-            e["grant_id"],
-            e["campaign_id"],
-            e["reward_id"],
-            e["right_id"],
-            e["customer_id"],
-            e["channel_id"],
-            e["request_id"],
-            int(e["unit_cost"]),
-            datetime.fromtimestamp(e["granted_at_ms"] / 1000, UTC),
+            _text(e["grant_id"]),
+            _text(e["campaign_id"]),
+            _text(e["reward_id"]),
+            _text(e["right_id"]),
+            _text(e["customer_id"]),
+            _text(e["channel_id"]),
+            _text(e["request_id"]),
+            _bigint(e["unit_cost"]),
+            _moment(e["granted_at_ms"]),
             self.outbox_id,
         )
 
@@ -136,6 +177,14 @@ def parse_entry(outbox_id: str, fields: dict) -> Entry:
     return entry
 
 
+def parse_entries(outbox_id: str, fields: dict) -> list[Entry]:
+    """The entries one outbox entry becomes: itself, and for a grant born fulfilled its
+    `fulfilled` event after it. Raises as parse_entry does."""
+    entry = parse_entry(outbox_id, fields)
+    fulfilment = entry.fulfilment() if isinstance(entry, GrantEntry) else None
+    return [entry] if fulfilment is None else [entry, fulfilment]
+
+
 def entry_fields(entry: Entry) -> dict[str, str]:
     field = next(f for f, kind in FIELDS.items() if isinstance(entry, kind))
     return {field: orjson.dumps(entry.event).decode()}
@@ -154,6 +203,14 @@ def _integer(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, not {value!r}")
     return value
+
+
+def _bigint(value: Any) -> int:
+    """An integer a bigint column holds."""
+    number = _integer(value)
+    if not BIGINT_MIN <= number <= BIGINT_MAX:
+        raise ValueError(f"{number} is out of bigint range")
+    return number
 
 
 def _moment(unix_ms: Any) -> datetime:

@@ -1,8 +1,90 @@
 -- name: lock_ledger
--- One ledger transaction at a time across processes: a grant and its event written at once by
--- two workers would each miss the other (neither sees the other's uncommitted row), leaving
--- the grant's status and the report rollups without the event for good.
+-- A transaction that writes events of their own outbox entries (transitions: they may meet
+-- their grant, written by another worker at the same time) runs alone across processes: a
+-- grant and its event written at once by two workers would each miss the other (neither sees
+-- the other's uncommitted row), leaving the grant's status and the report rollups without the
+-- event for good.
 SELECT pg_advisory_xact_lock(7263005173)
+
+-- name: lock_ledger_shared
+-- A transaction of grants only (and the events born with them, in the same entries) meets no
+-- event of another transaction: such transactions run side by side, and only beside each
+-- other (lock_ledger waits for them, they wait for it). Their rollup upserts add up row by row.
+SELECT pg_advisory_xact_lock_shared(7263005173)
+
+-- name: stage_grants
+-- The batch's grants are copied (COPY) here, then inserted from here: COPY is the fastest way
+-- in, and the INSERT keeps the ledger idempotent (ON CONFLICT DO NOTHING). One table per
+-- connection, emptied at every commit.
+CREATE TEMP TABLE IF NOT EXISTS ledger_grants_in (
+    grant_id text, campaign_id text, reward_id text, right_id text, customer_id text,
+    channel_id text, request_id text, unit_cost bigint, granted_at timestamptz, outbox_id text,
+    status text
+) ON COMMIT DELETE ROWS
+
+-- name: insert_staged_grants
+-- Idempotent: an entry delivered twice (a worker died before its XACK) inserts nothing. Each
+-- grant comes with the status the batch's own events give it (the worker works it out).
+INSERT INTO grants (grant_id, campaign_id, reward_id, right_id, customer_id, channel_id,
+                    request_id, unit_cost, granted_at, outbox_id, status)
+SELECT grant_id, campaign_id, reward_id, right_id, customer_id, channel_id, request_id,
+       unit_cost, granted_at, outbox_id, status
+FROM ledger_grants_in
+ORDER BY grant_id
+ON CONFLICT DO NOTHING
+RETURNING grant_id
+
+-- name: grants_with_events
+-- Of the grants $1, those with events in the ledger already (events that reached it first).
+SELECT DISTINCT t.grant_id FROM unnest($1::text[]) AS t (grant_id)
+WHERE EXISTS (SELECT 1 FROM grant_events e WHERE e.grant_id = t.grant_id)
+
+-- name: events_of_grants
+-- Every event of the grants $1 (grants inserted now whose events reached the ledger first),
+-- for the batch's rollups to count with the rest (batch.py).
+SELECT e.grant_id, e.event, e.at FROM unnest($1::text[]) AS t (grant_id)
+JOIN grant_events e USING (grant_id)
+
+-- name: add_status_counts
+-- report_status: the counts a batch moved, summed by the worker (rollups.py BatchRollups).
+INSERT INTO report_status AS s (campaign_id, reward_id, status, right_id, vendor_id, branch,
+                                face_value, grants)
+SELECT t.campaign_id, t.reward_id, t.status, t.right_id, coalesce(r.vendor_id, ''),
+       coalesce(c.branch, ''), coalesce(r.face_value, 0), t.n
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+     AS t (campaign_id, reward_id, status, right_id, n)
+LEFT JOIN rewards r ON r.campaign_id = t.campaign_id AND r.id = t.reward_id
+LEFT JOIN campaigns c ON c.id = t.campaign_id
+ON CONFLICT (campaign_id, reward_id, status) DO UPDATE SET grants = s.grants + EXCLUDED.grants
+
+-- name: add_daily
+-- report_daily: a batch's grants and their events, summed by day, campaign, reward and channel
+-- by the worker (rollups.py BatchRollups); face values are the reward's times the counts, as
+-- roll_up_grants and roll_up_events sum them.
+INSERT INTO report_daily AS d (day, campaign_id, reward_id, channel_id, right_id, vendor_id,
+                               branch, issued, cost, face_value_issued, fulfilled, redeemed,
+                               expired, revoked, failed, face_value_redeemed)
+SELECT t.day, t.campaign_id, t.reward_id, t.channel_id, t.right_id, coalesce(r.vendor_id, ''),
+       coalesce(c.branch, ''), t.issued, t.cost, t.issued * coalesce(r.face_value, 0),
+       t.fulfilled, t.redeemed, t.expired, t.revoked, t.failed,
+       t.redeemed * coalesce(r.face_value, 0)
+FROM unnest($1::date[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+            $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+            $12::bigint[])
+     AS t (day, campaign_id, reward_id, channel_id, right_id, issued, cost, fulfilled,
+           redeemed, expired, revoked, failed)
+LEFT JOIN rewards r ON r.campaign_id = t.campaign_id AND r.id = t.reward_id
+LEFT JOIN campaigns c ON c.id = t.campaign_id
+ON CONFLICT (day, campaign_id, reward_id, channel_id) DO UPDATE
+SET issued = d.issued + EXCLUDED.issued,
+    cost = d.cost + EXCLUDED.cost,
+    face_value_issued = d.face_value_issued + EXCLUDED.face_value_issued,
+    fulfilled = d.fulfilled + EXCLUDED.fulfilled,
+    redeemed = d.redeemed + EXCLUDED.redeemed,
+    expired = d.expired + EXCLUDED.expired,
+    revoked = d.revoked + EXCLUDED.revoked,
+    failed = d.failed + EXCLUDED.failed,
+    face_value_redeemed = d.face_value_redeemed + EXCLUDED.face_value_redeemed
 
 -- name: insert_grants
 -- Idempotent: an entry delivered twice (a worker died before its XACK) inserts nothing.
@@ -16,12 +98,20 @@ RETURNING grant_id
 -- name: existing_grants
 SELECT g.grant_id FROM unnest($1::text[]) AS t (grant_id) JOIN grants g USING (grant_id)
 
+-- name: request_holders
+-- The grant the ledger holds for each (channel, request id), when it is another grant than the
+-- one at hand (a duplicate only a Redis data loss can make), as vendors/queries.sql asks it.
+SELECT t.grant_id, g.grant_id AS holder
+FROM unnest($1::text[], $2::text[], $3::text[]) AS t (grant_id, channel_id, request_id)
+JOIN grants g ON g.channel_id = t.channel_id AND g.request_id = t.request_id
+WHERE g.grant_id <> t.grant_id
+
 -- name: insert_events
 INSERT INTO grant_events (grant_id, event, at, actor, detail, outbox_id)
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[],
                      $6::text[])
 ON CONFLICT DO NOTHING
-RETURNING outbox_id
+RETURNING outbox_id, grant_id, event, at
 
 -- name: refresh_status
 -- A grant's status is its latest event in outbox order, whichever order the entries reached
@@ -55,7 +145,8 @@ LEFT JOIN LATERAL (
 ) f ON true
 CROSS JOIN LATERAL (SELECT p.status FROM grants p WHERE p.grant_id = t.grant_id) prior
 WHERE g.grant_id = t.grant_id
-RETURNING g.grant_id, prior.status AS before, g.status AS after
+RETURNING g.grant_id, prior.status AS before, g.status AS after, g.campaign_id, g.reward_id,
+          g.right_id
 
 -- name: insert_card_events
 -- Idempotent on (channel_id, event_id): the card system's resend, or an entry delivered twice,

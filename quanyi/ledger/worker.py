@@ -13,6 +13,7 @@ Beside the read loop run two side tasks, each named and on its own timer: `ledge
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -22,15 +23,21 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from quanyi.core import metrics
+from quanyi.core.clock import system_clock
 from quanyi.core.settings import Settings
 from quanyi.core.side_tasks import SideTask, SideTasks
+from quanyi.issuance.definitions import CampaignCache
+from quanyi.issuance.grants import GrantReader
+from quanyi.issuance.lifecycle import GrantLifecycle
 from quanyi.ledger import queries
+from quanyi.ledger.batch import write_batch
+from quanyi.ledger.duplicates import refuse_born_fulfilled
 from quanyi.ledger.entries import (
-    CardEventEntry,
     Entry,
     EventEntry,
     GrantEntry,
     entry_fields,
+    parse_entries,
     parse_entry,
 )
 from quanyi.stores.db import POSTGRES_AWAY
@@ -75,7 +82,10 @@ class LedgerWorker:
         reclaim_idle_ms: int = 30_000,
         linger_ms: int = 0,
         tz: str = DEFAULT_TZ,
+        lifecycle: GrantLifecycle | None = None,
     ) -> None:
+        """`lifecycle` fails the duplicates born fulfilled (duplicates.py): the service passes
+        its own (quanyi/runtime.py); by default, one on these stores with default settings."""
         self._redis = redis
         self._pool = pool
         self._keys = keys
@@ -86,10 +96,18 @@ class LedgerWorker:
         self._linger_s = linger_ms / 1000
         # The calendar whose days the report rollups count in (QUANYI_TZ).
         self._tz = tz
+        self._lifecycle = lifecycle or GrantLifecycle(
+            redis,
+            keys,
+            GrantReader(redis, pool, keys),
+            CampaignCache.of_store(redis, keys),
+            Settings(tz=tz),
+            system_clock,
+        )
         self._stopping = asyncio.Event()
         # One batch written at a time, whether read new or re-claimed: a grant and its events
         # in two transactions at once could each miss the other and leave the status stale
-        # (across processes, queries.lock_ledger does the same).
+        # (across processes, queries.lock_ledger does the same for batches with transitions).
         self._writing = asyncio.Lock()
         self._side_tasks = SideTasks(worth_retrying)
 
@@ -203,7 +221,8 @@ class LedgerWorker:
                 dead.append((outbox_id, {}, "empty entry"))
                 continue
             try:
-                entries.append(parse_entry(outbox_id, fields))
+                # A grant born fulfilled is also its `fulfilled` event (entries.py).
+                entries.extend(parse_entries(outbox_id, fields))
             except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
                 dead.append((outbox_id, fields, f"unreadable event: {exc!r}"))
 
@@ -228,18 +247,17 @@ class LedgerWorker:
                 log.error("ledger: batch refused (%s); writing row by row", exc)
                 inserted = set()
                 refused = set()
-                for entry in entries:
+                # Entry by entry: a grant born fulfilled goes with its `fulfilled` event (batch.py
+                # writes that event with its grant only), both parsed from one outbox entry.
+                for outbox_id, group in itertools.groupby(entries, lambda e: e.outbox_id):
+                    one = list(group)
                     try:
-                        inserted |= await self._insert([entry])
+                        inserted |= await self._insert(one)
                     except CONTENT_ERRORS as row_exc:
                         dead.append(
-                            (
-                                entry.outbox_id,
-                                entry_fields(entry),
-                                f"refused by postgresql: {row_exc}",
-                            )
+                            (outbox_id, entry_fields(one[0]), f"refused by postgresql: {row_exc}")
                         )
-                        refused.add(entry.outbox_id)
+                        refused.add(outbox_id)
                 entries[:] = [e for e in entries if e.outbox_id not in refused]
                 break
             except (*POSTGRES_AWAY, asyncpg.PostgresError) as exc:
@@ -263,55 +281,18 @@ class LedgerWorker:
 
     async def _insert(self, entries: list[Entry]) -> set[str]:
         """One transaction: the grants, their events, the statuses those events imply, the
-        report rollups of what was newly written, and the card events. Returns the ids of the
-        grants newly inserted."""
-        grants = [e.row() for e in entries if isinstance(e, GrantEntry)]
-        events = [e.row() for e in entries if isinstance(e, EventEntry)]
-        card_events = [r for e in entries if isinstance(e, CardEventEntry) for r in e.rows()]
-        inserted: set[str] = set()
-        new_events: list[str] = []
+        report rollups of what was newly written, and the card events (batch.py). Returns the
+        ids of the grants newly inserted."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(queries.lock_ledger)
-            if grants:
-                columns = [list(col) for col in zip(*grants, strict=True)]
-                inserted = {
-                    r["grant_id"] for r in await conn.fetch(queries.insert_grants, *columns)
-                }
-            if events:
-                columns = [list(col) for col in zip(*events, strict=True)]
-                new_events = [
-                    r["outbox_id"] for r in await conn.fetch(queries.insert_events, *columns)
-                ]
-            # Events may reach the ledger before their grant (a dead worker's batch is taken
-            # over later): a grant inserted now takes the status its events already give it.
-            if inserted:
-                # A new grant counts as `granted` until its events (if any) move it below.
-                new = list(inserted)
-                await conn.execute(
-                    queries.move_status_counts, new, [None] * len(new), ["granted"] * len(new)
-                )
-            touched = {e.grant_id for e in entries if isinstance(e, EventEntry)} | inserted
-            if touched:
-                changed = await conn.fetch(queries.refresh_status, list(touched))
-                if changed:
-                    columns = [list(col) for col in zip(*changed, strict=True)]
-                    await conn.execute(queries.move_status_counts, *columns)
-            # Only what this transaction wrote is counted: a re-delivered entry adds nothing.
-            if inserted:
-                await conn.execute(queries.roll_up_grants, list(inserted), self._tz)
-            if inserted or new_events:
-                await conn.execute(queries.roll_up_events, list(inserted), new_events, self._tz)
-            if card_events:
-                columns = [list(col) for col in zip(*card_events, strict=True)]
-                await conn.execute(queries.insert_card_events, *columns)
-        return inserted
+            return await write_batch(conn, entries, self._tz)
 
     async def _check_unwritten(
         self, entries: list[GrantEntry], inserted: set[str], dead: list[tuple[str, dict, str]]
     ) -> None:
         """A grant not inserted is either already in the ledger (a re-delivery) or collides with
         another grant for the same channel and request id, which only a Redis data loss can
-        cause: that one is kept aside for reconciliation, never silently dropped."""
+        cause: that one is kept aside for reconciliation, never silently dropped. One born
+        fulfilled is failed, giving back what it took (duplicates.py), before it is set aside."""
         missing = [e for e in entries if e.grant_id not in inserted]
         if not missing:
             return
@@ -319,8 +300,11 @@ class LedgerWorker:
             r["grant_id"]
             for r in await self._pool.fetch(queries.existing_grants, [e.grant_id for e in missing])
         }
+        born_fulfilled = []
         for e in missing:
             if e.grant_id not in existing:
+                if e.fulfilled_at_ms is not None:
+                    born_fulfilled.append(e)
                 log.error(
                     "ledger: grant %s collides with another grant for request %s/%s",
                     e.grant_id,
@@ -330,6 +314,7 @@ class LedgerWorker:
                 dead.append(
                     (e.outbox_id, entry_fields(e), "duplicate channel request id in ledger")
                 )
+        await refuse_born_fulfilled(self._pool, self._lifecycle, born_fulfilled)
 
     async def _dead_letter(self, dead: list[tuple[str, dict, str]]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:

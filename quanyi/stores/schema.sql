@@ -536,6 +536,20 @@ CREATE TABLE public.issuance_jobs (
 
 
 --
+-- Name: issuance_lanes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.issuance_lanes (
+    job_id text NOT NULL,
+    lane integer NOT NULL,
+    next_bucket integer NOT NULL,
+    end_bucket integer NOT NULL,
+    CONSTRAINT issuance_lanes_check CHECK ((end_bucket >= next_bucket)),
+    CONSTRAINT issuance_lanes_lane_check CHECK ((lane >= 0))
+);
+
+
+--
 -- Name: login_failures; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -990,6 +1004,14 @@ ALTER TABLE ONLY public.issuance_approvals
 
 ALTER TABLE ONLY public.issuance_jobs
     ADD CONSTRAINT issuance_jobs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: issuance_lanes issuance_lanes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.issuance_lanes
+    ADD CONSTRAINT issuance_lanes_pkey PRIMARY KEY (job_id, lane);
 
 
 --
@@ -1496,6 +1518,14 @@ ALTER TABLE ONLY public.issuance_jobs
 
 ALTER TABLE ONLY public.issuance_jobs
     ADD CONSTRAINT issuance_jobs_campaign_id_fkey FOREIGN KEY (campaign_id) REFERENCES public.campaigns(id);
+
+
+--
+-- Name: issuance_lanes issuance_lanes_job_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.issuance_lanes
+    ADD CONSTRAINT issuance_lanes_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.issuance_jobs(id);
 
 
 --
