@@ -192,13 +192,13 @@ class HotCampaigns:
                         pipe.hsetnx(key, name, value)
             pipe.set(self._keys.campaign_definition(campaign.id), campaign.to_json())
             if campaign.state == "active":
-                pipe.sadd(self._keys.live_campaigns, campaign.id)
+                pipe.sadd(self._keys.of(campaign.id).live_campaigns, campaign.id)
             else:
-                pipe.srem(self._keys.live_campaigns, campaign.id)
+                pipe.srem(self._keys.of(campaign.id).live_campaigns, campaign.id)
             # Whoever holds the list of live campaigns sees it is out of date. A fresh token,
             # not a counter: a counter lost with Redis's data would count again from zero and
             # meet the numbers of lists processes still hold.
-            pipe.set(self._keys.live_version, secrets.token_hex(8))
+            pipe.set(self._keys.of(campaign.id).live_version, secrets.token_hex(8))
             await pipe.execute()
 
     async def definition(self, campaign_id: str) -> HotCampaign | None:

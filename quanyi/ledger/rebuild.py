@@ -84,7 +84,12 @@ async def refuse_while_flowing(redis: Redis, keys: Keys, now: float, quiet_s: fl
     lag = await outbox_lag(redis, keys, LEDGER_GROUP)
     if lag.entries:
         raise ClaimsFlowing(f"the outbox holds {lag.entries} entries the ledger has not stored yet")
-    newest = await redis.xrevrange(keys.outbox, "+", "-", count=1)
+    for shard in keys.shards:
+        await _refuse_if_recent(redis, shard.outbox, now, quiet_s)
+
+
+async def _refuse_if_recent(redis: Redis, outbox: str, now: float, quiet_s: float) -> None:
+    newest = await redis.xrevrange(outbox, "+", "-", count=1)
     if newest:
         age = now - stream_id_key(str(newest[0][0]))[0] / 1000
         if age < quiet_s:
@@ -125,7 +130,8 @@ async def _holds_newest_grant(redis: Redis, pool: asyncpg.Pool, keys: Keys) -> b
     newest = await pool.fetchrow(queries.newest_grant)
     if newest is None:  # goal grants alone: nothing tells a kept Redis from an emptied one
         return False
-    bucket, field = keys.idempotency(newest["channel_id"], newest["request_id"])
+    shard = keys.of(newest["campaign_id"])
+    bucket, field = shard.idempotency(newest["channel_id"], newest["request_id"])
     held = await redis.hget(bucket, field)
     if isinstance(held, bytes):
         held = held.decode()
