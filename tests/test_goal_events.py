@@ -12,7 +12,7 @@ from quanyi.ledger.worker import LedgerWorker
 from tests.support.clients import Api, stock_granted
 from tests.support.events import add_card_channel, event, goal_campaign, send
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ from quanyi.ledger.rebuild_goals import PIPELINE_CHUNK, GoalRebuild
 from quanyi.stores.db import load_queries
 from quanyi.stores.keys import Keys, customer_bucket
 from quanyi.stores.outbox import LEDGER_GROUP, ensure_group, outbox_lag, stream_id_key
+from quanyi.stores.shards import queue_route
 
 queries = load_queries("quanyi.ledger", "recovery.sql")
 
@@ -313,9 +314,14 @@ class Rebuild:
         single_reward: bool,
     ) -> int:
         buckets: set[str] = set()
+        shard = self._keys.of(campaign.id)
         async with self._redis.pipeline(transaction=False) as pipe:
             for g in grants:
-                key, field = self._keys.idempotency(g["channel_id"], g["request_id"])
+                if self._keys.sharded:  # the route of the request id to this shard (shards.py)
+                    queue_route(
+                        pipe, self._keys, g["channel_id"], g["request_id"], shard.shard, keep_until
+                    )
+                key, field = shard.idempotency(g["channel_id"], g["request_id"])
                 fingerprint = _request_fingerprint(campaign.id, g, single_reward)
                 pipe.hset(key, field, g["grant_id"] + fingerprint)
                 buckets.add(key)

@@ -12,6 +12,8 @@ step. With one shard there is no route and no extra round trip.
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import Redis
 
 from quanyi.stores.keys import Keys, ShardKeys
@@ -52,6 +54,17 @@ async def record_route(
         await route_request(
             redis, keys, channel_id, request_id, keys.of(campaign_id).shard, keep_until
         )
+
+
+def queue_route(
+    pipe: Any, keys: Keys, channel_id: str, request_id: str, shard: int, keep_until: int
+) -> None:
+    """record_route's writes queued on a pipeline (not a transaction: the routes of many
+    requests are in many slots), for `quanyi rebuild-redis` writing thousands at once."""
+    key, field = keys.idempotency_route(channel_id, request_id)
+    pipe.hsetnx(key, field, shard)
+    pipe.expireat(key, keep_until, nx=True)
+    pipe.expireat(key, keep_until, gt=True)
 
 
 def shards_of(keys: Keys, campaign_ids: list[str]) -> dict[int, list[str]]:
