@@ -92,6 +92,7 @@ async def test_a_channel_sees_the_campaigns_it_serves_and_no_other(api):
     assert {o["campaign_id"] for o in await offers(api, channel="wechat")} == {"c2", "c3"}
 
 
+@pytest.mark.cluster_too
 async def test_an_audience_reward_is_offered_to_its_members_only(api):
     await api.create_right()
     await audience(api, ["cust-1", "cust-9"])
