@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,7 +13,8 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from quanyi.inventory import channel_quota
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, ShardKeys
+from quanyi.stores.redis import is_cluster
 
 
 @dataclass(frozen=True)
@@ -192,13 +195,13 @@ class HotCampaigns:
                         pipe.hsetnx(key, name, value)
             pipe.set(self._keys.campaign_definition(campaign.id), campaign.to_json())
             if campaign.state == "active":
-                pipe.sadd(self._keys.live_campaigns, campaign.id)
+                pipe.sadd(self._keys.of(campaign.id).live_campaigns, campaign.id)
             else:
-                pipe.srem(self._keys.live_campaigns, campaign.id)
+                pipe.srem(self._keys.of(campaign.id).live_campaigns, campaign.id)
             # Whoever holds the list of live campaigns sees it is out of date. A fresh token,
             # not a counter: a counter lost with Redis's data would count again from zero and
             # meet the numbers of lists processes still hold.
-            pipe.set(self._keys.live_version, secrets.token_hex(8))
+            pipe.set(self._keys.of(campaign.id).live_version, secrets.token_hex(8))
             await pipe.execute()
 
     async def definition(self, campaign_id: str) -> HotCampaign | None:
@@ -206,19 +209,41 @@ class HotCampaigns:
         return HotCampaign.from_json(raw) if raw else None
 
     async def definitions(self, campaign_ids: list[str]) -> list[HotCampaign]:
-        """The definitions of these campaigns that Redis holds, in one round trip."""
+        """The definitions of these campaigns that Redis holds, in one round trip (one per
+        slot on a cluster)."""
         if not campaign_ids:
             return []
-        raws = await self._redis.mget([self._keys.campaign_definition(c) for c in campaign_ids])
+        names = [self._keys.campaign_definition(c) for c in campaign_ids]
+        if is_cluster(self._redis):  # in many slots: one MGET per slot, each atomic alone
+            raws = await self._redis.mget_nonatomic(names)  # type: ignore[attr-defined]
+        else:
+            raws = await self._redis.mget(names)
         return [HotCampaign.from_json(raw) for raw in raws if raw]
 
-    async def live(self) -> tuple[str, list[str]]:
-        """The live-list version and the ids of the active campaigns, read together."""
+    async def live(self) -> tuple[tuple[str, ...], list[str]]:
+        """Each shard's live-list version (in shard order) and the ids of the active campaigns:
+        read together in one transaction on a single Redis; on a cluster each shard's at once."""
+        shards = self._keys.shards
+        if is_cluster(self._redis):
+            read = await asyncio.gather(*(self._live_of_shard(s) for s in shards))
+        else:
+            read = await self._live_of(shards)
+        versions = tuple(str(version or "0") for version, _ids in read)
+        return versions, sorted(str(i) for _version, ids in read for i in ids)
+
+    async def _live_of_shard(self, shard: ShardKeys) -> tuple[Any, Any]:
+        # The version first, then the set: a publication in between leaves a set newer than
+        # its version, which a script refuses as stale (never an older set passed as current).
+        version = await self._redis.get(shard.live_version)
+        return version, await self._redis.smembers(shard.live_campaigns)
+
+    async def _live_of(self, shards: Sequence[ShardKeys]) -> list[tuple[Any, Any]]:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._keys.live_version)
-            pipe.smembers(self._keys.live_campaigns)
-            version, ids = await pipe.execute()
-        return str(version or "0"), sorted(str(i) for i in ids)
+            for shard in shards:
+                pipe.get(shard.live_version)
+                pipe.smembers(shard.live_campaigns)
+            replies = await pipe.execute()
+        return list(zip(replies[::2], replies[1::2], strict=True))
 
     async def counters(self, campaign_id: str, reward_ids: list[str]) -> Counters:
         fields = ["spent", *(f"r:{rid}:granted" for rid in reward_ids)]

@@ -21,15 +21,22 @@ LOST = "lost: run quanyi rebuild-redis"
 
 
 async def store_ready(redis: Redis, keys: Keys) -> bool:
-    return bool(await redis.exists(keys.store_ready))
+    """Every shard's marker is there (one per shard, each in its shard's slot: a master that
+    lost its data takes its own shards' markers with it)."""
+    for shard in keys.shards:
+        if not await redis.exists(shard.store_ready):
+            return False
+    return True
 
 
 async def mark_store_ready(redis: Redis, keys: Keys, reason: str, now: float) -> None:
     """Claims and transitions may be decided from now on; records when and why."""
     at = rfc3339(int(now * 1000))
-    await redis.set(keys.store_ready, orjson.dumps({"at": at, "reason": reason}))
+    for shard in keys.shards:
+        await redis.set(shard.store_ready, orjson.dumps({"at": at, "reason": reason}))
 
 
 async def unmark_store_ready(redis: Redis, keys: Keys) -> None:
     """Claims and transitions wait (answer store_not_ready) until the marker is set again."""
-    await redis.delete(keys.store_ready)
+    for shard in keys.shards:
+        await redis.delete(shard.store_ready)

@@ -109,7 +109,7 @@ class BulkClaims(ClaimService):
         per_call: int,
     ) -> list[str]:
         calls = [
-            self._call_of(channel_id, campaign, reward, requests[i : i + per_call])
+            await self._call_of(channel_id, campaign, reward, requests[i : i + per_call])
             for i in range(0, len(requests), per_call)
         ]
         outcomes: list[str] = []
@@ -121,7 +121,7 @@ class BulkClaims(ClaimService):
                     outcomes.extend(str(reply[0]) for reply in replies)
         return outcomes
 
-    def _call_of(
+    async def _call_of(
         self,
         channel_id: str,
         campaign: HotCampaign,
@@ -134,26 +134,30 @@ class BulkClaims(ClaimService):
         now_ms = int(now * 1000)
         day, day_ends = self._calendar.day(now)
         keys_of = self._keys
+        # A job is one campaign's, so all its calls go to that campaign's shard. Its request ids
+        # ("<job>/<customer>") name the job, so they are never reused on another shard's campaign
+        # and need no route (claims.py route_request).
+        shard = keys_of.of(campaign.id)
         campaign_key = keys_of.campaign(campaign.id)
         reward_daily = keys_of.reward_daily(campaign.id, day)
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
         daily_until = day_ends + DAY_S
         # Who may have it depends on the customer only for a reward claimed by its goal.
         anyone = not (reward.audience_id or reward.goal is not None)
-        keys: list[str] = [keys_of.outbox, keys_of.pending, keys_of.store_ready]
+        keys: list[str] = [shard.outbox, shard.pending, shard.store_ready]
         args: list[Any] = [now_ms, len(requests)]
         ids = grant_ids(now_ms, len(requests))
         for (request_id, customer), grant_id in zip(requests, ids, strict=True):
             claim = Claim(channel_id, request_id, campaign.id, customer, reward.id)
             bucket = customer_bucket(customer, campaign.buckets)
-            idem_key, idem_field = keys_of.idempotency(channel_id, request_id)
+            idem_key, idem_field = shard.idempotency(channel_id, request_id)
             keys += (
                 campaign_key,
                 idem_key,
                 keys_of.customer_totals(campaign.id, bucket),
                 keys_of.customer_daily(campaign.id, day, bucket),
                 reward_daily,
-                keys_of.customer_pending(customer),
+                shard.customer_pending(customer),
             )
             args += (
                 channel_id,
@@ -166,6 +170,6 @@ class BulkClaims(ClaimService):
                 keep_until,
                 daily_until,
                 grant_event(grant_id, campaign.id, reward, claim, now_ms),
-                "" if anyone else self._who_may_have(claim, campaign, reward, now, day),
+                "" if anyone else await self._who_may_have(claim, campaign, reward, now, day),
             )
         return keys, args

@@ -39,8 +39,10 @@ from quanyi.core.ids import grant_id_ms, new_grant_id
 from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
 from quanyi.issuance.definitions import CampaignCache, Republisher
-from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, customer_bucket
+from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, ShardKeys, customer_bucket
+from quanyi.stores.redis import is_cluster
 from quanyi.stores.scripts import Scripts
+from quanyi.stores.shards import route_request, routed_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,7 @@ class _Pending:
     keys: list[str]
     args: list[Any]
     future: asyncio.Future
+    shard: ShardKeys
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:
@@ -209,7 +212,9 @@ class ClaimService:
         self._calendar = LocalCalendar(settings.zone)
         self._periods = LocalPeriods(settings.zone)
         self._clock = clock
-        self._script = (scripts or Scripts(redis)).claim
+        self._scripts = scripts or Scripts(redis)
+        self._script = self._scripts.claim
+        self._cluster = is_cluster(redis)
         self.campaigns = campaigns or CampaignCache.of_store(redis, keys, republish)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._runners: list[asyncio.Task] = []
@@ -237,8 +242,14 @@ class ClaimService:
         except (CampaignNotFound, RewardNotFound):
             # Idempotency comes first even here: a request id already used for another
             # campaign or reward is a conflict, not a missing campaign.
-            idem_key, idem_field = self._keys.idempotency(claim.channel_id, claim.request_id)
-            if await self._redis.hexists(idem_key, idem_field):
+            if self._keys.sharded:
+                held = await routed_elsewhere(
+                    self._redis, self._keys, claim.channel_id, claim.request_id
+                )
+            else:
+                idem_key, idem_field = self._keys.idempotency(claim.channel_id, claim.request_id)
+                held = bool(await self._redis.hexists(idem_key, idem_field))
+            if held:
                 raise IdempotencyConflict(
                     f"request {claim.request_id} was already used with a different body"
                 ) from None
@@ -317,8 +328,13 @@ class ClaimService:
         now_ms = int(now * 1000)
         day, day_ends = self._calendar.day(now)
         bucket = customer_bucket(claim.customer_id, campaign.buckets)
-        idem_key, idem_field = self._keys.idempotency(claim.channel_id, claim.request_id)
+        shard = self._keys.of(campaign.id)
+        idem_key, idem_field = shard.idempotency(claim.channel_id, claim.request_id)
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
+        if not await route_request(
+            self._redis, self._keys, claim.channel_id, claim.request_id, shard.shard, keep_until
+        ):
+            return ["idempotency_conflict", ""]
         grant_id = new_grant_id(now_ms)
         event = grant_event(grant_id, campaign.id, reward, claim, now_ms)
         pending = _Pending(
@@ -328,7 +344,7 @@ class ClaimService:
                 self._keys.customer_totals(campaign.id, bucket),
                 self._keys.customer_daily(campaign.id, day, bucket),
                 self._keys.reward_daily(campaign.id, day),
-                self._keys.customer_pending(claim.customer_id),
+                shard.customer_pending(claim.customer_id),
             ],
             args=[
                 claim.channel_id,
@@ -341,9 +357,10 @@ class ClaimService:
                 keep_until,
                 day_ends + DAY_S,
                 event,
-                self._who_may_have(claim, campaign, reward, now, day),
+                await self._who_may_have(claim, campaign, reward, now, day),
             ],
             future=asyncio.get_running_loop().create_future(),
+            shard=shard,
         )
         started = time.perf_counter()
         self._queue.put_nowait(pending)
@@ -351,7 +368,7 @@ class ClaimService:
         metrics.CLAIM_SECONDS.labels(reply[0]).observe(time.perf_counter() - started)
         return reply
 
-    def _who_may_have(
+    async def _who_may_have(
         self, claim: Claim, campaign: HotCampaign, reward: HotReward, now: float, day: str
     ) -> str:
         """claim.lua's ARGV[a+11]: the audience, and the goal of this period to have reached;
@@ -362,6 +379,8 @@ class ClaimService:
         if not (reward.audience_id or by_goal):
             return ""
         pointer = self._keys.audience(reward.audience_id) if reward.audience_id else ""
+        if pointer and self._cluster:
+            pointer = await self._member_on_cluster(pointer, claim.customer_id)
         if not by_goal:
             return pointer  # an audience alone: claim.lua skips the goal's lines
         progress = field = count = amount = ""
@@ -375,6 +394,16 @@ class ClaimService:
             count = "" if goal.count is None else str(goal.count)
             amount = "" if goal.amount is None else str(goal.amount)
         return "\n".join((pointer, progress, field, count, amount, day))
+
+    async def _member_on_cluster(self, pointer: str, customer_id: str) -> str:
+        """On a cluster the audience's hashes are in their own slot, out of the claim script's
+        reach: membership is read here, just before, and handed to the script as "" (a member:
+        no check) or "!" (not one: refused at the audience step, after idempotency, so a
+        replay still replays). Still correct: membership is only read, never taken, so the
+        claim is decided as if it had come at the moment of this read; an import that lands
+        between the two is one the claim came just before."""
+        found = await self._scripts.audience_has(keys=[pointer], args=[customer_id])
+        return "" if found else "!"
 
     async def _run_batches(self) -> None:
         limit = self._settings.claim_batch_max
@@ -398,7 +427,23 @@ class ClaimService:
                 _fail(batch, exc)
 
     async def _call(self, batch: list[_Pending]) -> list[list[Any]]:
-        keys = [self._keys.outbox, self._keys.pending, self._keys.store_ready]
+        if len({p.shard.shard for p in batch}) == 1:
+            return await self._call_shard(batch)
+        # One script call per shard (one slot each), at once; replies back in batch order.
+        by_shard: dict[int, list[int]] = {}
+        for i, p in enumerate(batch):
+            by_shard.setdefault(p.shard.shard, []).append(i)
+        parts = list(by_shard.values())
+        answers = await asyncio.gather(*(self._call_shard([batch[i] for i in ix]) for ix in parts))
+        replies: list[list[Any]] = [[] for _ in batch]
+        for ix, answer in zip(parts, answers, strict=True):
+            for i, reply in zip(ix, answer, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _call_shard(self, batch: list[_Pending]) -> list[list[Any]]:
+        shard = batch[0].shard
+        keys = [shard.outbox, shard.pending, shard.store_ready]
         args: list[Any] = [int(self._clock() * 1000), len(batch)]
         for p in batch:
             keys.extend(p.keys)

@@ -20,9 +20,16 @@ REFRESH_S = 1.0
 
 @dataclass(frozen=True)
 class LiveList:
-    version: str
+    # Each shard's live-list version, in shard order (quanyi/stores/keys.py): a script of a
+    # shard checks its own.
+    versions: tuple[str, ...]
     campaigns: tuple[HotCampaign, ...]
     read_at: float
+
+    @property
+    def version(self) -> str:
+        """Every shard's version in one string: the same list while it is the same."""
+        return " ".join(self.versions)
 
     @property
     def with_goals(self) -> tuple[HotCampaign, ...]:
@@ -54,7 +61,7 @@ class LiveCampaigns:
         return self._list
 
     async def _read(self) -> LiveList:
-        version, ids = await self._stock.live()
+        versions, ids = await self._stock.live()
         # A definition Redis lost is left out: its claims republish it, which moves the version.
         campaigns = [c for c in await self._stock.definitions(ids) if c.state == "active"]
-        return LiveList(version, tuple(campaigns), time.monotonic())
+        return LiveList(versions, tuple(campaigns), time.monotonic())

@@ -9,6 +9,8 @@ publications: the claim itself decides (claim.lua), atomically.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +20,11 @@ from quanyi.core.clock import Clock, LocalCalendar, LocalPeriods, rfc3339
 from quanyi.core.errors import CampaignNotFound, ChannelNotAllowed, StoreNotReady, Unavailable
 from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns, HotReward
+from quanyi.issuance import memberships
 from quanyi.issuance.exposures import Exposures
 from quanyi.issuance.live import REFRESH_S, LiveCampaigns, LiveList
-from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, customer_bucket
+from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, ShardKeys, customer_bucket
+from quanyi.stores.redis import is_cluster
 from quanyi.stores.scripts import Scripts
 
 # Why a reward cannot be claimed now, in the order they are judged: the window, then what the
@@ -130,8 +134,10 @@ class _Plan:
     """What an offers.lua call for these campaigns sends whoever the customer is: made once
     per live list, channel and goal periods, so a request only adds the customer's buckets."""
 
+    shard: ShardKeys  # the shard of every campaign of the plan
     campaigns: tuple[HotCampaign, ...]
-    keys: tuple[str, ...]  # campaign hashes, then audience pointers
+    keys: tuple[str, ...]  # campaign hashes, then audience pointers (not on a cluster)
+    audiences: tuple[str, ...]  # audience pointers, in the order rewards name them
     rewards: str  # ARGV[7]
     quoted: tuple[tuple[bool, ...], ...]  # per campaign, which rewards have channel quotas
     bucket_counts: tuple[int, ...]
@@ -159,23 +165,24 @@ class OfferService:
         self._clock = clock
         self._calendar = LocalCalendar(settings.zone)
         self._periods = LocalPeriods(settings.zone)
-        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._plans: dict[tuple[Any, ...], tuple[_Plan, ...]] = {}
+        self._cluster = is_cluster(redis)
 
     async def offers(self, channel_id: str, customer_id: str) -> list[dict[str, Any]]:
         """One offer per reward of each active campaign on the channel the customer may have."""
         now = self._clock()
         live = await self._live.current(max_age_s=REFRESH_S)
         for _ in range(STALE_RETRIES):
-            plan = self._plan_for(live, channel_id, now)
-            figures = await self._read(plan, channel_id, customer_id, now, live.version)
-            if figures is not None:
+            plans = self._plan_for(live, channel_id, now)
+            read = await self._read_all(plans, channel_id, customer_id, now, live)
+            if read is not None:
                 break
             live = await self._live.reload()
         else:
             raise Unavailable("campaigns are being published faster than they can be read")
         now_ms = int(now * 1000)
         offers: list[dict[str, Any]] = []
-        for campaign, held in zip(plan.campaigns, figures, strict=True):
+        for plan, campaign, held in read:
             if held.state != "active":  # paused or ended since the list was read
                 continue
             shown = len(offers)
@@ -187,6 +194,36 @@ class OfferService:
                 self._exposures.seen(campaign.id, campaign.ends_ms, customer_id)
         return offers
 
+    async def _read_all(
+        self,
+        plans: tuple[_Plan, ...],
+        channel_id: str,
+        customer_id: str,
+        now: float,
+        live: LiveList,
+    ) -> list[tuple[_Plan, HotCampaign, _CampaignFigures]] | None:
+        """Every plan's campaigns with their figures, in the live list's order (one call with
+        one shard; one per shard at once with several), or None when a shard's list moved."""
+        versions = live.versions
+        if len(plans) == 1:
+            (plan,) = plans
+            figures = await self._read(
+                plan, channel_id, customer_id, now, versions[plan.shard.shard]
+            )
+            return None if figures is None else list(_with_plan(plan, figures))
+        replies = await asyncio.gather(
+            *(
+                self._read(plan, channel_id, customer_id, now, versions[plan.shard.shard])
+                for plan in plans
+            )
+        )
+        read: list[tuple[_Plan, HotCampaign, _CampaignFigures]] = []
+        for plan, figures in zip(plans, replies, strict=True):
+            if figures is None:
+                return None
+            read.extend(_with_plan(plan, figures))
+        return sorted(read, key=lambda item: item[1].id)
+
     async def progress(
         self, channel_id: str, customer_id: str, campaign_id: str
     ) -> list[dict[str, Any]]:
@@ -195,7 +232,7 @@ class OfferService:
         if channel_id not in campaign.channels:
             raise ChannelNotAllowed(f"channel {channel_id} does not serve campaign {campaign_id}")
         now = self._clock()
-        plan = self._plan((campaign,), now, audiences=False)
+        plan = self._plan(self._keys.of(campaign.id), (campaign,), now, audiences=False)
         figures = await self._read(plan, channel_id, customer_id, now, None)
         assert figures is not None  # read at no version: never stale
         (held,) = figures
@@ -216,17 +253,30 @@ class OfferService:
             raise CampaignNotFound(f"no campaign {campaign_id}")
         return found
 
-    def _plan_for(self, live: LiveList, channel_id: str, now: float) -> _Plan:
+    def _plan_for(self, live: LiveList, channel_id: str, now: float) -> tuple[_Plan, ...]:
+        """One plan per shard with campaigns on the channel (the one shard's, with one)."""
         periods = tuple(self._periods.period(w, now)[0] for w in ("month", "week"))
         key = (live.version, live.read_at, channel_id, periods)
-        plan = self._plans.get(key)
-        if plan is None:
+        plans = self._plans.get(key)
+        if plans is None:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
-            plan = self._plans[key] = self._plan(live.on_channel(channel_id), now, audiences=True)
-        return plan
+            campaigns = live.on_channel(channel_id)
+            if not self._keys.sharded:
+                grouped = {0: list(campaigns)}
+            else:
+                grouped = {}
+                for c in campaigns:
+                    grouped.setdefault(self._keys.of(c.id).shard, []).append(c)
+            plans = self._plans[key] = tuple(
+                self._plan(self._keys.shards[n], tuple(cs), now, audiences=True)
+                for n, cs in sorted(grouped.items())
+            ) or (self._plan(self._keys.shards[0], (), now, audiences=True),)
+        return plans
 
-    def _plan(self, campaigns: tuple[HotCampaign, ...], now: float, *, audiences: bool) -> _Plan:
+    def _plan(
+        self, shard: ShardKeys, campaigns: tuple[HotCampaign, ...], now: float, *, audiences: bool
+    ) -> _Plan:
         audience_index: dict[str, int] = {}
         periods: dict[tuple[str, str], _Period] = {}
         goals: dict[tuple[str, str], dict[str, Any]] = {}
@@ -245,12 +295,16 @@ class OfferService:
                     goals[c.id, r.id] = r.goal.to_json()
                 rewards.append(f"{r.id},{j},{period},{int(r.channel_quota is not None)}")
             specs.append(" ".join(rewards))
+        pointers = tuple(self._keys.audience(a) for a in audience_index)
         return _Plan(
+            shard=shard,
             campaigns=campaigns,
+            # On a cluster the audiences are read before (_read), out of the script's slot.
             keys=(
                 *(self._keys.campaign(c.id) for c in campaigns),
-                *(self._keys.audience(a) for a in audience_index),
+                *(() if self._cluster else pointers),
             ),
+            audiences=pointers,
             rewards=";".join(specs),
             quoted=tuple(tuple(r.channel_quota is not None for r in c.rewards) for c in campaigns),
             bucket_counts=tuple(c.buckets for c in campaigns),
@@ -265,8 +319,12 @@ class OfferService:
         live list moved past `version` (None: not checked)."""
         day, _ = self._calendar.day(now)
         buckets = {b: customer_bucket(customer_id, b) for b in set(plan.bucket_counts)}
+        handed: tuple[str, ...] = ()
+        if self._cluster and plan.audiences:
+            found = await memberships.members(self._scripts, list(plan.audiences), [customer_id])
+            handed = ("".join("1" if customer_id in found[p] else "0" for p in plan.audiences),)
         reply = await self._scripts.offers(
-            keys=(self._keys.store_ready, self._keys.live_version, *plan.keys),
+            keys=(plan.shard.store_ready, plan.shard.live_version, *plan.keys),
             args=(
                 customer_id,
                 len(plan.campaigns),
@@ -276,6 +334,7 @@ class OfferService:
                 " ".join(str(buckets[b]) for b in plan.bucket_counts),
                 plan.rewards,
                 channel_id,
+                *handed,
             ),
         )
         if reply == "store_not_ready":
@@ -365,3 +424,10 @@ def _why_not(
     if held.budget is not None and held.spent + fig.cost > held.budget:
         return BUDGET_EXHAUSTED
     return None
+
+
+def _with_plan(
+    plan: _Plan, figures: list[_CampaignFigures]
+) -> Iterator[tuple[_Plan, HotCampaign, _CampaignFigures]]:
+    for campaign, held in zip(plan.campaigns, figures, strict=True):
+        yield plan, campaign, held

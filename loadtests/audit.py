@@ -211,7 +211,7 @@ async def audit(
         if plan.reward.goal is not None:
             checks += await goal_grants(db, plan.id, plan.reward.per_customer_limit)
     checks += await reversals(db)
-    dead = await redis.xlen(f"{key_prefix}:outbox:dead")
+    dead = sum([await redis.xlen(shard.outbox_dead) for shard in Keys(key_prefix).shards])
     checks.append(Check("outbox dead-letter stream empty", dead == 0, f"{dead} entries"))
     return checks
 
@@ -263,7 +263,9 @@ async def _customer_counters(
         }
     )
     counters: Counter[str] = Counter()
-    async for key in redis.scan_iter(match=f"{key_prefix}:{{c:{campaign_id}}}:cu:*", count=1000):
+    async for key in redis.scan_iter(
+        match=f"{Keys(key_prefix).campaign(campaign_id)}:cu:*", count=1000
+    ):
         for field, value in (await redis.hgetall(key)).items():
             counters[_text(field)] += int(value)
     differ = [k for k in ledger.keys() | counters.keys() if ledger[k] != counters[k]]

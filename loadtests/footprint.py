@@ -16,21 +16,16 @@ from redis.asyncio import Redis
 
 # The ledger's tables a grant writes to, in the order printed.
 TABLES = ("grants", "grant_events", "report_daily", "report_status")
-# A key's kind: what follows its hash tag, with ids and numbers taken out
-# (qybi:{c:bulk}:cu:17 -> "c:cu"; qybi:outbox -> "outbox").
+# A key's kind: its words with the hash tag's id, the campaign's id and numbers taken out
+# (qybi:{q:0}:c:bulk-1:cu:17 -> "q:c:cu"; qybi:aud:{a:vip}:1:40 -> "aud:a").
 _TAG = re.compile(r"\{([a-z]+):[^}]*\}")
-_NUMBER = re.compile(r":\d[\d:]*")
 
 
 def key_kind(prefix: str, key: str) -> str:
-    rest = key[len(prefix) + 1 :]
-    tag = _TAG.search(rest)
-    if tag is None:
-        return _NUMBER.sub("", rest) or rest
-    after = _NUMBER.sub("", rest[tag.end() :]).lstrip(":")
-    head = rest[: tag.start()].rstrip(":")
-    parts = [p for p in (head, tag.group(1), after) if p]
-    return ":".join(parts)
+    words = _TAG.sub(lambda m: m.group(1), key[len(prefix) + 1 :]).split(":")
+    if "c" in words[:2] and len(words) > words.index("c") + 1:
+        del words[words.index("c") + 1]  # the campaign's id
+    return ":".join(w for w in words if w and not w.isdigit())
 
 
 @dataclass

@@ -4,12 +4,13 @@
 -- call only to share one round trip. The checks and writes are grant.lua's, which card events
 -- (record_events.lua) share.
 --
+-- Every key of a call is in one shard's slot (quanyi/stores/keys.py): a batch is of one shard.
 -- KEYS[1]  outbox stream: every grant is appended here for the ledger and fulfilment workers
 -- KEYS[2]  pending hash: grant id -> event, read-your-writes until the ledger holds the grant
 -- KEYS[3]  store-ready marker: present only while Redis holds everything the ledger says it
 --          should (set at a fresh start or by `quanyi rebuild-redis`; a flush takes it away)
 -- for claim i, with k = 3 + (i - 1) * 6:
---   KEYS[k+1]  campaign hash {c:ID}: state ver starts ends budget spent ch:<channel>
+--   KEYS[k+1]  campaign hash {q:N}:c:ID: state ver starts ends budget spent ch:<channel>
 --              r:<reward>:stock|granted|dstock|limit|dlimit|cost|susp, and for a reward with
 --              channel quotas r:<reward>:qsum|qfg|q:<channel>|qg:<channel> (grant.lua)
 --   KEYS[k+2]  idempotency bucket hash: fingerprint of (channel, request id) -> grant id .. body fingerprint
@@ -31,7 +32,8 @@
 --   ARGV[a+11] who may have the reward, "" for anyone; the audience pointer alone (no "\n")
 --              for a reward of an audience's members without a goal to claim by; else six lines
 --              (apart by "\n"): the audience pointer whose members alone may have it
---              (PREFIX:aud:{a:ID}, "" for none); for a reward claimed once its goal is
+--              (PREFIX:aud:{a:ID}, "" for none; "!" for a customer the caller found not a
+--              member, on a cluster, where the audience is out of this slot); for a reward claimed once its goal is
 --              reached, the customer's progress hash (KEYS[k+1] .. ":pg:" .. bucket, in the
 --              campaign's slot) and the goal's field of this period
 --              (<reward>|<customer>|<period>), else "" and ""; the goal's count and amount
@@ -95,6 +97,9 @@ local function decide(k, a)
       pointer, progress, goal_field, goal_count, goal_amount, day =
         string.match(who, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$')
     end
+    -- "!": on a cluster the caller read membership itself (the audience is in another slot)
+    -- and found none (quanyi/issuance/claims.py _member_on_cluster).
+    if pointer == '!' then return {'not_eligible', 'audience'} end
     if pointer ~= '' then
       local customer = string.sub(customer_field, #reward + 2)
       if not is_member(pointer, customer, pointers) then return {'not_eligible', 'audience'} end

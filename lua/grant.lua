@@ -3,7 +3,7 @@
 -- own: quanyi/stores/scripts.py puts it in front of every script whose first line is
 -- `-- uses: grant`, so each way of issuing applies the same rules in the same atomic call.
 --
--- A campaign's keys all start with its hash key, `PREFIX:{c:ID}` (quanyi/stores/keys.py): the
+-- A campaign's keys all start with its hash key, `PREFIX:{q:N}:c:ID` (quanyi/stores/keys.py): the
 -- helpers below name a campaign's other keys from it, inside the same hash slot.
 
 -- The campaign fields a grant decision reads: c[1] state, c[2] ver, c[3] starts, c[4] ends,

@@ -30,6 +30,9 @@
 --          "<reward id>,<audience j (0: anyone may have it)>,<goal period ("" without goal)>,
 --          <1: it has channel quotas, 0: not>"
 -- ARGV[8]  the calling channel: whose quota (or share of what the quotas leave) is read
+-- ARGV[9]  on a Redis Cluster only, where the audiences' slots are out of reach (no KEYS for
+--          them then): the customer's membership of audience j as its j-th character, "1" or
+--          "0", read just before (quanyi/issuance/memberships.py)
 --
 -- Returns "store_not_ready" when the marker is missing, "stale" when a campaign was published
 -- since the caller read its list (read it again: a campaign may have started, paused, or
@@ -56,12 +59,17 @@ local customer, n, day, pbucket = ARGV[1], tonumber(ARGV[2]), ARGV[4], ARGV[5]
 local channel = ARGV[8]
 local audiences_at = 2 + n
 local members = {}
+local handed = ARGV[9]
 
 -- 1 member, 0 not, -1 no audience; grant.lua's is_member, as claims check it.
 local function member(j)
   if j == 0 then return -1 end
   if members[j] == nil then
-    members[j] = is_member(KEYS[audiences_at + j], customer) and 1 or 0
+    if handed then
+      members[j] = tonumber(string.sub(handed, j, j))
+    else
+      members[j] = is_member(KEYS[audiences_at + j], customer) and 1 or 0
+    end
   end
   return members[j]
 end

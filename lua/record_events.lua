@@ -32,6 +32,9 @@
 --     [[campaign, reward, period]] (those whose window and filters it meets); for a reversal
 --     [[campaign, [rewards]]]: where the original may have counted (the rewards whose goal
 --     counts a transaction of its amount and merchant category)]]
+--   members? (on a Redis Cluster only, where the audiences' slots are out of reach: {<audience
+--     pointer key>: {<customer>: 1}} for the batch's customers who are members, read just
+--     before by quanyi/issuance/memberships.py; without it the audiences are read here)
 --   A campaign's other keys are named from its hash key (quanyi/stores/keys.py): :pg: the
 --   customers' progress, :ev: the events counted, :cu:/:cd:/:rd: the counters a grant moves,
 --   :gs grant states, :qf the customers who reached a goal (a HyperLogLog, for the funnel).
@@ -92,6 +95,15 @@ local function new_grant_id()
     n = math.floor(n / 32)
   end
   return batch.gid .. tail
+end
+
+-- Whether the customer is in the audience: handed over on a cluster, else read here.
+local function member_of(aud, customer)
+  if batch.members then
+    local of_audience = batch.members[aud]
+    return of_audience ~= nil and of_audience[customer] ~= nil
+  end
+  return is_member(aud, customer, pointers)
 end
 
 local function bucket_of(ev, buckets)
@@ -225,7 +237,7 @@ local function transaction(ev)
       counts[goal[1]] = {}
       order[#order + 1] = goal[1]
     end
-    if not cancelled and (not def.aud or is_member(def.aud, ev[CU], pointers)) then
+    if not cancelled and (not def.aud or member_of(def.aud, ev[CU])) then
       local list = counts[goal[1]]
       list[#list + 1] = goal
     end
@@ -315,7 +327,7 @@ local function reversal(ev)
     if record then found[#found + 1] = {campaign_id, record} end
     for _, reward in ipairs(rewards) do
       local aud = camp.rewards[reward].aud
-      if not aud or is_member(aud, ev[CU], pointers) then may_count = true end
+      if not aud or member_of(aud, ev[CU]) then may_count = true end
     end
   end
   if #found == 0 then

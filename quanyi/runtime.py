@@ -193,7 +193,7 @@ async def open_stores(
         await redis.aclose()
         raise
     try:
-        keys = Keys(settings.key_prefix, settings.idempotency_buckets)
+        keys = Keys(settings.key_prefix, settings.idempotency_buckets, settings.redis_shards)
         # Every consumer group exists before the first claim: the outbox is trimmed only below
         # what all groups acknowledged, so a group made later would miss entries.
         if consumer_groups:

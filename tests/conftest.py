@@ -20,12 +20,13 @@ from quanyi.fulfilment.worker import FulfilmentWorker
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.db import migrate
 from quanyi.stores.keys import Keys
-from quanyi.stores.redis import open_redis
+from quanyi.stores.redis import cluster_client, open_redis
 from quanyi.web.app import create_app
 from quanyi.web.middleware import app_runner
 from tests.support.clients import STAFF_ACCOUNTS, Api, add_staff, grant_view, sign_in
 from tests.support.clock import FakeClock
 from tests.support.factories import register_vendor
+from tests.support.scratch import ScratchCluster
 from tests.support.settings import (
     CHANNEL,
     CHANNEL_SECRET,
@@ -61,9 +62,57 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+# A test marked `cluster_too` runs twice: on the single Redis, and on a scratch Redis Cluster of
+# three masters (started once per run, the first time a test needs it) with CLUSTER_SHARDS
+# shards, so campaigns spread over every master.
+CLUSTER_SHARDS = 8
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cluster_too: run on the single Redis and on a 3-master Redis Cluster"
+    )
+    config.addinivalue_line(
+        "markers",
+        "single_redis(reason): in a cluster_too module, run on the single Redis only, for the"
+        " reason given (a part not yet per shard)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    definition = metafunc.definition
+    if (
+        definition.get_closest_marker("cluster_too")
+        and not definition.get_closest_marker("single_redis")
+        and "redis_mode" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("redis_mode", ["single", "cluster"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with ScratchCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster.url()
+
+
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+def redis_mode(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "single")
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, redis_mode: str) -> str:
+    if redis_mode == "cluster":
+        return request.getfixturevalue("redis_cluster")
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+async def redis(redis_mode: str, redis_url: str) -> AsyncIterator[Redis]:
+    if redis_mode == "cluster":
+        client: Redis = cluster_client(redis_url)  # type: ignore[assignment]
+    else:
+        client = Redis.from_url(redis_url, decode_responses=True)
     await delete_test_keys(client)
     yield client
     await delete_test_keys(client)
@@ -71,8 +120,8 @@ async def redis() -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def keys() -> Keys:
-    return Keys(TEST_PREFIX)
+def keys(redis_mode: str) -> Keys:
+    return Keys(TEST_PREFIX, shards=CLUSTER_SHARDS if redis_mode == "cluster" else 1)
 
 
 @pytest.fixture
@@ -81,7 +130,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def settings() -> Settings:
+def settings(redis_mode: str, redis_url: str) -> Settings:
+    if redis_mode == "cluster":
+        return settings_for_tests(
+            redis_url=redis_url, redis_cluster=True, redis_shards=CLUSTER_SHARDS
+        )
     return settings_for_tests()
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.support.clients import Api
 from tests.support.factories import reward
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 
 REFUSED = {"code": "not_eligible", "reason": "audience"}
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from quanyi.ledger.worker import LedgerWorker
+
+# On the single Redis and on a Redis Cluster: the contract and its counts are the same.
+pytestmark = pytest.mark.cluster_too
 
 
 async def test_claim_grants_then_replays_the_same_grant(api):

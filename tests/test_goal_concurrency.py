@@ -65,6 +65,7 @@ async def test_200_shuffled_copies_of_five_events_grant_exactly_once(api: Api, c
     assert (await progress(api))["count"] == 6
 
 
+@pytest.mark.cluster_too
 async def test_1000_customers_reaching_the_goal_get_exactly_the_stock(
     api: Api, core: str, redis: Redis, pool: asyncpg.Pool, keys: Keys
 ) -> None:
@@ -94,6 +95,7 @@ async def test_1000_customers_reaching_the_goal_get_exactly_the_stock(
     assert sum(r["grants"] != "[]" for r in events) == 100
 
 
+@pytest.mark.cluster_too
 async def test_auto_grants_stop_at_the_budget(api: Api, core: str) -> None:
     # Each lounge visit costs 3,000: the budget pays for three.
     await goal_campaign(api, stock=10, campaign={"budget": 9_000})

@@ -44,6 +44,7 @@ async def reach(api: Api, customer: str = "cust-1", first: int = 0) -> str:
 
 
 @pytest.mark.parametrize("claw_back", [False, True])
+@pytest.mark.cluster_too
 async def test_a_reversal_before_the_grant_takes_the_progress_back(
     api: Api, core: str, claw_back: bool
 ) -> None:
@@ -115,6 +116,7 @@ async def test_a_redeemed_grant_is_not_clawed_back(api: Api, core: str) -> None:
     assert (await progress(api))["count"] == 4
 
 
+@pytest.mark.cluster_too
 async def test_a_reversal_first_holds_its_original_to_nothing(
     api: Api, core: str, redis: Redis, pool: asyncpg.Pool, keys: Keys
 ) -> None:
@@ -145,6 +147,7 @@ async def test_a_reversal_first_holds_its_original_to_nothing(
 @pytest.mark.parametrize(
     "changes", [{"customer": "cust-2"}, {"amount": 11_999}], ids=["customer", "amount"]
 )
+@pytest.mark.cluster_too
 async def test_a_reversal_unlike_its_original_is_rejected(
     api: Api, core: str, changes: dict
 ) -> None:
@@ -160,6 +163,7 @@ async def test_a_reversal_unlike_its_original_is_rejected(
     assert right == {"event_id": "rf-2", "status": "accepted", "revoked": [grant_id]}
 
 
+@pytest.mark.cluster_too
 async def test_a_second_reversal_of_one_purchase_is_rejected(api: Api, core: str) -> None:
     await goal_campaign(api, claw_back=True)
     grant_id = await reach(api)

@@ -72,6 +72,7 @@ def period_of(api: Api, settings, window: str) -> tuple[str, int]:
     return LocalPeriods(settings.zone).period(window, api.clock())
 
 
+@pytest.mark.cluster_too
 async def test_a_channel_sees_the_campaigns_it_serves_and_no_other(api):
     await api.create_right()
     await api.create_campaign("c1", name="Coffee month")
@@ -91,6 +92,7 @@ async def test_a_channel_sees_the_campaigns_it_serves_and_no_other(api):
     assert {o["campaign_id"] for o in await offers(api, channel="wechat")} == {"c2", "c3"}
 
 
+@pytest.mark.cluster_too
 async def test_an_audience_reward_is_offered_to_its_members_only(api):
     await api.create_right()
     await audience(api, ["cust-1", "cust-9"])
@@ -100,6 +102,7 @@ async def test_an_audience_reward_is_offered_to_its_members_only(api):
     assert set(by_reward(await offers(api, "cust-2"))) == {("c1", "r1")}
 
 
+@pytest.mark.cluster_too
 async def test_claims_up_to_the_limit_leave_it_reached(api):
     await api.create_right()
     await api.create_campaign("c1", [reward(stock=10, per_customer_limit=2)])
@@ -118,6 +121,7 @@ async def test_claims_up_to_the_limit_leave_it_reached(api):
     assert other["claimable"] and other["remaining_for_customer"] == 2
 
 
+@pytest.mark.cluster_too
 async def test_a_daily_limit_reached_is_limit_reached(api):
     await api.create_right()
     await api.create_campaign(
@@ -129,6 +133,7 @@ async def test_a_daily_limit_reached_is_limit_reached(api):
     assert (offer["claimable"], offer["reason"]) == (False, "limit_reached")
 
 
+@pytest.mark.cluster_too
 async def test_stock_gone_is_out_of_stock_for_everyone(api):
     await api.create_right()
     await api.create_campaign("c1", [reward(stock=1, per_customer_limit=3)])
@@ -140,6 +145,7 @@ async def test_stock_gone_is_out_of_stock_for_everyone(api):
     assert offer["remaining_for_customer"] == 0
 
 
+@pytest.mark.cluster_too
 async def test_todays_stock_gone_is_out_of_stock(api):
     await api.create_right()
     await api.create_campaign("c1", [reward(stock=10, per_customer_limit=3, daily_stock=1)])
@@ -149,6 +155,7 @@ async def test_todays_stock_gone_is_out_of_stock(api):
     assert (offer["claimable"], offer["reason"]) == (False, "out_of_stock")
 
 
+@pytest.mark.cluster_too
 async def test_a_spent_budget_is_budget_exhausted(api):
     await api.create_right(unit_cost=100)
     await api.create_campaign("c1", [reward(stock=10)], budget=150)
@@ -160,6 +167,7 @@ async def test_a_spent_budget_is_budget_exhausted(api):
     assert offer["remaining_for_customer"] == 1  # stock and limit allow it; money does not
 
 
+@pytest.mark.cluster_too
 async def test_a_campaign_not_started_yet_says_so(api):
     await api.create_right()
     start = datetime.fromtimestamp(api.clock(), UTC) + timedelta(days=1)
@@ -172,6 +180,7 @@ async def test_a_campaign_not_started_yet_says_so(api):
     assert (offer["claimable"], offer["reason"]) == (False, "not_started")
 
 
+@pytest.mark.cluster_too
 async def test_a_campaign_past_its_end_says_ended(api):
     await api.create_right()
     await api.create_campaign("c1")
@@ -180,6 +189,7 @@ async def test_a_campaign_past_its_end_says_ended(api):
     assert (offer["claimable"], offer["reason"]) == (False, "ended")
 
 
+@pytest.mark.cluster_too
 async def test_a_paused_campaign_is_no_longer_offered(api):
     await api.create_right()
     await api.create_campaign("c1")
@@ -191,6 +201,7 @@ async def test_a_paused_campaign_is_no_longer_offered(api):
     assert [o["campaign_id"] for o in await offers(api)] == ["c2"]
 
 
+@pytest.mark.cluster_too
 async def test_a_goal_reward_shows_progress_and_opens_once_reached(api, redis, keys, settings):
     await api.create_right()
     await api.create_campaign("c1", [reward(goal=MONTHLY_3, grant="claim")])
@@ -223,6 +234,7 @@ async def test_a_goal_reward_shows_progress_and_opens_once_reached(api, redis, k
     assert (offer["claimable"], offer["reason"]) == (False, "limit_reached")
 
 
+@pytest.mark.cluster_too
 async def test_an_automatic_reward_is_never_claimable_and_shows_progress(
     api, redis, keys, settings
 ):
@@ -243,6 +255,7 @@ async def test_an_automatic_reward_is_never_claimable_and_shows_progress(
     }
 
 
+@pytest.mark.cluster_too
 async def test_progress_lists_the_goal_rewards_of_a_campaign(api, redis, keys, settings):
     await api.create_right()
     weekly = {"window": "week", "count": 2, "min_amount": 1_000}
@@ -275,6 +288,7 @@ async def test_progress_lists_the_goal_rewards_of_a_campaign(api, redis, keys, s
     }
 
 
+@pytest.mark.cluster_too
 async def test_progress_of_an_unknown_campaign_is_404_and_a_bad_query_400(api):
     await api.create_right()
     await api.create_campaign("c1")
@@ -288,6 +302,7 @@ async def test_progress_of_an_unknown_campaign_is_404_and_a_bad_query_400(api):
     assert status == 200 and body == {"campaign_id": "c1", "rewards": []}
 
 
+@pytest.mark.cluster_too
 async def test_a_card_number_as_customer_id_is_refused_and_not_repeated(api):
     await api.create_right()
     await api.create_campaign("c1")
@@ -300,11 +315,13 @@ async def test_a_card_number_as_customer_id_is_refused_and_not_repeated(api):
         assert "4111111111111111" not in str(body)
 
 
+@pytest.mark.cluster_too
 async def test_offers_need_a_signed_request(api):
     resp = await api.client.get("/v1/customers/cust-1/offers")
     assert resp.status == 401
     assert (await resp.json())["error"]["code"] == "unauthorized"
 
 
+@pytest.mark.cluster_too
 async def test_no_campaign_no_offers(api):
     assert await offers(api) == []

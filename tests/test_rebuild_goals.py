@@ -50,7 +50,7 @@ async def goal_state() -> dict[bytes, Any]:
     raw = Redis.from_url(TEST_REDIS_URL)
     try:
         state: dict[bytes, Any] = {}
-        patterns = (f"{TEST_PREFIX}:*:pg:*", f"{TEST_PREFIX}:*:ev:*", f"{TEST_PREFIX}:evheld:*")
+        patterns = (f"{TEST_PREFIX}:*:pg:*", f"{TEST_PREFIX}:*:ev:*", f"{TEST_PREFIX}:*:evheld:*")
         for pattern in patterns:
             async for key in raw.scan_iter(match=pattern, count=1000):
                 if (await raw.type(key)) == b"hash":

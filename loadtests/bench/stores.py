@@ -133,15 +133,15 @@ async def used_memory(redis: Redis) -> int:
 
 
 def key_family(key: str) -> str:
-    if key.startswith(f"{PREFIX}:idem:"):
+    if ":idem:" in key:
         return "idempotency"
     if ":cu:" in key:
         return "customer totals"
     if ":cd:" in key or ":rd:" in key:
         return "daily counters"
-    if key.startswith(f"{PREFIX}:outbox"):
+    if ":outbox" in key:
         return "outbox"
-    if key.startswith(f"{PREFIX}:pending"):
+    if ":pending" in key:
         return "pending grants"
     return "campaigns"
 

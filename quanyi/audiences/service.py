@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import importlib
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
 
 import asyncpg
@@ -33,6 +33,7 @@ from quanyi.audiences.members import Chunk, MemberSource, Rejections
 from quanyi.audiences.model import Audience, ImportReport
 from quanyi.core.errors import AlreadyExists, NotFound, Unavailable
 from quanyi.stores.keys import Keys, audience_bucket_of, audience_buckets_for
+from quanyi.stores.redis import is_cluster
 from quanyi.stores.scripts import Scripts
 
 
@@ -237,7 +238,7 @@ class AudienceService:
         # redis-py's pipeline encodes every argument in Python (about 5 us a member at a million);
         # hiredis packs the commands in C, and they go on one connection of the pool as they are.
         # Reading and packing the next chunk (in a thread) overlaps with Redis storing this one.
-        conn = await self._redis.connection_pool.get_connection()
+        conn, release = await self._connection(bucket_keys[0].decode())
         pending = asyncio.create_task(asyncio.to_thread(_next_packed, chunks, bucket_keys))
         clean = False
         try:
@@ -258,8 +259,22 @@ class AudienceService:
                 pending.exception()  # retrieved: the error that counts is the one raised
             if not clean:
                 await conn.disconnect()
-            await self._redis.connection_pool.release(conn)
+            await release(conn)
         return members
+
+    async def _connection(self, key: str) -> tuple[Any, Callable[[Any], Awaitable[None]]]:
+        """A connection of the client's own to the node holding `key`, and how to give it back:
+        the pool's on a single Redis; on a cluster the connections of the node serving the
+        key's slot (every hash of an audience shares its slot, `{a:ID}`)."""
+        if not is_cluster(self._redis):
+            pool = self._redis.connection_pool
+            return await pool.get_connection(), pool.release
+        node = self._redis.get_node_from_key(key)  # type: ignore[attr-defined]
+
+        async def release(conn: Any) -> None:
+            node.release(conn)
+
+        return node.acquire_connection(), release
 
     async def _unlink(self, audience_id: str, version: int, buckets: int) -> None:
         for start in range(0, buckets, UNLINK_BATCH):

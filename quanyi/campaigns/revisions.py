@@ -274,8 +274,8 @@ class Revisions:
             keys=[
                 k.campaign(campaign.id),
                 k.campaign_definition(campaign.id),
-                k.live_version,
-                k.store_ready,
+                k.of(campaign.id).live_version,
+                k.of(campaign.id).store_ready,
             ],
             args=args,
         )

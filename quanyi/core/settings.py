@@ -17,6 +17,13 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The Redis at redis_url is a Redis Cluster (any node of it): the service opens a cluster
+    # client, and each script call stays in one slot (quanyi/stores/keys.py).
+    redis_cluster: bool = False
+    # The virtual shards campaigns and their outboxes are spread over (quanyi/stores/keys.py):
+    # 1 on a single Redis; on a cluster, a few per master so shards move with slots. Set it
+    # once, before the first claim.
+    redis_shards: int = 1
     database_url: str = "postgresql://127.0.0.1:5432/quanyi"
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -156,6 +163,8 @@ class Settings:
                 raise ValueError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
         settings = cls(**typed)
         settings.zone  # noqa: B018 - fail at start-up on an unknown time zone
+        if not 1 <= settings.redis_shards <= 1024:
+            raise ValueError("setting redis_shards: from 1 to 1024")
         if settings.dual_approval_above < 0:
             raise ValueError("setting dual_approval_above: fen, 0 or more (0: off)")
         if not settings.schedule_every_s > 0:

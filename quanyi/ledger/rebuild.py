@@ -44,6 +44,7 @@ from quanyi.ledger.rebuild_goals import PIPELINE_CHUNK, GoalRebuild
 from quanyi.stores.db import load_queries
 from quanyi.stores.keys import Keys, customer_bucket
 from quanyi.stores.outbox import LEDGER_GROUP, ensure_group, outbox_lag, stream_id_key
+from quanyi.stores.shards import queue_route
 
 queries = load_queries("quanyi.ledger", "recovery.sql")
 
@@ -84,7 +85,12 @@ async def refuse_while_flowing(redis: Redis, keys: Keys, now: float, quiet_s: fl
     lag = await outbox_lag(redis, keys, LEDGER_GROUP)
     if lag.entries:
         raise ClaimsFlowing(f"the outbox holds {lag.entries} entries the ledger has not stored yet")
-    newest = await redis.xrevrange(keys.outbox, "+", "-", count=1)
+    for shard in keys.shards:
+        await _refuse_if_recent(redis, shard.outbox, now, quiet_s)
+
+
+async def _refuse_if_recent(redis: Redis, outbox: str, now: float, quiet_s: float) -> None:
+    newest = await redis.xrevrange(outbox, "+", "-", count=1)
     if newest:
         age = now - stream_id_key(str(newest[0][0]))[0] / 1000
         if age < quiet_s:
@@ -125,7 +131,8 @@ async def _holds_newest_grant(redis: Redis, pool: asyncpg.Pool, keys: Keys) -> b
     newest = await pool.fetchrow(queries.newest_grant)
     if newest is None:  # goal grants alone: nothing tells a kept Redis from an emptied one
         return False
-    bucket, field = keys.idempotency(newest["channel_id"], newest["request_id"])
+    shard = keys.of(newest["campaign_id"])
+    bucket, field = shard.idempotency(newest["channel_id"], newest["request_id"])
     held = await redis.hget(bucket, field)
     if isinstance(held, bytes):
         held = held.decode()
@@ -307,9 +314,14 @@ class Rebuild:
         single_reward: bool,
     ) -> int:
         buckets: set[str] = set()
+        shard = self._keys.of(campaign.id)
         async with self._redis.pipeline(transaction=False) as pipe:
             for g in grants:
-                key, field = self._keys.idempotency(g["channel_id"], g["request_id"])
+                if self._keys.sharded:  # the route of the request id to this shard (shards.py)
+                    queue_route(
+                        pipe, self._keys, g["channel_id"], g["request_id"], shard.shard, keep_until
+                    )
+                key, field = shard.idempotency(g["channel_id"], g["request_id"])
                 fingerprint = _request_fingerprint(campaign.id, g, single_reward)
                 pipe.hset(key, field, g["grant_id"] + fingerprint)
                 buckets.add(key)

@@ -43,6 +43,7 @@ from quanyi.stores.keys import (
     EVENT_BUCKETS,
     PROGRESS_BUCKETS,
     Keys,
+    ShardKeys,
     customer_bucket,
     progress_value,
 )
@@ -194,6 +195,30 @@ class GoalRebuild:
                 f"R{event_id}",
             )
 
+    async def _held_in(
+        self,
+        shard: ShardKeys,
+        content: dict[str, dict[FieldT, EncodableT]],
+        expiry: dict[str, int],
+        held: int,
+    ) -> None:
+        """The held-reversal hashes of one shard (`content` and `expiry` by bucket number) and
+        their count, replaced."""
+        for start in range(0, EVENT_BUCKETS, PIPELINE_CHUNK):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for b in range(start, min(start + PIPELINE_CHUNK, EVENT_BUCKETS)):
+                    key = shard.held_reversals(b)
+                    pipe.delete(key)
+                    if str(b) in content:
+                        pipe.hset(key, mapping=content[str(b)])
+                        pipe.expireat(key, expiry[str(b)])
+                await pipe.execute()
+        if expiry:
+            # As the scripts leave it: "0" once every hold is gone, until the latest one ends.
+            await self._redis.set(shard.held_reversals_count, held, exat=max(expiry.values()))
+        else:
+            await self._redis.delete(shard.held_reversals_count)
+
     async def held(self) -> int:
         """Reversals still waiting for their original (held, not cancelled by it since, their
         wait not over), restored with the count the scripts read. A hash and the count are
@@ -205,7 +230,7 @@ class GoalRebuild:
         seen: set[tuple[str, str]] = set()
         async with self._pool.acquire() as conn, conn.transaction():
             async for h in conn.cursor(queries.held_card_events, now, self._hold_s):
-                key = self._keys.held_reversals(customer_bucket(h["reversal_of"], EVENT_BUCKETS))
+                key = str(customer_bucket(h["reversal_of"], EVENT_BUCKETS))
                 until = h["held_at"] + self._hold_s
                 expiry[key] = max(expiry.get(key, 0), until)
                 original = (h["channel_id"], h["reversal_of"])
@@ -220,19 +245,8 @@ class GoalRebuild:
                         f"|{h['held_at']}"
                     )
         held = sum(len(v) for v in content.values())
-        buckets = [self._keys.held_reversals(b) for b in range(EVENT_BUCKETS)]
-        for i in range(0, len(buckets), PIPELINE_CHUNK):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for key in buckets[i : i + PIPELINE_CHUNK]:
-                    pipe.delete(key)
-                    if key in content:
-                        pipe.hset(key, mapping=content[key])
-                        pipe.expireat(key, expiry[key])
-                await pipe.execute()
-        count_key = self._keys.held_reversals_count
-        if expiry:
-            # As the scripts leave it: "0" once every hold is gone, until the latest one ends.
-            await self._redis.set(count_key, held, exat=max(expiry.values()))
-        else:
-            await self._redis.delete(count_key)
+        # With several shards a reversal is held in each shard where its original may count
+        # (quanyi/issuance/events.py): restored in every shard, where it waits and ends alike.
+        for shard in self._keys.shards:
+            await self._held_in(shard, content, expiry, held)
         return held

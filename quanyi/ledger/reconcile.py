@@ -100,7 +100,7 @@ class Reconcile:
     async def _outbox(self) -> list[Finding]:
         ledger = await outbox_lag(self._redis, self._keys, LEDGER_GROUP)
         fulfil = await outbox_lag(self._redis, self._keys, FULFIL_GROUP)
-        refused = await self._redis.xlen(self._keys.outbox_dead)
+        refused = sum([await self._redis.xlen(s.outbox_dead) for s in self._keys.shards])
         return [
             Finding("outbox", "not yet in the ledger (counted below)", ledger.entries, "-", True),
             Finding("outbox", "not yet done by fulfilment", fulfil.entries, "-", True),
@@ -119,7 +119,8 @@ class Reconcile:
         spent: dict[str, int] = defaultdict(int)
         grants: dict[str, Any] = {
             as_text(k): orjson.loads(v)
-            for k, v in (await self._redis.hgetall(self._keys.pending)).items()
+            for shard in self._keys.shards
+            for k, v in (await self._redis.hgetall(shard.pending)).items()
         }
         stored = {
             r["grant_id"]
@@ -132,9 +133,10 @@ class Reconcile:
                 spent[g["campaign_id"]] += int(g["unit_cost"])
         events = [
             (outbox_id, orjson.loads(body))
+            for shard in self._keys.shards
             for outbox_id, _, body in (
                 as_text(raw).partition(" ")
-                for raw in (await self._redis.hgetall(self._keys.pending_events)).values()
+                for raw in (await self._redis.hgetall(shard.pending_events)).values()
             )
         ]
         stored_events = (
@@ -273,10 +275,10 @@ class Reconcile:
             async for grant in conn.cursor(queries.requests_of_campaign, campaign.id):
                 batch.append(grant)
                 if len(batch) >= PIPELINE_CHUNK:
-                    m, o = await self._check_requests(batch)
+                    m, o = await self._check_requests(campaign, batch)
                     missing, other, batch = missing + m, other + o, []
             if batch:
-                m, o = await self._check_requests(batch)
+                m, o = await self._check_requests(campaign, batch)
                 missing, other = missing + m, other + o
         return [
             Finding("idempotency", f"{campaign.id}: request ids missing", missing, 0, missing == 0),
@@ -285,10 +287,13 @@ class Reconcile:
             ),
         ]
 
-    async def _check_requests(self, grants: list[asyncpg.Record]) -> tuple[int, int]:
+    async def _check_requests(
+        self, campaign: HotCampaign, grants: list[asyncpg.Record]
+    ) -> tuple[int, int]:
+        shard = self._keys.of(campaign.id)
         async with self._redis.pipeline(transaction=False) as pipe:
             for g in grants:
-                key, field = self._keys.idempotency(g["channel_id"], g["request_id"])
+                key, field = shard.idempotency(g["channel_id"], g["request_id"])
                 pipe.hget(key, field)
             held = await pipe.execute()
         missing = sum(1 for h in held if h is None)

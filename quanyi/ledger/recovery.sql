@@ -22,7 +22,7 @@ SELECT EXISTS (SELECT 1 FROM grants)
 -- its data (an upgrade from before the store-ready marker), not that it lost it. Grants made by
 -- a goal (channel 'goal') have no idempotency entry: a goal grants once a period by its
 -- progress, not by a channel's request id.
-SELECT grant_id, channel_id, request_id FROM grants WHERE channel_id <> 'goal'
+SELECT grant_id, campaign_id, channel_id, request_id FROM grants WHERE channel_id <> 'goal'
 ORDER BY granted_at DESC LIMIT 1
 
 -- name: live_totals

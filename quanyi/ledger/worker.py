@@ -41,13 +41,14 @@ from quanyi.ledger.entries import (
     parse_entry,
 )
 from quanyi.stores.db import POSTGRES_AWAY
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, ShardKeys
 from quanyi.stores.outbox import (
     LEDGER_GROUP,
     REDIS_AWAY,
     default_consumer_name,
     ensure_group,
     outbox_lag,
+    read_group,
     read_until_stopped,
     trim_outbox,
     worth_retrying,
@@ -151,15 +152,11 @@ class LedgerWorker:
     async def step(self) -> int:
         """One batch of new entries. Returns grants written."""
         written = 0
-        reply: Any = await self._redis.xreadgroup(
-            LEDGER_GROUP,
-            self.consumer,
-            {self._keys.outbox: ">"},
-            count=self._batch_size,
-            block=self._block_ms,
+        reply = await read_group(
+            self._redis, self._keys, LEDGER_GROUP, self.consumer, self._batch_size, self._block_ms
         )
-        for _stream, messages in reply or []:
-            written += await self._persist(messages)
+        for shard, messages in reply:
+            written += await self._persist(messages, shard)
             if self._linger_s and len(messages) < self._batch_size // 4:
                 # A thin stream: let it gather, so the next transaction carries more grants.
                 await self._pause(self._linger_s)
@@ -170,23 +167,32 @@ class LedgerWorker:
         await ensure_group(self._redis, self._keys)
         total = 0
         while True:
-            reply: Any = await self._redis.xreadgroup(
-                LEDGER_GROUP, self.consumer, {self._keys.outbox: ">"}, count=self._batch_size
+            reply = await read_group(
+                self._redis, self._keys, LEDGER_GROUP, self.consumer, self._batch_size
             )
-            messages = [m for _s, ms in reply or [] for m in ms]
-            if not messages:
+            if not reply:
                 break
-            total += await self._persist(messages)
+            for shard, messages in reply:
+                total += await self._persist(messages, shard)
         await trim_outbox(self._redis, self._keys)
         return total
 
     async def _reclaim(self) -> int:
-        """Take over entries another (dead) consumer left pending for too long."""
+        """Take over entries another (dead) consumer left pending for too long, in every
+        shard's outbox."""
+        written = 0
+        for shard in self._keys.shards:
+            written += await self._reclaim_shard(shard)
+            if self._stopping.is_set():
+                break
+        return written
+
+    async def _reclaim_shard(self, shard: ShardKeys) -> int:
         written = 0
         start = "0-0"
         while True:
             reply = await self._redis.xautoclaim(
-                self._keys.outbox,
+                shard.outbox,
                 LEDGER_GROUP,
                 self.consumer,
                 self._reclaim_idle_ms,
@@ -196,10 +202,10 @@ class LedgerWorker:
             start, messages = reply[0], reply[1]
             if len(reply) > 2 and reply[2]:
                 log.warning("ledger: %d outbox entries were deleted while pending", len(reply[2]))
-                await self._redis.xack(self._keys.outbox, LEDGER_GROUP, *reply[2])
+                await self._redis.xack(shard.outbox, LEDGER_GROUP, *reply[2])
             if messages:
                 log.info("ledger: re-claimed %d pending entries", len(messages))
-                written += await self._persist(messages)
+                written += await self._persist(messages, shard)
             if start == "0-0" or self._stopping.is_set():
                 return written
 
@@ -209,11 +215,12 @@ class LedgerWorker:
         metrics.OUTBOX_LAG_ENTRIES.set(lag.entries)
         metrics.OUTBOX_LAG_SECONDS.set(lag.seconds)
 
-    async def _persist(self, messages: list) -> int:
+    async def _persist(self, messages: list, shard: ShardKeys | None = None) -> int:
+        """Persist entries of `shard`'s outbox (with one shard, it may go unsaid)."""
         async with self._writing:
-            return await self._persist_batch(messages)
+            return await self._persist_batch(messages, shard or self._keys.single())
 
-    async def _persist_batch(self, messages: list) -> int:
+    async def _persist_batch(self, messages: list, shard: ShardKeys) -> int:
         entries: list[Entry] = []
         dead: list[tuple[str, dict, str]] = []
         for outbox_id, fields in messages:
@@ -231,8 +238,8 @@ class LedgerWorker:
         except LedgerStopping:
             return 0  # unacknowledged: re-claimed by the next worker
         if dead:
-            await self._dead_letter(dead)
-        await self._acknowledge(entries)
+            await self._dead_letter(dead, shard)
+        await self._acknowledge(entries, shard)
         return written
 
     async def _write(self, entries: list[Entry], dead: list[tuple[str, dict, str]]) -> int:
@@ -316,44 +323,43 @@ class LedgerWorker:
                 )
         await refuse_born_fulfilled(self._pool, self._lifecycle, born_fulfilled)
 
-    async def _dead_letter(self, dead: list[tuple[str, dict, str]]) -> None:
+    async def _dead_letter(self, dead: list[tuple[str, dict, str]], shard: ShardKeys) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             for outbox_id, fields, reason in dead:
-                pipe.xadd(
-                    self._keys.outbox_dead, {**fields, "outbox_id": outbox_id, "error": reason}
-                )
-                pipe.xack(self._keys.outbox, LEDGER_GROUP, outbox_id)
-                self._forget_pending(pipe, fields)
+                pipe.xadd(shard.outbox_dead, {**fields, "outbox_id": outbox_id, "error": reason})
+                pipe.xack(shard.outbox, LEDGER_GROUP, outbox_id)
+                self._forget_pending(pipe, fields, shard)
                 metrics.LEDGER_DEAD_LETTERS.labels(reason.split(":")[0]).inc()
             await pipe.execute()
 
-    def _forget_pending(self, pipe: Any, fields: dict) -> None:
+    def _forget_pending(self, pipe: Any, fields: dict, shard: ShardKeys) -> None:
         """A dead-lettered entry is no longer on its way to the ledger: drop its pending copy."""
         try:
             entry = parse_entry("0-0", fields)
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
             return
         if isinstance(entry, GrantEntry):
-            pipe.hdel(self._keys.pending, entry.grant_id)
-            pipe.srem(self._keys.customer_pending(entry.event["customer_id"]), entry.grant_id)
+            pipe.hdel(shard.pending, entry.grant_id)
+            pipe.srem(shard.customer_pending(entry.event["customer_id"]), entry.grant_id)
         elif isinstance(entry, EventEntry):
-            pipe.hdel(self._keys.pending_events, entry.field)
+            pipe.hdel(shard.pending_events, entry.field)
         # A card event has no pending copy: nothing reads it back before the ledger holds it.
 
-    async def _acknowledge(self, entries: list[Entry]) -> None:
+    async def _acknowledge(self, entries: list[Entry], shard: ShardKeys) -> None:
         """Acknowledge what the ledger now holds and drop the read-your-writes copies."""
         if not entries:
             return
         grants = [e for e in entries if isinstance(e, GrantEntry)]
         events = [e for e in entries if isinstance(e, EventEntry)]
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xack(self._keys.outbox, LEDGER_GROUP, *(e.outbox_id for e in entries))
+            # One shard's keys: one slot, so one node's pipeline on a cluster too.
+            pipe.xack(shard.outbox, LEDGER_GROUP, *(e.outbox_id for e in entries))
             if grants:
-                pipe.hdel(self._keys.pending, *(e.grant_id for e in grants))
+                pipe.hdel(shard.pending, *(e.grant_id for e in grants))
             for e in grants:
-                pipe.srem(self._keys.customer_pending(e.event["customer_id"]), e.grant_id)
+                pipe.srem(shard.customer_pending(e.event["customer_id"]), e.grant_id)
             if events:
-                pipe.hdel(self._keys.pending_events, *(e.field for e in events))
+                pipe.hdel(shard.pending_events, *(e.field for e in events))
             await pipe.execute()
 
     async def _pause(self, seconds: float) -> None:

@@ -1,7 +1,17 @@
 """Every Redis key the platform uses, built in one place.
 
-A campaign's keys carry the hash tag `{c:ID}` so they share one cluster slot. The outbox, the
-pending-grant index and the idempotency buckets are shared by all campaigns.
+The keys are spread over S virtual shards (the `redis_shards` setting, 1 unless the service
+runs on a Redis Cluster). Each shard is one hash tag, `{q:N}`: a campaign belongs to shard
+`shard_of(campaign)` and its keys, `PREFIX:{q:N}:c:ID...`, carry that tag; so do the keys
+every grant of the shard's campaigns writes with them in one script (the outbox stream, the
+pending-grant index, the idempotency buckets, the customers' pending sets, the store-ready
+marker, the live-campaign list). One script call therefore touches one cluster slot. With one
+shard (the default) every key is in `{q:0}`, which on a single Redis changes nothing.
+
+Set S once, before the first claim: a campaign's shard is computed from its id, so changing S
+moves campaigns to other keys (drain the outbox, change it, then `quanyi rebuild-redis`).
+
+Audiences (`{a:ID}`), code pools (`{v:ID}`) and rate limits (`{ch:ID}`) keep slots of their own.
 """
 
 from __future__ import annotations
@@ -16,71 +26,44 @@ AUDIENCE_BUCKET_MEMBERS = 256
 # counted, and the reversals waiting for their original, over this many.
 PROGRESS_BUCKETS = 1 << 16
 EVENT_BUCKETS = 1 << 12
+MAX_SHARDS = 1024
 
 
-class Keys:
-    def __init__(self, prefix: str, idempotency_buckets: int = DEFAULT_IDEMPOTENCY_BUCKETS) -> None:
-        self.prefix = prefix
+def shard_of(campaign_id: str, shards: int) -> int:
+    """The shard a campaign's keys live in: the one place it is decided."""
+    return zlib.crc32(campaign_id.encode()) % shards if shards > 1 else 0
+
+
+class ShardKeys:
+    """The keys of one shard that are not a campaign's own: all under the shard's hash tag."""
+
+    def __init__(self, prefix: str, shard: int, idempotency_buckets: int) -> None:
+        tag = f"{prefix}:{{q:{shard}}}"
+        self.shard = shard
+        self.tag = tag
         self._idempotency_buckets = idempotency_buckets
-        self.outbox = f"{prefix}:outbox"
-        self.outbox_dead = f"{prefix}:outbox:dead"
-        self.pending = f"{prefix}:pending"
-        self.pending_events = f"{prefix}:pending:ev"
-        self.fulfil_retry = f"{prefix}:fulfil:retry"
-        self.fulfil_parked = f"{prefix}:fulfil:parked"
-        self.fulfil_attempts = f"{prefix}:fulfil:attempts"
-        self.fulfil_dead = f"{prefix}:fulfil:dead"
-        self.outcomes = f"{prefix}:outcomes"
+        self.outbox = f"{tag}:outbox"
+        self.outbox_dead = f"{tag}:outbox:dead"
+        self.pending = f"{tag}:pending"
+        self.pending_events = f"{tag}:pending:ev"
+        self.fulfil_retry = f"{tag}:fulfil:retry"
+        self.fulfil_parked = f"{tag}:fulfil:parked"
+        self.fulfil_attempts = f"{tag}:fulfil:attempts"
+        self.fulfil_dead = f"{tag}:fulfil:dead"
         # Present only while Redis holds what the ledger says it should: a flush takes it away
         # with the data, and claims and transitions wait until `quanyi rebuild-redis` sets it.
-        self.store_ready = f"{prefix}:store:ready"
-        # The campaigns now active (a set of ids), and a counter every publication moves: a
-        # process holding the list of live campaigns knows it is current while it holds the
-        # same number (record_events.lua and offers.lua check it).
-        self.live_campaigns = f"{prefix}:live"
-        self.live_version = f"{prefix}:live:ver"
+        self.store_ready = f"{tag}:store:ready"
+        # The shard's campaigns now active (a set of ids), and a token every publication of one
+        # of them moves: a process holding the list knows it is current while it holds the same
+        # token (record_events.lua and offers.lua check it).
+        self.live_campaigns = f"{tag}:live"
+        self.live_version = f"{tag}:live:ver"
+        self.held_reversals_prefix = f"{tag}:evheld:"
+        # How many reversals are held: while none is, no event looks for one.
+        self.held_reversals_count = f"{tag}:evheld:n"
 
     def campaign(self, campaign_id: str) -> str:
-        return f"{self.prefix}:{{c:{campaign_id}}}"
-
-    def campaign_definition(self, campaign_id: str) -> str:
-        return f"{self.prefix}:{{c:{campaign_id}}}:def"
-
-    def customer_totals(self, campaign_id: str, bucket: int) -> str:
-        return f"{self.prefix}:{{c:{campaign_id}}}:cu:{bucket}"
-
-    def customer_daily(self, campaign_id: str, day: str, bucket: int) -> str:
-        return f"{self.prefix}:{{c:{campaign_id}}}:cd:{day}:{bucket}"
-
-    def reward_daily(self, campaign_id: str, day: str) -> str:
-        return f"{self.prefix}:{{c:{campaign_id}}}:rd:{day}"
-
-    def grant_states(self, campaign_id: str) -> str:
-        return f"{self.prefix}:{{c:{campaign_id}}}:gs"
-
-    def offered(self, campaign_id: str) -> str:
-        """The customers GET offers showed the campaign to: a HyperLogLog (the funnel's
-        `eligible`; about 0.8 % error, 12 KB whatever the audience)."""
-        return f"{self.prefix}:{{c:{campaign_id}}}:of"
-
-    def qualified(self, campaign_id: str) -> str:
-        """The customers whose card events reached one of the campaign's goals: a HyperLogLog
-        (lua/record_events.lua adds a customer the moment a goal is reached)."""
-        return f"{self.prefix}:{{c:{campaign_id}}}:qf"
-
-    def progress(self, campaign_id: str, bucket: int) -> str:
-        """Goal progress: `<reward>|<customer>|<period>` -> "<count>:<amount>" of the qualifying
-        transactions (amount in fen), with ":<grant id> <day YYYYMMDD>" once the goal granted or
-        was claimed in that period (progress_value). `bucket` is customer_bucket(customer,
-        PROGRESS_BUCKETS)."""
-        return f"{self.prefix}:{{c:{campaign_id}}}:pg:{bucket}"
-
-    def counted_events(self, campaign_id: str, bucket: int) -> str:
-        """The card events a campaign counted (lua/record_events.lua): `<channel>|<event id>`
-        -> "<customer>|<amount>|<reward>@<period>,...", "x" in front once reversed or
-        cancelled; a reversal's own record "R<original id>". `bucket` is customer_bucket(event
-        id, EVENT_BUCKETS)."""
-        return f"{self.prefix}:{{c:{campaign_id}}}:ev:{bucket}"
+        return f"{self.tag}:c:{campaign_id}"
 
     def held_reversals(self, bucket: int) -> str:
         """Reversals that came before their original: `<channel>|<original id>` ->
@@ -88,14 +71,167 @@ class Keys:
         is customer_bucket(original id, EVENT_BUCKETS)."""
         return f"{self.held_reversals_prefix}{bucket}"
 
+    def customer_pending(self, customer_id: str) -> str:
+        return f"{self.tag}:pending:c:{customer_id}"
+
+    def idempotency(self, channel_id: str, request_id: str) -> tuple[str, bytes]:
+        """The bucket key and the field that hold one (channel, request id)."""
+        digest = request_digest(channel_id, request_id)
+        bucket = int.from_bytes(digest[:4], "big") % self._idempotency_buckets
+        return f"{self.tag}:idem:{bucket}", digest
+
+
+def request_digest(channel_id: str, request_id: str) -> bytes:
+    return hashlib.blake2b(f"{channel_id}\0{request_id}".encode(), digest_size=16).digest()
+
+
+class Keys:
+    def __init__(
+        self,
+        prefix: str,
+        idempotency_buckets: int = DEFAULT_IDEMPOTENCY_BUCKETS,
+        shards: int = 1,
+    ) -> None:
+        if not 1 <= shards <= MAX_SHARDS:
+            raise ValueError(f"shards must be 1..{MAX_SHARDS}, not {shards}")
+        self.prefix = prefix
+        self.shards = tuple(ShardKeys(prefix, n, idempotency_buckets) for n in range(shards))
+        # Outcomes of fulfilment: a pub/sub channel, which a cluster delivers from any node.
+        self.outcomes = f"{prefix}:outcomes"
+
+    def of(self, campaign_id: str) -> ShardKeys:
+        """The shard of a campaign."""
+        return self.shards[shard_of(campaign_id, len(self.shards))]
+
+    @property
+    def sharded(self) -> bool:
+        return len(self.shards) > 1
+
+    def _only(self, what: str) -> ShardKeys:
+        # A key of "the" shard means something only with one shard: with several, a caller
+        # must say which (Keys.of, Keys.shards), or it would read a part and miss the rest.
+        if len(self.shards) > 1:
+            raise LookupError(f"{what} is per shard with {len(self.shards)} shards: name one")
+        return self.shards[0]
+
+    def single(self) -> ShardKeys:
+        """The one shard (LookupError with several)."""
+        return self._only("the shard")
+
+    # The keys of the one shard, for callers that run on one (a single Redis, the default).
+
+    @property
+    def outbox(self) -> str:
+        return self._only("outbox").outbox
+
+    @property
+    def outbox_dead(self) -> str:
+        return self._only("outbox_dead").outbox_dead
+
+    @property
+    def pending(self) -> str:
+        return self._only("pending").pending
+
+    @property
+    def pending_events(self) -> str:
+        return self._only("pending_events").pending_events
+
+    @property
+    def fulfil_retry(self) -> str:
+        return self._only("fulfil_retry").fulfil_retry
+
+    @property
+    def fulfil_parked(self) -> str:
+        return self._only("fulfil_parked").fulfil_parked
+
+    @property
+    def fulfil_attempts(self) -> str:
+        return self._only("fulfil_attempts").fulfil_attempts
+
+    @property
+    def fulfil_dead(self) -> str:
+        return self._only("fulfil_dead").fulfil_dead
+
+    @property
+    def store_ready(self) -> str:
+        return self._only("store_ready").store_ready
+
+    @property
+    def live_campaigns(self) -> str:
+        return self._only("live_campaigns").live_campaigns
+
+    @property
+    def live_version(self) -> str:
+        return self._only("live_version").live_version
+
     @property
     def held_reversals_prefix(self) -> str:
-        return f"{self.prefix}:evheld:"
+        return self._only("held_reversals").held_reversals_prefix
 
     @property
     def held_reversals_count(self) -> str:
-        """How many reversals are held: while none is, no event looks for one."""
-        return f"{self.prefix}:evheld:n"
+        return self._only("held_reversals").held_reversals_count
+
+    def held_reversals(self, bucket: int) -> str:
+        return self._only("held_reversals").held_reversals(bucket)
+
+    def customer_pending(self, customer_id: str) -> str:
+        return self._only("customer_pending").customer_pending(customer_id)
+
+    def idempotency(self, channel_id: str, request_id: str) -> tuple[str, bytes]:
+        return self._only("idempotency").idempotency(channel_id, request_id)
+
+    def idempotency_route(self, channel_id: str, request_id: str) -> tuple[str, bytes]:
+        """With several shards: the key and the field recording the shard a (channel, request
+        id) was first decided in (quanyi/stores/shards.py), in a slot of their own."""
+        digest = request_digest(channel_id, request_id)
+        bucket = int.from_bytes(digest[:4], "big") % 4096
+        return f"{self.prefix}:idroute:{{r:{bucket}}}", digest
+
+    # A campaign's keys: each starts with its hash key, in its shard's slot (lua/grant.lua
+    # names the campaign's other keys from the hash key by suffix).
+
+    def campaign(self, campaign_id: str) -> str:
+        return self.of(campaign_id).campaign(campaign_id)
+
+    def campaign_definition(self, campaign_id: str) -> str:
+        return f"{self.campaign(campaign_id)}:def"
+
+    def customer_totals(self, campaign_id: str, bucket: int) -> str:
+        return f"{self.campaign(campaign_id)}:cu:{bucket}"
+
+    def customer_daily(self, campaign_id: str, day: str, bucket: int) -> str:
+        return f"{self.campaign(campaign_id)}:cd:{day}:{bucket}"
+
+    def reward_daily(self, campaign_id: str, day: str) -> str:
+        return f"{self.campaign(campaign_id)}:rd:{day}"
+
+    def grant_states(self, campaign_id: str) -> str:
+        return f"{self.campaign(campaign_id)}:gs"
+
+    def offered(self, campaign_id: str) -> str:
+        """The customers GET offers showed the campaign to: a HyperLogLog (the funnel's
+        `eligible`; about 0.8 % error, 12 KB whatever the audience)."""
+        return f"{self.campaign(campaign_id)}:of"
+
+    def qualified(self, campaign_id: str) -> str:
+        """The customers whose card events reached one of the campaign's goals: a HyperLogLog
+        (lua/record_events.lua adds a customer the moment a goal is reached)."""
+        return f"{self.campaign(campaign_id)}:qf"
+
+    def progress(self, campaign_id: str, bucket: int) -> str:
+        """Goal progress: `<reward>|<customer>|<period>` -> "<count>:<amount>" of the qualifying
+        transactions (amount in fen), with ":<grant id> <day YYYYMMDD>" once the goal granted or
+        was claimed in that period (progress_value). `bucket` is customer_bucket(customer,
+        PROGRESS_BUCKETS)."""
+        return f"{self.campaign(campaign_id)}:pg:{bucket}"
+
+    def counted_events(self, campaign_id: str, bucket: int) -> str:
+        """The card events a campaign counted (lua/record_events.lua): `<channel>|<event id>`
+        -> "<customer>|<amount>|<reward>@<period>,...", "x" in front once reversed or
+        cancelled; a reversal's own record "R<original id>". `bucket` is customer_bucket(event
+        id, EVENT_BUCKETS)."""
+        return f"{self.campaign(campaign_id)}:ev:{bucket}"
 
     def code_pool(self, vendor_id: str, right_id: str) -> str:
         return f"{self.prefix}:codes:{{v:{vendor_id}}}:{right_id}"
@@ -120,18 +256,9 @@ class Keys:
     def audience_bucket(self, audience_id: str, version: int, bucket: int) -> str:
         return f"{self.audience(audience_id)}:{version}:{bucket}"
 
-    def customer_pending(self, customer_id: str) -> str:
-        return f"{self.prefix}:pending:c:{customer_id}"
-
     def rate_limit(self, channel_id: str) -> str:
         """A channel's token bucket (lua/rate_limit.lua), shared by every API process."""
         return f"{self.prefix}:rl:{{ch:{channel_id}}}"
-
-    def idempotency(self, channel_id: str, request_id: str) -> tuple[str, bytes]:
-        """The bucket key and the field that hold one (channel, request id)."""
-        digest = hashlib.blake2b(f"{channel_id}\0{request_id}".encode(), digest_size=16).digest()
-        bucket = int.from_bytes(digest[:4], "big") % self._idempotency_buckets
-        return f"{self.prefix}:idem:{bucket}", digest
 
 
 def customer_bucket(customer_id: str, buckets: int) -> int:

@@ -1,5 +1,6 @@
-"""The outbox stream and its consumer groups: creating them, how far a group is behind, and
-trimming what every group has done."""
+"""The outbox streams (one per shard, quanyi/stores/keys.py) and their consumer groups:
+creating them, reading every shard's, how far a group is behind, and trimming what every group
+has done. With one shard there is one stream and every helper is the single-stream call."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quanyi.core.errors import StoreNotReady
 from quanyi.stores.db import POSTGRES_AWAY
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, ShardKeys
+from quanyi.stores.redis import is_cluster
+from quanyi.stores.shards import shard_of_stream
 
 log = logging.getLogger(__name__)
 
@@ -47,34 +50,44 @@ class Lag:
     seconds: float
 
 
-async def _groups(redis: Redis, keys: Keys) -> list[dict]:
+async def _groups(redis: Redis, outbox: str) -> list[dict]:
     try:
-        return await redis.xinfo_groups(keys.outbox)
+        return await redis.xinfo_groups(outbox)
     except ResponseError:  # no stream yet
         return []
 
 
 async def outbox_lag(redis: Redis, keys: Keys, group: str = LEDGER_GROUP) -> Lag:
-    """Entries appended but not yet acknowledged by `group`, and the age of the oldest one."""
-    info = next((g for g in await _groups(redis, keys) if g["name"] == group), None)
+    """Entries appended but not yet acknowledged by `group`, and the age of the oldest one,
+    over every shard's outbox."""
+    lags = [await _stream_lag(redis, shard.outbox, group) for shard in keys.shards]
+    return Lag(sum(lag.entries for lag in lags), max(lag.seconds for lag in lags))
+
+
+async def _stream_lag(redis: Redis, outbox: str, group: str) -> Lag:
+    info = next((g for g in await _groups(redis, outbox) if g["name"] == group), None)
     if info is None:
-        return Lag(await redis.xlen(keys.outbox), 0.0)
+        return Lag(await redis.xlen(outbox), 0.0)
     oldest: str | None = None
     if info["pending"]:
-        oldest = (await redis.xpending(keys.outbox, group))["min"]
+        oldest = (await redis.xpending(outbox, group))["min"]
     else:
-        after = await redis.xrange(keys.outbox, f"({info['last-delivered-id']}", "+", count=1)
+        after = await redis.xrange(outbox, f"({info['last-delivered-id']}", "+", count=1)
         oldest = str(after[0][0]) if after else None
     undelivered = info.get("lag")
     if undelivered is None:  # Redis could not count it: count what is after the last delivery
-        undelivered = len(
-            await redis.xrange(keys.outbox, f"({info['last-delivered-id']}", "+") or []
-        )
+        undelivered = len(await redis.xrange(outbox, f"({info['last-delivered-id']}", "+") or [])
     seconds = max(time.time() - stream_id_key(oldest)[0] / 1000, 0.0) if oldest else 0.0
     return Lag(int(info["pending"]) + int(undelivered), seconds)
 
 
 async def trim_outbox(redis: Redis, keys: Keys) -> None:
+    """Every shard's outbox trimmed (_trim_stream)."""
+    for shard in keys.shards:
+        await _trim_stream(redis, shard.outbox)
+
+
+async def _trim_stream(redis: Redis, outbox: str) -> None:
     """Drop outbox entries that every consumer group has acknowledged, never more.
 
     Entries at or after a group's lowest pending id, or after its last-delivered id, stay. New
@@ -83,28 +96,68 @@ async def trim_outbox(redis: Redis, keys: Keys) -> None:
     """
     floor: tuple[int, int] | None = None
     floor_id = ""
-    for info in await _groups(redis, keys):
+    for info in await _groups(redis, outbox):
         low = None
         if info["pending"]:
             # None when the group acknowledged the rest after XINFO GROUPS answered.
-            low = (await redis.xpending(keys.outbox, info["name"]))["min"]
+            low = (await redis.xpending(outbox, info["name"]))["min"]
         if low is None:
             low = info["last-delivered-id"]
         if floor is None or stream_id_key(low) < floor:
             floor, floor_id = stream_id_key(low), low
     if floor is not None and floor > (0, 0):
-        await redis.xtrim(keys.outbox, minid=floor_id, approximate=False)
+        await redis.xtrim(outbox, minid=floor_id, approximate=False)
 
 
 async def ensure_group(redis: Redis, keys: Keys, group: str = LEDGER_GROUP) -> None:
-    """Create the consumer group at the start of the outbox, so it sees every grant. Every group
-    is created before the first claim (at API start), so trimming never passes a group that
-    does not exist yet."""
-    try:
-        await redis.xgroup_create(keys.outbox, group, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    """Create the consumer group at the start of every shard's outbox, so it sees every grant.
+    Every group is created before the first claim (at API start), so trimming never passes a
+    group that does not exist yet."""
+    for shard in keys.shards:
+        try:
+            await redis.xgroup_create(shard.outbox, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+# A cluster serves one slot per XREADGROUP: each shard's stream is read on its own, all at
+# once, each waiting at most this long, so an idle shard holds the others' entries back no
+# longer than that.
+CLUSTER_BLOCK_MS = 20
+
+Batch = list[tuple[ShardKeys, list[Any]]]
+
+
+async def read_group(
+    redis: Redis,
+    keys: Keys,
+    group: str,
+    consumer: str,
+    count: int,
+    block_ms: int | None = None,
+) -> Batch:
+    """New entries for `consumer` of `group` from every shard's outbox: (shard, entries) for
+    each shard that had some. One XREADGROUP over all streams on a single Redis (with one
+    shard, the call it always was); one per stream, at once, on a cluster."""
+    if not is_cluster(redis):
+        reply: Any = await redis.xreadgroup(
+            group, consumer, {s.outbox: ">" for s in keys.shards}, count=count, block=block_ms
+        )
+        return [(shard_of_stream(keys, stream), messages) for stream, messages in reply or []]
+    block = None if block_ms is None else min(block_ms, CLUSTER_BLOCK_MS)
+    replies: list[Any] = await asyncio.gather(
+        *(
+            redis.xreadgroup(group, consumer, {s.outbox: ">"}, count=count, block=block)
+            for s in keys.shards
+        )
+    )
+    return [
+        (shard, messages)
+        for shard, reply in zip(keys.shards, replies, strict=True)
+        for _stream, messages in reply or []
+        if messages
+    ]
 
 
 async def ensure_groups(redis: Redis, keys: Keys) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -27,8 +27,47 @@ class PackedConnection(Connection):
         return self._packer.pack(*args)
 
 
+def cluster_client(url: str) -> RedisCluster:
+    """A Redis Cluster client on the cluster one of whose nodes is at `url`."""
+    return RedisCluster.from_url(
+        url,
+        decode_responses=True,
+        max_connections=128,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+    )
+
+
+def is_cluster(redis: Any) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
+async def _eviction_policies(redis: Any) -> list[str | None]:
+    if not is_cluster(redis):
+        return [(await redis.config_get("maxmemory-policy")).get("maxmemory-policy")]
+    # Every master holds some of the keys: each must refuse to evict.
+    return [
+        (await redis.config_get("maxmemory-policy", target_nodes=node)).get("maxmemory-policy")
+        for node in redis.get_primaries()
+    ]
+
+
 async def open_redis(settings: Settings) -> Redis:
-    """A client that answered PING, on a server that never evicts keys (or a StartupError)."""
+    """A client that answered PING, on a server that never evicts keys (or a StartupError).
+
+    With `redis_cluster`, a RedisCluster client. It answers every command the service sends
+    (each script call, transaction and multi-key command stays in one slot: quanyi/stores/
+    keys.py), so it is typed as the one client the call sites know."""
+    if settings.redis_cluster:
+        try:
+            cluster = cluster_client(settings.redis_url)
+            await cluster.initialize()
+        except (OSError, RedisConnectionError) as exc:
+            raise StartupError(
+                f"redis cluster at {settings.redis_url} is unreachable: {exc}"
+            ) from exc
+        return await _refuse_eviction(cast(Redis, cluster))
     # A blocking pool: a burst beyond max_connections waits for a free connection instead of
     # failing the request.
     redis = Redis.from_pool(
@@ -48,12 +87,17 @@ async def open_redis(settings: Settings) -> Redis:
     except (OSError, RedisConnectionError) as exc:
         await redis.aclose()
         raise StartupError(f"redis at {settings.redis_url} is unreachable: {exc}") from exc
+    return await _refuse_eviction(redis)
+
+
+async def _refuse_eviction(redis: Redis) -> Redis:
     try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        policies = await _eviction_policies(redis)
     except ResponseError:  # CONFIG is disabled on some managed services
-        policy = None
+        policies = []
         log.warning("cannot read maxmemory-policy; make sure it is noeviction")
-    if policy not in (None, "noeviction"):
+    policy = next((p for p in policies if p not in (None, "noeviction")), None)
+    if policy is not None:
         await redis.aclose()
         raise StartupError(
             f"redis maxmemory-policy is {policy}: it may evict stock counters or idempotency keys; "

@@ -30,6 +30,7 @@ class Scripts:
         self.assign_code: AsyncScript = redis.register_script(lua_source("assign_code"))
         self.lease_due: AsyncScript = redis.register_script(lua_source("lease_due"))
         self.audience_has: AsyncScript = redis.register_script(lua_source("audience_has"))
+        self.audience_members: AsyncScript = redis.register_script(lua_source("audience_members"))
         self.record_events: AsyncScript = redis.register_script(lua_source("record_events"))
         self.offers: AsyncScript = redis.register_script(lua_source("offers"))
         self.revise: AsyncScript = redis.register_script(lua_source("revise"))

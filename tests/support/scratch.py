@@ -198,3 +198,79 @@ class ScratchRedis:
         tb: TracebackType | None,
     ) -> None:
         self.kill()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_ports(n: int) -> list[int]:
+    """`n` free ports from 7100 up whose cluster bus ports (port + 10000) are free too: a
+    node's bus port must exist, so an ephemeral port above 55535 will not do."""
+    found: list[int] = []
+    for port in range(7100 + os.getpid() % 400 * 2, 9000):
+        if _bindable(port) and _bindable(port + 10000):
+            found.append(port)
+            if len(found) == n:
+                return found
+    raise RuntimeError("no free ports for a scratch cluster")
+
+
+class ScratchCluster:
+    """A Redis Cluster of `masters` redis-servers in `root/cluster`, each on a free loopback
+    port, no replicas: `redis-cli --cluster create`, then wait for cluster_state:ok."""
+
+    def __init__(self, root: Path, masters: int = 3) -> None:
+        self.dir = Path(root) / "cluster"
+        self.ports = _cluster_ports(masters)
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def __enter__(self) -> ScratchCluster:
+        for port in self.ports:
+            node = self.dir / str(port)
+            node.mkdir(parents=True, exist_ok=True)
+            argv = [
+                "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(node),
+                "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
+                "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
+                "--logfile", str(node / "redis.log"),
+            ]  # fmt: skip
+            self._processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+        for port in self.ports:
+            _wait(lambda port=port: _answers(port), "scratch cluster node")
+        nodes = [f"127.0.0.1:{p}" for p in self.ports]
+        create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0"]
+        subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        _wait(self._ok, "scratch cluster state ok")
+        return self
+
+    def _ok(self) -> bool:
+        for port in self.ports:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            if "cluster_state:ok" not in info:
+                return False
+        return True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for process in self._processes:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+        self._processes = []
