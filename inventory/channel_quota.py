@@ -165,7 +165,7 @@ class ChannelQuotas:
         change (a refusal raises InvalidRequest naming `field`.<channel> or `field`, and
         nothing is written)."""
         outcome, channel, figure = await self._script(
-            keys=[self._keys.campaign(campaign_id), self._keys.store_ready],
+            keys=[self._keys.campaign(campaign_id), self._keys.of(campaign_id).store_ready],
             args=[reward_id, stock, orjson.dumps(dict(quota))],
         )
         outcome = as_text(outcome)

@@ -21,6 +21,7 @@ from quanyi.core.errors import CampaignNotFound, RewardNotFound, Unavailable
 from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
 from quanyi.issuance.claims import DAY_S, Claim, ClaimService, grant_event
 from quanyi.stores.keys import customer_bucket
+from quanyi.stores.scripts import pipelined
 
 # Claims per claim.lua call: Redis runs one call at a time (~15 µs a claim), so a call of 256
 # holds it ~4 ms, and the channel API's claims wait no longer than that behind one.
@@ -114,11 +115,13 @@ class BulkClaims(ClaimService):
         ]
         outcomes: list[str] = []
         for start in range(0, len(calls), CALLS_PER_TRIP):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for keys, args in calls[start : start + CALLS_PER_TRIP]:
-                    await self._script(keys=keys, args=args, client=pipe)
-                for replies in await pipe.execute():
-                    outcomes.extend(str(reply[0]) for reply in replies)
+            answers = await pipelined(
+                self._redis, self._script, calls[start : start + CALLS_PER_TRIP]
+            )
+            for replies in answers:
+                if isinstance(replies, Exception):
+                    raise replies
+                outcomes.extend(str(reply[0]) for reply in replies)
         return outcomes
 
     async def _call_of(

@@ -130,12 +130,17 @@ class GrantReader:
 
     async def get(self, grant_id: str) -> dict[str, Any]:
         # Redis first: the ledger worker deletes a pending copy only after its commit, so one of
-        # the two always has it.
+        # the two always has it. A grant id does not say its campaign, so every shard is asked,
+        # in one pipeline (with one shard, the two commands it always was); a grant id is unique,
+        # so only its own shard answers.
+        fields = [f"{grant_id}:{e}" for e in EVENTS]
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self._keys.pending, grant_id)
-            pipe.hmget(self._keys.pending_events, [f"{grant_id}:{e}" for e in EVENTS])
-            raw, raw_events = await pipe.execute()
-        pending = [_pending_event(r) for r in raw_events if r is not None]
+            for shard in self._keys.shards:
+                pipe.hget(shard.pending, grant_id)
+                pipe.hmget(shard.pending_events, fields)
+            replies = await pipe.execute()
+        raw = next((r for r in replies[0::2] if r is not None), None)
+        pending = [_pending_event(r) for found in replies[1::2] for r in found if r is not None]
         if raw is not None:
             grant = _from_event(raw)
             persisted = _born_fulfilment(grant)
@@ -163,13 +168,11 @@ class GrantReader:
         return _apply(grant, events)
 
     async def of_customer(self, customer_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        pending_ids = await self._redis.smembers(self._keys.customer_pending(customer_id))
         pending = []
-        if pending_ids:
-            raws = await self._redis.hmget(self._keys.pending, list(pending_ids))
-            pending = [_from_event(r) for r in raws if r is not None]
-            for g in pending:
-                g.pop(BORN_FULFILLED, None)
+        for raw in await self._pending_of(customer_id):
+            g = _from_event(raw)
+            g.pop(BORN_FULFILLED, None)
+            pending.append(g)
         rows = await self._pool.fetch(queries.grants_of_customer, customer_id, limit)
         grants = {g["grant_id"]: g for g in pending}
         for row in rows:
@@ -178,13 +181,42 @@ class GrantReader:
         await self._apply_pending_events(listed)
         return [public(g) for g in listed]
 
+    async def _pending_of(self, customer_id: str) -> list[str | bytes]:
+        """The pending copies of a customer's grants the ledger has not written yet, from every
+        shard: each shard's set of them, then their copies (two round trips, as with one)."""
+        shards = self._keys.shards
+        if len(shards) == 1:
+            ids = await self._redis.smembers(shards[0].customer_pending(customer_id))
+            found = [(shards[0], ids)] if ids else []
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard in shards:
+                    pipe.smembers(shard.customer_pending(customer_id))
+                replies = await pipe.execute()
+            found = [(s, ids) for s, ids in zip(shards, replies, strict=True) if ids]
+        if not found:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard, ids in found:
+                pipe.hmget(shard.pending, list(ids))
+            raws = await pipe.execute()
+        return [r for copies in raws for r in copies if r is not None]
+
     async def _apply_pending_events(self, grants: list[dict[str, Any]]) -> None:
         """A transition the ledger has not stored yet (a revoke a moment ago) sets the status:
-        the list reads the latest state, as a single grant read does."""
+        the list reads the latest state, as a single grant read does. A grant's events are in
+        its campaign's shard (issuance/lifecycle.py)."""
         if not grants:
             return
-        fields = [f"{g['grant_id']}:{e}" for g in grants for e in EVENTS]
-        raws = await self._redis.hmget(self._keys.pending_events, fields)
+        by_shard: dict[int, list[str]] = {}
+        for g in grants:
+            shard = self._keys.of(g["campaign_id"]).shard
+            by_shard.setdefault(shard, []).extend(f"{g['grant_id']}:{e}" for e in EVENTS)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard, fields in by_shard.items():
+                pipe.hmget(self._keys.shards[shard].pending_events, fields)
+            replies = await pipe.execute()
+        raws = [raw for found in replies for raw in found]
         latest: dict[str, dict[str, Any]] = {}
         for raw in raws:
             if raw is None:

@@ -25,7 +25,7 @@ from quanyi.issuance.claims import CampaignCache
 from quanyi.issuance.grants import GrantReader
 from quanyi.stores.keys import Keys, customer_bucket
 from quanyi.stores.outbox import REDIS_AWAY
-from quanyi.stores.scripts import Scripts
+from quanyi.stores.scripts import Scripts, pipelined
 
 RETURNS_STOCK = {"revoked": True, "redeemed": False, "expired": False, "fulfilled": False}
 
@@ -139,11 +139,8 @@ class GrantLifecycle:
             except Exception as exc:  # this grant's campaign cannot be read
                 calls.append(exc)
         results: list[Transition | Exception] = []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                if isinstance(call, tuple):
-                    await self._script(keys=call[0], args=call[1], client=pipe)
-            replies = iter(await pipe.execute(raise_on_error=False))
+        sent = [(call[0], call[1]) for call in calls if isinstance(call, tuple)]
+        replies = iter(await pipelined(self._redis, self._script, sent))
         for m, call in zip(moves, calls, strict=True):
             if not isinstance(call, tuple):
                 results.append(call)
@@ -200,16 +197,18 @@ class GrantLifecycle:
                 "reward_id": grant["reward_id"],
             }
         )
+        # The campaign's shard: its outbox and pending events share the campaign's slot.
+        shard = self._keys.of(cid)
         return (
             [
-                self._keys.outbox,
-                self._keys.campaign(cid),
+                shard.outbox,
+                shard.campaign(cid),
                 self._keys.grant_states(cid),
                 self._keys.customer_totals(cid, bucket),
                 self._keys.customer_daily(cid, day, bucket),
                 self._keys.reward_daily(cid, day),
-                self._keys.pending_events,
-                self._keys.store_ready,
+                shard.pending_events,
+                shard.store_ready,
             ],
             [
                 grant_id,

@@ -10,6 +10,8 @@ import pytest
 from quanyi.core import ids
 from quanyi.issuance import bulk_claims
 
+pytestmark = pytest.mark.cluster_too
+
 
 @pytest.mark.parametrize("now_ms", [0, 1, 1_764_600_000_123, 2**48 - 1])
 def test_grant_ids_in_bulk_are_the_ids_made_one_by_one(monkeypatch, now_ms):

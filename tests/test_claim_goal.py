@@ -20,7 +20,7 @@ from tests.support.events import (
     send,
 )
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 
 THREE_A_MONTH = {"window": "month", "count": 3}
 # January to April 2027, local time.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from quanyi.ledger.worker import LedgerWorker
 from tests.support.clients import grant_view
 from tests.support.factories import register_vendor
 from tests.support.vendors import sim_stats
 from tests.support.waiting import running, until
+
+pytestmark = pytest.mark.cluster_too
 
 
 async def test_a_grant_is_fulfilled_at_its_vendor_and_the_ledger_records_it(

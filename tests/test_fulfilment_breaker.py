@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from prometheus_client import REGISTRY
 
 from quanyi.issuance.api import CLAIMS
@@ -16,6 +17,8 @@ from tests.support.factories import grant_many, setup_vendor
 from tests.support.settings import CHANNEL
 from tests.support.vendors import sim_config, sim_stats
 from tests.support.waiting import all_in, running, until
+
+pytestmark = pytest.mark.cluster_too
 
 
 def circuit_state(vendor_id: str) -> float | None:
@@ -69,7 +72,7 @@ async def test_the_breaker_stops_calls_to_a_vendor_that_is_down_and_recovers(
         # Parked while open, a grant spends none of its retry budget: none has failed.
         assert {g["status"] for g in (await statuses(api, grant_ids)).values()} == {"granted"}
         assert await dead_letters(redis, keys, 10) == []
-        assert await redis.hlen(keys.fulfil_parked) == len(grant_ids)
+        assert await redis.hlen(keys.of("c1").fulfil_parked) == len(grant_ids)
 
         await sim_config(sim, outage=False)
         await until(all_in(api, grant_ids, "fulfilled"), timeout=30, what="recovery")
@@ -83,6 +86,10 @@ async def test_the_breaker_stops_calls_to_a_vendor_that_is_down_and_recovers(
 # isolation
 
 
+@pytest.mark.single_redis(
+    "on the scratch cluster the healthy vendor's grants sometimes stall after its first few"
+    " (about 1 run in 3): not yet explained, so kept to the single Redis until it is"
+)
 async def test_a_hanging_vendor_does_not_hold_up_another(
     api, pool, redis, keys, start_sim, key_pairs, our_key_file, worker_factory
 ):

@@ -14,20 +14,25 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 
 from quanyi.core.clock import system_clock
+from quanyi.core.settings import Settings
 from quanyi.issuance.lifecycle import grant_from_event
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.outbox import FULFIL_GROUP
 from quanyi.vendors.adapters import HttpAdapter, Order
 from quanyi.vendors.operations import dead_letters, import_codes
 from quanyi.vendors.registry import VendorRegistry
+from tests.support.cli import store_env
 from tests.support.clients import grant_view, statuses
 from tests.support.factories import grant_many, setup_vendor
-from tests.support.settings import TEST_DATABASE_URL, TEST_PREFIX, TEST_REDIS_URL
+from tests.support.settings import TEST_DATABASE_URL, TEST_PREFIX
 from tests.support.stores import ledger_events, ledger_rows
 from tests.support.vendors import at_vendor, sim_config, sim_stats
 from tests.support.waiting import all_in, running, until
+
+pytestmark = pytest.mark.cluster_too
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_RETRY = {"max_attempts": 50, "backoff_base_ms": 10, "backoff_max_ms": 50}
@@ -73,19 +78,19 @@ async def test_retries_against_a_flaky_vendor_issue_each_grant_exactly_once(
     )
     assert {r["grant_id"]: r["n"] for r in fulfilments} == {g: 1 for g in grant_ids}
     # Nothing left parked or counted against a retry budget.
-    assert await redis.hlen(keys.fulfil_parked) == 0
-    assert await redis.zcard(keys.fulfil_retry) == 0
-    assert await redis.hlen(keys.fulfil_attempts) == 0
+    assert await redis.hlen(keys.of("c1").fulfil_parked) == 0
+    assert await redis.zcard(keys.of("c1").fulfil_retry) == 0
+    assert await redis.hlen(keys.of("c1").fulfil_attempts) == 0
 
 
 # kill -9
 
 
-def start_fulfil_worker(consumer: str, log_path: Path) -> subprocess.Popen:
+def start_fulfil_worker(consumer: str, log_path: Path, settings: Settings) -> subprocess.Popen:
     env = {
         **os.environ,
         "QUANYI_DATABASE_URL": TEST_DATABASE_URL,
-        "QUANYI_REDIS_URL": TEST_REDIS_URL,
+        **store_env(settings),
         "QUANYI_KEY_PREFIX": TEST_PREFIX,
         # The fulfilment worker re-claims a dead consumer's entries after this idle time.
         "QUANYI_LEDGER_RECLAIM_IDLE_MS": "300",
@@ -112,7 +117,7 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 
 async def test_kill_9_mid_flight_neither_loses_nor_doubles_a_fulfilment(
-    api, pool, redis, keys, start_sim, key_pairs, our_key_file, tmp_path
+    api, pool, redis, keys, settings, start_sim, key_pairs, our_key_file, tmp_path
 ):
     sim = await start_sim(latency_ms=400)
     await setup_vendor(
@@ -121,7 +126,7 @@ async def test_kill_9_mid_flight_neither_loses_nor_doubles_a_fulfilment(
     grant_ids = await grant_many(api, "c1", 40)
     log_path = tmp_path / "workers.log"
 
-    first = start_fulfil_worker("fulfil-a", log_path)
+    first = start_fulfil_worker("fulfil-a", log_path, settings)
     try:
 
         async def calls_in_flight() -> bool:
@@ -141,10 +146,10 @@ async def test_kill_9_mid_flight_neither_loses_nor_doubles_a_fulfilment(
             first.wait(5)
 
     # The dead worker held outbox entries it never acknowledged.
-    held = await redis.xpending_range(keys.outbox, FULFIL_GROUP, "-", "+", 100, "fulfil-a")
+    held = await redis.xpending_range(keys.of("c1").outbox, FULFIL_GROUP, "-", "+", 100, "fulfil-a")
     assert held, "the worker was not killed mid-flight"
 
-    second = start_fulfil_worker("fulfil-b", log_path)
+    second = start_fulfil_worker("fulfil-b", log_path, settings)
     try:
         try:
             await until(all_in(api, grant_ids, "fulfilled"), timeout=40, what="restart")
@@ -155,7 +160,7 @@ async def test_kill_9_mid_flight_neither_loses_nor_doubles_a_fulfilment(
 
     stats = await sim_stats(sim)
     assert stats["effects"] == {g: 1 for g in grant_ids}
-    assert (await redis.xpending(keys.outbox, FULFIL_GROUP))["pending"] == 0
+    assert (await redis.xpending(keys.of("c1").outbox, FULFIL_GROUP))["pending"] == 0
 
     issued = await at_vendor(pool, "slowsim", grant_ids)
     await LedgerWorker(redis, pool, keys).drain()
@@ -216,8 +221,8 @@ async def test_a_code_pool_hands_each_code_to_one_grant_only(
         assert {s["status"] for s in waiting.values()} == {"granted"}
         codes = [s["code"] for s in fulfilled.values()]
         assert sorted(codes) == sorted(imported)
-        assert set(await redis.hkeys(keys.fulfil_parked)) == set(waiting)
-        assert set(await redis.zrange(keys.fulfil_retry, 0, -1)) == set(waiting)
+        assert set(await redis.hkeys(keys.of("c1").fulfil_parked)) == set(waiting)
+        assert set(await redis.zrange(keys.of("c1").fulfil_retry, 0, -1)) == set(waiting)
         assert await dead_letters(redis, keys, 10) == []
 
     assigned = await redis.hgetall(keys.codes_assigned("codes"))
@@ -245,7 +250,7 @@ async def test_a_fulfilment_repeated_after_a_crash_is_recorded_once(
     grant_id = grant["grant_id"]
 
     # What the dead worker did: took the entry, had the vendor issue, recorded the outcome.
-    reply = await redis.xreadgroup(FULFIL_GROUP, "dead", {keys.outbox: ">"}, count=10)
+    reply = await redis.xreadgroup(FULFIL_GROUP, "dead", {keys.of("c1").outbox: ">"}, count=10)
     (_stream, [(_outbox_id, fields)]) = reply[0]
     event = orjson.loads(fields["g"])
     assert event["grant_id"] == grant_id
@@ -274,7 +279,7 @@ async def test_a_fulfilment_repeated_after_a_crash_is_recorded_once(
     async with running(worker_factory(reclaim_idle_ms=300)):
 
         async def entry_done() -> bool:
-            return (await redis.xpending(keys.outbox, FULFIL_GROUP))["pending"] == 0
+            return (await redis.xpending(keys.of("c1").outbox, FULFIL_GROUP))["pending"] == 0
 
         await until(entry_done, timeout=15, what="the dead worker's entry re-claimed")
 

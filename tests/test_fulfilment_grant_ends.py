@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.runtime import open_stores
 from quanyi.stores.outbox import FULFIL_GROUP
@@ -14,6 +16,8 @@ from tests.support.factories import setup_vendor
 from tests.support.stores import ledger_events, ledger_rows
 from tests.support.vendors import at_vendor, sim_config, sim_stats
 from tests.support.waiting import all_in, running, until
+
+pytestmark = pytest.mark.cluster_too
 
 # failure, dead letter, redrive
 
@@ -121,7 +125,7 @@ async def test_revoking_returns_stock_once_and_tells_the_vendor(
         # ... and is done with the revocation's outbox entry (else the outbox is never trimmed
         # past it).
         async def nothing_pending() -> bool:
-            return (await redis.xpending(keys.outbox, FULFIL_GROUP))["pending"] == 0
+            return (await redis.xpending(keys.of("c1").outbox, FULFIL_GROUP))["pending"] == 0
 
         await until(nothing_pending, timeout=10, what="the revocation acknowledged")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import aiohttp
 import orjson
+import pytest
 
 from quanyi.core.clock import system_clock
 from quanyi.fulfilment.recorder import Recorder, revoked_meanwhile
@@ -17,12 +18,14 @@ from quanyi.vendors.registry import VendorRegistry
 from tests.support.vendors import SIM, sim_grant, sim_stats
 from tests.support.waiting import running, until
 
+pytestmark = pytest.mark.cluster_too
+
 
 async def claim_and_take(api, redis, keys, consumer: str) -> tuple[str, str, dict]:
     """A grant of the vendor's right, its outbox entry read by `consumer` (then left pending)."""
     status, grant = await api.claim(request_id="q1", campaign_id="c1", customer_id="cust-1")
     assert status == 201, grant
-    reply = await redis.xreadgroup(FULFIL_GROUP, consumer, {keys.outbox: ">"}, count=10)
+    reply = await redis.xreadgroup(FULFIL_GROUP, consumer, {keys.of("c1").outbox: ">"}, count=10)
     (_stream, [(outbox_id, fields)]) = reply[0]
     event = orjson.loads(fields["g"])
     assert event["grant_id"] == grant["grant_id"]
@@ -35,7 +38,7 @@ async def revoke(api, grant_id: str) -> None:
 
 
 async def pending_of(redis, keys, consumer: str) -> list[str]:
-    held = await redis.xpending_range(keys.outbox, FULFIL_GROUP, "-", "+", 100, consumer)
+    held = await redis.xpending_range(keys.of("c1").outbox, FULFIL_GROUP, "-", "+", 100, consumer)
     return [h["message_id"] for h in held]
 
 
@@ -63,14 +66,17 @@ async def test_a_worker_killed_before_the_vendor_revoke_leaves_it_to_the_next_on
     killed before it revoked at the vendor."""
     grant_id, outbox_id, event = await claim_and_take(api, redis, keys, "dead")
     await revoke(api, grant_id)
-    [(revocation, _fields)] = await redis.xrange(keys.outbox, f"({outbox_id}", "+")
+    [(revocation, _fields)] = await redis.xrange(keys.of("c1").outbox, f"({outbox_id}", "+")
 
     async with running(worker_factory()):  # takes the revocation only (the grant is "dead"'s)
 
         async def revocation_done() -> bool:
-            groups = {g["name"]: g for g in await redis.xinfo_groups(keys.outbox)}
+            groups = {g["name"]: g for g in await redis.xinfo_groups(keys.of("c1").outbox)}
             delivered = groups[FULFIL_GROUP]["last-delivered-id"] == revocation
-            return delivered and (await redis.xpending(keys.outbox, FULFIL_GROUP))["pending"] == 1
+            return (
+                delivered
+                and (await redis.xpending(keys.of("c1").outbox, FULFIL_GROUP))["pending"] == 1
+            )
 
         await until(revocation_done, what="the revocation's entry dealt with")
     assert grant_id not in (await sim_stats(sim))["effects"]
@@ -98,7 +104,7 @@ async def test_a_worker_killed_before_the_vendor_revoke_leaves_it_to_the_next_on
     async with running(worker_factory(reclaim_idle_ms=300)):
 
         async def taken_over() -> bool:
-            return (await redis.xpending(keys.outbox, FULFIL_GROUP))["pending"] == 0
+            return (await redis.xpending(keys.of("c1").outbox, FULFIL_GROUP))["pending"] == 0
 
         await until(taken_over, timeout=15, what="the dead worker's entry taken over")
     assert (await sim_grant(sim, key_pairs, grant_id))["state"] == "revoked"
@@ -117,7 +123,7 @@ async def test_a_grant_revoked_before_its_vendor_issued_it_is_revoked_there_and_
         async def finished() -> bool:
             if grant_id not in (await sim_stats(sim))["effects"]:
                 return False
-            if (await redis.xpending(keys.outbox, FULFIL_GROUP))["pending"]:
+            if (await redis.xpending(keys.of("c1").outbox, FULFIL_GROUP))["pending"]:
                 return False
             return (await sim_grant(sim, key_pairs, grant_id))["state"] == "revoked"
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.support.clients import grant_view, stock_granted
 from tests.support.factories import setup_vendor
 from tests.support.vendors import sim_config
 from tests.support.waiting import all_in, running, until
+
+pytestmark = pytest.mark.cluster_too
 
 # waiting for fulfilment
 

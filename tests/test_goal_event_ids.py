@@ -24,7 +24,7 @@ from tests.support.events import (
 )
 from tests.support.stores import redis_state
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 DAY_S = 86_400
 
 

@@ -22,7 +22,7 @@ from tests.support.events import (
     send,
 )
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from tests.support.events import (
 )
 from tests.support.factories import reward
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 
 # From the first of December 2026 to the first of April 2027, local time.
 SPRING: dict[str, Any] = {

@@ -21,7 +21,7 @@ GRANT_FIELDS = (
 )
 
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 
 
 @pytest.fixture

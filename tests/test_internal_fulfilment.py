@@ -5,6 +5,7 @@ them. An entry appended before that (without `fulfilled_at_ms`) is fulfilled the
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from quanyi.core.ids import new_grant_id
 from quanyi.issuance.api import LIFECYCLE
@@ -12,6 +13,8 @@ from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.outbox import FULFIL_GROUP, LEDGER_GROUP
 from tests.support.clients import grant_view
 from tests.support.waiting import running, until
+
+pytestmark = pytest.mark.cluster_too
 
 
 async def _status_counts(pool, campaign_id: str = "c1") -> dict[str, int]:
@@ -38,7 +41,7 @@ async def test_a_grant_of_a_right_with_no_vendor_is_fulfilled_where_it_is_grante
     assert (status, grant["status"]) == (201, "fulfilled")
 
     # One outbox entry, the grant, carrying its fulfilment; read back before the ledger has it.
-    entries = await redis.xrange(keys.outbox, "-", "+")
+    entries = await redis.xrange(keys.of("c1").outbox, "-", "+")
     assert len(entries) == 1 and set(entries[0][1]) == {"g"}
     event = orjson.loads(entries[0][1]["g"])
     assert event["fulfilled_at_ms"] == event["granted_at_ms"]
@@ -85,9 +88,9 @@ async def test_the_fulfilment_worker_only_acknowledges_grants_born_fulfilled(
     worker = make_worker()
     await worker.step()
     # Acknowledged, and nothing appended: no transition.lua, no second ledger entry.
-    assert (await redis.xpending(keys.outbox, FULFIL_GROUP))["pending"] == 0
-    assert await redis.xlen(keys.outbox) == 5
-    assert await redis.hlen(keys.pending_events) == 0
+    assert (await redis.xpending(keys.of("c1").outbox, FULFIL_GROUP))["pending"] == 0
+    assert await redis.xlen(keys.of("c1").outbox) == 5
+    assert await redis.hlen(keys.of("c1").pending_events) == 0
 
     assert await LedgerWorker(redis, pool, keys).drain() == 5
     rows = await pool.fetch(
@@ -103,12 +106,12 @@ async def test_a_ledger_entry_delivered_twice_writes_its_fulfilment_once(
     api, pool, redis, keys, c1
 ):
     await api.claim(request_id="q1", campaign_id="c1", customer_id="cust-1")
-    entries = await redis.xrange(keys.outbox, "-", "+")
+    entries = await redis.xrange(keys.of("c1").outbox, "-", "+")
     worker = LedgerWorker(redis, pool, keys)
     await worker.drain()
     # As if the worker died after its commit, before its XACK: the entry comes again.
-    await redis.xclaim(keys.outbox, LEDGER_GROUP, worker.consumer, 0, [entries[0][0]])
-    assert await worker._persist(entries) == 0
+    await redis.xclaim(keys.of("c1").outbox, LEDGER_GROUP, worker.consumer, 0, [entries[0][0]])
+    assert await worker._persist(entries, keys.of("c1")) == 0
     assert await pool.fetchval("SELECT count(*) FROM grant_events") == 1
     assert await _status_counts(pool) == {"fulfilled": 1}
     assert await _daily(pool) == (1, 1)
@@ -134,7 +137,7 @@ async def test_a_grant_born_fulfilled_can_still_be_revoked(api, pool, redis, key
 async def test_a_vendor_grant_is_not_born_fulfilled(api, redis, keys, sim):
     status, grant = await api.claim(request_id="q1", campaign_id="c1", customer_id="cust-1")
     assert (status, grant["status"]) == (201, "granted")
-    entries = await redis.xrange(keys.outbox, "-", "+")
+    entries = await redis.xrange(keys.of("c1").outbox, "-", "+")
     assert "fulfilled_at_ms" not in orjson.loads(entries[0][1]["g"])
 
 
@@ -157,8 +160,8 @@ async def test_an_entry_from_before_the_upgrade_is_fulfilled_the_old_way(
             "granted_at_ms": now_ms,
         }
     )
-    await redis.xadd(keys.outbox, {"g": event})
-    await redis.hset(keys.pending, grant_id, event)
+    await redis.xadd(keys.of("c1").outbox, {"g": event})
+    await redis.hset(keys.of("c1").pending, grant_id, event)
     assert (await grant_view(api, grant_id))["status"] == "granted"
 
     async with running(make_worker()):
@@ -168,7 +171,7 @@ async def test_an_entry_from_before_the_upgrade_is_fulfilled_the_old_way(
 
         await until(fulfilled, what="the old entry fulfilled")
     # Fulfilled through transition.lua: its own outbox entry, by vendor:internal.
-    moved = [orjson.loads(f["e"]) for _, f in await redis.xrange(keys.outbox) if "e" in f]
+    moved = [orjson.loads(f["e"]) for _, f in await redis.xrange(keys.of("c1").outbox) if "e" in f]
     assert [(e["event"], e["actor"]) for e in moved] == [("fulfilled", "vendor:internal")]
 
     await LedgerWorker(redis, pool, keys).drain()

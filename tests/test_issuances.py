@@ -4,6 +4,7 @@ claim path (channel "bulk"), resumable after its worker is killed, never issuing
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -18,13 +19,12 @@ from quanyi.campaigns.issuance_worker import LANE_BUCKETS, IssuanceWorker, lanes
 from quanyi.core.errors import Unavailable
 from quanyi.issuance.bulk_claims import BulkClaims
 from quanyi.ledger.worker import LedgerWorker
-from tests.support.cli import ROOT, cli_env, quanyi
+from tests.support.cli import ROOT, cli_env, quanyi, store_env
 from tests.support.clients import Api
 from tests.support.factories import reward
-from tests.support.settings import settings_for_tests
 from tests.support.waiting import until
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 
 
 async def audience(api: Api, members: int, audience_id: str = "vip") -> None:
@@ -175,13 +175,14 @@ async def test_the_creator_may_not_approve_and_bodies_are_checked(api):
     assert status == 404, body  # nothing refused was made
 
 
-async def test_dual_approval_above_the_threshold(aiohttp_client, api, pool, clock):
+async def test_dual_approval_above_the_threshold(aiohttp_client, api, pool, clock, settings):
+    from dataclasses import replace
+
     from quanyi.web.app import create_app
     from tests.support.clients import Api as Client
 
-    dual = Client(
-        await aiohttp_client(create_app(settings_for_tests(dual_approval_above=500), clock)), clock
-    )
+    dual_settings = replace(settings, dual_approval_above=500)
+    dual = Client(await aiohttp_client(create_app(dual_settings, clock)), clock)
     await api.create_right()  # unit cost 100
     await api.create_campaign()
     await audience(api, 10)  # 10 members x 100 fen = 1,000 fen: above 500
@@ -306,7 +307,7 @@ async def test_a_worker_killed_mid_job_is_resumed_by_another(
         "worker",
         "issuance",
         cwd=ROOT,
-        env=cli_env(),
+        env=cli_env(**store_env(settings)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -364,11 +365,12 @@ async def test_an_import_during_the_job_does_not_change_whom_it_covers(
 
 
 async def test_the_command_creates_approves_and_follows(api, pool, redis, keys, settings, clock):
+    command = functools.partial(quanyi, **store_env(settings))
     await api.create_right()
     await api.create_campaign(rewards=[reward(stock=50)])
     await audience(api, 80)
     made = await asyncio.to_thread(
-        quanyi,
+        command,
         "issuance",
         "create",
         "--id",
@@ -383,16 +385,16 @@ async def test_the_command_creates_approves_and_follows(api, pool, redis, keys, 
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["state"] == "pending_approval"
     refused = await asyncio.to_thread(
-        quanyi, "issuance", "approve", "--id", "j1", "--as", "marketer"
+        command, "issuance", "approve", "--id", "j1", "--as", "marketer"
     )
     assert refused.returncode == 1 and "may not" in refused.stderr, refused.stderr
     approved = await asyncio.to_thread(
-        quanyi, "issuance", "approve", "--id", "j1", "--as", "approver"
+        command, "issuance", "approve", "--id", "j1", "--as", "approver"
     )
     assert approved.returncode == 0, approved.stderr
     assert json.loads(approved.stdout)["state"] == "running"
     follow = asyncio.create_task(
-        asyncio.to_thread(quanyi, "issuance", "status", "--id", "j1", "--follow", "--every", "0.1")
+        asyncio.to_thread(command, "issuance", "status", "--id", "j1", "--follow", "--every", "0.1")
     )
     await run_once(make_worker(redis, pool, keys, settings, clock))
     followed = await follow

@@ -266,3 +266,52 @@ async def test_one_entry_holds_the_events_of_one_call(pool, redis, keys):
     rows = await card_events(pool)
     assert sorted(rows) == [f"tx-{i}" for i in range(5)]
     assert {r["customer_id"] for r in rows.values()} == {f"cust-{i}" for i in range(5)}
+
+
+@pytest.mark.cluster_too
+@pytest.mark.usefixtures("groups")
+async def test_an_event_counted_in_campaigns_of_several_shards_is_one_row_with_all_of_it(
+    pool, redis, keys
+):
+    """On a cluster each shard records the event against its own campaigns, in its own outbox:
+    the row gets every shard's goals and grants, the outcome that moved progress, and the first
+    entry's outbox id, whichever order, batch or redelivery they come in. (On one Redis the
+    entries share the one outbox: the same merge.)"""
+    other = next(
+        c for c in ("c2", "c3", "c4", "c5", "c6") if keys.of(c) != keys.of("c1") or not keys.sharded
+    )
+    here, there = keys.of("c1"), keys.of(other)
+    in_c1 = card_event("tx-1")  # goal c1/r1, grant GRANT_ID
+    in_other = card_event(
+        "tx-1",
+        counted=[{"campaign_id": other, "reward_id": "r9", "period": "M202611"}],
+        grants=[{"grant_id": "01JZ0000000000000000000009", "event": "granted"}],
+    )
+    nowhere = card_event("tx-1", outcome="uncounted", counted=[], grants=[])
+    worker = LedgerWorker(redis, pool, keys)
+    first_id = ""
+    # One entry at a time: each later one merges into the row.
+    written = []
+    for shard, event in ((there, nowhere), (here, in_c1), (there, in_other)):
+        written.append((shard, {"t": wire(event)}))
+        written_id = await redis.xadd(shard.outbox, written[-1][1])
+        first_id = first_id if written[:-1] else written_id
+        await worker.drain()
+    # Both in the outbox before the ledger reads them (on one Redis, in one batch).
+    await redis.xadd(here.outbox, {"t": wire({**in_c1, "event_id": "tx-2"})})
+    await redis.xadd(there.outbox, {"t": wire({**in_other, "event_id": "tx-2"})})
+    await worker.drain()
+    # Every entry delivered again, together: nothing changes.
+    for shard in {here.shard: here, there.shard: there}.values():
+        again = [(f"9-{n}", f) for n, (s, f) in enumerate(written) if s == shard]
+        await worker._persist(again, shard)
+
+    rows = await card_events(pool)
+    assert sorted(rows) == ["tx-1", "tx-2"]
+    for event_id in ("tx-1", "tx-2"):
+        row = rows[event_id]
+        assert row["outcome"] == "counted", row
+        assert row["counted"] == in_c1["counted"] + in_other["counted"], row
+        assert row["grants"] == in_c1["grants"] + in_other["grants"], row
+    assert rows["tx-1"]["outbox_id"] == first_id
+    assert sum([await redis.xlen(s.outbox_dead) for s in keys.shards]) == 0

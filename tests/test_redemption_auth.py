@@ -17,6 +17,8 @@ from tests.support.vendors import (
     vendor_headers,
 )
 
+pytestmark = pytest.mark.cluster_too
+
 # --- authentication: 401, nothing changes -------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
 from tests.support.clients import assert_error, grant_view
 from tests.support.stores import redeemed_events
@@ -20,6 +21,8 @@ from tests.support.vendors import (
     redemption,
     redemption_rows,
 )
+
+pytestmark = pytest.mark.cluster_too
 
 # --- the happy paths ----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ vendor too."""
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from quanyi.core.ids import new_grant_id
 from tests.support.clients import assert_error, grant_view
@@ -20,6 +21,8 @@ from tests.support.vendors import (
     sim_stats,
 )
 from tests.support.waiting import running, until
+
+pytestmark = pytest.mark.cluster_too
 
 # --- refusals -----------------------------------------------------------------------------
 

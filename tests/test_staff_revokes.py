@@ -11,7 +11,7 @@ from quanyi.core.ids import new_grant_id
 from tests.support.clients import assert_error
 from tests.support.stores import audit_rows
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 
 
 # --- staff revoking grants ----------------------------------------------------------------

@@ -173,7 +173,12 @@ async def test_a_fulfilment_recorded_while_the_store_is_not_ready_is_parked_not_
             timeout=10.0,
             every=0.02,
         )
-        assert not await redis.hexists(keys.fulfil_parked, grant_id)
+
+        async def unparked() -> bool:
+            return not await parked()
+
+        # The transition is recorded first, then the task cleans its retry state up.
+        await until(unparked, what="the parked copy removed", timeout=10.0, every=0.02)
     finally:
         worker.stop()
         await asyncio.wait_for(task, 15)

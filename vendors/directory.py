@@ -7,6 +7,7 @@ import logging
 
 import asyncpg
 
+from quanyi.core.reloads import Reloads
 from quanyi.stores.db import keep_refreshed
 from quanyi.vendors import queries
 from quanyi.vendors.registry import Vendor
@@ -19,8 +20,10 @@ class VendorDirectory:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._vendors: dict[str, tuple[Vendor, list[RsaKey]]] = {}
+        self._reloads = Reloads()
 
     async def refresh(self) -> None:
+        ticket = self._reloads.start()
         vendors = {}
         for row in await self._pool.fetch(queries.list_vendors):
             vendor = Vendor.from_row(row)
@@ -33,7 +36,8 @@ class VendorDirectory:
                 vendors[vendor.id] = (vendor, vendor.verifying_keys())
             except (ValueError, IndexError, TypeError) as exc:
                 log.error("vendor %s has an unreadable public key: %s", vendor.id, exc)
-        self._vendors = vendors
+        if self._reloads.may_apply(ticket):
+            self._vendors = vendors
 
     async def keep_fresh(self, interval_s: float) -> None:
         await keep_refreshed(self.refresh, interval_s, "vendor")

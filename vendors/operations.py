@@ -16,7 +16,8 @@ from rich.progress import Progress
 from quanyi.access.staff import Staff, audit
 from quanyi.core.errors import InvalidRequest
 from quanyi.issuance.lifecycle import GrantLifecycle, grant_from_event
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, ShardKeys
+from quanyi.stores.outbox import stream_id_key
 from quanyi.stores.redis import stream_range
 from quanyi.vendors import queries
 from quanyi.vendors.registry import Vendor, VendorRegistry
@@ -103,11 +104,21 @@ async def import_codes(
 async def dead_letters(
     redis: Redis, keys: Keys, limit: int, vendor_id: str | None = None
 ) -> list[dict[str, Any]]:
-    """The oldest `limit` dead-lettered fulfilments (of `vendor_id` only, when given)."""
+    """The oldest `limit` dead-lettered fulfilments (of `vendor_id` only, when given), over
+    every shard's dead-letter stream."""
+    found: list[dict[str, Any]] = []
+    for shard in keys.shards:
+        found += await _dead_letters_of(redis, shard, limit, vendor_id)
+    return sorted(found, key=lambda d: stream_id_key(d["id"]))[:limit]
+
+
+async def _dead_letters_of(
+    redis: Redis, shard: ShardKeys, limit: int, vendor_id: str | None
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     start = "-"
     while len(out) < limit:
-        entries = await stream_range(redis, keys.fulfil_dead, start, count=limit)
+        entries = await stream_range(redis, shard.fulfil_dead, start, count=limit)
         for entry_id, fields in entries:
             if vendor_id is not None and fields["vendor_id"] != vendor_id:
                 continue
@@ -141,7 +152,22 @@ async def redrive(
     parked as due now. Audited as `staff` (the command's operator by default)."""
     staff = staff or cli_staff()
     results = []
-    for entry_id, fields in await stream_range(redis, keys.fulfil_dead):
+    for shard in keys.shards:
+        results += await _redrive_shard(pool, redis, shard, lifecycle, grant_ids, staff)
+    return results
+
+
+async def _redrive_shard(
+    pool: asyncpg.Pool,
+    redis: Redis,
+    shard: ShardKeys,
+    lifecycle: GrantLifecycle,
+    grant_ids: set[str] | None,
+    staff: Staff,
+) -> list[tuple[str, str]]:
+    """redrive for the dead letters of one shard, parked again in that shard."""
+    results = []
+    for entry_id, fields in await stream_range(redis, shard.fulfil_dead):
         grant = orjson.loads(fields["grant"])
         grant_id = grant["grant_id"]
         if grant_ids is not None and grant_id not in grant_ids:
@@ -152,11 +178,11 @@ async def redrive(
         if not moved.applied:
             results.append((grant_id, f"not redriven: {moved.before}"))
             continue
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(keys.fulfil_attempts, grant_id)
-            pipe.hset(keys.fulfil_parked, grant_id, fields["grant"])
-            pipe.zadd(keys.fulfil_retry, {grant_id: 0})
-            pipe.xdel(keys.fulfil_dead, entry_id)
+        async with redis.pipeline(transaction=True) as pipe:  # one shard: one slot
+            pipe.hdel(shard.fulfil_attempts, grant_id)
+            pipe.hset(shard.fulfil_parked, grant_id, fields["grant"])
+            pipe.zadd(shard.fulfil_retry, {grant_id: 0})
+            pipe.xdel(shard.fulfil_dead, entry_id)
             await pipe.execute()
         await audit(
             pool, staff, "grant.redrive", f"grant:{grant_id}", {"vendor": fields["vendor_id"]}

@@ -36,6 +36,7 @@ from quanyi.core import metrics
 from quanyi.core.clock import Clock
 from quanyi.core.errors import AlreadyExists, Forbidden, NotFound, SecretsKeyError, Unauthorized
 from quanyi.core.http import read_limited
+from quanyi.core.reloads import Reloads
 from quanyi.core.settings import Settings
 from quanyi.stores.db import keep_refreshed
 
@@ -199,6 +200,7 @@ class ChannelDirectory:
         self._default_limit = default_limit
         self._channels: dict[str, KnownChannel] = {}
         self._loaded = False
+        self._reloads = Reloads()
 
     @property
     def box(self) -> SecretBox:
@@ -212,6 +214,7 @@ class ChannelDirectory:
         """Loads every active channel's secrets, scopes and limit. The first load refuses a
         secret that does not open (SecretsKeyError: the wrong key is configured); later ones
         keep what was loaded for that channel and say so."""
+        ticket = self._reloads.start()
         await seal_plaintext_secrets(self._pool, self._box)
         now = self._clock()
         loaded: dict[str, KnownChannel] = {}
@@ -245,8 +248,9 @@ class ChannelDirectory:
             loaded[channel_id] = KnownChannel(
                 secret, frozenset(row["scopes"]), previous, until, limit
             )
-        self._channels = loaded
-        self._loaded = True
+        if self._reloads.may_apply(ticket):
+            self._channels = loaded
+            self._loaded = True
         if expired:
             await self._pool.execute(queries.drop_expired_previous_secrets, now)
 

@@ -29,7 +29,7 @@ from quanyi.fulfilment.lanes import Lane, Lanes
 from quanyi.fulfilment.recorder import Recorder, revoked_meanwhile
 from quanyi.issuance.lifecycle import GrantLifecycle, grant_from_event
 from quanyi.stores.db import POSTGRES_AWAY
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, ShardKeys
 from quanyi.stores.outbox import FULFIL_GROUP, REDIS_AWAY, STORES_AWAY
 from quanyi.vendors.adapters import Order, VendorError
 from quanyi.vendors.breaker import STATE_VALUES
@@ -47,6 +47,9 @@ CRASH_BACKOFF_S = 5.0
 class Work:
     event: dict[str, Any]
     outbox_id: str | None  # None for a parked retry, which has no outbox entry left
+    # The shard whose outbox the entry is in, or whose retry set the grant was parked in: its
+    # acknowledgement, retry state and dead letter stay there.
+    shard: ShardKeys
     # Taken over from a dead worker or from the retry set: its outcome may be recorded already.
     redelivered: bool = False
     # Parked or counted an attempt: there is retry state to clean up.
@@ -101,7 +104,7 @@ class Fulfiller:
             log.exception("fulfil: grant %s crashed", work.event["grant_id"])
             work.retried = True
             attempts = await self._redis.hincrby(
-                self._keys.fulfil_attempts, work.event["grant_id"], 1
+                work.shard.fulfil_attempts, work.event["grant_id"], 1
             )
             if attempts < CRASH_ATTEMPTS:
                 await self._park(work, CRASH_BACKOFF_S)
@@ -134,7 +137,7 @@ class Fulfiller:
         moved = await self._lifecycle.move(
             event["grant_id"], "failed", "system:fulfilment", detail, grant=grant_from_event(event)
         )
-        await self._dead_letter(event, "none", error, 0)
+        await self._dead_letter(work, "none", error, 0)
         metrics.FULFILMENTS.labels("none", "duplicate").inc()
         await self._announce(event["grant_id"], moved.state, detail)
         await self._done(work)
@@ -244,7 +247,7 @@ class Fulfiller:
         # acknowledged in the batch. Anything with retry state is cleaned up below.
         plain = work.outbox_id is not None and not work.redelivered and not work.retried
         moved = await self._recorder.fulfilled(
-            event, work.outbox_id if plain else None, f"vendor:{vendor_id}", detail
+            event, work.outbox_id if plain else None, f"vendor:{vendor_id}", detail, work.shard
         )
         revoked = revoked_meanwhile(moved)
         if revoked and lane is not None:
@@ -262,7 +265,7 @@ class Fulfiller:
     ) -> None:
         grant_id = work.event["grant_id"]
         work.retried = True
-        attempts = await self._redis.hincrby(self._keys.fulfil_attempts, grant_id, 1)
+        attempts = await self._redis.hincrby(work.shard.fulfil_attempts, grant_id, 1)
         max_attempts = lane.vendor.max_attempts if lane else 1
         if retryable and attempts < max_attempts and lane is not None:
             metrics.VENDOR_RETRIES.labels(lane.vendor.id).inc()
@@ -284,19 +287,17 @@ class Fulfiller:
         moved = await self._lifecycle.move(
             grant_id, "failed", "system:fulfilment", detail, grant=grant_from_event(work.event)
         )
-        await self._dead_letter(work.event, vendor_id, error[:500], attempts)
+        await self._dead_letter(work, vendor_id, error[:500], attempts)
         metrics.VENDOR_DEAD_LETTERS.labels(vendor_id).inc()
         metrics.FULFILMENTS.labels(vendor_id, "failed").inc()
         await self._announce(grant_id, moved.state, detail)
         await self._done(work)
 
-    async def _dead_letter(
-        self, event: dict[str, Any], vendor_id: str, error: str, attempts: int
-    ) -> None:
+    async def _dead_letter(self, work: Work, vendor_id: str, error: str, attempts: int) -> None:
         await self._redis.xadd(
-            self._keys.fulfil_dead,
+            work.shard.fulfil_dead,
             {
-                "grant": orjson.dumps(event).decode(),
+                "grant": orjson.dumps(work.event).decode(),
                 "vendor_id": vendor_id,
                 "error": error,
                 "attempts": attempts,
@@ -309,32 +310,36 @@ class Fulfiller:
         grant_id = work.event["grant_id"]
         work.retried = True
         due_ms = int((self._clock() + delay_s) * 1000)
+        shard = work.shard  # one slot: a transaction on a cluster too
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.fulfil_parked, grant_id, orjson.dumps(work.event))
-            pipe.zadd(self._keys.fulfil_retry, {grant_id: due_ms})
+            pipe.hset(shard.fulfil_parked, grant_id, orjson.dumps(work.event))
+            pipe.zadd(shard.fulfil_retry, {grant_id: due_ms})
             if work.outbox_id:
-                pipe.xack(self._keys.outbox, FULFIL_GROUP, work.outbox_id)
+                pipe.xack(shard.outbox, FULFIL_GROUP, work.outbox_id)
             await pipe.execute()
 
     async def _done(self, work: Work) -> None:
         grant_id = work.event["grant_id"]
+        shard = work.shard
         if work.outbox_id and not work.redelivered and not work.retried:
             # A first attempt that went through left nothing else behind.
-            await self._redis.xack(self._keys.outbox, FULFIL_GROUP, work.outbox_id)
+            await self._redis.xack(shard.outbox, FULFIL_GROUP, work.outbox_id)
             return
         async with self._redis.pipeline(transaction=True) as pipe:
             if work.outbox_id:
-                pipe.xack(self._keys.outbox, FULFIL_GROUP, work.outbox_id)
-            pipe.zrem(self._keys.fulfil_retry, grant_id)
-            pipe.hdel(self._keys.fulfil_parked, grant_id)
-            pipe.hdel(self._keys.fulfil_attempts, grant_id)
+                pipe.xack(shard.outbox, FULFIL_GROUP, work.outbox_id)
+            pipe.zrem(shard.fulfil_retry, grant_id)
+            pipe.hdel(shard.fulfil_parked, grant_id)
+            pipe.hdel(shard.fulfil_attempts, grant_id)
             await pipe.execute()
 
     async def _announce(self, grant_id: str, status: str, detail: dict[str, Any]) -> None:
         message = {"grant_id": grant_id, "status": status, **detail}
         await self._redis.publish(self._keys.outcomes, orjson.dumps(message))
 
-    async def revoke_at_vendor(self, event: dict[str, Any], outbox_id: str) -> None:
+    async def revoke_at_vendor(
+        self, event: dict[str, Any], shard: ShardKeys, outbox_id: str
+    ) -> None:
         """A revoked grant is taken back at its vendor too (best effort, a few tries)."""
         reward_id = event.get("reward_id")
         if reward_id is None:  # events written before they carried it
@@ -356,4 +361,4 @@ class Fulfiller:
                         )
                         break
                     await asyncio.sleep(lane.backoff_s(attempt))
-        await self._redis.xack(self._keys.outbox, FULFIL_GROUP, outbox_id)
+        await self._redis.xack(shard.outbox, FULFIL_GROUP, outbox_id)

@@ -25,8 +25,9 @@ import orjson
 from redis.asyncio import Redis
 
 from quanyi.issuance.lifecycle import GrantLifecycle, Move, Transition, grant_from_event
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, ShardKeys
 from quanyi.stores.outbox import FULFIL_GROUP
+from quanyi.stores.redis import is_cluster
 
 # Outcomes recorded in one flush, and flushes at once: two flushes keep Redis busy while one
 # waits for its replies, and a batch stays short enough not to hold other clients long.
@@ -42,6 +43,7 @@ class Outcome:
     outbox_id: str | None  # acknowledged in the flush when set
     actor: str
     detail: dict[str, Any]
+    shard: ShardKeys | None  # whose outbox `outbox_id` is in (None: its campaign's shard)
     future: asyncio.Future[Transition] = field(repr=False)
 
 
@@ -62,14 +64,20 @@ class Recorder:
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def fulfilled(
-        self, event: dict[str, Any], outbox_id: str | None, actor: str, detail: dict[str, Any]
+        self,
+        event: dict[str, Any],
+        outbox_id: str | None,
+        actor: str,
+        detail: dict[str, Any],
+        shard: ShardKeys | None = None,
     ) -> Transition:
         """Record the grant fulfilled (by `actor`, with `detail`), announce it and acknowledge
-        `outbox_id` (None: the caller finishes the entry itself; so it must when the answer is
-        `revoked_meanwhile`). Raises what Redis raised
-        for its batch, or StoreNotReady: then nothing of it may have been acknowledged."""
+        `outbox_id` in `shard`'s outbox (by default its campaign's shard; None: the caller
+        finishes the entry itself; so it must when the answer is `revoked_meanwhile`). Raises
+        what Redis raised for its batch, or StoreNotReady: then nothing of it may have been
+        acknowledged."""
         future: asyncio.Future[Transition] = asyncio.get_running_loop().create_future()
-        self._waiting.append(Outcome(event, outbox_id, actor, detail, future))
+        self._waiting.append(Outcome(event, outbox_id, actor, detail, shard, future))
         if len(self._flushes) < FLUSHES:
             task = asyncio.create_task(self._flush_while_waiting(), name="fulfil-record")
             self._flushes.add(task)
@@ -111,17 +119,27 @@ class Recorder:
             for o in batch
         ]
         results = await self._lifecycle.move_many(moves)
-        acks: list[str] = []
+        announcements: list[bytes] = []
+        acks: dict[str, list[str]] = {}  # outbox -> its entries
+        for outcome, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                continue
+            message = {"grant_id": outcome.event["grant_id"], "status": result.state}
+            announcements.append(orjson.dumps({**message, **outcome.detail}))
+            if outcome.outbox_id is not None and not revoked_meanwhile(result):
+                shard = outcome.shard or self._keys.of(outcome.event["campaign_id"])
+                acks.setdefault(shard.outbox, []).append(outcome.outbox_id)
+        cluster = is_cluster(self._redis)
+        if cluster:  # a cluster client refuses PUBLISH in a pipeline: at once, beside it
+            await asyncio.gather(
+                *(self._redis.publish(self._keys.outcomes, a) for a in announcements)
+            )
         async with self._redis.pipeline(transaction=False) as pipe:
-            for outcome, result in zip(batch, results, strict=True):
-                if isinstance(result, Exception):
-                    continue
-                message = {"grant_id": outcome.event["grant_id"], "status": result.state}
-                pipe.publish(self._keys.outcomes, orjson.dumps({**message, **outcome.detail}))
-                if outcome.outbox_id is not None and not revoked_meanwhile(result):
-                    acks.append(outcome.outbox_id)
-            if acks:
-                pipe.xack(self._keys.outbox, FULFIL_GROUP, *acks)
+            for announcement in [] if cluster else announcements:
+                pipe.publish(self._keys.outcomes, announcement)
+            # One XACK per shard's outbox (one in all with one shard).
+            for outbox, ids in acks.items():
+                pipe.xack(outbox, FULFIL_GROUP, *ids)
             await pipe.execute()
         for outcome, result in zip(batch, results, strict=True):
             if outcome.future.done():

@@ -18,7 +18,7 @@ from quanyi.core.side_tasks import SideTask
 from quanyi.fulfilment.lanes import Lanes
 from quanyi.fulfilment.tunables import FulfilmentTunables
 from quanyi.issuance.lifecycle import GrantLifecycle
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, ShardKeys
 from quanyi.stores.outbox import FULFIL_GROUP
 from quanyi.stores.scripts import Scripts
 from quanyi.vendors import code_pools, queries
@@ -37,10 +37,10 @@ class Reader(Protocol):
     def busy(self, key: str) -> bool: ...
 
     async def dispatch(
-        self, outbox_id: str, fields: dict[str, str], redelivered: bool = False
+        self, shard: ShardKeys, outbox_id: str, fields: dict[str, str], redelivered: bool = False
     ) -> None: ...
 
-    async def retry(self, grant_id: str, event: dict[str, Any]) -> None: ...
+    async def retry(self, shard: ShardKeys, grant_id: str, event: dict[str, Any]) -> None: ...
 
     async def flush_acks(self) -> None: ...
 
@@ -85,27 +85,36 @@ class Upkeep:
         ]
 
     async def retry_due(self) -> None:
-        """Parked grants whose retry is due, each leased so no other worker takes it too."""
+        """Parked grants whose retry is due, each leased so no other worker takes it too, in
+        every shard's retry set."""
+        for shard in self._keys.shards:
+            await self._retry_due(shard)
+
+    async def _retry_due(self, shard: ShardKeys) -> None:
         now_ms = int(self._clock() * 1000)
         due = await self._scripts.lease_due(
-            keys=[self._keys.fulfil_retry],
+            keys=[shard.fulfil_retry],
             args=[now_ms, now_ms + self._tunables.lease_ms, RETRY_BATCH],
         )
         for grant_id in due:
             if self._reader.busy(grant_id):
                 continue
-            raw = await self._redis.hget(self._keys.fulfil_parked, grant_id)
+            raw = await self._redis.hget(shard.fulfil_parked, grant_id)
             if raw is None:
-                await self._redis.zrem(self._keys.fulfil_retry, grant_id)
+                await self._redis.zrem(shard.fulfil_retry, grant_id)
                 continue
-            await self._reader.retry(grant_id, orjson.loads(raw))
+            await self._reader.retry(shard, grant_id, orjson.loads(raw))
 
     async def reclaim(self) -> None:
-        """Entries a dead worker took and never acknowledged."""
+        """Entries a dead worker took and never acknowledged, in every shard's outbox."""
+        for shard in self._keys.shards:
+            await self._reclaim(shard)
+
+    async def _reclaim(self, shard: ShardKeys) -> None:
         start = "0-0"
         while True:
             start, messages, *_ = await self._redis.xautoclaim(
-                self._keys.outbox,
+                shard.outbox,
                 FULFIL_GROUP,
                 self._consumer,
                 self._tunables.reclaim_idle_ms,
@@ -115,11 +124,11 @@ class Upkeep:
             emptied = []
             for outbox_id, fields in messages:
                 if fields:
-                    await self._reader.dispatch(outbox_id, fields, redelivered=True)
+                    await self._reader.dispatch(shard, outbox_id, fields, redelivered=True)
                 else:  # trimmed under us: nothing left to do
                     emptied.append(outbox_id)
             if emptied:
-                await self._redis.xack(self._keys.outbox, FULFIL_GROUP, *emptied)
+                await self._redis.xack(shard.outbox, FULFIL_GROUP, *emptied)
             await self._reader.flush_acks()
             if start == "0-0":
                 return

@@ -27,10 +27,11 @@ from quanyi.fulfilment.lanes import Lanes
 from quanyi.fulfilment.tasks import Upkeep
 from quanyi.fulfilment.tunables import FulfilmentTunables
 from quanyi.issuance.lifecycle import GrantLifecycle
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, ShardKeys
 from quanyi.stores.outbox import (
     FULFIL_GROUP,
     default_consumer_name,
+    read_group,
     read_until_stopped,
     worth_retrying,
 )
@@ -101,7 +102,8 @@ class FulfilmentWorker:
         self._tasks: set[asyncio.Task] = set()
         self._room = asyncio.Semaphore(tunables.max_tasks)
         self._in_progress: set[str] = set()
-        self._acks: list[str] = []
+        # Entries to acknowledge with the batch, per shard (each shard's outbox is its own stream).
+        self._acks: dict[int, list[str]] = {}
         self._internal = metrics.FULFILMENTS.labels("internal", "fulfilled")
         self._stopping = asyncio.Event()
 
@@ -143,17 +145,18 @@ class FulfilmentWorker:
             await asyncio.wait(list(self._tasks), timeout=deadline - time.monotonic())
 
     async def step(self) -> None:
-        """One read of new outbox entries, each dispatched."""
-        reply: Any = await self._redis.xreadgroup(
+        """One read of new entries of every shard's outbox, each dispatched."""
+        batch = await read_group(
+            self._redis,
+            self._keys,
             FULFIL_GROUP,
             self.consumer,
-            {self._keys.outbox: ">"},
-            count=self.tunables.batch_size,
-            block=self.tunables.block_ms,
+            self.tunables.batch_size,
+            self.tunables.block_ms,
         )
-        for _stream, messages in reply or []:
+        for shard, messages in batch:
             for outbox_id, fields in messages:
-                await self.dispatch(outbox_id, fields)
+                await self.dispatch(shard, outbox_id, fields)
         await self.flush_acks()
 
     async def expire_due(self) -> int:
@@ -167,8 +170,9 @@ class FulfilmentWorker:
         return key in self._in_progress
 
     async def dispatch(
-        self, outbox_id: str, fields: dict[str, str], redelivered: bool = False
+        self, shard: ShardKeys, outbox_id: str, fields: dict[str, str], redelivered: bool = False
     ) -> None:
+        """One entry of `shard`'s outbox: its fulfilment started, or its acknowledgement queued."""
         if outbox_id in self._in_progress:
             return
         if "g" in fields:
@@ -176,29 +180,38 @@ class FulfilmentWorker:
                 # A right with no vendor: fulfilled where it was granted, and the ledger records
                 # its fulfilment from this same entry (quanyi/ledger/entries.py). Nothing to do
                 # but acknowledge it with the batch.
-                self._acks.append(outbox_id)
+                self._acks.setdefault(shard.shard, []).append(outbox_id)
                 self._internal.inc()
                 return
-            work = Work(orjson.loads(fields["g"]), outbox_id, redelivered)
+            work = Work(orjson.loads(fields["g"]), outbox_id, shard, redelivered)
             await self._spawn(self._fulfiller.fulfil(work), outbox_id)
         elif "e" in fields and orjson.loads(fields["e"]).get("event") == "revoked":
             await self._spawn(
-                self._fulfiller.revoke_at_vendor(orjson.loads(fields["e"]), outbox_id), outbox_id
+                self._fulfiller.revoke_at_vendor(orjson.loads(fields["e"]), shard, outbox_id),
+                outbox_id,
             )
         else:
             # Other lifecycle events, and card events (`t`), need nothing from vendors:
             # acknowledged per batch.
-            self._acks.append(outbox_id)
+            self._acks.setdefault(shard.shard, []).append(outbox_id)
 
-    async def retry(self, grant_id: str, event: dict[str, Any]) -> None:
-        """Fulfil a parked grant again (it has no outbox entry left)."""
+    async def retry(self, shard: ShardKeys, grant_id: str, event: dict[str, Any]) -> None:
+        """Fulfil a grant parked in `shard` again (it has no outbox entry left)."""
         if grant_id not in self._in_progress:
-            await self._spawn(self._fulfiller.fulfil(Work(event, None, True)), grant_id)
+            await self._spawn(self._fulfiller.fulfil(Work(event, None, shard, True)), grant_id)
 
     async def flush_acks(self) -> None:
-        if self._acks:
-            acks, self._acks = self._acks, []
-            await self._redis.xack(self._keys.outbox, FULFIL_GROUP, *acks)
+        if not self._acks:
+            return
+        acks, self._acks = self._acks, {}
+        if len(acks) == 1:  # one shard: the one XACK it always was
+            [(shard, ids)] = acks.items()
+            await self._redis.xack(self._keys.shards[shard].outbox, FULFIL_GROUP, *ids)
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard, ids in acks.items():
+                pipe.xack(self._keys.shards[shard].outbox, FULFIL_GROUP, *ids)
+            await pipe.execute()
 
     async def _spawn(self, coro: Coroutine[Any, Any, None], key: str) -> None:
         # Marked busy before waiting for room: the read loop and the reclaim task may both hold

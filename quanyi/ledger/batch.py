@@ -26,7 +26,13 @@ from typing import Any
 import asyncpg
 
 from quanyi.ledger import queries
-from quanyi.ledger.entries import CardEventEntry, Entry, EventEntry, GrantEntry
+from quanyi.ledger.entries import (
+    CardEventEntry,
+    Entry,
+    EventEntry,
+    GrantEntry,
+    merge_card_event_rows,
+)
 from quanyi.ledger.rollups import BatchRollups
 
 GRANT_COLUMNS = (
@@ -65,7 +71,9 @@ async def write_batch(conn: asyncpg.Connection, entries: list[Entry], tz: str) -
     grant_entries = [e for e in entries if isinstance(e, GrantEntry)]
     grants = [e.row() for e in grant_entries]
     events = [e.row() for e in entries if isinstance(e, EventEntry)]
-    card_events = [r for e in entries if isinstance(e, CardEventEntry) for r in e.rows()]
+    card_events = merge_card_event_rows(
+        [r for e in entries if isinstance(e, CardEventEntry) for r in e.rows()]
+    )
     born_with = {e.outbox_id for e in grant_entries}
     transitions = any(isinstance(e, EventEntry) and e.outbox_id not in born_with for e in entries)
     await conn.execute(queries.lock_ledger if transitions else queries.lock_ledger_shared)

@@ -155,6 +155,38 @@ class CardEventEntry:
         )
 
 
+# Which outcome a merged card event row keeps (queries.sql insert_card_events): the higher.
+_OUTCOME_RANK = {"uncounted": 0, "held": 1, "cancelled": 2, "reversal": 3, "counted": 4}
+
+
+def merge_card_event_rows(rows: list[tuple]) -> list[tuple]:
+    """CardEventEntry rows with one per (channel_id, event_id), as insert_card_events merges
+    a row already in the ledger: an event counted in campaigns of several shards comes in one
+    entry per shard, and a batch may hold several of them. The first row's other values stay."""
+    merged: dict[tuple[str, str], tuple] = {}
+    for row in rows:
+        held = merged.get((row[0], row[1]))
+        if held is None:
+            merged[(row[0], row[1])] = row
+            continue
+        outcome = row[8] if _OUTCOME_RANK[row[8]] > _OUTCOME_RANK[held[8]] else held[8]
+        merged[(row[0], row[1])] = (
+            *held[:8],
+            outcome,
+            _union(held[9], row[9]),
+            _union(held[10], row[10]),
+            *held[11:],
+        )
+    return list(merged.values())
+
+
+def _union(first: str, then: str) -> str:
+    """Two JSON lists as one: `first`, then what of `then` it lacks."""
+    items = orjson.loads(first)
+    items += [item for item in orjson.loads(then) if item not in items]
+    return _json_list(items)
+
+
 Entry = GrantEntry | EventEntry | CardEventEntry
 FIELDS: dict[str, type[GrantEntry] | type[EventEntry] | type[CardEventEntry]] = {
     "g": GrantEntry,

@@ -149,14 +149,37 @@ RETURNING g.grant_id, prior.status AS before, g.status AS after, g.campaign_id, 
           g.right_id
 
 -- name: insert_card_events
--- Idempotent on (channel_id, event_id): the card system's resend, or an entry delivered twice,
--- inserts nothing.
-INSERT INTO card_events (channel_id, event_id, type, customer_id, amount, mcc, occurred_at,
-                         reversal_of, outcome, counted, grants, received_at, outbox_id)
+-- One row per (channel_id, event_id). With several shards an event counted in campaigns of
+-- several shards comes in one outbox entry per shard, each naming its own shard's goals and
+-- grants: a later one merges into the row (its goals and grants added, the outcome that moved
+-- progress kept over one that did not; the row keeps its first outbox id). A set union, so
+-- the card system's resend, or an entry delivered twice, changes nothing (and writes nothing).
+-- The rows of one call are merged already (entries.py merge_card_event_rows): an upsert may
+-- touch a row once per statement.
+INSERT INTO card_events AS e (channel_id, event_id, type, customer_id, amount, mcc, occurred_at,
+                              reversal_of, outcome, counted, grants, received_at, outbox_id)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
                      $7::timestamptz[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[],
                      $12::timestamptz[], $13::text[])
-ON CONFLICT (channel_id, event_id) DO NOTHING
+ON CONFLICT (channel_id, event_id) DO UPDATE
+SET counted = e.counted || coalesce(
+        (SELECT jsonb_agg(x.item ORDER BY x.n)
+         FROM jsonb_array_elements(EXCLUDED.counted) WITH ORDINALITY AS x (item, n)
+         WHERE NOT e.counted @> jsonb_build_array(x.item)), '[]'::jsonb),
+    grants = e.grants || coalesce(
+        (SELECT jsonb_agg(x.item ORDER BY x.n)
+         FROM jsonb_array_elements(EXCLUDED.grants) WITH ORDINALITY AS x (item, n)
+         WHERE NOT e.grants @> jsonb_build_array(x.item)), '[]'::jsonb),
+    outcome = CASE
+        WHEN array_position(ARRAY['uncounted', 'held', 'cancelled', 'reversal', 'counted'],
+                            EXCLUDED.outcome)
+             > array_position(ARRAY['uncounted', 'held', 'cancelled', 'reversal', 'counted'],
+                              e.outcome)
+        THEN EXCLUDED.outcome ELSE e.outcome END
+WHERE NOT (e.counted @> EXCLUDED.counted AND e.grants @> EXCLUDED.grants)
+   OR array_position(ARRAY['uncounted', 'held', 'cancelled', 'reversal', 'counted'],
+                     EXCLUDED.outcome)
+      > array_position(ARRAY['uncounted', 'held', 'cancelled', 'reversal', 'counted'], e.outcome)
 
 -- name: roll_up_grants
 -- $1: the grants this transaction inserted (each counted once, as the insert returned it only

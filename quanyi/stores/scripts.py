@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from importlib.resources import files
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from quanyi.stores.redis import is_cluster
 
 # Package data, so the installed wheel reads the same scripts as a checkout.
 LUA_DIR = files("quanyi") / "lua"
@@ -35,3 +40,24 @@ class Scripts:
         self.offers: AsyncScript = redis.register_script(lua_source("offers"))
         self.revise: AsyncScript = redis.register_script(lua_source("revise"))
         self.rate_limit: AsyncScript = redis.register_script(lua_source("rate_limit"))
+
+
+async def pipelined(
+    redis: Redis, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+) -> list[Any]:
+    """Each (keys, args) call of `script`, in one round trip: its reply, or the error of that
+    one call. On a single Redis one pipeline (not a transaction; redis-py loads the script
+    first). A cluster client refuses scripts in a pipeline: there the calls go at once, each
+    on the connection of its slot's node (redis-py loads the script on NOSCRIPT)."""
+    if not calls:
+        return []
+    if is_cluster(redis):
+        return list(
+            await asyncio.gather(
+                *(script(keys=keys, args=args) for keys, args in calls), return_exceptions=True
+            )
+        )
+    async with redis.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            await script(keys=keys, args=args, client=pipe)
+        return list(await pipe.execute(raise_on_error=False))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from quanyi.core.settings import Settings
 from tests.support.settings import (
     SECRETS_KEY_ENV,
     TEST_DATABASE_URL,
@@ -44,3 +45,13 @@ def quanyi(
         text=True,
         timeout=timeout,
     )
+
+
+def store_env(settings: Settings) -> dict[str, str]:
+    """The QUANYI_* settings that point a command at the Redis `settings` names: the single
+    test Redis, or the scratch cluster with its shards (cli_env's `env`)."""
+    return {
+        "QUANYI_REDIS_URL": settings.redis_url,
+        "QUANYI_REDIS_CLUSTER": "true" if settings.redis_cluster else "false",
+        "QUANYI_REDIS_SHARDS": str(settings.redis_shards),
+    }
