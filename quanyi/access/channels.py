@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -30,7 +30,7 @@ from aiohttp import web
 from quanyi.access import queries
 from quanyi.access.rate_limits import RateLimit, RateLimiter
 from quanyi.access.secret_box import SecretBox, secret_box
-from quanyi.access.signing import is_fresh, signature_matches
+from quanyi.access.signing import SigningKey, is_fresh
 from quanyi.access.staff import Actor, audit
 from quanyi.core import metrics
 from quanyi.core.clock import Clock
@@ -176,6 +176,15 @@ class KnownChannel:
     previous_until: float
     # None: no limit.
     limit: RateLimit | None
+    # The secrets keyed for HMAC once per load (a rotation or a refresh makes a new
+    # KnownChannel), not once per request.
+    key: SigningKey = field(init=False, repr=False, compare=False)
+    previous_key: SigningKey | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", SigningKey(self.secret))
+        previous = None if self.previous is None else SigningKey(self.previous)
+        object.__setattr__(self, "previous_key", previous)
 
 
 class ChannelDirectory:
@@ -279,11 +288,12 @@ class ChannelDirectory:
             raise Unauthorized("unknown channel or bad signature")
         body = await (read_limited(request, max_bytes) if max_bytes else request.read())
         method, path = request.method, request.raw_path
-        if not signature_matches(channel.secret, method, path, timestamp, body, signature):
+        if not channel.key.matches(method, path, timestamp, body, signature):
+            previous = channel.previous_key
             if not (
-                channel.previous is not None
+                previous is not None
                 and now < channel.previous_until
-                and signature_matches(channel.previous, method, path, timestamp, body, signature)
+                and previous.matches(method, path, timestamp, body, signature)
             ):
                 raise Unauthorized("unknown channel or bad signature")
             metrics.CHANNEL_PREVIOUS_SECRET.labels(channel_id).inc()

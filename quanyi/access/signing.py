@@ -47,3 +47,29 @@ def signature_matches(
     if not signature.isascii():
         return False
     return hmac.compare_digest(sign(secret, method, path_qs, timestamp, body), signature.lower())
+
+
+class SigningKey:
+    """One secret's HMAC-SHA256, keyed once: checking a request copies it rather than keying
+    HMAC again (the key schedule was a third of a claim's signature check). The same check
+    as `signature_matches`, for a secret held across many requests (a channel's)."""
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, secret: str) -> None:
+        self._keyed = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:  # never the secret
+        return "SigningKey(...)"
+
+    def sign(self, method: str, path_qs: str, timestamp: str, body: bytes = b"") -> str:
+        mac = self._keyed.copy()
+        mac.update(string_to_sign(method, path_qs, timestamp, body))
+        return mac.hexdigest()
+
+    def matches(
+        self, method: str, path_qs: str, timestamp: str, body: bytes, signature: str
+    ) -> bool:
+        if not signature.isascii():
+            return False
+        return hmac.compare_digest(self.sign(method, path_qs, timestamp, body), signature.lower())

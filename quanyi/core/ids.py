@@ -9,13 +9,15 @@ _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 GRANT_ID_LENGTH = 26
 
 
+# Two characters (10 bits) per look-up: 13 look-ups per id instead of 26 shifts and appends,
+# which made new_grant_id ~5 % of the API process's CPU under claims.
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+
+
 def new_grant_id(now_ms: int) -> str:
     value = (now_ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(GRANT_ID_LENGTH):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def grant_id_ms(grant_id: str) -> int:
