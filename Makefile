@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports bench-issuance bench-sustained clean console
+.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports bench-issuance bench-sustained bench-cluster clean console
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed"; exit 1; }
@@ -68,6 +68,7 @@ bench: install services
 	$(BIN)/python -m loadtests.bench_simulate || status=1; \
 	$(BIN)/python -m loadtests.bench_reports || status=1; \
 	$(BIN)/python -m loadtests.bench_issuance || status=1; \
+	$(BIN)/python -m loadtests.bench_cluster || status=1; \
 	exit $$status
 
 ## Claims for 60 s with the ledger and fulfilment workers running, `quanyi run` and `quanyi serve` +
@@ -77,6 +78,12 @@ bench: install services
 bench-sustained: install services
 	@bash deploy/tools.sh wrk
 	$(BIN)/python -m loadtests.bench_sustained $(BENCH_ARGS)
+
+## Claims against one scratch Redis and a scratch 3-master Redis Cluster in the same run (1 and 2
+## API processes, 16 campaigns over 16 shards): claims/s, p50/p99, Redis CPU per claim, the ratio.
+bench-cluster: install services
+	@bash deploy/tools.sh wrk
+	$(BIN)/python -m loadtests.bench_cluster $(BENCH_ARGS)
 
 ## The report summary over a ledger of 10,000,000 grants (loaded into a scratch database).
 bench-reports: install services

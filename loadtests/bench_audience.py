@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtests import scratch
 from loadtests.bench.report import RULE, verdict
 from quanyi.access.staff import Staff
 from quanyi.audiences.members import file_source
@@ -44,9 +45,7 @@ def write_ids(path: Path, members: int) -> None:
 
 
 async def clear(redis, keys: Keys) -> None:
-    batch = [k async for k in redis.scan_iter(match=f"{keys.prefix}:*", count=5000)]
-    for i in range(0, len(batch), 1000):
-        await redis.unlink(*batch[i : i + 1000])
+    await scratch.clear_prefix(redis, keys.prefix)
 
 
 async def bytes_in(redis, keys: Keys, version: int, buckets: int) -> int:

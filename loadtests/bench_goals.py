@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 
+from loadtests import scratch
 from loadtests.bench.metrics import http_text, metric
 from loadtests.bench.report import RULE, verdict
 from loadtests.drivers import run_wrk
@@ -47,9 +47,7 @@ from quanyi.core.settings import Settings
 from quanyi.inventory.readiness import mark_store_ready
 from quanyi.issuance.claims import Claim, ClaimService
 from quanyi.runtime import open_stores
-from quanyi.stores.db import migrate
 
-PG_ADMIN_URL = "postgresql://127.0.0.1:5432/postgres"
 DATABASE = "quanyi_benchgoals"
 DATABASE_URL = f"postgresql://127.0.0.1:5432/{DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -85,20 +83,13 @@ def settings() -> Settings:
 
 
 async def fresh_stores() -> None:
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-    finally:
-        await admin.close()
-    await migrate(DATABASE_URL)
+    await scratch.fresh_database(DATABASE_URL)
     async with open_stores(settings(), consumer_groups=False) as stores:
         await clear(stores.redis)
 
 
 async def clear(redis: Any) -> None:
-    batch = [k async for k in redis.scan_iter(match=f"{PREFIX}:*", count=5000)]
-    for i in range(0, len(batch), 1000):
-        await redis.unlink(*batch[i : i + 1000])
+    await scratch.clear_prefix(redis, PREFIX)
 
 
 def campaign(campaign_id: str, rewards: list[dict[str, Any]]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
-from loadtests import footprint
+from loadtests import footprint, scratch
 from loadtests.bench.report import RULE, verdict
 from loadtests.procs import quanyi_argv, running
 from quanyi.access.staff import Staff, create_staff
@@ -38,9 +38,7 @@ from quanyi.campaigns.service import CampaignService
 from quanyi.core.settings import Settings
 from quanyi.inventory.readiness import mark_store_ready
 from quanyi.runtime import open_stores
-from quanyi.stores.db import migrate
 
-PG_ADMIN_URL = "postgresql://127.0.0.1:5432/postgres"
 DATABASE = "quanyi_benchissue"
 DATABASE_URL = f"postgresql://127.0.0.1:5432/{DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -76,16 +74,9 @@ def env() -> dict[str, str]:
 
 
 async def fresh_stores() -> None:
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-    finally:
-        await admin.close()
-    await migrate(DATABASE_URL)
+    await scratch.fresh_database(DATABASE_URL)
     async with open_stores(settings(), consumer_groups=False) as stores:
-        batch = [k async for k in stores.redis.scan_iter(match=f"{PREFIX}:*", count=5000)]
-        for i in range(0, len(batch), 1000):
-            await stores.redis.unlink(*batch[i : i + 1000])
+        await scratch.clear_prefix(stores.redis, PREFIX)
 
 
 async def seed(members: int) -> float:

@@ -22,6 +22,7 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
+from loadtests import scratch
 from loadtests.bench.report import RULE, verdict
 from loadtests.procs import free_port, quanyi_argv, running, wait_http
 from quanyi.access.channels import create_channel
@@ -35,11 +36,9 @@ from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaigns
 from quanyi.issuance.live import LiveCampaigns
 from quanyi.issuance.offers import OfferService
-from quanyi.stores.db import migrate
 from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, customer_bucket
 from quanyi.stores.scripts import Scripts
 
-PG_ADMIN_URL = "postgresql://127.0.0.1:5432/postgres"
 DATABASE = "quanyi_benchoffers"
 DATABASE_URL = f"postgresql://127.0.0.1:5432/{DATABASE}"
 REDIS_DB = 14
@@ -68,20 +67,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def fresh_database() -> None:
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-    finally:
-        await admin.close()
-    await migrate(DATABASE_URL)
+    await scratch.fresh_database(DATABASE_URL)
 
 
 async def drop_database() -> None:
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await scratch.drop_database(DATABASE_URL)
 
 
 def campaign_body(i: int, now: datetime) -> dict[str, Any]:

@@ -26,14 +26,13 @@ import asyncpg
 from redis.asyncio import Redis
 from rich.progress import Progress
 
+from loadtests import scratch
 from loadtests.bench.report import RULE, verdict
 from loadtests.procs import free_port, quanyi_argv, running, wait_http
 from loadtests.stats import percentile
 from quanyi.access.staff import create_staff
 from quanyi.ledger.rollups import rebuild_rollups
-from quanyi.stores.db import migrate
 
-PG_ADMIN_URL = "postgresql://127.0.0.1:5432/postgres"
 DATABASE = "quanyi_benchreports"
 DATABASE_URL = f"postgresql://127.0.0.1:5432/{DATABASE}"
 REDIS_URL = "redis://127.0.0.1:6379/10"
@@ -112,27 +111,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def fresh_database() -> None:
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await admin.close()
-    await migrate(DATABASE_URL)
+    await scratch.fresh_database(DATABASE_URL)
 
 
 async def drop_stores() -> None:
     """The scratch database, and the keys the API made under the bench's prefix."""
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await scratch.drop_database(DATABASE_URL)
     redis = Redis.from_url(REDIS_URL)
     try:
-        keys = [k async for k in redis.scan_iter(match=f"{PREFIX}:*", count=5000)]
-        if keys:
-            await redis.delete(*keys)
+        await scratch.clear_prefix(redis, PREFIX)
     finally:
         await redis.aclose()
 

@@ -17,6 +17,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
+from loadtests import scratch
 from loadtests.bench.report import RULE, verdict
 from quanyi.access.staff import Staff
 from quanyi.campaigns.service import CampaignService
@@ -95,9 +96,7 @@ def campaign_body() -> dict:
 
 
 async def clear(redis, keys: Keys) -> None:
-    batch = [k async for k in redis.scan_iter(match=f"{keys.prefix}:*", count=5000)]
-    for i in range(0, len(batch), 1000):
-        await redis.unlink(*batch[i : i + 1000])
+    await scratch.clear_prefix(redis, keys.prefix)
 
 
 async def forget(pool) -> None:

@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import re
 import resource
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
 
-from loadtests.procs import ChildError, busy_cores, machine_ticks, run_tool
+from loadtests.procs import (
+    HOST,
+    ChildError,
+    busy_cores,
+    free_port,
+    machine_ticks,
+    run_tool,
+    running,
+    wait_http,
+)
 from loadtests.stats import per_unit_us
 from quanyi.access.signing import sign
 
@@ -152,6 +162,23 @@ async def redis_benchmark(
 
 def noop_argv(port: int) -> list[str]:
     return [sys.executable, "-m", "loadtests.drivers", "noop", str(port)]
+
+
+async def noop_run(
+    work_dir: Path, signer: ClaimSigner, warmup_s: int, seconds: int, threads: int, connections: int
+) -> WrkRun:
+    """The no-op endpoint started and loaded as the API is (wrk, claims of `signer`) for
+    `seconds` after `warmup_s`, its server's CPU per request included; stopped after."""
+    port = free_port()
+    claims = work_dir / "noop.claims"
+    await asyncio.to_thread(write_claims, claims, signer, 20_000, "noop", 1)
+    async with running("noop", noop_argv(port), dict(os.environ), work_dir) as child:
+        url = f"http://{HOST}:{port}"
+        await wait_http(child, f"{url}/healthz")
+        await run_wrk(url, claims, warmup_s, threads, connections)
+        cpu = child.cpu_s()
+        run = await run_wrk(url, claims, seconds, threads, connections)
+        return replace(run, server_cpu_us=per_unit_us(cpu, child.cpu_s(), run.requests))
 
 
 def serve_noop(port: int) -> None:

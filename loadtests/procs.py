@@ -11,8 +11,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -20,6 +21,7 @@ HOST = "127.0.0.1"
 # Children run from the repository root, where `loadtests` and the service packages import.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+T = TypeVar("T")
 
 
 class ChildError(RuntimeError):
@@ -32,6 +34,16 @@ def cancel_on_sigterm() -> None:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
+def run_interruptible(main: Coroutine[Any, Any, T]) -> T | None:
+    """asyncio.run(main), a SIGTERM (a CI timeout) unwinding it like Ctrl-C, so the children it
+    started are stopped on the way out; None when it was interrupted."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return asyncio.run(main)
+    except KeyboardInterrupt:
+        return None
 
 
 def free_port() -> int:

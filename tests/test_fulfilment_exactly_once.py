@@ -12,24 +12,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 
-from quanyi.core.clock import system_clock
 from quanyi.core.settings import Settings
 from quanyi.issuance.lifecycle import grant_from_event
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.outbox import FULFIL_GROUP
-from quanyi.vendors.adapters import HttpAdapter, Order
 from quanyi.vendors.operations import dead_letters, import_codes
-from quanyi.vendors.registry import VendorRegistry
 from tests.support.cli import store_env
 from tests.support.clients import grant_view, statuses
 from tests.support.factories import grant_many, setup_vendor
 from tests.support.settings import TEST_DATABASE_URL, TEST_PREFIX
 from tests.support.stores import ledger_events, ledger_rows
-from tests.support.vendors import at_vendor, sim_config, sim_stats
+from tests.support.vendors import at_vendor, issue_at_vendor, sim_config, sim_stats
 from tests.support.waiting import all_in, running, until
 
 pytestmark = pytest.mark.cluster_too
@@ -255,18 +251,7 @@ async def test_a_fulfilment_repeated_after_a_crash_is_recorded_once(
     event = orjson.loads(fields["g"])
     assert event["grant_id"] == grant_id
     crashed = worker_factory()
-    vendor = await VendorRegistry(pool).get("once")
-    async with aiohttp.ClientSession() as session:
-        issued = await HttpAdapter(vendor, session, system_clock).issue(
-            Order(
-                grant_id=grant_id,
-                campaign_id="c1",
-                reward_id="r1",
-                right_id="lounge",
-                customer_id="cust-1",
-                face_value=200,
-            )
-        )
+    issued = await issue_at_vendor(pool, "once", event, face_value=200)
     moved = await crashed.lifecycle.move(
         grant_id,
         "fulfilled",

@@ -5,17 +5,13 @@ real Redis and real PostgreSQL."""
 
 from __future__ import annotations
 
-import aiohttp
 import orjson
 import pytest
 
-from quanyi.core.clock import system_clock
 from quanyi.fulfilment.recorder import Recorder, revoked_meanwhile
 from quanyi.issuance.lifecycle import grant_from_event
 from quanyi.stores.outbox import FULFIL_GROUP
-from quanyi.vendors.adapters import HttpAdapter, Order
-from quanyi.vendors.registry import VendorRegistry
-from tests.support.vendors import SIM, sim_grant, sim_stats
+from tests.support.vendors import SIM, issue_at_vendor, sim_grant, sim_stats
 from tests.support.waiting import running, until
 
 pytestmark = pytest.mark.cluster_too
@@ -81,18 +77,7 @@ async def test_a_worker_killed_before_the_vendor_revoke_leaves_it_to_the_next_on
         await until(revocation_done, what="the revocation's entry dealt with")
     assert grant_id not in (await sim_stats(sim))["effects"]
 
-    vendor = await VendorRegistry(pool).get(SIM)
-    async with aiohttp.ClientSession() as session:
-        issued = await HttpAdapter(vendor, session, system_clock).issue(
-            Order(
-                grant_id=grant_id,
-                campaign_id="c1",
-                reward_id="r1",
-                right_id="lounge",
-                customer_id="cust-1",
-                face_value=event.get("face_value", 0),
-            )
-        )
+    issued = await issue_at_vendor(pool, SIM, event, face_value=event.get("face_value", 0))
     assert issued.code
     moved = await worker_factory().lifecycle.move(
         grant_id, "fulfilled", f"vendor:{SIM}", {"vendor_id": SIM}, grant=grant_from_event(event)

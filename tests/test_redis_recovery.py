@@ -260,6 +260,19 @@ async def test_a_replay_of_a_persisted_live_grant_reports_its_status(api, pool, 
     assert (status, replay["status"], replay["replayed"]) == (200, "fulfilled", True)
 
 
+async def claim_again_after_a_loss(api: Api, redis: Redis, keys: Any, first: dict) -> dict:
+    """The loss: what claim.lua wrote for request q1 and cust-1 (the request id, the customer's
+    count) is gone. The retry of q1 gets a new grant, counted on top of the first."""
+    idem_key, idem_field = keys.idempotency(CHANNEL, "q1")
+    assert await redis.hdel(idem_key, idem_field) == 1
+    for key in [k async for k in redis.scan_iter(match=f"{keys.campaign('c1')}:cu:*")]:
+        await redis.delete(key)
+    status, second = await claim(api, "q1", "cust-1")
+    assert status == 201 and second["grant_id"] != first["grant_id"]
+    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 2
+    return second
+
+
 async def test_the_fulfilment_worker_never_issues_a_grant_the_ledger_refused(
     api, pool, redis, keys, settings, clock, start_sim, key_pairs, our_key_file
 ):
@@ -276,14 +289,7 @@ async def test_the_fulfilment_worker_never_issues_a_grant_the_ledger_refused(
     ledger = LedgerWorker(redis, pool, keys)
     await ledger.drain()
 
-    # The loss: what claim.lua wrote for this request and customer is gone.
-    idem_key, idem_field = keys.idempotency(CHANNEL, "q1")
-    assert await redis.hdel(idem_key, idem_field) == 1
-    for key in [k async for k in redis.scan_iter(match=f"{keys.campaign('c1')}:cu:*")]:
-        await redis.delete(key)
-    status, second = await claim(api, "q1", "cust-1")
-    assert status == 201 and second["grant_id"] != first["grant_id"]
-    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 2
+    second = await claim_again_after_a_loss(api, redis, keys, first)
 
     worker = fulfilment_worker(redis, pool, keys, settings, clock, block_ms=20)
     task = asyncio.create_task(worker.run(grace_s=2))
@@ -329,14 +335,8 @@ async def test_a_duplicate_born_fulfilled_is_failed_by_the_ledger_and_gives_its_
     ledger = LedgerWorker(redis, pool, keys)
     await ledger.drain()
 
-    idem_key, idem_field = keys.idempotency(CHANNEL, "q1")
-    assert await redis.hdel(idem_key, idem_field) == 1
-    for key in [k async for k in redis.scan_iter(match=f"{keys.campaign('c1')}:cu:*")]:
-        await redis.delete(key)
-    status, second = await claim(api, "q1", "cust-1")
-    assert status == 201 and second["grant_id"] != first["grant_id"]
+    second = await claim_again_after_a_loss(api, redis, keys, first)
     assert second["status"] == "fulfilled"
-    assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 2
     assert await customer_total(redis, keys) == 1
     [entry] = [m for m in await redis.xrange(keys.outbox) if second["grant_id"] in str(m[1])]
 

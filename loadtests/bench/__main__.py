@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +12,7 @@ from loadtests import bench
 from loadtests.bench.phases import Bench
 from loadtests.bench.report import machine_context, report
 from loadtests.bench.results import Options, Results
+from loadtests.procs import run_interruptible
 
 TOOLS = ("wrk", "redis-benchmark")
 
@@ -53,13 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="quanyi-bench-") as work_dir:
             return await Bench(opts, Path(work_dir)).run(), context
 
-    # A SIGTERM (a CI timeout) unwinds like Ctrl-C, so the servers started here are stopped.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        results, context = asyncio.run(run())
-    except KeyboardInterrupt:  # the child processes were stopped on the way out
+    outcome = run_interruptible(run())
+    if outcome is None:
         print("bench: interrupted", file=sys.stderr)
         return 130
+    results, context = outcome
     print(report(results, opts, context))
     return 1 if results.failures else 0
 

@@ -13,18 +13,10 @@ import asyncpg
 from redis.asyncio import Redis
 
 from loadtests.bench.results import BenchError, LuaRun
-from loadtests.bench.stores import (
-    CAMPAIGN,
-    CHANNEL,
-    LUA_REDIS_DB,
-    PREFIX,
-    REDIS_HOST,
-    REDIS_PORT,
-    REWARD,
-    redis_cpu_s,
-)
+from loadtests.bench.stores import LUA_REDIS_DB, PREFIX, REDIS_HOST, REDIS_PORT, redis_cpu_s
 from loadtests.drivers import redis_benchmark
 from loadtests.procs import ChildError
+from loadtests.seeding import CAMPAIGN, CHANNEL, REWARD
 from loadtests.stats import per_unit_us
 from quanyi.campaigns.service import CampaignService
 from quanyi.core.settings import Settings

@@ -8,6 +8,8 @@ import re
 
 import aiohttp
 
+from loadtests.bench.runner import Poller
+
 
 async def http_text(url: str) -> str:
     timeout = aiohttp.ClientTimeout(total=5)
@@ -27,24 +29,15 @@ async def histogram_totals(metrics_url: str, name: str) -> tuple[float, float]:
     return metric(text, f"{name}_sum") or 0.0, metric(text, f"{name}_count") or 0.0
 
 
-class LagGauge:
+class LagGauge(Poller):
     """Polls the ledger worker's quanyi_outbox_lag_seconds and keeps the highest value seen."""
+
+    task_name = "lag-gauge"
 
     def __init__(self, url: str, every_s: float = 0.25) -> None:
         self.url = url
         self.every_s = every_s
         self.max_seconds: float | None = None
-        self._task: asyncio.Task | None = None
-
-    async def __aenter__(self) -> LagGauge:
-        self._task = asyncio.create_task(self._poll(), name="lag-gauge")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
     async def _poll(self) -> None:
         while True:

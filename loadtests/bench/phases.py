@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import asyncpg
 from redis.asyncio import Redis
@@ -28,12 +26,12 @@ from loadtests.bench.results import (
     RowLockRun,
 )
 from loadtests.bench.rowlock import rowlock_claims
+from loadtests.bench.runner import PhaseRunner
 from loadtests.bench.stores import (
     API_REDIS_DB,
     DATABASE_URL,
     LUA_REDIS_DB,
     PREFIX,
-    SIGNER,
     caught_up,
     create_campaign,
     drop_database,
@@ -46,23 +44,21 @@ from loadtests.bench.stores import (
     service_env,
     settled,
 )
-from loadtests.drivers import WrkRun, noop_argv, run_wrk, write_claims
+from loadtests.drivers import WrkRun, noop_run, run_wrk, write_claims
 from loadtests.procs import (
     Child,
-    ChildError,
     free_port,
     postgres_cpu_s,
     quanyi_argv,
     running,
     wait_http,
 )
+from loadtests.seeding import SIGNER
 from loadtests.stats import mean_between, per_unit_us
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import FULFIL_GROUP
 
 CLAIM_BATCH, LEDGER_BATCH = "quanyi_claim_batch_size", "quanyi_ledger_batch_size"
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,28 +78,12 @@ class Rig:
     gauge_url: str
 
 
-class Bench:
+class Bench(PhaseRunner):
     def __init__(self, opts: Options, work_dir: Path) -> None:
         self.opts = opts
         self.dir = work_dir
         self.results = Results()
-        self.started = time.monotonic()
-
-    def say(self, message: str) -> None:
-        print(f"[{time.monotonic() - self.started:5.0f}s] {message}", flush=True)
-
-    async def phase(self, name: str, work: Callable[[], Awaitable[T]]) -> T | None:
-        try:
-            return await work()
-        except Exception as exc:  # one broken phase must not hide the figures of the others
-            detail = str(exc).strip()
-            self.results.failures[name] = (
-                detail
-                if isinstance(exc, BenchError | ChildError)
-                else f"{exc.__class__.__name__}: {detail}"
-            )
-            self.say(f"{name}: FAILED: {self.results.failures[name]}")
-            return None
+        super().__init__(self.results.failures)
 
     async def run(self) -> Results:
         self.say("preparing scratch stores (database quanyi_bench, Redis db 11 and 12)")
@@ -148,16 +128,10 @@ class Bench:
     # no-op endpoint
 
     async def noop(self) -> WrkRun:
-        port = free_port()
-        claims = self.dir / "noop.claims"
-        await asyncio.to_thread(write_claims, claims, SIGNER, 20_000, "noop", 1)
-        async with running("noop", noop_argv(port), dict(os.environ), self.dir) as child:
-            await wait_http(child, f"http://127.0.0.1:{port}/healthz")
-            url = f"http://127.0.0.1:{port}"
-            await self.wrk(url, claims, self.opts.warmup)
-            cpu = child.cpu_s()
-            run = await self.wrk(url, claims, self.opts.duration)
-            run = replace(run, server_cpu_us=per_unit_us(cpu, child.cpu_s(), run.requests))
+        opts = self.opts
+        run = await noop_run(
+            self.dir, SIGNER, opts.warmup, opts.duration, opts.threads, opts.connections
+        )
         self.results.noop = run
         self.say(f"no-op endpoint: {run.rps:,.0f} req/s, p99 {run.p99_ms:.1f} ms")
         return run
@@ -206,7 +180,9 @@ class Bench:
             # The outbox is trimmed only once every consumer group is done with it: let the
             # fulfilment worker (these grants need no vendor) catch up too, then measure.
             fulfil_argv = quanyi_argv("worker", "fulfil")
-            async with running("fulfil", fulfil_argv, env, self.dir) as fulfil:
+            # No metrics server: its port (the ledger's + 1) is not known to be free.
+            fulfil_env = {**env, "QUANYI_WORKER_METRICS_PORT": "0"}
+            async with running("fulfil", fulfil_argv, fulfil_env, self.dir) as fulfil:
                 await self.phase("fulfil-drain", lambda: self.drain_fulfil(redis, fulfil))
             # The ledger records the fulfilments too before it stops.
             await settled(redis, pool, timeout_s=120.0)

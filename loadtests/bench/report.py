@@ -42,15 +42,17 @@ def verdict(ok: bool | None) -> str:
 RULE = "=" * 100
 
 
+def banner(title: str, setup: str) -> list[str]:
+    """A report's head: the title (the machine's context lines after it) and how it ran."""
+    return ["", RULE, *title.splitlines(), setup, RULE]
+
+
 def report(results: Results, opts: Options, context: str) -> str:
-    lines = [
-        "",
-        RULE,
-        *f"Quanyi bench: {context}".splitlines(),
+    lines = banner(
+        f"Quanyi bench: {context}",
         f"wrk -t{opts.threads} -c{opts.connections}, {opts.duration} s measured after "
         f"{opts.warmup} s of warm-up per HTTP run; all figures from this one run",
-        RULE,
-    ]
+    )
     for section in (
         throughput_lines,
         ratio_lines,

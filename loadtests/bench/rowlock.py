@@ -9,7 +9,8 @@ import random
 import asyncpg
 
 from loadtests.bench.results import RowLockRun
-from loadtests.bench.stores import CUSTOMERS, DATABASE_URL, STOCK
+from loadtests.bench.stores import DATABASE_URL
+from loadtests.seeding import CUSTOMERS, STOCK
 from loadtests.stats import percentile
 
 ROWLOCK_TASKS = 64

@@ -7,18 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from loadtests import scratch, seeding
 from loadtests.bench.results import BenchError, Settled
-from loadtests.drivers import ClaimSigner
-from quanyi.access.channels import create_channel
-from quanyi.access.staff import Staff, create_staff
-from quanyi.campaigns.service import CampaignService
-from quanyi.stores.db import migrate
+from loadtests.seeding import CHANNEL
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import LEDGER_GROUP, trim_outbox
 
@@ -28,19 +24,6 @@ DATABASE_URL = f"postgresql://127.0.0.1:5432/{DATABASE}"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 API_REDIS_DB, LUA_REDIS_DB = 11, 12
 PREFIX = "qyb"
-
-CHANNEL = "bench-app"
-CHANNEL_SECRET = "bench-channel-secret-not-for-production"
-STAFF_PASSWORD = "bench-password"
-RIGHT = "bench-voucher"
-CAMPAIGN = "bench"
-REWARD = "r1"
-# Customers are drawn from a pool this large; the limit is far above what a draw can reach, and
-# the stock far above what a run can grant, so every claim is decided the whole way to a grant.
-CUSTOMERS = 1_000_000
-PER_CUSTOMER_LIMIT = 1_000
-STOCK = 100_000_000
-SIGNER = ClaimSigner(CHANNEL, CHANNEL_SECRET, CAMPAIGN, CUSTOMERS)
 
 CATCH_UP_TIMEOUT_S = 60.0
 
@@ -64,68 +47,28 @@ def redis_client(db: int) -> Redis:
 
 
 async def redis_cpu_s(redis: Redis) -> float:
+    """The Redis server's own CPU (INFO cpu: its getrusage, what /proc/<pid>/stat says too,
+    also when the server runs in another pid namespace). Other users of it count too."""
     info = await redis.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def fresh_database() -> None:
-    await drop_database()
-    await migrate(DATABASE_URL)
+    await scratch.fresh_database(DATABASE_URL)
 
 
 async def drop_database() -> None:
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await scratch.drop_database(DATABASE_URL)
 
 
 async def create_campaign(pool: asyncpg.Pool, redis: Redis) -> None:
     """A channel and an approved campaign, through the same workflow staff use."""
-    await create_staff(pool, "bench-marketer", STAFF_PASSWORD, "marketer", "HQ")
-    await create_staff(pool, "bench-approver", STAFF_PASSWORD, "approver", "HQ")
-    marketer = Staff("bench-marketer", "marketer", "HQ")
-    approver = Staff("bench-approver", "approver", "HQ")
-    await create_channel(pool, CHANNEL, CHANNEL_SECRET)
-    service = CampaignService(pool, redis, Keys(PREFIX))
-    await service.create_right(
-        marketer,
-        {
-            "id": RIGHT,
-            "name": "bench voucher",
-            "kind": "voucher",
-            "face_value": 200,
-            "unit_cost": 100,
-        },
-    )
-    await service.rights.transition(approver, RIGHT, "admit")
-    now = datetime.now(UTC)
-    await service.create(
-        marketer,
-        {
-            "id": CAMPAIGN,
-            "name": "bench campaign",
-            "branch": "HQ",
-            "starts_at": (now - timedelta(hours=1)).isoformat(),
-            "ends_at": (now + timedelta(days=7)).isoformat(),
-            "channels": [CHANNEL],
-            "rewards": [
-                {
-                    "id": REWARD,
-                    "right_id": RIGHT,
-                    "stock": STOCK,
-                    "per_customer_limit": PER_CUSTOMER_LIMIT,
-                }
-            ],
-        },
-    )
-    await service.transition(marketer, CAMPAIGN, "submit")
-    await service.transition(approver, CAMPAIGN, "approve")
+    await seeding.create_accounts(pool)
+    await seeding.create_campaign(pool, redis, Keys(PREFIX))
 
 
 async def granted_total(redis: Redis) -> int:
-    return int(await redis.hget(Keys(PREFIX).campaign(CAMPAIGN), f"r:{REWARD}:granted") or 0)
+    return await seeding.granted_total(redis, Keys(PREFIX))
 
 
 async def used_memory(redis: Redis) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from loadtests import scratch
 from loadtests.procs import HOST
 from loadtests.scenario import CampaignPlan, RewardPlan
 from loadtests.stack import SetupError
@@ -79,13 +80,6 @@ async def clear_prefix(url: str, prefix: str) -> None:
         raise SetupError(f"refusing to clear {prefix}:* at {url}")
     redis = Redis.from_url(url)
     try:
-        batch = []
-        async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await redis.unlink(*batch)
-                batch.clear()
-        if batch:
-            await redis.unlink(*batch)
+        await scratch.clear_prefix(redis, prefix)
     finally:
         await redis.aclose()

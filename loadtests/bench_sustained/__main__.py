@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +14,7 @@ from loadtests.bench_sustained.report import report
 from loadtests.bench_sustained.results import SCENARIOS, TOPOLOGIES, Options, Results
 from loadtests.bench_sustained.runs import Runner
 from loadtests.bench_sustained.stores import drop_database, redis_client
+from loadtests.procs import run_interruptible
 
 
 def parse_options(argv: list[str] | None) -> Options:
@@ -79,17 +78,16 @@ def main(argv: list[str] | None = None) -> int:
             await redis.aclose()
             await drop_database()
 
-    # A SIGTERM (a CI timeout) unwinds like Ctrl-C, so the servers started here are stopped.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        results, context = asyncio.run(run())
-    except KeyboardInterrupt:  # the child processes were stopped on the way out
-        print("bench_sustained: interrupted", file=sys.stderr)
-        return 130
+        outcome = run_interruptible(run())
     finally:
         # The claim files are large; the children's logs are what explains a failed run.
         for claims in work_dir.glob("*.claims"):
             claims.unlink()
+    if outcome is None:
+        print("bench_sustained: interrupted", file=sys.stderr)
+        return 130
+    results, context = outcome
     if results.failures:
         print(f"bench_sustained: the processes' logs are in {work_dir}", file=sys.stderr)
     else:

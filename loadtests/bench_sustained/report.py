@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from loadtests.bench.report import fmt_us, verdict
+from loadtests.bench.report import RULE, banner, fmt_us, verdict
 from loadtests.bench_sustained.profile import ENTRY_SHARE, Profile
 from loadtests.bench_sustained.results import (
     SCENARIOS,
@@ -26,18 +26,14 @@ TARGET_LAG_S = 1.0
 TARGET_CPU_US = 120.0
 CPU_COLUMNS = ("wrk", "API", "ledger", "fulfil", "vendor-sim", "Redis", "PG")
 SERIES_PER_LINE = 15
-RULE = "=" * 100
 
 
 def report(results: Results, opts: Options, context: str) -> str:
-    lines = [
-        "",
-        RULE,
-        *f"Quanyi sustained bench: {context}".splitlines(),
+    lines = banner(
+        f"Quanyi sustained bench: {context}",
         f"wrk -t{opts.threads} -c{opts.connections}; each topology {opts.duration} s measured after"
         f" {opts.warmup} s of warm-up, workers running; the no-op endpoint {opts.noop_s} s",
-        RULE,
-    ]
+    )
     for name in opts.scenarios:
         runs = {t: r for (s, t), r in results.runs.items() if s == name}
         lines += ["", f"Scenario: {SCENARIOS[name].label}"]

@@ -7,17 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
 
 import asyncpg
 from redis.asyncio import Redis
 
 from loadtests.bench.results import BenchError
+from loadtests.bench.runner import PhaseRunner
+from loadtests.bench.stores import redis_cpu_s
 from loadtests.bench_sustained import profile
 from loadtests.bench_sustained.results import (
     SCENARIOS,
@@ -29,22 +27,20 @@ from loadtests.bench_sustained.results import (
 from loadtests.bench_sustained.stores import (
     DATABASE_URL,
     PREFIX,
-    SIGNER,
     PostgresCpu,
     fresh_stores,
     granted_total,
     ledger_rows,
-    redis_cpu_s,
     service_env,
     wait_ledger,
 )
 from loadtests.bench_sustained.watch import Watch, boundedness, drained, lags
-from loadtests.drivers import WrkRun, noop_argv, run_wrk, write_claims
+from loadtests.drivers import WrkRun, noop_run, run_wrk, write_claims
 from loadtests.procs import HOST, Child, ChildError, free_port, quanyi_argv, running, wait_http
+from loadtests.seeding import SIGNER
 from loadtests.stats import per_unit_us
 from quanyi.stores.keys import Keys
 
-T = TypeVar("T")
 # The claim files hold this share of the no-op endpoint's rate: above the targets (0.35 of it),
 # and a run that goes faster is noticed (2xx answers beyond the grants) rather than hidden.
 FILE_SHARE_OF_NOOP = 0.6
@@ -52,30 +48,16 @@ MIN_FILE_RATE = 5_000.0
 LEDGER_TIMEOUT_S = 30.0
 
 
-class Runner:
+class Runner(PhaseRunner):
+    """Each run a phase: one broken run must not hide the figures of the others."""
+
     def __init__(self, opts: Options, work_dir: Path, redis: Redis) -> None:
         self.opts = opts
         self.dir = work_dir
         self.redis = redis
         self.keys = Keys(PREFIX)
         self.results = Results()
-        self.started = time.monotonic()
-
-    def say(self, message: str) -> None:
-        print(f"[{time.monotonic() - self.started:5.0f}s] {message}", flush=True)
-
-    async def phase(self, name: str, work: Callable[[], Awaitable[T]]) -> T | None:
-        try:
-            return await work()
-        except Exception as exc:  # one broken run must not hide the figures of the others
-            detail = str(exc).strip()
-            self.results.failures[name] = (
-                detail
-                if isinstance(exc, BenchError | ChildError)
-                else f"{exc.__class__.__name__}: {detail}"
-            )
-            self.say(f"{name}: FAILED: {self.results.failures[name]}")
-            return None
+        super().__init__(self.results.failures)
 
     async def wrk(self, url: str, claims: Path, seconds: int) -> WrkRun:
         return await run_wrk(url, claims, seconds, self.opts.threads, self.opts.connections)
@@ -106,17 +88,11 @@ class Runner:
         return self.results
 
     async def noop(self) -> WrkRun:
-        port = free_port()
-        claims = self.dir / "noop.claims"
-        await asyncio.to_thread(write_claims, claims, SIGNER, 20_000, "noop", 1)
-        async with running("noop", noop_argv(port), dict(os.environ), self.dir) as child:
-            await wait_http(child, f"http://{HOST}:{port}/healthz")
-            url = f"http://{HOST}:{port}"
-            await self.wrk(url, claims, self.opts.warmup)
-            cpu = child.cpu_s()
-            run = await self.wrk(url, claims, self.opts.noop_s)
-            server_us = per_unit_us(cpu, child.cpu_s(), run.requests)
-        self.results.noop = run = replace(run, server_cpu_us=server_us)
+        opts = self.opts
+        run = await noop_run(
+            self.dir, SIGNER, opts.warmup, opts.noop_s, opts.threads, opts.connections
+        )
+        self.results.noop = run
         self.say(f"no-op endpoint: {run.rps:,.0f} req/s, p99 {run.p99_ms:.1f} ms")
         return run
 

@@ -7,46 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from redis.asyncio import Redis
 
+from loadtests import scratch, seeding
 from loadtests.bench.results import BenchError
-from loadtests.drivers import ClaimSigner
 from loadtests.procs import HOST, cpu_s
-from quanyi.access.channels import create_channel
-from quanyi.access.staff import Staff, create_staff
-from quanyi.campaigns.service import CampaignService
-from quanyi.stores.db import migrate
+from loadtests.seeding import ADMIN, APPROVER
 from quanyi.stores.keys import Keys
 from quanyi.vendors.lifecycle import VendorLifecycle
 
-PG_ADMIN_URL = f"postgresql://{HOST}:5432/postgres"
 DATABASE = "quanyi_bench_sustained"
 DATABASE_URL = f"postgresql://{HOST}:5432/{DATABASE}"
 REDIS_DB = 13  # shared with bench_simulate and bench_audience, each under its own prefix
 REDIS_URL = f"redis://{HOST}:6379/{REDIS_DB}"
 PREFIX = "qybsu"
 
-CHANNEL = "bench-app"
-CHANNEL_SECRET = "bench-channel-secret-not-for-production"
-CAMPAIGN = "bench"
-REWARD = "r1"
 VENDOR = "bench-sim"
 # The simulator's default latency is what the vendor scenario measures; this many calls in
 # flight keep a few thousand fulfilments a second going at it.
 VENDOR_MAX_IN_FLIGHT = 256
-# As in the claims benchmark: every claim is decided the whole way to a grant.
-CUSTOMERS = 1_000_000
-PER_CUSTOMER_LIMIT = 1_000
-STOCK = 100_000_000
-SIGNER = ClaimSigner(CHANNEL, CHANNEL_SECRET, CAMPAIGN, CUSTOMERS)
-
-MARKETER = Staff("bench-marketer", "marketer", "HQ")
-APPROVER = Staff("bench-approver", "approver", "HQ")
-ADMIN = Staff("bench-admin", "admin", "HQ")  # registers the vendor
-PASSWORD = "bench-password"
 
 
 def service_env(port: int, **extra: str) -> dict[str, str]:
@@ -70,32 +51,16 @@ def redis_client() -> Redis:
     return Redis.from_url(REDIS_URL, decode_responses=True)
 
 
-async def clear_prefix(redis: Redis) -> None:
-    """This benchmark's keys only: db 13 has other benchmarks' keys under other prefixes."""
-    batch: list[str] = []
-    async for key in redis.scan_iter(match=f"{PREFIX}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await redis.unlink(*batch)
-            batch.clear()
-    if batch:
-        await redis.unlink(*batch)
-
-
 async def drop_database() -> None:
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await scratch.drop_database(DATABASE_URL)
 
 
 async def fresh_stores(redis: Redis, vendor_url: str | None) -> None:
-    """Empty stores, the schema, then the accounts and the campaign the claims go to; with
+    """Empty stores (this benchmark's keys only: db 13 has other benchmarks' keys under other
+    prefixes), the schema, then the accounts and the campaign the claims go to; with
     `vendor_url`, its right is fulfilled by the simulated vendor there."""
-    await clear_prefix(redis)
-    await drop_database()
-    await migrate(DATABASE_URL)
+    await scratch.clear_prefix(redis, PREFIX)
+    await scratch.fresh_database(DATABASE_URL)
     pool = await asyncpg.create_pool(DATABASE_URL, min_size=1, max_size=2)
     try:
         await create_campaign(pool, redis, vendor_url)
@@ -104,18 +69,10 @@ async def fresh_stores(redis: Redis, vendor_url: str | None) -> None:
 
 
 async def create_campaign(pool: asyncpg.Pool, redis: Redis, vendor_url: str | None) -> None:
-    """A channel, maybe a vendor, a right and an approved campaign, through the same workflow
-    staff use (each step by a role that may take it, maker-checker kept)."""
-    for staff in (MARKETER, APPROVER, ADMIN):
-        await create_staff(pool, staff.username, PASSWORD, staff.role, staff.branch)
-    await create_channel(pool, CHANNEL, CHANNEL_SECRET)
-    right: dict[str, object] = {
-        "id": "bench-voucher",
-        "name": "bench voucher",
-        "kind": "voucher",
-        "face_value": 200,
-        "unit_cost": 100,
-    }
+    """The claims benchmark's accounts and campaign; with `vendor_url`, its right fulfilled by
+    the simulated vendor there, registered and activated first (by an admin and an approver)."""
+    await seeding.create_accounts(pool)
+    vendor_id = None
     if vendor_url is not None:
         vendors = VendorLifecycle(pool)
         await vendors.create(
@@ -131,47 +88,16 @@ async def create_campaign(pool: asyncpg.Pool, redis: Redis, vendor_url: str | No
             },
         )
         await vendors.transition(APPROVER, VENDOR, "activate")
-        right["vendor_id"] = VENDOR
-    service = CampaignService(pool, redis, Keys(PREFIX))
-    await service.create_right(MARKETER, right)
-    await service.rights.transition(APPROVER, str(right["id"]), "admit")
-    now = datetime.now(UTC)
-    await service.create(
-        MARKETER,
-        {
-            "id": CAMPAIGN,
-            "name": "bench campaign",
-            "branch": "HQ",
-            "starts_at": (now - timedelta(hours=1)).isoformat(),
-            "ends_at": (now + timedelta(days=7)).isoformat(),
-            "channels": [CHANNEL],
-            "rewards": [
-                {
-                    "id": REWARD,
-                    "right_id": right["id"],
-                    "stock": STOCK,
-                    "per_customer_limit": PER_CUSTOMER_LIMIT,
-                }
-            ],
-        },
-    )
-    await service.transition(MARKETER, CAMPAIGN, "submit")
-    await service.transition(APPROVER, CAMPAIGN, "approve")
+        vendor_id = VENDOR
+    await seeding.create_campaign(pool, redis, Keys(PREFIX), vendor_id)
 
 
 async def granted_total(redis: Redis) -> int:
-    return int(await redis.hget(Keys(PREFIX).campaign(CAMPAIGN), f"r:{REWARD}:granted") or 0)
+    return await seeding.granted_total(redis, Keys(PREFIX))
 
 
 async def ledger_rows(pool: asyncpg.Pool) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM grants"))
-
-
-async def redis_cpu_s(redis: Redis) -> float:
-    """The Redis server's own CPU (INFO cpu: its getrusage, what /proc/<pid>/stat says too,
-    also when the server runs in another pid namespace). Other users of it count too."""
-    info = await redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 class PostgresCpu:

@@ -4,15 +4,16 @@ interval, the lag at the end, and the rule that says whether the length stayed b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from loadtests.bench.results import BenchError
+from loadtests.bench.runner import Poller
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import Lag, outbox_lag
 
@@ -84,26 +85,19 @@ async def outbox_length(redis: Redis, keys: Keys) -> int:
 
 
 @dataclass
-class Watch:
+class Watch(Poller):
     """Samples the outbox every `every_s` from its start until stopped."""
 
     redis: Redis
     keys: Keys
     every_s: float
     samples: list[Sample] = field(default_factory=list)
-    _task: asyncio.Task | None = None
     _started: float = 0.0
+    task_name = "outbox-watch"
 
-    async def __aenter__(self) -> Watch:
+    async def __aenter__(self) -> Self:
         self._started = time.monotonic()
-        self._task = asyncio.create_task(self._poll(), name="outbox-watch")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        return await super().__aenter__()
 
     async def _poll(self) -> None:
         tick = self._started

@@ -62,6 +62,22 @@ def _answers(port: int) -> bool:
         return False
 
 
+def _redis_server(port: int, directory: Path, *options: str) -> subprocess.Popen[bytes]:
+    """A redis-server on a loopback port, its files in `directory`: no snapshots, never evicting
+    (as the service requires), its log in redis.log there."""
+    argv = [
+        "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
+        "--save", "", "--maxmemory-policy", "noeviction",
+        "--logfile", str(directory / "redis.log"), *options,
+    ]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+
 class ScratchPostgres:
     """A PostgreSQL cluster in `root/pg`, on a free loopback port. PostgreSQL refuses to run as
     root, so as root the cluster belongs to the `postgres` system user."""
@@ -169,20 +185,18 @@ class ScratchRedis:
         return self
 
     def start(self) -> None:
-        argv = [
-            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-            "--dir", str(self.dir), "--save", "", "--maxmemory-policy", "noeviction",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", self.appendfsync, "--logfile", str(self.dir / "redis.log"),
-        ]  # fmt: skip
-        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        self._process = _redis_server(
+            self.port,
+            self.dir,
+            *("--appendonly", "yes" if self.appendonly else "no"),
+            *("--appendfsync", self.appendfsync),
+        )
         _wait(lambda: _answers(self.port), "scratch redis")
 
     def kill(self) -> None:
         """kill -9: whatever the AOF had not written is gone."""
         if self._process is not None:
-            self._process.send_signal(signal.SIGKILL)
-            self._process.wait(10)
+            _kill(self._process)
             self._process = None
 
     def stop(self) -> None:
@@ -237,13 +251,9 @@ class ScratchCluster:
         for port in self.ports:
             node = self.dir / str(port)
             node.mkdir(parents=True, exist_ok=True)
-            argv = [
-                "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(node),
-                "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
-                "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-                "--logfile", str(node / "redis.log"),
-            ]  # fmt: skip
-            self._processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+            config = str(node / "nodes.conf")
+            cluster = ("--cluster-enabled", "yes", "--cluster-config-file", config)
+            self._processes.append(_redis_server(port, node, *cluster, "--appendonly", "no"))
         for port in self.ports:
             _wait(lambda port=port: _answers(port), "scratch cluster node")
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
@@ -264,13 +274,7 @@ class ScratchCluster:
                 return False
         return True
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         for process in self._processes:
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
+            _kill(process)
         self._processes = []

@@ -17,7 +17,7 @@ import orjson
 
 from quanyi.core.clock import system_clock
 from quanyi.vendors import rsa
-from quanyi.vendors.adapters import HttpAdapter
+from quanyi.vendors.adapters import Fulfilment, HttpAdapter, Order
 from quanyi.vendors.registry import VendorRegistry
 from quanyi.vendors.simulator import SimulatorConfig, create_simulator
 from tests.support.clients import Api, grant_view, send
@@ -193,3 +193,21 @@ async def at_vendor(
         adapter = HttpAdapter(vendor, session, system_clock)
         found = await asyncio.gather(*(adapter.lookup(g) for g in grant_ids))
     return dict(zip(grant_ids, found, strict=True))
+
+
+async def issue_at_vendor(
+    pool: asyncpg.Pool, vendor_id: str, event: dict[str, Any], face_value: int
+) -> Fulfilment:
+    """What a fulfilment worker does with a grant's outbox event before it records the outcome:
+    the vendor asked to issue it, with a signed call."""
+    vendor = await VendorRegistry(pool).get(vendor_id)
+    order = Order(
+        grant_id=event["grant_id"],
+        campaign_id=event["campaign_id"],
+        reward_id=event["reward_id"],
+        right_id=event["right_id"],
+        customer_id=event["customer_id"],
+        face_value=face_value,
+    )
+    async with aiohttp.ClientSession() as session:
+        return await HttpAdapter(vendor, session, system_clock).issue(order)

@@ -1,0 +1,85 @@
+"""`python -m loadtests.bench_cluster`: options, the scratch servers, the runs, the report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from loadtests import bench_cluster
+from loadtests.bench.report import machine_context
+from loadtests.bench_cluster.report import report
+from loadtests.bench_cluster.runs import Options, Results, Runner
+from loadtests.bench_cluster.stores import drop_database
+from loadtests.scratch_redis import ScratchServers, redis_tools_available
+
+
+def parse_options(argv: list[str] | None) -> Options:
+    assert bench_cluster.__doc__ is not None
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench_cluster",
+        description=bench_cluster.__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--duration", type=int, help="measured seconds per run (default 20)")
+    p.add_argument("--quick", action="store_true", help="5 s runs: a smoke run of the script")
+    p.add_argument("--api", default="1,2", help="numbers of API processes (default 1,2)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--max-rate", type=float, default=15_000.0, help="claims/s the claim files hold")
+    p.add_argument(
+        "--micro", type=int, help="seconds of the in-process figure per target (0: none)"
+    )
+    args = p.parse_args(argv)
+    duration = max(args.duration or (5 if args.quick else 20), 2)
+    return Options(
+        duration=duration,
+        warmup=1 if args.quick else 3,
+        api=tuple(sorted({max(int(n), 1) for n in args.api.split(",") if n.strip()})),
+        connections=max(args.connections, 1),
+        max_rate=args.max_rate,
+        micro_s=max(args.micro if args.micro is not None else min(duration, 10), 0),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_options(argv)
+    missing = [t for t in ("wrk",) if shutil.which(t) is None]
+    if missing or not redis_tools_available():
+        print("bench_cluster: needs wrk, redis-server and redis-cli (bash deploy/tools.sh wrk)")
+        return 1
+    work_dir = Path(tempfile.mkdtemp(prefix="quanyi-bench-cluster-"))
+
+    async def run() -> tuple[Results, str]:
+        context = await machine_context()
+        with contextlib.ExitStack() as servers:
+            single = servers.enter_context(ScratchServers(work_dir / "single", masters=1))
+            cluster = servers.enter_context(ScratchServers(work_dir / "cluster", masters=3))
+            try:
+                return await Runner(opts, work_dir, {1: single, 3: cluster}).run(), context
+            finally:
+                await drop_database()
+
+    # A SIGTERM (a CI timeout) unwinds like Ctrl-C: the servers started here are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        results, context = asyncio.run(run())
+    except KeyboardInterrupt:
+        print("bench_cluster: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for claims in work_dir.glob("*.claims"):
+            claims.unlink()
+    if results.failures:
+        print(f"bench_cluster: the processes' logs are in {work_dir}", file=sys.stderr)
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    print(report(results, opts, context))
+    return 1 if results.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
