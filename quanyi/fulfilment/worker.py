@@ -47,6 +47,14 @@ BORN_FULFILLED = '"fulfilled_at_ms":'
 log = logging.getLogger(__name__)
 
 
+def entry_key(shard: ShardKeys, outbox_id: str) -> str:
+    """An outbox entry among those being fulfilled: its shard and id. An entry id is unique in
+    its own stream only: two shards' outboxes written in the same millisecond give out the same
+    ids, and one entry taken for the other would be left pending until re-claimed. (A grant id,
+    the key of a parked retry, has no `/`.)"""
+    return f"{shard.shard}/{outbox_id}"
+
+
 class FulfilmentWorker:
     def __init__(
         self,
@@ -166,14 +174,16 @@ class FulfilmentWorker:
     # what the read loop and the side tasks hand work to
 
     def busy(self, key: str) -> bool:
-        """Whether the outbox entry or parked grant `key` is being fulfilled now."""
+        """Whether the parked grant `key` (or the outbox entry `entry_key(...)`) is being
+        fulfilled now."""
         return key in self._in_progress
 
     async def dispatch(
         self, shard: ShardKeys, outbox_id: str, fields: dict[str, str], redelivered: bool = False
     ) -> None:
         """One entry of `shard`'s outbox: its fulfilment started, or its acknowledgement queued."""
-        if outbox_id in self._in_progress:
+        key = entry_key(shard, outbox_id)
+        if key in self._in_progress:
             return
         if "g" in fields:
             if BORN_FULFILLED in fields["g"]:
@@ -184,11 +194,11 @@ class FulfilmentWorker:
                 self._internal.inc()
                 return
             work = Work(orjson.loads(fields["g"]), outbox_id, shard, redelivered)
-            await self._spawn(self._fulfiller.fulfil(work), outbox_id)
+            await self._spawn(self._fulfiller.fulfil(work), key)
         elif "e" in fields and orjson.loads(fields["e"]).get("event") == "revoked":
             await self._spawn(
                 self._fulfiller.revoke_at_vendor(orjson.loads(fields["e"]), shard, outbox_id),
-                outbox_id,
+                key,
             )
         else:
             # Other lifecycle events, and card events (`t`), need nothing from vendors:
