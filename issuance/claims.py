@@ -43,7 +43,7 @@ from quanyi.issuance.definitions import CampaignCache, Republisher
 from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, ShardKeys, customer_bucket
 from quanyi.stores.redis import is_cluster
 from quanyi.stores.scripts import Scripts
-from quanyi.stores.shards import route_request, routed_elsewhere
+from quanyi.stores.shards import Route, route_requests, routed_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ class _Pending:
     args: list[Any]
     future: asyncio.Future
     shard: ShardKeys
+    route: Route | None  # with several shards: the request id's route, taken with the batch
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:
@@ -335,10 +336,6 @@ class ClaimService:
         shard = self._keys.of(campaign.id)
         idem_key, idem_field = shard.idempotency(claim.channel_id, claim.request_id)
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
-        if not await route_request(
-            self._redis, self._keys, claim.channel_id, claim.request_id, shard.shard, keep_until
-        ):
-            return ["idempotency_conflict", ""]
         grant_id = new_grant_id(now_ms)
         event = grant_event(grant_id, campaign.id, reward, claim, now_ms)
         pending = _Pending(
@@ -365,6 +362,11 @@ class ClaimService:
             ],
             future=asyncio.get_running_loop().create_future(),
             shard=shard,
+            route=(
+                Route(claim.channel_id, claim.request_id, shard.shard, keep_until)
+                if self._keys.sharded
+                else None
+            ),
         )
         started = time.perf_counter()
         self._queue.put_nowait(pending)
@@ -414,13 +416,18 @@ class ClaimService:
         return "" if found else "!"
 
     async def _run_batches(self) -> None:
-        limit = self._settings.claim_batch_max
+        # With several shards a batch is split per shard (_call): taking up to the limit per
+        # shard keeps each shard's call as full as the one call of one shard when the load is
+        # there, instead of a batch of the limit split into calls of a few claims.
+        limit = self._settings.claim_batch_max * len(self._keys.shards)
         while not self._closing:
             batch = [await self._queue.get()]
             while len(batch) < limit and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                replies = await self._call(batch)
+                if self._keys.sharded:
+                    batch = await self._routed(batch)
+                replies = await self._call(batch) if batch else []
                 for p, reply in zip(batch, replies, strict=True):
                     if not p.future.done():
                         p.future.set_result(reply)
@@ -434,14 +441,33 @@ class ClaimService:
                 log.exception("claim batch of %d failed", len(batch))
                 _fail(batch, exc)
 
+    async def _routed(self, batch: list[_Pending]) -> list[_Pending]:
+        """The claims of the batch whose request id is decided in their own shard (one route
+        round trip for the batch); the others answer idempotency_conflict here."""
+        allowed = await route_requests(
+            self._redis,
+            self._scripts.route,
+            self._keys,
+            [p.route for p in batch if p.route is not None],
+        )
+        kept: list[_Pending] = []
+        for p, ok in zip(batch, allowed, strict=True):
+            if ok:
+                kept.append(p)
+            elif not p.future.done():
+                p.future.set_result(["idempotency_conflict", ""])
+        return kept
+
     async def _call(self, batch: list[_Pending]) -> list[list[Any]]:
-        if len({p.shard.shard for p in batch}) == 1:
+        limit = self._settings.claim_batch_max
+        if len(batch) <= limit and len({p.shard.shard for p in batch}) == 1:
             return await self._call_shard(batch)
-        # One script call per shard (one slot each), at once; replies back in batch order.
+        # One script call per shard (one slot each) and per `limit` claims, at once; replies
+        # back in batch order.
         by_shard: dict[int, list[int]] = {}
         for i, p in enumerate(batch):
             by_shard.setdefault(p.shard.shard, []).append(i)
-        parts = list(by_shard.values())
+        parts = [ix[j : j + limit] for ix in by_shard.values() for j in range(0, len(ix), limit)]
         answers = await asyncio.gather(*(self._call_shard([batch[i] for i in ix]) for ix in parts))
         replies: list[list[Any]] = [[] for _ in batch]
         for ix, answer in zip(parts, answers, strict=True):

@@ -10,6 +10,9 @@ from redis.crc import key_slot
 
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.keys import Keys
+from quanyi.stores.redis import PackedConnection
+from quanyi.stores.scripts import Scripts
+from quanyi.stores.shards import Route, route_request, route_requests
 from tests.support.factories import reward
 
 CAMPAIGNS = [f"c{i}" for i in range(1, 9)]
@@ -84,3 +87,65 @@ async def test_a_request_id_reused_for_a_campaign_of_another_shard_is_a_conflict
     assert (status, body["error"]["code"]) == (409, "idempotency_conflict")
     status, again = await api.claim(request_id="same", campaign_id=first, customer_id="cust-1")
     assert (status, again["grant_id"]) == (200, grant["grant_id"])
+
+
+@pytest.mark.cluster_too
+async def test_one_request_id_claimed_at_once_for_two_shards_is_granted_once(api, keys):
+    """The same request id sent 20 times at once, half for a campaign of another shard: one
+    grant; the others replay it (same body) or are conflicts (the other campaign)."""
+    await api.create_right()
+    first = "c1"
+    other = next((c for c in CAMPAIGNS if keys.of(c).shard != keys.of(first).shard), "c2")
+    for campaign_id in (first, other):
+        await api.create_campaign(campaign_id, [reward("r1", "coffee", stock=50)])
+    results = await asyncio.gather(
+        *(
+            api.claim(request_id="dup", campaign_id=(first, other)[i % 2], customer_id="cust-1")
+            for i in range(20)
+        )
+    )
+    created = [body for status, body in results if status == 201]
+    assert len(created) == 1, results
+    winner = created[0]
+    for status, body in results:
+        if status == 200:
+            assert (body["grant_id"], body["replayed"]) == (winner["grant_id"], True)
+        elif status == 409:
+            assert body["error"]["code"] == "idempotency_conflict"
+        else:
+            assert status == 201
+    loser = other if winner["campaign_id"] == first else first
+    status, body = await api.claim(request_id="dup", campaign_id=loser, customer_id="cust-1")
+    assert (status, body["error"]["code"]) == (409, "idempotency_conflict")
+
+
+@pytest.mark.cluster_too
+async def test_routes_of_a_batch_decide_each_request_id_in_one_shard_and_only_extend(
+    redis, keys, redis_mode
+):
+    """route_requests over 16 shards (on a single Redis too): a request id keeps the first
+    shard it was routed to, within one batch and after; the bucket's expiry only moves later."""
+    sharded = Keys(f"{keys.prefix}:rt", shards=16)
+    route = Scripts(redis).route
+    far, farther = 4_000_000_000, 4_100_000_000
+    batch = [
+        Route("app", "a", 3, far),
+        Route("app", "b", 5, far),
+        Route("app", "a", 4, far),  # the same request id for another shard: refused
+        Route("app", "a", 3, far),  # and again for its own: allowed
+    ]
+    assert await route_requests(redis, route, sharded, batch) == [True, True, False, True]
+    key, _ = sharded.idempotency_route("app", "b")
+    assert await redis.expiretime(key) == far
+    later = [Route("app", "b", 6, farther), Route("app", "c", 6, farther)]
+    assert await route_requests(redis, route, sharded, later) == [False, True]
+    assert await redis.expiretime(key) == farther
+    assert await route_requests(redis, route, sharded, [Route("app", "b", 5, far)]) == [True]
+    assert await redis.expiretime(key) == farther
+    assert await route_requests(redis, route, Keys("x"), [Route("app", "b", 9, far)]) == [True]
+    assert not await route_request(redis, sharded, "app", "a", 4, far)
+    assert await route_request(redis, sharded, "app", "a", 3, far)
+    if redis_mode == "cluster":
+        # Every node's commands packed by hiredis, as on a single Redis.
+        nodes = redis.get_nodes()  # type: ignore[attr-defined]
+        assert {node.connection_class for node in nodes} == {PackedConnection}

@@ -28,8 +28,12 @@ class PackedConnection(Connection):
 
 
 def cluster_client(url: str) -> RedisCluster:
-    """A Redis Cluster client on the cluster one of whose nodes is at `url`."""
-    return RedisCluster.from_url(
+    """A Redis Cluster client on the cluster one of whose nodes is at `url`.
+
+    Replies are parsed by hiredis (redis-py's default when it is installed), and commands are
+    packed by it too: RedisCluster takes no connection_class, so it is set on the connection
+    settings every node is made from (those found later too) before the first connection."""
+    cluster = RedisCluster.from_url(
         url,
         decode_responses=True,
         max_connections=128,
@@ -37,6 +41,13 @@ def cluster_client(url: str) -> RedisCluster:
         socket_timeout=5,
         health_check_interval=30,
     )
+    shared: Any = getattr(cluster, "connection_kwargs", None)
+    if isinstance(shared, dict) and shared.get("connection_class") is Connection:
+        shared["connection_class"] = PackedConnection
+        for node in cluster.nodes_manager.startup_nodes.values():
+            if node.connection_class is Connection:
+                node.connection_class = PackedConnection
+    return cluster
 
 
 def is_cluster(redis: Any) -> bool:

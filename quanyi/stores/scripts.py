@@ -40,6 +40,7 @@ class Scripts:
         self.offers: AsyncScript = redis.register_script(lua_source("offers"))
         self.revise: AsyncScript = redis.register_script(lua_source("revise"))
         self.rate_limit: AsyncScript = redis.register_script(lua_source("rate_limit"))
+        self.route: AsyncScript = redis.register_script(lua_source("route"))
 
 
 async def pipelined(

@@ -7,34 +7,77 @@ request id was first decided in; a claim in another shard is refused as an idemp
 conflict without reaching its script. Stricter than one shard, where a request id whose first
 claim was refused may be reused with another body: the first claim may still be in flight in
 its shard, and only refusing keeps "never grant twice for one request" without a cross-slot
-step. With one shard there is no route and no extra round trip.
+step. With one shard there is no route and no extra round trip; with several, one round trip
+per claim batch (route_requests), whatever its size.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from quanyi.stores.keys import Keys, ShardKeys
+from quanyi.stores.scripts import lua_source, pipelined
+
+
+class Route(NamedTuple):
+    channel_id: str
+    request_id: str
+    shard: int  # the shard its claim asks for
+    keep_until: int  # unix seconds: as long as the idempotency field it guards
+
+
+async def route_requests(
+    redis: Redis, script: AsyncScript, keys: Keys, routes: Sequence[Route]
+) -> list[bool]:
+    """Whether each request id may be decided in its shard: routed there now or before.
+
+    The routes of a whole claim batch at once: one lua/route.lua call per route bucket (no
+    MULTI: a cluster client runs a transaction's every command on a thread of its own), all in
+    one round trip on a single Redis, at once on a cluster. Two claims of one batch with one
+    request id are seen in order, so the second is routed where the first was."""
+    if not keys.sharded:
+        return [True] * len(routes)
+    fields: list[bytes] = []
+    buckets: dict[str, list[int]] = {}
+    for i, route in enumerate(routes):
+        key, field = keys.idempotency_route(route.channel_id, route.request_id)
+        fields.append(field)
+        buckets.setdefault(key, []).append(i)
+    calls: list[tuple[list[str], list[Any]]] = []
+    for key, ix in buckets.items():
+        args: list[Any] = [max(routes[i].keep_until for i in ix)]
+        for i in ix:
+            args.extend((fields[i], routes[i].shard))
+        calls.append(([key], args))
+    replies = await pipelined(redis, script, calls)
+    if any(isinstance(r, NoScriptError) for r in replies):
+        # The script cache was emptied between the pipeline's load and its calls (SCRIPT
+        # FLUSH, restart, failover): routes are idempotent (HSETNX), so all go again, loaded.
+        replies = await pipelined(redis, script, calls)
+    allowed = [False] * len(routes)
+    for ix, reply in zip(buckets.values(), replies, strict=True):
+        if isinstance(reply, BaseException):
+            raise reply
+        for i, held in zip(ix, reply, strict=True):
+            allowed[i] = int(held) == routes[i].shard
+    return allowed
 
 
 async def route_request(
     redis: Redis, keys: Keys, channel_id: str, request_id: str, shard: int, keep_until: int
 ) -> bool:
-    """Whether the request id may be decided in `shard`: it was routed there now or before."""
+    """Whether the request id may be decided in `shard`: it was routed there now or before
+    (one request id, for `quanyi rebuild-redis`; claims route a batch: route_requests)."""
     if not keys.sharded:
         return True
-    key, field = keys.idempotency_route(channel_id, request_id)
-    # One key, so one slot: a transaction on a cluster too.
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hsetnx(key, field, shard)
-        pipe.hget(key, field)
-        # Kept as long as the idempotency fields it guards (NX: a first expiry; GT: a later one).
-        pipe.expireat(key, keep_until, nx=True)
-        pipe.expireat(key, keep_until, gt=True)
-        _set, held, *_ = await pipe.execute()
-    return int(held) == shard
+    script = redis.register_script(lua_source("route"))
+    route = Route(channel_id, request_id, shard, keep_until)
+    return (await route_requests(redis, script, keys, [route]))[0]
 
 
 async def routed_elsewhere(redis: Redis, keys: Keys, channel_id: str, request_id: str) -> bool:
