@@ -74,8 +74,13 @@ async def write_batch(conn: asyncpg.Connection, entries: list[Entry], tz: str) -
     card_events = merge_card_event_rows(
         [r for e in entries if isinstance(e, CardEventEntry) for r in e.rows()]
     )
-    born_with = {e.outbox_id for e in grant_entries}
-    transitions = any(isinstance(e, EventEntry) and e.outbox_id not in born_with for e in entries)
+    # The events born with a grant (parsed from the grant's own entry), by (grant id, outbox
+    # id): an outbox id is unique in its own shard's stream only, and another shard's
+    # transition with the same id is a transition all the same.
+    born_with = {(e.grant_id, e.outbox_id) for e in grant_entries}
+    transitions = any(
+        isinstance(e, EventEntry) and (e.grant_id, e.outbox_id) not in born_with for e in entries
+    )
     await conn.execute(queries.lock_ledger if transitions else queries.lock_ledger_shared)
 
     # The status each grant's events in this batch give it, and whether a fulfilment detail
@@ -110,12 +115,12 @@ async def write_batch(conn: asyncpg.Connection, entries: list[Entry], tz: str) -
     # A grant's born `fulfilled` event goes in with its grant only: a grant not inserted now is
     # in the ledger with it already (a re-delivery), or is set aside as a duplicate of another
     # grant's request (worker.py `_check_unwritten`), which must leave no event behind.
-    events = [e for e in events if e[5] not in born_with or e[0] in inserted]
+    events = [e for e in events if (e[0], e[5]) not in born_with or e[0] in inserted]
     new_events: list[Any] = []
     if events:
         columns = [list(col) for col in zip(*events, strict=True)]
         new_events = await conn.fetch(queries.insert_events, *columns)
-    later = [e["outbox_id"] for e in new_events if e["grant_id"] not in inserted]
+    later = [e for e in new_events if e["grant_id"] not in inserted]
     for e in new_events:
         if e["grant_id"] in by_id and e["grant_id"] not in earlier:
             rollups.event(by_id[e["grant_id"]], e["event"], e["at"])
@@ -135,7 +140,13 @@ async def write_batch(conn: asyncpg.Connection, entries: list[Entry], tz: str) -
     # Only what this transaction wrote is counted: a re-delivered entry adds nothing.
     await rollups.write(conn)
     if later:  # only in a batch with transitions, which holds the lock exclusively
-        await conn.execute(queries.roll_up_events, [], later, tz)
+        await conn.execute(
+            queries.roll_up_events,
+            [],
+            [e["grant_id"] for e in later],
+            [e["outbox_id"] for e in later],
+            tz,
+        )
     if card_events:
         columns = [list(col) for col in zip(*card_events, strict=True)]
         await conn.execute(queries.insert_card_events, *columns)

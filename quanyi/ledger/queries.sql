@@ -110,7 +110,9 @@ WHERE g.grant_id <> t.grant_id
 INSERT INTO grant_events (grant_id, event, at, actor, detail, outbox_id)
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[],
                      $6::text[])
-ON CONFLICT DO NOTHING
+-- Keyed by (grant_id, outbox_id): an outbox id is unique in its own shard's stream only
+-- (migration 0021); a redelivered entry repeats the pair and writes nothing.
+ON CONFLICT (grant_id, outbox_id) DO NOTHING
 RETURNING outbox_id, grant_id, event, at
 
 -- name: refresh_status
@@ -202,20 +204,22 @@ SET issued = d.issued + EXCLUDED.issued,
 -- name: roll_up_events
 -- The grant events to count now, each exactly once: every event of a grant this transaction
 -- inserted ($1; an event may have reached the ledger before its grant, uncounted until now),
--- and every event this transaction inserted ($2, outbox ids) whose grant the ledger holds.
+-- and every event this transaction inserted ($2 grant ids and $3 outbox ids, pairwise: an
+-- outbox id is unique in its own shard's stream only) whose grant the ledger holds.
 -- An event inserted before its grant was counted by neither then; a grant inserted earlier had
--- its events counted as they came. $3: the reports' time zone.
+-- its events counted as they came. $4: the reports' time zone.
 WITH counted AS (
     SELECT e.outbox_id, e.grant_id, e.event, e.at
     FROM unnest($1::text[]) AS t (grant_id) JOIN grant_events e USING (grant_id)
     UNION
     SELECT e.outbox_id, e.grant_id, e.event, e.at
-    FROM unnest($2::text[]) AS t (outbox_id) JOIN grant_events e USING (outbox_id)
+    FROM unnest($2::text[], $3::text[]) AS t (grant_id, outbox_id)
+    JOIN grant_events e USING (grant_id, outbox_id)
 )
 INSERT INTO report_daily AS d (day, campaign_id, reward_id, channel_id, right_id, vendor_id,
                                branch, fulfilled, redeemed, expired, revoked, failed,
                                face_value_redeemed)
-SELECT (e.at AT TIME ZONE $3)::date, g.campaign_id, g.reward_id, g.channel_id,
+SELECT (e.at AT TIME ZONE $4)::date, g.campaign_id, g.reward_id, g.channel_id,
        min(g.right_id), coalesce(min(r.vendor_id), ''), coalesce(min(c.branch), ''),
        count(*) FILTER (WHERE e.event = 'fulfilled'),
        count(*) FILTER (WHERE e.event = 'redeemed'),

@@ -139,11 +139,13 @@ class Reconcile:
                 for raw in (await self._redis.hgetall(shard.pending_events)).values()
             )
         ]
+        # By (grant id, outbox id): an outbox id is unique in its own shard's stream only.
         stored_events = (
             {
-                r["outbox_id"]
+                (r["grant_id"], r["outbox_id"])
                 for r in await self._pool.fetch(
                     queries.stored_events,
+                    [e["grant_id"] for _, e in events],
                     [outbox_id for outbox_id, _ in events],
                 )
             }
@@ -154,7 +156,7 @@ class Reconcile:
         channels = await self._channels_of([e["grant_id"] for _, e in events], grants)
         for outbox_id, e in events:
             campaign = campaigns.get(e.get("campaign_id", ""))
-            if outbox_id in stored_events or campaign is None:
+            if (e["grant_id"], outbox_id) in stored_events or campaign is None:
                 continue
             returns = e["event"] == "revoked" or (
                 e["event"] in ("failed", "redriven") and campaign.return_stock_on_failure

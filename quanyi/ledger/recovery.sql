@@ -82,7 +82,11 @@ WHERE g.status IN ('fulfilled', 'redeemed', 'expired')
   )
 
 -- name: stored_events
-SELECT outbox_id FROM grant_events WHERE outbox_id = ANY($1::text[])
+-- Which of the (grant id $1, outbox id $2) pairs the ledger holds: an outbox id is unique in
+-- its own shard's stream only, a grant's events all come from its campaign's shard.
+SELECT e.grant_id, e.outbox_id
+FROM unnest($1::text[], $2::text[]) AS t (grant_id, outbox_id)
+JOIN grant_events e USING (grant_id, outbox_id)
 
 -- name: customers_of_grants
 SELECT grant_id, customer_id FROM grants WHERE grant_id = ANY($1::text[])

@@ -119,7 +119,7 @@ async def rebuild_rollups(
             if not ids:
                 return counted
             await conn.execute(queries.roll_up_grants, ids, tz)
-            await conn.execute(queries.roll_up_events, ids, [], tz)
+            await conn.execute(queries.roll_up_events, ids, [], [], tz)
             counted += len(ids)
             after = ids[-1]
             if progress:

@@ -255,7 +255,9 @@ class LedgerWorker:
                 inserted = set()
                 refused = set()
                 # Entry by entry: a grant born fulfilled goes with its `fulfilled` event (batch.py
-                # writes that event with its grant only), both parsed from one outbox entry.
+                # writes that event with its grant only), both parsed from one outbox entry. A batch
+                # is one shard's entries (_persist_batch), so an outbox id names one entry here:
+                # it is unique within its own shard's stream only.
                 for outbox_id, group in itertools.groupby(entries, lambda e: e.outbox_id):
                     one = list(group)
                     try:

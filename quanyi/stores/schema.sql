@@ -971,7 +971,7 @@ ALTER TABLE ONLY public.channels
 --
 
 ALTER TABLE ONLY public.grant_events
-    ADD CONSTRAINT grant_events_pkey PRIMARY KEY (outbox_id);
+    ADD CONSTRAINT grant_events_pkey PRIMARY KEY (grant_id, outbox_id);
 
 
 --
@@ -1229,13 +1229,6 @@ CREATE INDEX campaigns_live_window ON public.campaigns USING btree (ends_at, sta
 --
 
 CREATE INDEX card_events_customer ON public.card_events USING btree (customer_id, occurred_at);
-
-
---
--- Name: grant_events_grant; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX grant_events_grant ON public.grant_events USING btree (grant_id);
 
 
 --
