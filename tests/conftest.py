@@ -77,14 +77,21 @@ def pytest_configure(config: pytest.Config) -> None:
         "single_redis(reason): in a cluster_too module, run on the single Redis only, for the"
         " reason given (a part not yet per shard)",
     )
+    config.addinivalue_line(
+        "markers",
+        "cluster_only(reason): run on the scratch cluster only, for the reason given (what it"
+        " tests cannot happen with one shard)",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     definition = metafunc.definition
-    if (
-        definition.get_closest_marker("cluster_too")
-        and not definition.get_closest_marker("single_redis")
-        and "redis_mode" in metafunc.fixturenames
+    if "redis_mode" not in metafunc.fixturenames:
+        return
+    if definition.get_closest_marker("cluster_only"):
+        metafunc.parametrize("redis_mode", ["cluster"], indirect=True)
+    elif definition.get_closest_marker("cluster_too") and not definition.get_closest_marker(
+        "single_redis"
     ):
         metafunc.parametrize("redis_mode", ["single", "cluster"], indirect=True)
 

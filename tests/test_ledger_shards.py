@@ -32,11 +32,10 @@ async def ledger_state(pool: Any) -> tuple[list[tuple], list[tuple], list[tuple]
     )
 
 
+@pytest.mark.cluster_only("one outbox never repeats an entry id")
 async def test_transitions_of_two_shards_with_the_same_outbox_id_are_each_written(
     api, redis, pool, keys, settings
 ):
-    if len(keys.shards) == 1:
-        pytest.skip("one outbox: its entry ids are unique")
     first = "ca"
     second = next(c for c in ("cb", "cc", "cd", "ce") if keys.of(c) != keys.of(first))
     for campaign_id in (first, second):
