@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -44,6 +45,52 @@ def run_interruptible(main: Coroutine[Any, Any, T]) -> T | None:
         return asyncio.run(main)
     except KeyboardInterrupt:
         return None
+
+
+def service_env(
+    redis_url: str, database_url: str, key_prefix: str, port: int, **extra: str
+) -> dict[str, str]:
+    """The environment of a benchmark's `quanyi run`, `quanyi serve` and workers: ours without
+    any QUANYI_ setting of the shell (so a developer's own stores are never the benchmark's),
+    the stores given, `port` for HTTP, then `extra` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANYI_")}
+    env.update(
+        QUANYI_REDIS_URL=redis_url,
+        QUANYI_DATABASE_URL=database_url,
+        QUANYI_KEY_PREFIX=key_prefix,
+        QUANYI_HTTP_HOST=HOST,
+        QUANYI_HTTP_PORT=str(port),
+        QUANYI_LOG_LEVEL="WARNING",
+        # Two workers of different kinds would both want the same metrics ports otherwise.
+        QUANYI_WORKER_METRICS_PORT="0",
+    )
+    env.update(extra)
+    return env
+
+
+def run_in_work_dir(name: str, work_dir: Path, main: Coroutine[Any, Any, T]) -> T | None:
+    """run_interruptible(main) for a benchmark whose children write to `work_dir`: the claim
+    files removed however it ends (they are large; the logs are what explains a failed run),
+    None (said on stderr) when it was interrupted."""
+    try:
+        outcome = run_interruptible(main)
+    finally:
+        for claims in work_dir.glob("*.claims"):
+            claims.unlink()
+    if outcome is None:
+        print(f"{name}: interrupted", file=sys.stderr)
+    return outcome
+
+
+def finish_in_work_dir(name: str, work_dir: Path, failed: bool, text: str) -> int:
+    """Prints the benchmark's report `text`; `work_dir` is kept for its logs when a run
+    `failed` (exit status 1), removed otherwise (0)."""
+    if failed:
+        print(f"{name}: the processes' logs are in {work_dir}", file=sys.stderr)
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    print(text)
+    return 1 if failed else 0
 
 
 def free_port() -> int:

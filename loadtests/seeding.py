@@ -7,6 +7,7 @@ the stock far above what a run can grant, so every claim is decided the whole wa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -42,10 +43,16 @@ async def create_accounts(pool: asyncpg.Pool) -> None:
 
 
 async def create_campaign(
-    pool: asyncpg.Pool, redis: Redis, keys: Keys, vendor_id: str | None = None
+    pool: asyncpg.Pool,
+    redis: Redis,
+    keys: Keys,
+    vendor_id: str | None = None,
+    campaigns: Sequence[str] = (CAMPAIGN,),
 ) -> None:
-    """The right (fulfilled by `vendor_id`, an active vendor, or internally) admitted and the
-    campaign approved, so it is live in Redis; create_accounts first."""
+    """The right (fulfilled by `vendor_id`, an active vendor, or internally) admitted and each
+    of `campaigns` (the one claims benchmark campaign unless told; the cluster benchmark spreads
+    several over its shards) approved with a reward of it, so they are live in Redis;
+    create_accounts first."""
     right: dict[str, object] = {
         "id": RIGHT,
         "name": "bench voucher",
@@ -59,27 +66,28 @@ async def create_campaign(
     await service.create_right(MARKETER, right)
     await service.rights.transition(APPROVER, RIGHT, "admit")
     now = datetime.now(UTC)
-    await service.create(
-        MARKETER,
-        {
-            "id": CAMPAIGN,
-            "name": "bench campaign",
-            "branch": "HQ",
-            "starts_at": (now - timedelta(hours=1)).isoformat(),
-            "ends_at": (now + timedelta(days=7)).isoformat(),
-            "channels": [CHANNEL],
-            "rewards": [
-                {
-                    "id": REWARD,
-                    "right_id": RIGHT,
-                    "stock": STOCK,
-                    "per_customer_limit": PER_CUSTOMER_LIMIT,
-                }
-            ],
-        },
-    )
-    await service.transition(MARKETER, CAMPAIGN, "submit")
-    await service.transition(APPROVER, CAMPAIGN, "approve")
+    for campaign in campaigns:
+        await service.create(
+            MARKETER,
+            {
+                "id": campaign,
+                "name": "bench campaign" if campaign == CAMPAIGN else f"bench campaign {campaign}",
+                "branch": "HQ",
+                "starts_at": (now - timedelta(hours=1)).isoformat(),
+                "ends_at": (now + timedelta(days=7)).isoformat(),
+                "channels": [CHANNEL],
+                "rewards": [
+                    {
+                        "id": REWARD,
+                        "right_id": RIGHT,
+                        "stock": STOCK,
+                        "per_customer_limit": PER_CUSTOMER_LIMIT,
+                    }
+                ],
+            },
+        )
+        await service.transition(MARKETER, campaign, "submit")
+        await service.transition(APPROVER, campaign, "approve")
 
 
 async def granted_total(redis: Redis, keys: Keys) -> int:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +14,7 @@ from loadtests.bench.report import machine_context
 from loadtests.bench_cluster.report import report
 from loadtests.bench_cluster.runs import Options, Results, Runner
 from loadtests.bench_cluster.stores import drop_database
+from loadtests.procs import finish_in_work_dir, run_in_work_dir
 from loadtests.scratch_redis import ScratchServers, redis_tools_available
 
 
@@ -63,22 +62,13 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 await drop_database()
 
-    # A SIGTERM (a CI timeout) unwinds like Ctrl-C: the servers started here are stopped.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        results, context = asyncio.run(run())
-    except KeyboardInterrupt:
-        print("bench_cluster: interrupted", file=sys.stderr)
+    outcome = run_in_work_dir("bench_cluster", work_dir, run())
+    if outcome is None:
         return 130
-    finally:
-        for claims in work_dir.glob("*.claims"):
-            claims.unlink()
-    if results.failures:
-        print(f"bench_cluster: the processes' logs are in {work_dir}", file=sys.stderr)
-    else:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    print(report(results, opts, context))
-    return 1 if results.failures else 0
+    results, context = outcome
+    return finish_in_work_dir(
+        "bench_cluster", work_dir, bool(results.failures), report(results, opts, context)
+    )
 
 
 if __name__ == "__main__":

@@ -7,24 +7,20 @@ the Redis masters' CPU."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import orjson
 from redis.asyncio import Redis
 
+from loadtests import procs, seeding
 from loadtests.bench.results import BenchError
 from loadtests.drivers import CLAIM_PATH
 from loadtests.procs import HOST
 from loadtests.scratch_redis import ScratchServers
-from quanyi.access.channels import create_channel
 from quanyi.access.signing import sign
-from quanyi.access.staff import Staff, create_staff
-from quanyi.campaigns.service import CampaignService
 from quanyi.core.settings import Settings
 from quanyi.stores.db import migrate
 from quanyi.stores.keys import Keys, shard_of
@@ -35,20 +31,15 @@ DATABASE = "quanyi_bench_cluster"
 DATABASE_URL = f"postgresql://{HOST}:5432/{DATABASE}"
 PREFIX = "qybcl"
 
-CHANNEL = "bench-app"
-CHANNEL_SECRET = "bench-channel-secret-not-for-production"
-REWARD = "r1"
-RIGHT = "bench-voucher"
-CUSTOMERS = 1_000_000
-PER_CUSTOMER_LIMIT = 1_000  # as in the claims benchmark: every claim goes the whole way
-STOCK = 100_000_000
+# The claims benchmarks' channel, reward and sizes (seeding's): every claim goes the whole way.
+CHANNEL = seeding.CHANNEL
+CHANNEL_SECRET = seeding.CHANNEL_SECRET
+REWARD = seeding.REWARD
+CUSTOMERS = seeding.CUSTOMERS
+STOCK = seeding.STOCK
 CAMPAIGNS = 16
 # The sharded runs' shards: one campaign in each, a few shards per master on the cluster.
 SHARDS = 16
-
-MARKETER = Staff("bench-marketer", "marketer", "HQ")
-APPROVER = Staff("bench-approver", "approver", "HQ")
-PASSWORD = "bench-password"
 
 
 def campaign_ids(count: int = CAMPAIGNS, shards: int = SHARDS) -> list[str]:
@@ -78,20 +69,15 @@ def settings(redis: ScratchServers, shards: int) -> Settings:
 
 def service_env(redis: ScratchServers, shards: int, port: int, **extra: str) -> dict[str, str]:
     """The environment of `quanyi serve` and the ledger worker."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANYI_")}
-    env.update(
-        QUANYI_REDIS_URL=redis.url,
+    return procs.service_env(
+        redis.url,
+        DATABASE_URL,
+        PREFIX,
+        port,
         QUANYI_REDIS_CLUSTER="true" if redis.cluster else "false",
         QUANYI_REDIS_SHARDS=str(shards),
-        QUANYI_DATABASE_URL=DATABASE_URL,
-        QUANYI_KEY_PREFIX=PREFIX,
-        QUANYI_HTTP_HOST=HOST,
-        QUANYI_HTTP_PORT=str(port),
-        QUANYI_LOG_LEVEL="WARNING",
-        QUANYI_WORKER_METRICS_PORT="0",
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 def masters(redis: ScratchServers) -> list[Redis]:
@@ -155,38 +141,10 @@ async def fresh_stores(redis: ScratchServers, shards: int, campaigns: list[str])
 async def create_campaigns(
     pool: asyncpg.Pool, redis: Redis, keys: Keys, campaigns: list[str]
 ) -> None:
-    """A channel, a right with no vendor and approved campaigns, through the workflow staff
-    use (maker-checker kept), as the sustained benchmark makes its one."""
-    for staff in (MARKETER, APPROVER):
-        await create_staff(pool, staff.username, PASSWORD, staff.role, staff.branch)
-    await create_channel(pool, CHANNEL, CHANNEL_SECRET)
-    service = CampaignService(pool, redis, keys)
-    right = {"id": RIGHT, "name": "bench voucher", "kind": "voucher", "face_value": 200}
-    await service.create_right(MARKETER, {**right, "unit_cost": 100})
-    await service.rights.transition(APPROVER, RIGHT, "admit")
-    now = datetime.now(UTC)
-    for campaign in campaigns:
-        await service.create(
-            MARKETER,
-            {
-                "id": campaign,
-                "name": f"bench campaign {campaign}",
-                "branch": "HQ",
-                "starts_at": (now - timedelta(hours=1)).isoformat(),
-                "ends_at": (now + timedelta(days=7)).isoformat(),
-                "channels": [CHANNEL],
-                "rewards": [
-                    {
-                        "id": REWARD,
-                        "right_id": RIGHT,
-                        "stock": STOCK,
-                        "per_customer_limit": PER_CUSTOMER_LIMIT,
-                    }
-                ],
-            },
-        )
-        await service.transition(MARKETER, campaign, "submit")
-        await service.transition(APPROVER, campaign, "approve")
+    """The claims benchmarks' accounts, channel, right with no vendor and approved campaigns
+    (seeding's, through the workflow staff use, maker-checker kept), one per id here."""
+    await seeding.create_accounts(pool)
+    await seeding.create_campaign(pool, redis, keys, campaigns=campaigns)
 
 
 def write_claims(path: Path, campaigns: list[str], count: int, tag: str, seed: int) -> None:

@@ -14,7 +14,7 @@ from loadtests.bench_sustained.report import report
 from loadtests.bench_sustained.results import SCENARIOS, TOPOLOGIES, Options, Results
 from loadtests.bench_sustained.runs import Runner
 from loadtests.bench_sustained.stores import drop_database, redis_client
-from loadtests.procs import run_interruptible
+from loadtests.procs import finish_in_work_dir, run_in_work_dir
 
 
 def parse_options(argv: list[str] | None) -> Options:
@@ -78,22 +78,13 @@ def main(argv: list[str] | None = None) -> int:
             await redis.aclose()
             await drop_database()
 
-    try:
-        outcome = run_interruptible(run())
-    finally:
-        # The claim files are large; the children's logs are what explains a failed run.
-        for claims in work_dir.glob("*.claims"):
-            claims.unlink()
+    outcome = run_in_work_dir("bench_sustained", work_dir, run())
     if outcome is None:
-        print("bench_sustained: interrupted", file=sys.stderr)
         return 130
     results, context = outcome
-    if results.failures:
-        print(f"bench_sustained: the processes' logs are in {work_dir}", file=sys.stderr)
-    else:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    print(report(results, opts, context))
-    return 1 if results.failures else 0
+    return finish_in_work_dir(
+        "bench_sustained", work_dir, bool(results.failures), report(results, opts, context)
+    )
 
 
 if __name__ == "__main__":

@@ -6,12 +6,11 @@ counted and the CPU time of the two servers."""
 from __future__ import annotations
 
 import asyncio
-import os
 
 import asyncpg
 from redis.asyncio import Redis
 
-from loadtests import scratch, seeding
+from loadtests import procs, scratch, seeding
 from loadtests.bench.results import BenchError
 from loadtests.procs import HOST, cpu_s
 from loadtests.seeding import ADMIN, APPROVER
@@ -32,19 +31,7 @@ VENDOR_MAX_IN_FLIGHT = 256
 
 def service_env(port: int, **extra: str) -> dict[str, str]:
     """The environment of `quanyi run`, `quanyi serve` and the workers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUANYI_")}
-    env.update(
-        QUANYI_REDIS_URL=REDIS_URL,
-        QUANYI_DATABASE_URL=DATABASE_URL,
-        QUANYI_KEY_PREFIX=PREFIX,
-        QUANYI_HTTP_HOST=HOST,
-        QUANYI_HTTP_PORT=str(port),
-        QUANYI_LOG_LEVEL="WARNING",
-        # Two workers of different kinds would both want the same metrics ports otherwise.
-        QUANYI_WORKER_METRICS_PORT="0",
-    )
-    env.update(extra)
-    return env
+    return procs.service_env(REDIS_URL, DATABASE_URL, PREFIX, port, **extra)
 
 
 def redis_client() -> Redis:
