@@ -139,7 +139,7 @@ class BulkClaims(ClaimService):
         keys_of = self._keys
         # A job is one campaign's, so all its calls go to that campaign's shard. Its request ids
         # ("<job>/<customer>") name the job, so they are never reused on another shard's campaign
-        # and need no route (claims.py route_request).
+        # and need no route (quanyi/stores/shards.py route_requests).
         shard = keys_of.of(campaign.id)
         campaign_key = keys_of.campaign(campaign.id)
         reward_daily = keys_of.reward_daily(campaign.id, day)

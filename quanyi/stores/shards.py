@@ -21,7 +21,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from quanyi.stores.keys import Keys, ShardKeys
-from quanyi.stores.scripts import lua_source, pipelined
+from quanyi.stores.scripts import pipelined
 
 
 class Route(NamedTuple):
@@ -68,18 +68,6 @@ async def route_requests(
     return allowed
 
 
-async def route_request(
-    redis: Redis, keys: Keys, channel_id: str, request_id: str, shard: int, keep_until: int
-) -> bool:
-    """Whether the request id may be decided in `shard`: it was routed there now or before
-    (one request id, for `quanyi rebuild-redis`; claims route a batch: route_requests)."""
-    if not keys.sharded:
-        return True
-    script = redis.register_script(lua_source("route"))
-    route = Route(channel_id, request_id, shard, keep_until)
-    return (await route_requests(redis, script, keys, [route]))[0]
-
-
 async def routed_elsewhere(redis: Redis, keys: Keys, channel_id: str, request_id: str) -> bool:
     """Whether the request id was already decided in some shard (for a claim whose campaign is
     not found: that is a conflict, as an idempotency field held would be with one shard)."""
@@ -89,33 +77,16 @@ async def routed_elsewhere(redis: Redis, keys: Keys, channel_id: str, request_id
     return bool(await redis.hexists(key, field))
 
 
-async def record_route(
-    redis: Redis, keys: Keys, channel_id: str, request_id: str, campaign_id: str, keep_until: int
-) -> None:
-    """The route of a request the ledger holds (`quanyi rebuild-redis`)."""
-    if keys.sharded:
-        await route_request(
-            redis, keys, channel_id, request_id, keys.of(campaign_id).shard, keep_until
-        )
-
-
 def queue_route(
     pipe: Any, keys: Keys, channel_id: str, request_id: str, shard: int, keep_until: int
 ) -> None:
-    """record_route's writes queued on a pipeline (not a transaction: the routes of many
-    requests are in many slots), for `quanyi rebuild-redis` writing thousands at once."""
+    """The route of a request the ledger holds, queued on a pipeline (not a transaction: the
+    routes of many requests are in many slots), for `quanyi rebuild-redis` writing thousands at
+    once."""
     key, field = keys.idempotency_route(channel_id, request_id)
     pipe.hsetnx(key, field, shard)
     pipe.expireat(key, keep_until, nx=True)
     pipe.expireat(key, keep_until, gt=True)
-
-
-def shards_of(keys: Keys, campaign_ids: list[str]) -> dict[int, list[str]]:
-    """The campaigns grouped by shard, for a script called once per shard with its own."""
-    grouped: dict[int, list[str]] = {}
-    for campaign_id in campaign_ids:
-        grouped.setdefault(keys.of(campaign_id).shard, []).append(campaign_id)
-    return grouped
 
 
 def shard_of_stream(keys: Keys, stream: str) -> ShardKeys:
