@@ -17,7 +17,6 @@ import orjson
 from prometheus_client import Histogram
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quanyi.core import metrics
@@ -42,7 +41,7 @@ from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
 from quanyi.issuance.definitions import CampaignCache, Republisher
 from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, ShardKeys, customer_bucket
 from quanyi.stores.redis import is_cluster
-from quanyi.stores.scripts import Scripts
+from quanyi.stores.scripts import Scripts, run_script
 from quanyi.stores.shards import Route, route_requests, routed_elsewhere
 
 log = logging.getLogger(__name__)
@@ -483,9 +482,4 @@ class ClaimService:
             keys.extend(p.keys)
             args.extend(p.args)
         metrics.CLAIM_BATCH_SIZE.observe(len(batch))
-        try:
-            return await self._script(keys=keys, args=args)
-        except NoScriptError:
-            # The script cache was emptied again between redis-py's reload and its retry
-            # (SCRIPT FLUSH, restart, failover): EVAL carries the source, so it cannot miss.
-            return await self._redis.eval(str(self._script.script), len(keys), *keys, *args)
+        return await run_script(self._redis, self._script, keys, args)

@@ -24,7 +24,6 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quanyi.core import metrics
@@ -46,7 +45,7 @@ from quanyi.stores.keys import (
     shard_of,
 )
 from quanyi.stores.redis import is_cluster
-from quanyi.stores.scripts import Scripts
+from quanyi.stores.scripts import Scripts, run_script
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +228,7 @@ class EventService:
             shard.held_reversals_count,
         ]
         try:
-            try:
-                raw = await self._script(keys=keys, args=[batch])
-            except NoScriptError:  # emptied between redis-py's reload and its retry
-                raw = await self._redis.eval(str(self._script.script), len(keys), *keys, batch)
+            raw = await run_script(self._redis, self._script, keys, [batch])
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.warning("card events: redis unreachable: %s", exc)
             raise Unavailable("the rights store is unreachable; retry") from exc

@@ -20,7 +20,6 @@ import asyncpg
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 from quanyi.access import queries
 from quanyi.access.staff import Actor, audit
@@ -29,6 +28,7 @@ from quanyi.core.clock import Clock
 from quanyi.core.errors import NotFound, QuanyiError, StartupError, Unavailable
 from quanyi.core.settings import Settings
 from quanyi.stores.keys import Keys
+from quanyi.stores.scripts import run_script
 
 # What a limit may be (the columns' CHECK in migration 0009 bounds them too): Lua numbers are
 # doubles, so these stay far from where they lose precision.
@@ -216,12 +216,7 @@ class RateLimiter:
                 keys.append(self._keys.rate_limit(take.channel_id))
                 k = index[take.channel_id] = len(keys)
             args.extend((k, repr(take.limit.interval_ms), take.limit.burst))
-        try:
-            return await self._script(keys=keys, args=args, client=self._redis)
-        except NoScriptError:
-            # The script cache was emptied again between redis-py's reload and its retry
-            # (SCRIPT FLUSH, restart, failover): EVAL carries the source, so it cannot miss.
-            return await self._redis.eval(str(self._script.script), len(keys), *keys, *args)
+        return await run_script(self._redis, self._script, keys, args)
 
     @staticmethod
     def _counter(cache: dict[str, Counter], channel_id: str, outcome: str) -> Counter:

@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from quanyi.stores.redis import is_cluster
 
@@ -41,6 +42,17 @@ class Scripts:
         self.revise: AsyncScript = redis.register_script(lua_source("revise"))
         self.rate_limit: AsyncScript = redis.register_script(lua_source("rate_limit"))
         self.route: AsyncScript = redis.register_script(lua_source("route"))
+
+
+async def run_script(
+    redis: Redis, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+) -> Any:
+    """One call of `script`. Should the script cache be emptied again between redis-py's reload
+    and its retry (SCRIPT FLUSH, restart, failover), EVAL carries the source, so it cannot miss."""
+    try:
+        return await script(keys=keys, args=args, client=redis)
+    except NoScriptError:
+        return await redis.eval(str(script.script), len(keys), *keys, *args)
 
 
 async def pipelined(
