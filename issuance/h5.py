@@ -68,6 +68,22 @@ def session_key(settings: Settings) -> bytes:
             write_key_file(DEMO_KEY_FILE)
         log.warning("H5 session tokens are signed with a key derived from the DEMO secrets key")
         base = parse_key(DEMO_KEY_FILE.read_text())
+    return _derived(base)
+
+
+def previous_session_key(settings: Settings) -> bytes | None:
+    """While a key is rolled out, the key tokens were signed with before it, still accepted
+    (never used to sign): h5_session_key_previous, else the one derived from
+    secrets_key_previous when the session key is derived from the secrets key."""
+    if settings.h5_session_key:
+        previous = settings.h5_session_key_previous
+        return read_key(previous) if previous else None
+    if settings.secrets_key and settings.secrets_key_previous:
+        return _derived(read_key(settings.secrets_key_previous))
+    return None
+
+
+def _derived(base: bytes) -> bytes:
     return hmac.new(base, DERIVATION, hashlib.sha256).digest()
 
 
@@ -81,15 +97,28 @@ def _unb64(text: str) -> bytes:
 
 class SessionTokens:
     """Issues and checks session tokens: `v1.<payload>.<mac>`, base64url, the payload being
-    channel, customer and expiry (unix s) joined by newlines (an id holds none)."""
+    channel, customer and expiry (unix s) joined by newlines (an id holds none). Signed with
+    `key`; while a new key is rolled out, tokens `previous` signed are accepted too, so the
+    sessions open at the switch last their few minutes."""
 
-    def __init__(self, key: bytes, clock: Clock, ttl_s: int) -> None:
+    def __init__(self, key: bytes, clock: Clock, ttl_s: int, previous: bytes | None = None) -> None:
         self._key = key
+        self._previous = previous if previous != key else None
         self._clock = clock
         self._ttl_s = ttl_s
 
-    def _mac(self, signed: str) -> bytes:
-        return hmac.new(self._key, signed.encode(), hashlib.sha256).digest()
+    def _mac(self, signed: str, key: bytes | None = None) -> bytes:
+        return hmac.new(key or self._key, signed.encode(), hashlib.sha256).digest()
+
+    def _signed_by_us(self, signed: str, mac: str) -> bool:
+        # The MAC's text, not its decoded bytes: base64 has spare bits, and a token with other
+        # characters is another token, refused.
+        for key in (self._key, self._previous):
+            if key is not None and hmac.compare_digest(
+                mac.encode(), _b64(self._mac(signed, key)).encode()
+            ):
+                return True
+        return False
 
     def issue(self, channel_id: str, customer_id: str) -> tuple[str, Session]:
         expires_at = int(self._clock()) + self._ttl_s
@@ -106,10 +135,7 @@ class SessionTokens:
         payload, _, mac = rest.partition(".")
         if version != VERSION or not payload or not mac:
             raise bad
-        # The MAC's text, not its decoded bytes: base64 has spare bits, and a token with other
-        # characters is another token, refused.
-        expected = _b64(self._mac(f"{version}.{payload}"))
-        if not hmac.compare_digest(mac.encode(), expected.encode()):
+        if not self._signed_by_us(f"{version}.{payload}", mac):
             raise bad
         # Ours from here on; the shape is checked all the same, should the format ever move.
         channel_id, customer_id, expiry = _unb64(payload).decode().split("\n")

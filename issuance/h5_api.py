@@ -37,6 +37,7 @@ from quanyi.issuance.h5 import (
     SessionExpired,
     SessionTokens,
     expires_iso,
+    previous_session_key,
     session_key,
 )
 from quanyi.issuance.model import ClaimReply, CustomerPath, GrantStatus
@@ -118,7 +119,12 @@ def install(app: web.Application) -> None:
 
     async def page(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        app[TOKENS] = SessionTokens(session_key(settings), app[CLOCK], settings.h5_session_ttl_s)
+        app[TOKENS] = SessionTokens(
+            session_key(settings),
+            app[CLOCK],
+            settings.h5_session_ttl_s,
+            previous_session_key(settings),
+        )
         app[PAGE] = CustomerPage(app[OFFERS], app[CLAIMS], app[GRANTS])
         yield
 

@@ -57,6 +57,7 @@ def test_every_command_is_there():
         "branch list",
         "channel create",
         "channel rotate",
+        "channel rekey",
         "demo",
         "vendor-sim",
         "vendor keygen",

@@ -142,6 +142,36 @@ async def rotate_secret(
     return secret, until
 
 
+async def rekey_secrets(pool: asyncpg.Pool, box: SecretBox, *, actor: Actor) -> list[str]:
+    """Seals again under the box's key every stored channel secret, the current one and a
+    rotated-out one still kept, that the previous key sealed (disabled channels too: one
+    enabled again must still open), and seals any still in clear. One transaction with the
+    rows locked, so a rotation at the same moment waits and is never overwritten; audited
+    without a secret. Returns the channels sealed again; run again, it finds none."""
+    rekeyed = []
+    async with pool.acquire() as conn, conn.transaction():
+        for row in await conn.fetch(queries.lock_sealed_secrets):
+            channel_id = row["id"]
+            secret, current = box.open_with_key(row["secret_sealed"], channel_id)
+            previous, previous_current = None, True
+            if row["previous_secret_sealed"] is not None:
+                previous, previous_current = box.open_with_key(
+                    row["previous_secret_sealed"], channel_id
+                )
+            if current and previous_current:
+                continue
+            await conn.execute(
+                queries.reseal_channel_secrets,
+                channel_id,
+                box.seal(secret, channel_id),
+                None if previous is None else box.seal(previous, channel_id),
+            )
+            rekeyed.append(channel_id)
+        if rekeyed:
+            await audit(conn, actor, "channel.rekey", "channels", {"channels": rekeyed})
+    return rekeyed + await seal_plaintext_secrets(pool, box)
+
+
 async def list_channels(pool: asyncpg.Pool, now: float) -> list[dict[str, Any]]:
     """Every channel as staff see it: never a secret, only when it was last rotated and until
     when the secret it replaced still signs."""

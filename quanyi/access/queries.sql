@@ -84,6 +84,16 @@ SET previous_secret_sealed = CASE WHEN $4::bool THEN secret_sealed END,
 WHERE id = $1 AND NOT disabled AND secret_sealed IS NOT NULL
 RETURNING id, extract(epoch FROM previous_until)::float8 AS previous_until
 
+-- name: lock_sealed_secrets
+-- Every sealed secret, for `quanyi channel rekey` to seal again under a new key; locked so a
+-- rotation waits for it.
+SELECT id, secret_sealed, previous_secret_sealed FROM channels
+WHERE secret_sealed IS NOT NULL ORDER BY id FOR UPDATE
+
+-- name: reseal_channel_secrets
+-- $2, $3: the same secrets, sealed under the new key ($3 NULL when none is kept).
+UPDATE channels SET secret_sealed = $2, previous_secret_sealed = $3 WHERE id = $1
+
 -- name: drop_expired_previous_secrets
 -- $1: now, unix s. A rotated-out secret past its grace is no use to anyone: not kept, even sealed.
 UPDATE channels SET previous_secret_sealed = NULL, previous_until = NULL

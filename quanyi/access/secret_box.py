@@ -3,7 +3,12 @@
 so the database alone never yields a secret that signs claims.
 
 Without a configured key, a DEMO key is made once under var/demo-keys/ (like the demo RSA keys)
-and used with a warning: good for `make run`, never for production."""
+and used with a warning: good for `make run`, never for production.
+
+A new key is rolled out with the old one named beside it (`QUANYI_SECRETS_KEY_PREVIOUS`): every
+process then opens what either key sealed and seals under the new one, `quanyi channel rekey`
+seals every stored secret again under the new key, and the old one can go (README "Rotating
+the secrets key")."""
 
 from __future__ import annotations
 
@@ -85,12 +90,20 @@ def write_key_file(path: Path) -> None:
 
 class SecretBox:
     """Seals and opens short secrets. Each sealed value is bound to its context (the channel
-    id), so a sealed secret copied onto another row does not open."""
+    id), so a sealed secret copied onto another row does not open. Seals under `key`; opens
+    what `key` or, while a new key is rolled out, `previous` sealed."""
 
-    def __init__(self, key: bytes) -> None:
-        if len(key) != KEY_BYTES:
-            raise SecretsKeyError(f"the secrets key must be {KEY_BYTES} bytes")
+    def __init__(self, key: bytes, previous: bytes | None = None) -> None:
+        for one in (key, previous):
+            if one is not None and len(one) != KEY_BYTES:
+                raise SecretsKeyError(f"the secrets key must be {KEY_BYTES} bytes")
         self._key = key
+        self._previous = previous if previous != key else None
+
+    @property
+    def rolling(self) -> bool:
+        """Whether a previous key is named beside the key (a key rotation under way)."""
+        return self._previous is not None
 
     def seal(self, plaintext: str, context: str) -> str:
         nonce = get_random_bytes(NONCE_BYTES)
@@ -100,25 +113,44 @@ class SecretBox:
         return SEALED_PREFIX + base64.b64encode(nonce + ciphertext + tag).decode()
 
     def open(self, sealed: str, context: str) -> str:
+        return self.open_with_key(sealed, context)[0]
+
+    def open_with_key(self, sealed: str, context: str) -> tuple[str, bool]:
+        """The secret, and whether it was sealed under the key (False: under the previous one,
+        to be sealed again by `quanyi channel rekey`)."""
         if not sealed.startswith(SEALED_PREFIX):
             raise SecretsKeyError(f"{context}: not a sealed secret")
         try:
             raw = base64.b64decode(sealed[len(SEALED_PREFIX) :], validate=True)
-            nonce, body = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
-            cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce)
+        except (binascii.Error, ValueError):
+            raw = b""
+        nonce, body = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
+        for key in (self._key, self._previous):
+            if key is None or len(body) < TAG_BYTES:
+                continue
+            cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
             cipher.update(context.encode())
-            return cipher.decrypt_and_verify(body[:-TAG_BYTES], body[-TAG_BYTES:]).decode()
-        except (binascii.Error, ValueError) as exc:
-            raise SecretsKeyError(
-                f"{context}: its stored secret does not open with the key QUANYI_SECRETS_KEY "
-                "names (it was sealed under another key, or altered)"
-            ) from exc
+            try:
+                plain = cipher.decrypt_and_verify(body[:-TAG_BYTES], body[-TAG_BYTES:])
+            except ValueError:  # the tag does not match: another key, or altered
+                continue
+            return plain.decode(), key is self._key
+        named = (
+            "QUANYI_SECRETS_KEY or QUANYI_SECRETS_KEY_PREVIOUS name"
+            if self.rolling
+            else ("QUANYI_SECRETS_KEY names")
+        )
+        raise SecretsKeyError(
+            f"{context}: its stored secret does not open with the key {named} (it was sealed"
+            " under another key, or altered)"
+        )
 
 
 def secret_box(settings: Settings) -> SecretBox:
     """The box for the configured key; the DEMO key (made when missing) when none is set."""
     if settings.secrets_key:
-        return SecretBox(read_key(settings.secrets_key))
+        previous = settings.secrets_key_previous
+        return SecretBox(read_key(settings.secrets_key), read_key(previous) if previous else None)
     if not DEMO_KEY_FILE.exists():
         write_key_file(DEMO_KEY_FILE)
     log.warning(

@@ -1,6 +1,7 @@
 """`quanyi channel create`: the channels (bank apps, partners) that send claims, and the card
 system that sends card events; `quanyi channel rotate`: a new secret for one, the old one
-signing on for a grace period."""
+signing on for a grace period; `quanyi channel rekey`: every stored secret sealed again under a
+new secrets key."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from quanyi.access.channels import (
     RESERVED_CHANNELS,
     SCOPES,
     create_channel,
+    rekey_secrets,
     rotate_secret,
 )
 from quanyi.access.secret_box import secret_box
@@ -58,6 +60,13 @@ def register(commands: Commands) -> None:
         "--grace",
         help="how long the old secret keeps signing: 90s, 30m, 24h, 2d, or 0 to stop it at once"
         " (default: the channel_rotation_grace_s setting, 24h)",
+    )
+    add_command(
+        channel,
+        "rekey",
+        rekey_all,
+        "seal every stored channel secret again under QUANYI_SECRETS_KEY, opening what"
+        " QUANYI_SECRETS_KEY_PREVIOUS sealed",
     )
 
 
@@ -128,5 +137,30 @@ async def rotate_one(settings: Settings, args: argparse.Namespace) -> int:
         f"channel {args.id} rotated; the old secret signs until {ends}; the new one signs on"
         f" every API process within {settings.channel_refresh_s:g} s."
         f"\nIts new secret (shown once, keep it safe):\n{secret}"
+    )
+    return 0
+
+
+async def rekey_all(settings: Settings, _args: argparse.Namespace) -> int:
+    """Step 2 of a secrets-key rotation (README "Rotating the secrets key"): every process
+    already runs with the new key and the previous one named beside it."""
+    if not settings.secrets_key:
+        print("quanyi: QUANYI_SECRETS_KEY is not set: name the new key", file=sys.stderr)
+        return 2
+    box = secret_box(settings)
+    if not box.rolling:
+        print(
+            "quanyi: QUANYI_SECRETS_KEY_PREVIOUS is not set: name the key being replaced beside"
+            " the new QUANYI_SECRETS_KEY",
+            file=sys.stderr,
+        )
+        return 2
+    actor = CommandLineActor(f"cli:{getpass.getuser()}")
+    async with open_stores(settings, consumer_groups=False) as stores:
+        rekeyed = await rekey_secrets(stores.pool, box, actor=actor)
+    print(
+        f"{len(rekeyed)} channel secret(s) sealed again under the new key"
+        + (f": {', '.join(rekeyed)}" if rekeyed else " (all were already)")
+        + "; once every process runs with the new key, QUANYI_SECRETS_KEY_PREVIOUS can go."
     )
     return 0

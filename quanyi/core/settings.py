@@ -45,6 +45,11 @@ class Settings:
     # The key channel secrets are sealed with at rest: `file:PATH` or `env:VARIABLE` holding 32
     # random bytes (hex or base64). Empty: a DEMO key under var/demo-keys/, never in production.
     secrets_key: str = ""
+    # While a new secrets key is rolled out: the key it replaces, in the same form. Secrets
+    # sealed under either open; `quanyi channel rekey` seals them all under the new one, after
+    # which this is emptied (README "Rotating the secrets key"). H5 session tokens signed with
+    # a key derived from it are accepted too, for their few minutes.
+    secrets_key_previous: str = ""
     # A rotated channel secret keeps signing requests this long beside the new one
     # (`quanyi channel rotate --grace`, POST /admin/v1/channels/{id}/rotate).
     channel_rotation_grace_s: float = 86400.0
@@ -126,6 +131,10 @@ class Settings:
     # bytes; empty: derived from the secrets key, the DEMO one when that is unset too).
     h5_session_ttl_s: int = 900
     h5_session_key: str = ""
+    # While a new session key is rolled out: the one it replaces, whose tokens are still
+    # accepted (they last h5_session_ttl_s); none needed when the key is derived from the
+    # secrets key, whose previous key serves.
+    h5_session_key_previous: str = ""
     # Where the page is served, for the session's `url` (https://h5.bank.example); empty: a
     # relative /h5/?t=... the channel puts on its own host.
     h5_base_url: str = ""
