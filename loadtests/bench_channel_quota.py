@@ -28,6 +28,8 @@ from quanyi.stores.scripts import lua_source
 
 BATCH = 32
 KEYS = Keys("qybq")
+# claim.lua's keys of the one campaign are its shard's (the same keys with one shard or many).
+SHARD = KEYS.of("c1")
 FAR = 4_102_444_800  # 2100-01-01, unix s
 VARIANTS = {
     "no quota": {},
@@ -56,23 +58,23 @@ async def setup(redis: Redis, extra: dict[str, object]) -> None:
         **extra,
     }
     await redis.hset(KEYS.campaign("c1"), mapping=fields)  # type: ignore[arg-type]
-    await redis.set(KEYS.store_ready, "1")
+    await redis.set(SHARD.store_ready, "1")
 
 
 def call(first: int) -> tuple[list[str], list[object]]:
     """claim.lua's keys and arguments for BATCH new claims of customers first, first + 1, ..."""
-    keys = [KEYS.outbox, KEYS.pending, KEYS.store_ready]
+    keys = [SHARD.outbox, SHARD.pending, SHARD.store_ready]
     args: list[object] = [int(time.time() * 1000), BATCH]
     for n in range(first, first + BATCH):
         customer, bucket = f"cu{n}", n % 64
-        idem_key, idem_field = KEYS.idempotency("app", f"rq{n}")
+        idem_key, idem_field = SHARD.idempotency("app", f"rq{n}")
         keys += [
             KEYS.campaign("c1"),
             idem_key,
             KEYS.customer_totals("c1", bucket),
             KEYS.customer_daily("c1", "20261201", bucket),
             KEYS.reward_daily("c1", "20261201"),
-            KEYS.customer_pending(customer),
+            SHARD.customer_pending(customer),
         ]
         grant_id = new_grant_id(int(time.time() * 1000))
         event = f'{{"grant_id":"{grant_id}","customer_id":"{customer}","channel_id":"app"}}'

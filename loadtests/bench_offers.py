@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
-from loadtests import scratch
+from loadtests import procs, scratch
 from loadtests.bench.report import RULE, verdict
 from loadtests.procs import free_port, quanyi_argv, running, wait_http
 from quanyi.access.channels import create_channel
@@ -187,16 +186,8 @@ async def offers_shape(base_url: str) -> tuple[int, int, int]:
 
 
 def service_env(port: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        QUANYI_REDIS_URL=REDIS_URL,
-        QUANYI_DATABASE_URL=DATABASE_URL,
-        QUANYI_KEY_PREFIX=PREFIX,
-        QUANYI_HTTP_HOST="127.0.0.1",
-        QUANYI_HTTP_PORT=str(port),
-        QUANYI_LOG_LEVEL="WARNING",
-    )
-    return env
+    """The environment of the `quanyi serve` measured: the scratch stores, none of the shell's."""
+    return procs.service_env(REDIS_URL, DATABASE_URL, PREFIX, port)
 
 
 async def run(requests: int, concurrency: int) -> int:

@@ -5,16 +5,16 @@ counted, memory per key family, the outbox's consumer groups, the ledger's catch
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from loadtests import scratch, seeding
+from loadtests import procs, scratch, seeding
 from loadtests.bench.results import BenchError, Settled
 from loadtests.seeding import CHANNEL
+from quanyi.core.settings import Settings
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import LEDGER_GROUP, trim_outbox
 
@@ -28,18 +28,12 @@ PREFIX = "qyb"
 CATCH_UP_TIMEOUT_S = 60.0
 
 
-def service_env(**extra: str) -> dict[str, str]:
-    """The environment of `quanyi serve` and the workers against the scratch stores."""
-    env = dict(os.environ)
-    env.update(
-        QUANYI_REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{API_REDIS_DB}",
-        QUANYI_DATABASE_URL=DATABASE_URL,
-        QUANYI_KEY_PREFIX=PREFIX,
-        QUANYI_HTTP_HOST="127.0.0.1",
-        QUANYI_LOG_LEVEL="WARNING",
+def service_env(port: int = Settings.http_port, **extra: str) -> dict[str, str]:
+    """The environment of `quanyi serve` and the workers against the scratch stores (the
+    workers listen on no HTTP port: `port` matters only to the API)."""
+    return procs.service_env(
+        f"redis://{REDIS_HOST}:{REDIS_PORT}/{API_REDIS_DB}", DATABASE_URL, PREFIX, port, **extra
     )
-    env.update(extra)
-    return env
 
 
 def redis_client(db: int) -> Redis:
@@ -136,18 +130,21 @@ async def settled(
 
 
 async def outbox_groups(redis: Redis, keys: Keys) -> dict[str, int]:
-    """Consumer group -> outbox entries it has not acknowledged (pending or not yet read)."""
-    try:
-        groups = await redis.xinfo_groups(keys.outbox)
-    except ResponseError:  # no outbox yet
-        return {}
-    counts = {}
-    for group in groups:
-        lag = group.get("lag")
-        if lag is None:  # Redis could not count it: count what follows the last delivery
-            after = f"({group['last-delivered-id']}"
-            lag = len(await redis.xrange(keys.outbox, after, "+"))
-        counts[group["name"]] = int(group["pending"]) + int(lag)
+    """Consumer group -> outbox entries it has not acknowledged (pending or not yet read),
+    summed over the shards' streams."""
+    counts: dict[str, int] = {}
+    for shard in keys.shards:
+        try:
+            groups = await redis.xinfo_groups(shard.outbox)
+        except ResponseError:  # no outbox in this shard yet
+            continue
+        for group in groups:
+            lag = group.get("lag")
+            if lag is None:  # Redis could not count it: count what follows the last delivery
+                after = f"({group['last-delivered-id']}"
+                lag = len(await redis.xrange(shard.outbox, after, "+"))
+            name = group["name"]
+            counts[name] = counts.get(name, 0) + int(group["pending"]) + int(lag)
     return counts
 
 

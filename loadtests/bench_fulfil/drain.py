@@ -129,7 +129,7 @@ async def drain(
     result.calls = sum(stats["calls"].values())
     result.issued = stats["issued"]
     result.issued_twice = sum(1 for n in stats["effects"].values() if n > 1)
-    result.dead = await redis.xlen(keys.fulfil_dead)
+    result.dead = sum([await redis.xlen(shard.fulfil_dead) for shard in keys.shards])
     result.errors = _error_lines(stack, "fulfil") - errors_before
     say(
         f"{lane.name}: {done:,}/{count:,} fulfilled in {now:.1f} s"
@@ -144,38 +144,43 @@ async def drain(
 
 class _Outcomes:
     """Fulfilments and failures of one campaign appended to the outbox since a point: an outcome
-    appends exactly one entry, so each is counted once, whatever else the outbox holds."""
+    appends exactly one entry, so each is counted once, whatever else the outbox holds. Every
+    shard's stream is read from a point of its own (entry ids are per stream)."""
 
-    def __init__(self, redis: Redis, keys: Keys, campaign_id: str, after_id: str) -> None:
+    def __init__(self, redis: Redis, campaign_id: str, after: dict[str, str]) -> None:
         self._redis = redis
-        self._outbox = keys.outbox
         self._campaign_id = campaign_id
-        self._after = after_id
+        self._after = after  # outbox stream -> the last entry id read
         self._seen = 0
 
     @classmethod
     async def from_now(cls, redis: Redis, keys: Keys, campaign_id: str) -> _Outcomes:
-        last = await redis.xrevrange(keys.outbox, "+", "-", count=1)
-        return cls(redis, keys, campaign_id, last[0][0] if last else "0-0")
+        after: dict[str, str] = {}
+        for shard in keys.shards:
+            last = await redis.xrevrange(shard.outbox, "+", "-", count=1)
+            after[shard.outbox] = str(last[0][0]) if last else "0-0"
+        return cls(redis, campaign_id, after)
 
     async def count(self) -> int:
         """Reads only what was appended since the last call."""
-        while entries := await self._redis.xrange(self._outbox, f"({self._after}", "+", 1000):
-            for _entry_id, fields in entries:
-                event = orjson.loads(fields["e"]) if "e" in fields else {}
-                if event.get("campaign_id") == self._campaign_id and event.get("event") in (
-                    "fulfilled",
-                    "failed",
-                ):
-                    self._seen += 1
-            self._after = entries[-1][0]
+        for outbox, after in self._after.items():
+            while entries := await self._redis.xrange(outbox, f"({after}", "+", 1000):
+                for _entry_id, fields in entries:
+                    event = orjson.loads(fields["e"]) if "e" in fields else {}
+                    if event.get("campaign_id") == self._campaign_id and event.get("event") in (
+                        "fulfilled",
+                        "failed",
+                    ):
+                        self._seen += 1
+                after = self._after[outbox] = str(entries[-1][0])
         return self._seen
 
 
 async def _unfinished(redis: Redis, keys: Keys) -> int:
-    """Outbox entries the fulfil group has yet to finish, and grants parked for a retry."""
+    """Outbox entries the fulfil group has yet to finish, and grants parked for a retry, over
+    every shard."""
     lag = await outbox_lag(redis, keys, FULFIL_GROUP)
-    return lag.entries + await redis.zcard(keys.fulfil_retry)
+    return lag.entries + sum([await redis.zcard(shard.fulfil_retry) for shard in keys.shards])
 
 
 async def _worker_idle(redis: Redis, keys: Keys, timeout_s: float = 10.0) -> None:

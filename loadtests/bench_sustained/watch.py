@@ -35,8 +35,8 @@ RULE = (
 @dataclass(frozen=True)
 class Sample:
     at_s: float  # from the start of the measured run
-    length: int  # XLEN of the outbox
-    lags: dict[str, Lag]  # consumer group -> entries not acknowledged, oldest one's age
+    length: int  # XLEN of the outbox (every shard's stream)
+    lags: dict[str, Lag]  # group -> entries not acknowledged (all shards), oldest one's age
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,16 @@ def boundedness(samples: list[Sample], duration_s: float) -> Boundedness:
 
 
 async def group_names(redis: Redis, keys: Keys) -> list[str]:
-    """The outbox's consumer groups, whatever they are in the code under test."""
-    try:
-        return [str(g["name"]) for g in await redis.xinfo_groups(keys.outbox)]
-    except ResponseError:  # no outbox yet
-        return []
+    """The outbox's consumer groups, whatever they are in the code under test: those of any
+    shard's stream, in the order first seen (a shard with no claims yet may have no stream)."""
+    names: dict[str, None] = {}
+    for shard in keys.shards:
+        try:
+            groups = await redis.xinfo_groups(shard.outbox)
+        except ResponseError:  # no outbox in this shard yet
+            continue
+        names.update((str(g["name"]), None) for g in groups)
+    return list(names)
 
 
 async def lags(redis: Redis, keys: Keys) -> dict[str, Lag]:
@@ -81,7 +86,8 @@ async def lags(redis: Redis, keys: Keys) -> dict[str, Lag]:
 
 
 async def outbox_length(redis: Redis, keys: Keys) -> int:
-    return int(await redis.xlen(keys.outbox))
+    """XLEN of the outbox: summed over the shards' streams."""
+    return sum([int(await redis.xlen(shard.outbox)) for shard in keys.shards])
 
 
 @dataclass

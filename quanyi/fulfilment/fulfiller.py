@@ -43,6 +43,19 @@ CRASH_ATTEMPTS = 10
 CRASH_BACKOFF_S = 5.0
 
 
+def order_of(event: dict[str, Any], face_value: int) -> Order:
+    """What a vendor is asked to issue for a grant's outbox event: the one place an order is
+    made from a grant (`face_value` is the right's, from the campaign's route)."""
+    return Order(
+        grant_id=event["grant_id"],
+        campaign_id=event["campaign_id"],
+        reward_id=event["reward_id"],
+        right_id=event["right_id"],
+        customer_id=event["customer_id"],
+        face_value=face_value,
+    )
+
+
 @dataclass
 class Work:
     event: dict[str, Any]
@@ -196,14 +209,7 @@ class Fulfiller:
             if not allowed:
                 await self._park(work, lane.breaker.retry_in())
                 return
-            order = Order(
-                grant_id=event["grant_id"],
-                campaign_id=event["campaign_id"],
-                reward_id=event["reward_id"],
-                right_id=event["right_id"],
-                customer_id=event["customer_id"],
-                face_value=route.face_value,
-            )
+            order = order_of(event, route.face_value)
             vendor_id = lane.vendor.id
             lane.in_flight += 1
             metrics.VENDOR_IN_FLIGHT.labels(vendor_id).set(lane.in_flight)

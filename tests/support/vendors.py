@@ -16,8 +16,9 @@ import asyncpg
 import orjson
 
 from quanyi.core.clock import system_clock
+from quanyi.fulfilment.fulfiller import order_of
 from quanyi.vendors import rsa
-from quanyi.vendors.adapters import Fulfilment, HttpAdapter, Order
+from quanyi.vendors.adapters import Fulfilment, HttpAdapter
 from quanyi.vendors.registry import VendorRegistry
 from quanyi.vendors.simulator import SimulatorConfig, create_simulator
 from tests.support.clients import Api, grant_view, send
@@ -201,13 +202,6 @@ async def issue_at_vendor(
     """What a fulfilment worker does with a grant's outbox event before it records the outcome:
     the vendor asked to issue it, with a signed call."""
     vendor = await VendorRegistry(pool).get(vendor_id)
-    order = Order(
-        grant_id=event["grant_id"],
-        campaign_id=event["campaign_id"],
-        reward_id=event["reward_id"],
-        right_id=event["right_id"],
-        customer_id=event["customer_id"],
-        face_value=face_value,
-    )
+    order = order_of(event, face_value)
     async with aiohttp.ClientSession() as session:
         return await HttpAdapter(vendor, session, system_clock).issue(order)
