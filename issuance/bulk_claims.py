@@ -1,14 +1,14 @@
 """Bulk issuance's claims: many members of one campaign's reward decided by claim.lua, hundreds
 to a call and several calls to a round trip.
 
-The same script, the same keys and arguments and the same grant event as a claim through
-ClaimService (claims.py `_decide`): idempotency on the request id ("<job>/<customer>"), then
-the campaign, the audience, the limits, stock and budget, each claim a unit. What a single
+The same script, and the same keys, arguments and grant event (claim_calls.py `claim_slice`)
+as a claim through ClaimService (claims.py `_decide`): idempotency on the request id
+("<job>/<customer>"), then the campaign, the audience, the limits, stock and budget, each claim
+a unit. What a single
 claim needs and a bulk one does not is left out: no queue, future or metric per claim (the
 call is the unit), no Grant built, no status read for a replay (the job counts a replay as
-issued, having not counted it before), one definition look-up and one clock read per call.
-
-The grant event is claims.py `grant_event`, the one both build.
+issued, having not counted it before), one definition look-up and one clock read per call,
+and on a cluster one audience membership read per call for all its customers.
 """
 
 from __future__ import annotations
@@ -19,9 +19,16 @@ from typing import Any
 
 from quanyi.core.errors import CampaignNotFound, RewardNotFound, Unavailable
 from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
-from quanyi.issuance.claims import DAY_S, Claim, ClaimService, grant_event
-from quanyi.stores.keys import customer_bucket
-from quanyi.stores.scripts import pipelined
+from quanyi.issuance.claim_calls import (
+    DAY_S,
+    audience_pointer,
+    claim_slice,
+    read_members,
+    who_may_have,
+    with_membership,
+)
+from quanyi.issuance.claims import Claim, ClaimService
+from quanyi.stores.scripts import pipelined_reloading
 
 # Claims per claim.lua call: Redis runs one call at a time (~15 µs a claim), so a call of 256
 # holds it ~4 ms, and the channel API's claims wait no longer than that behind one.
@@ -115,7 +122,8 @@ class BulkClaims(ClaimService):
         ]
         outcomes: list[str] = []
         for start in range(0, len(calls), CALLS_PER_TRIP):
-            answers = await pipelined(
+            # A call the emptied script cache refused did not run: it goes once more, loaded.
+            answers = await pipelined_reloading(
                 self._redis, self._script, calls[start : start + CALLS_PER_TRIP]
             )
             for replies in answers:
@@ -131,8 +139,8 @@ class BulkClaims(ClaimService):
         reward: HotReward,
         requests: list[tuple[str, str]],
     ) -> tuple[list[str], list[Any]]:
-        """One claim.lua call's KEYS and ARGV (claim.lua's header), as `_decide` builds them
-        claim by claim."""
+        """One claim.lua call's KEYS and ARGV (claim.lua's header): each claim's slice as
+        `_decide` builds it (claim_calls.py claim_slice)."""
         now = self._clock()
         now_ms = int(now * 1000)
         day, day_ends = self._calendar.day(now)
@@ -141,38 +149,35 @@ class BulkClaims(ClaimService):
         # ("<job>/<customer>") name the job, so they are never reused on another shard's campaign
         # and need no route (quanyi/stores/shards.py route_requests).
         shard = keys_of.of(campaign.id)
-        campaign_key = keys_of.campaign(campaign.id)
-        reward_daily = keys_of.reward_daily(campaign.id, day)
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
-        daily_until = day_ends + DAY_S
-        # Who may have it depends on the customer only for a reward claimed by its goal.
-        anyone = not (reward.audience_id or reward.goal is not None)
+        pointer = audience_pointer(keys_of, reward)
+        # On a cluster the membership of the call's customers, read in one go just before.
+        members = (
+            await read_members(self._scripts, [(pointer, customer) for _, customer in requests])
+            if pointer and self._cluster
+            else None
+        )
         keys: list[str] = [shard.outbox, shard.pending, shard.store_ready]
         args: list[Any] = [now_ms, len(requests)]
         ids = grant_ids(now_ms, len(requests))
-        for (request_id, customer), grant_id in zip(requests, ids, strict=True):
+        for i, ((request_id, customer), grant_id) in enumerate(zip(requests, ids, strict=True)):
             claim = Claim(channel_id, request_id, campaign.id, customer, reward.id)
-            bucket = customer_bucket(customer, campaign.buckets)
-            idem_key, idem_field = shard.idempotency(channel_id, request_id)
-            keys += (
-                campaign_key,
-                idem_key,
-                keys_of.customer_totals(campaign.id, bucket),
-                keys_of.customer_daily(campaign.id, day, bucket),
-                reward_daily,
-                shard.customer_pending(customer),
-            )
-            args += (
-                channel_id,
-                idem_field,
-                claim.fingerprint(),
+            who = who_may_have(keys_of, self._periods, campaign, reward, customer, now, day)
+            if members is not None:
+                who = with_membership(who, pointer, members[i])
+            claim_keys, claim_args = claim_slice(
+                keys_of,
+                shard,
+                campaign,
+                reward,
+                claim,
                 grant_id,
-                reward.id,
-                f"{reward.id}|{customer}",
-                campaign.version,
+                now_ms,
+                day,
+                day_ends,
                 keep_until,
-                daily_until,
-                grant_event(grant_id, campaign.id, reward, claim, now_ms),
-                "" if anyone else await self._who_may_have(claim, campaign, reward, now, day),
+                who,
             )
+            keys += claim_keys
+            args += claim_args
         return keys, args

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from prometheus_client import Histogram
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,31 +21,32 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from quanyi.core import metrics
 from quanyi.core.clock import Clock, LocalCalendar, LocalPeriods, rfc3339
 from quanyi.core.errors import (
-    BudgetExhausted,
-    CampaignNotActive,
     CampaignNotFound,
-    ChannelNotAllowed,
     IdempotencyConflict,
-    LimitReached,
     NotEligible,
-    OutOfStock,
-    QuanyiError,
     RewardNotFound,
-    StoreNotReady,
     Unavailable,
 )
 from quanyi.core.ids import grant_id_ms, new_grant_id
 from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
+from quanyi.issuance.claim_calls import (
+    DAY_S,
+    audience_pointer,
+    born_status,
+    claim_slice,
+    read_members,
+    rejection,
+    who_may_have,
+    with_membership,
+)
 from quanyi.issuance.definitions import CampaignCache, Republisher
-from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, ShardKeys, customer_bucket
+from quanyi.stores.keys import Keys, ShardKeys
 from quanyi.stores.redis import is_cluster
 from quanyi.stores.scripts import Scripts, run_script
 from quanyi.stores.shards import Route, route_requests, routed_elsewhere
 
 log = logging.getLogger(__name__)
-
-DAY_S = 86_400
 
 
 @dataclass(frozen=True)
@@ -90,94 +90,6 @@ class Grant:
         }
 
 
-def born_status(reward: HotReward) -> str:
-    """The status a grant of `reward` has the moment it is granted: a right with no vendor is
-    fulfilled in the same claim.lua call (its outbox entry carries `fulfilled_at_ms`, which the
-    ledger writes as its `fulfilled` event: quanyi/ledger/entries.py); any other waits for the
-    fulfilment worker."""
-    return "fulfilled" if reward.vendor_id is None else "granted"
-
-
-def grant_event(
-    grant_id: str, campaign_id: str, reward: HotReward, claim: Claim, now_ms: int
-) -> bytes:
-    """The grant event claim.lua appends to the outbox, for a claim through the API and one of
-    bulk issuance (bulk_claims.py) alike: the ledger and the fulfilment worker read it."""
-    event: dict[str, Any] = {
-        "grant_id": grant_id,
-        "campaign_id": campaign_id,
-        "reward_id": reward.id,
-        "right_id": reward.right_id,
-        "customer_id": claim.customer_id,
-        "channel_id": claim.channel_id,
-        "request_id": claim.request_id,
-        "unit_cost": reward.cost,
-        "granted_at_ms": now_ms,
-    }
-    if born_status(reward) == "fulfilled":
-        # Nothing to issue anywhere: fulfilled as it is granted, by this same entry.
-        event["fulfilled_at_ms"] = now_ms
-    return orjson.dumps(event)
-
-
-def rejection(
-    outcome: str,
-    detail: str,
-    claim: Claim,
-    reward: HotReward | None = None,
-    extra: list | None = None,
-) -> QuanyiError:
-    """The domain error for a script outcome (`extra`: what claim.lua returned after it)."""
-    match outcome:
-        case "store_not_ready":
-            return StoreNotReady()
-        case "idempotency_conflict":
-            return IdempotencyConflict(
-                f"request {claim.request_id} was already used with a different body"
-            )
-        case "campaign_not_found":
-            return CampaignNotFound(f"no campaign {claim.campaign_id}")
-        case "campaign_not_active":
-            return CampaignNotActive(
-                f"campaign {claim.campaign_id} is not active ({detail})", state=detail
-            )
-        case "channel_not_allowed":
-            return ChannelNotAllowed(f"channel {claim.channel_id} may not claim in this campaign")
-        case "reward_not_found":
-            return RewardNotFound(f"campaign {claim.campaign_id} has no reward {claim.reward_id}")
-        case "not_eligible" if detail == "audience":
-            return NotEligible(
-                f"customer {claim.customer_id} is not in the audience of this reward",
-                reason="audience",
-            )
-        case "not_eligible":
-            count, amount = (int(v) for v in (extra or [0, 0]))
-            goal = reward.goal.to_json() if reward and reward.goal else {}
-            return NotEligible(
-                "the customer has not reached this reward's goal yet",
-                reason="goal_not_met",
-                progress={"count": count, "amount": amount, "goal": goal},
-            )
-        case "limit_reached" if detail == "window":
-            return LimitReached(
-                "the customer already had this reward for reaching its goal in this period",
-                scope="window",
-            )
-        case "limit_reached":
-            return LimitReached(
-                f"customer reached the {detail.replace('_', ' ')} limit", scope=detail
-            )
-        case "out_of_stock" if detail == "channel":
-            return OutOfStock(
-                f"channel {claim.channel_id} has used up its share of the stock", scope="channel"
-            )
-        case "out_of_stock":
-            return OutOfStock(f"no {detail} stock left", scope=detail)
-        case "budget_exhausted":
-            return BudgetExhausted(f"campaign {claim.campaign_id} budget is spent")
-    raise AssertionError(f"unknown claim outcome {outcome}")
-
-
 @dataclass
 class _Pending:
     keys: list[str]
@@ -185,6 +97,9 @@ class _Pending:
     future: asyncio.Future
     shard: ShardKeys
     route: Route | None  # with several shards: the request id's route, taken with the batch
+    # On a cluster, for a reward of an audience: (pointer, customer), whose membership is read
+    # with the batch and put in the pointer's place in args (claim_calls.py with_membership).
+    audience: tuple[str, str] | None = None
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:
@@ -331,34 +246,26 @@ class ClaimService:
         now = self._clock()
         now_ms = int(now * 1000)
         day, day_ends = self._calendar.day(now)
-        bucket = customer_bucket(claim.customer_id, campaign.buckets)
         shard = self._keys.of(campaign.id)
-        idem_key, idem_field = shard.idempotency(claim.channel_id, claim.request_id)
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
-        grant_id = new_grant_id(now_ms)
-        event = grant_event(grant_id, campaign.id, reward, claim, now_ms)
+        pointer = audience_pointer(self._keys, reward)
+        who = who_may_have(self._keys, self._periods, campaign, reward, claim.customer_id, now, day)
+        keys, args = claim_slice(
+            self._keys,
+            shard,
+            campaign,
+            reward,
+            claim,
+            new_grant_id(now_ms),
+            now_ms,
+            day,
+            day_ends,
+            keep_until,
+            who,
+        )
         pending = _Pending(
-            keys=[
-                self._keys.campaign(campaign.id),
-                idem_key,
-                self._keys.customer_totals(campaign.id, bucket),
-                self._keys.customer_daily(campaign.id, day, bucket),
-                self._keys.reward_daily(campaign.id, day),
-                shard.customer_pending(claim.customer_id),
-            ],
-            args=[
-                claim.channel_id,
-                idem_field,
-                claim.fingerprint(),
-                grant_id,
-                reward.id,
-                f"{reward.id}|{claim.customer_id}",
-                campaign.version,
-                keep_until,
-                day_ends + DAY_S,
-                event,
-                await self._who_may_have(claim, campaign, reward, now, day),
-            ],
+            keys=keys,
+            args=args,
             future=asyncio.get_running_loop().create_future(),
             shard=shard,
             route=(
@@ -366,6 +273,7 @@ class ClaimService:
                 if self._keys.sharded
                 else None
             ),
+            audience=(pointer, claim.customer_id) if pointer and self._cluster else None,
         )
         started = time.perf_counter()
         self._queue.put_nowait(pending)
@@ -377,43 +285,6 @@ class ClaimService:
         timer.observe(elapsed)
         return reply
 
-    async def _who_may_have(
-        self, claim: Claim, campaign: HotCampaign, reward: HotReward, now: float, day: str
-    ) -> str:
-        """claim.lua's ARGV[a+11]: the audience, and the goal of this period to have reached;
-        the audience pointer alone when there is no goal to claim by; "" for a reward anyone
-        may claim at any time (most claims)."""
-        goal = reward.goal
-        by_goal = goal is not None and reward.grant == "claim"
-        if not (reward.audience_id or by_goal):
-            return ""
-        pointer = self._keys.audience(reward.audience_id) if reward.audience_id else ""
-        if pointer and self._cluster:
-            pointer = await self._member_on_cluster(pointer, claim.customer_id)
-        if not by_goal:
-            return pointer  # an audience alone: claim.lua skips the goal's lines
-        progress = field = count = amount = ""
-        if goal is not None and by_goal:
-            # Claimed once the goal of this period is reached, once a period.
-            period, _ = self._periods.period(goal.window, now)
-            progress = self._keys.progress(
-                campaign.id, customer_bucket(claim.customer_id, PROGRESS_BUCKETS)
-            )
-            field = f"{reward.id}|{claim.customer_id}|{period}"
-            count = "" if goal.count is None else str(goal.count)
-            amount = "" if goal.amount is None else str(goal.amount)
-        return "\n".join((pointer, progress, field, count, amount, day))
-
-    async def _member_on_cluster(self, pointer: str, customer_id: str) -> str:
-        """On a cluster the audience's hashes are in their own slot, out of the claim script's
-        reach: membership is read here, just before, and handed to the script as "" (a member:
-        no check) or "!" (not one: refused at the audience step, after idempotency, so a
-        replay still replays). Still correct: membership is only read, never taken, so the
-        claim is decided as if it had come at the moment of this read; an import that lands
-        between the two is one the claim came just before."""
-        found = await self._scripts.audience_has(keys=[pointer], args=[customer_id])
-        return "" if found else "!"
-
     async def _run_batches(self) -> None:
         # With several shards a batch is split per shard (_call): taking up to the limit per
         # shard keeps each shard's call as full as the one call of one shard when the load is
@@ -424,8 +295,7 @@ class ClaimService:
             while len(batch) < limit and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                if self._keys.sharded:
-                    batch = await self._routed(batch)
+                batch = await self._ahead(batch)
                 replies = await self._call(batch) if batch else []
                 for p, reply in zip(batch, replies, strict=True):
                     if not p.future.done():
@@ -439,6 +309,22 @@ class ClaimService:
             except Exception as exc:  # a bug: fail these claims, keep serving others
                 log.exception("claim batch of %d failed", len(batch))
                 _fail(batch, exc)
+
+    async def _ahead(self, batch: list[_Pending]) -> list[_Pending]:
+        """The claims of the batch to call claim.lua for: with several shards those routed to
+        their own shard (_routed); on a cluster with the audience membership of those that need
+        it read in, one read per audience for the batch, at once with the routes."""
+        asks = [(p, p.audience) for p in batch if p.audience is not None]
+        if not asks:
+            return await self._routed(batch) if self._keys.sharded else batch
+        reading = read_members(self._scripts, [audience for _, audience in asks])
+        if self._keys.sharded:
+            kept, found = await asyncio.gather(self._routed(batch), reading)
+        else:
+            kept, found = batch, await reading
+        for (p, (pointer, _)), member in zip(asks, found, strict=True):
+            p.args[-1] = with_membership(p.args[-1], pointer, member)
+        return kept
 
     async def _routed(self, batch: list[_Pending]) -> list[_Pending]:
         """The claims of the batch whose request id is decided in their own shard (one route

@@ -1,5 +1,5 @@
 """Duplicates born fulfilled: a grant of a right with no vendor (fulfilled as it was granted,
-quanyi/issuance/claims.py `grant_event`) whose request id another grant already holds in the
+quanyi/issuance/claim_calls.py `grant_event`) whose request id another grant already holds in the
 ledger. Only a Redis data loss (the idempotency entry gone) makes one; the ledger sets it aside
 (worker.py `_check_unwritten`) and writes none of its rows (batch.py).
 

@@ -74,3 +74,19 @@ async def pipelined(
         for keys, args in calls:
             await script(keys=keys, args=args, client=pipe)
         return list(await pipe.execute(raise_on_error=False))
+
+
+async def pipelined_reloading(
+    redis: Redis, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+) -> list[Any]:
+    """`pipelined`, with the calls that found the script cache emptied between the pipeline's
+    load and their turn (SCRIPT FLUSH, restart, failover: NoScriptError) sent once more, loaded
+    again; replies in call order. A NoScriptError refused a call before it ran, so sending that
+    one call again runs it once."""
+    replies = await pipelined(redis, script, calls)
+    missed = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missed:
+        again = await pipelined(redis, script, [calls[i] for i in missed])
+        for i, reply in zip(missed, again, strict=True):
+            replies[i] = reply
+    return replies

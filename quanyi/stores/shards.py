@@ -18,10 +18,9 @@ from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 from quanyi.stores.keys import Keys, ShardKeys
-from quanyi.stores.scripts import pipelined
+from quanyi.stores.scripts import pipelined_reloading
 
 
 class Route(NamedTuple):
@@ -54,11 +53,9 @@ async def route_requests(
         for i in ix:
             args.extend((fields[i], routes[i].shard))
         calls.append(([key], args))
-    replies = await pipelined(redis, script, calls)
-    if any(isinstance(r, NoScriptError) for r in replies):
-        # The script cache was emptied between the pipeline's load and its calls (SCRIPT
-        # FLUSH, restart, failover): routes are idempotent (HSETNX), so all go again, loaded.
-        replies = await pipelined(redis, script, calls)
+    # A call that found the script cache emptied goes once more, loaded (routes are HSETNX:
+    # a route bucket's call decides its routes in order however often it is sent).
+    replies = await pipelined_reloading(redis, script, calls)
     allowed = [False] * len(routes)
     for ix, reply in zip(buckets.values(), replies, strict=True):
         if isinstance(reply, BaseException):
