@@ -86,10 +86,12 @@ async def wait_for_fulfilment(
     scenario: Scenario,
     timeout_s: float,
     died: Died = _none_died,
+    shards: int = 1,
 ) -> Check:
     """Until no grant is still `granted` in the ledger (every fulfilment, failure included, has
-    been recorded) and both consumer groups have read the whole outbox."""
-    keys = Keys(key_prefix)
+    been recorded) and both consumer groups have read the whole outbox, of every one of the
+    `shards` shards (the service's redis_shards: a cluster run's outboxes are one a shard)."""
+    keys = Keys(key_prefix, shards=shards)
     ids = [plan.id for plan in scenario.campaigns]
     started = time.monotonic()
     while True:
@@ -99,12 +101,14 @@ async def wait_for_fulfilment(
         )
         ledger = (await outbox_lag(redis, keys)).entries
         fulfil = (await outbox_lag(redis, keys, FULFIL_GROUP)).entries
-        parked = await redis.zcard(keys.fulfil_retry)
+        parked = sum([await redis.zcard(shard.fulfil_retry) for shard in keys.shards])
         waited = time.monotonic() - started
         if not (pending or ledger or fulfil or parked):
             return Check("fulfilment settled", True, f"after {waited:.1f} s")
         if waited > timeout_s or died():
-            readers = len(await redis.xinfo_consumers(keys.outbox, FULFIL_GROUP))
+            readers = sum(
+                [len(await redis.xinfo_consumers(s.outbox, FULFIL_GROUP)) for s in keys.shards]
+            )
             return Check(
                 "fulfilment settled",
                 False,
@@ -122,7 +126,11 @@ async def audit(
     key_prefix: str,
     scenario: Scenario,
     summary: dict[str, Any] | None,
+    shards: int = 1,
 ) -> list[Check]:
+    """The checks of a run; Redis's side read over every one of the `shards` shards (the
+    service's redis_shards), so a cluster run is audited whole."""
+    keys = Keys(key_prefix, shards=shards)
     checks: list[Check] = []
     client_grants = (summary or {}).get("grant_ids", {})
     client_failures = (summary or {}).get("failures")
@@ -173,7 +181,7 @@ async def audit(
             )
         )
         checks += await _client_view(db, plan.id, client_grants.get(plan.id), client_failures)
-        checks.append(await _customer_counters(db, redis, key_prefix, plan.id))
+        checks.append(await _customer_counters(db, redis, keys, plan.id))
 
     over = await db.fetch(
         "SELECT g.campaign_id, g.reward_id, g.customer_id, count(*) AS n, r.per_customer_limit"
@@ -211,7 +219,7 @@ async def audit(
         if plan.reward.goal is not None:
             checks += await goal_grants(db, plan.id, plan.reward.per_customer_limit)
     checks += await reversals(db)
-    dead = sum([await redis.xlen(shard.outbox_dead) for shard in Keys(key_prefix).shards])
+    dead = sum([await redis.xlen(shard.outbox_dead) for shard in keys.shards])
     checks.append(Check("outbox dead-letter stream empty", dead == 0, f"{dead} entries"))
     return checks
 
@@ -248,10 +256,11 @@ async def _client_view(
 
 
 async def _customer_counters(
-    db: asyncpg.Connection, redis: Redis, key_prefix: str, campaign_id: str
+    db: asyncpg.Connection, redis: Redis, keys: Keys, campaign_id: str
 ) -> Check:
     """The per-customer counters claim.lua enforces limits with agree with the ledger, customer
-    by customer: a drift would let a customer over the limit or refuse one wrongly."""
+    by customer: a drift would let a customer over the limit or refuse one wrongly. They are in
+    the campaign's shard (Keys.campaign routes it); a cluster client's scan visits every node."""
     ledger = Counter(
         {
             f"{r['reward_id']}|{r['customer_id']}": r["n"]
@@ -263,9 +272,7 @@ async def _customer_counters(
         }
     )
     counters: Counter[str] = Counter()
-    async for key in redis.scan_iter(
-        match=f"{Keys(key_prefix).campaign(campaign_id)}:cu:*", count=1000
-    ):
+    async for key in redis.scan_iter(match=f"{keys.campaign(campaign_id)}:cu:*", count=1000):
         for field, value in (await redis.hgetall(key)).items():
             counters[_text(field)] += int(value)
     differ = [k for k in ledger.keys() | counters.keys() if ledger[k] != counters[k]]

@@ -28,9 +28,11 @@ async def fulfilment(
     scenario: Scenario,
     summary: dict[str, Any] | None,
     sim_stats: dict[str, Any],
+    shards: int = 1,
 ) -> list[Check]:
     """Every grant in exactly one state, redemptions only of fulfilled grants, each grant issued
-    exactly once at its vendor, and what clients were told (codes, redemptions) in the ledger."""
+    exactly once at its vendor, and what clients were told (codes, redemptions) in the ledger.
+    Redis's streams are read in every one of the `shards` shards (the service's redis_shards)."""
     summary = summary or {}
     checks: list[Check] = []
     for plan in scenario.campaigns:
@@ -40,8 +42,8 @@ async def fulfilment(
         checks.append(await _exactly_once_at_vendor(db, plan.id, sim_stats))
     checks.append(await _codes_as_told(db, summary.get("fulfilled_codes")))
     checks += await _redemptions_as_told(db, scenario, summary)
-    keys = Keys(key_prefix)
-    dead = await redis.xlen(keys.fulfil_dead)
+    keys = Keys(key_prefix, shards=shards)
+    dead = sum([await redis.xlen(shard.fulfil_dead) for shard in keys.shards])
     checks.append(Check("fulfilment dead-letter stream empty", dead == 0, f"{dead} entries"))
     checks.append(await _outbox_trimmed(redis, keys))
     return checks
@@ -195,14 +197,16 @@ async def _redemptions_as_told(
 
 async def _outbox_trimmed(redis: Redis, keys: Keys, timeout_s: float = 5.0) -> Check:
     """Once both groups acknowledged everything, the ledger worker's trim (about once a second)
-    leaves only the last entry, which marks where the groups stand."""
+    leaves only the last entry of each shard's outbox, which marks where the groups stand."""
     started = time.monotonic()
     while True:
-        length = await redis.xlen(keys.outbox)
+        lengths = [await redis.xlen(shard.outbox) for shard in keys.shards]
         waited = time.monotonic() - started
-        if length <= 1 or waited > timeout_s:
+        if max(lengths) <= 1 or waited > timeout_s:
             return Check(
-                "outbox trimmed below both consumer groups", length <= 1, f"{length} entries left"
+                "outbox trimmed below both consumer groups",
+                max(lengths) <= 1,
+                f"{sum(lengths)} entries left over {len(lengths)} outboxes",
             )
         await asyncio.sleep(0.5)
 

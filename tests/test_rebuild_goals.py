@@ -6,12 +6,13 @@ Redis loses this run's keys only (its test prefix): other runs share the server.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from quanyi.core.settings import Settings
 from quanyi.ledger.rebuild import Rebuild
@@ -30,10 +31,10 @@ from tests.support.events import (
     send,
 )
 from tests.support.factories import reward
-from tests.support.settings import TEST_PREFIX, TEST_REDIS_URL
+from tests.support.settings import TEST_PREFIX
 from tests.support.stores import delete_test_keys
 
-pytestmark = pytest.mark.usefixtures("signed_in")
+pytestmark = [pytest.mark.usefixtures("signed_in"), pytest.mark.cluster_too]
 
 # Two purchases a month of at least 10 yuan: a refund of 5 yuan counts toward no goal here.
 TWO_A_MONTH = {"window": "month", "count": 2, "min_amount": 1_000}
@@ -44,10 +45,26 @@ async def core(api: Api, pool: asyncpg.Pool, settings: Settings) -> str:
     return await add_card_channel(api, pool, settings)
 
 
-async def goal_state() -> dict[bytes, Any]:
-    """Every progress hash, counted-events hash and held-reversal key of this run, with its
-    content and expiry."""
-    raw = Redis.from_url(TEST_REDIS_URL)
+GoalState = Callable[[], Awaitable[dict[bytes, Any]]]
+
+
+@pytest.fixture
+def goal_state(redis_mode: str, redis_url: str) -> GoalState:
+    """Reads every progress hash, counted-events hash and held-reversal key of this run, with
+    its content and expiry, from every node of a cluster too (its scan visits each master)."""
+
+    async def read() -> dict[bytes, Any]:
+        raw: Redis = (
+            RedisCluster.from_url(redis_url)  # type: ignore[assignment]
+            if redis_mode == "cluster"
+            else Redis.from_url(redis_url)
+        )
+        return await _goal_state(raw)
+
+    return read
+
+
+async def _goal_state(raw: Redis) -> dict[bytes, Any]:
     try:
         state: dict[bytes, Any] = {}
         patterns = (f"{TEST_PREFIX}:*:pg:*", f"{TEST_PREFIX}:*:ev:*", f"{TEST_PREFIX}:*:evheld:*")
@@ -61,6 +78,25 @@ async def goal_state() -> dict[bytes, Any]:
         return state
     finally:
         await raw.aclose()
+
+
+def without_extra_holds(
+    state: dict[bytes, Any], keys: Keys, live: dict[bytes, Any]
+) -> dict[bytes, Any]:
+    """`state` less the holds the rebuild restores in shards where no campaign of `live` held
+    them: it restores a hold in every shard (rebuild_goals.py), where the claims held it only in
+    the shards of the campaigns it may count for. Those extra holds are asserted to be exact
+    copies of a live one, so nothing else is left out."""
+    held_in = {s.held_reversals_prefix.encode() for s in keys.shards}
+    live_holds = {k.split(b":evheld:")[1]: v for k, v in live.items() if b":evheld:" in k}
+    kept: dict[bytes, Any] = {}
+    for key, value in state.items():
+        prefix = key.split(b":evheld:")[0] + b":evheld:" if b":evheld:" in key else None
+        if prefix in held_in and key not in live:
+            assert live_holds[key.split(b":evheld:")[1]] == value, key
+            continue
+        kept[key] = value
+    return kept
 
 
 def record(state: dict[bytes, Any], keys: Keys, campaign_id: str, event_id: str) -> Any:
@@ -94,6 +130,7 @@ async def test_rebuild_restores_goal_progress_event_records_and_held_reversals(
     keys: Keys,
     settings: Settings,
     clock: FakeClock,
+    goal_state: GoalState,
 ) -> None:
     # g1: five purchases of 100 yuan a month, granted automatically and clawed back by a
     # reversal; g2: two purchases a month, then claimed.
@@ -118,9 +155,13 @@ async def test_rebuild_restores_goal_progress_event_records_and_held_reversals(
     assert await outcome(pool, "tx-80") == "cancelled"
     assert await outcome(pool, "rf-7") == "uncounted"
     before = await goal_state()
-    assert before[keys.held_reversals_count.encode()][0] == b"1"
-    held_keys = [k for k in before if k.startswith(keys.held_reversals_prefix.encode())]
-    assert len(held_keys) == 2  # rf-9's hash and the count
+    # A reversal is held in the shard of each campaign it may count for (one shard, or g1's
+    # and g2's on a cluster).
+    for campaign_id in ("g1", "g2"):
+        shard = keys.of(campaign_id)
+        assert before[shard.held_reversals_count.encode()][0] == b"1"
+        held_keys = [k for k in before if k.startswith(shard.held_reversals_prefix.encode())]
+        assert len(held_keys) == 2  # rf-9's hash and the count
     # Records are kept apart from progress: the progress hashes hold progress fields only, and
     # each event's record is in the bucket of its own id.
     progress_fields = [f for k, (v, _) in before.items() if b":pg:" in k for f in v]
@@ -138,10 +179,11 @@ async def test_rebuild_restores_goal_progress_event_records_and_held_reversals(
     # and the cancelled one with its reversal.
     assert (restored.goal_progress_fields, restored.card_event_records) == (4, 20)
     assert restored.held_reversals == 1
-    assert await goal_state() == before
+    assert without_extra_holds(await goal_state(), keys, before) == before
     # A second run changes nothing.
+    after = await goal_state()
     await Rebuild(pool, redis, keys, settings, clock).run()
-    assert await goal_state() == before
+    assert await goal_state() == after
 
     # Old events are still repeats: counted, reversed, a reversal, cancelled, held.
     for old in (
@@ -179,7 +221,8 @@ async def test_rebuild_restores_goal_progress_event_records_and_held_reversals(
     assert late == {"event_id": "tx-90", "status": "accepted"}
     assert (await progress(api, "cust-2"))["count"] == 1
     assert (await progress(api, "cust-2", "g2"))["count"] == 1
-    assert await redis.get(keys.held_reversals_count) == "0"
+    for campaign_id in ("g1", "g2"):
+        assert await redis.get(keys.of(campaign_id).held_reversals_count) == "0"
     await LedgerWorker(redis, pool, keys).drain()
     assert await outcome(pool, "tx-90") == "cancelled"
 
@@ -192,6 +235,7 @@ async def test_rebuild_keeps_each_goal_of_a_campaign_and_a_revoked_claims_period
     keys: Keys,
     settings: Settings,
     clock: FakeClock,
+    goal_state: GoalState,
 ) -> None:
     # One campaign, three goals an event may count for: a week's purchase of at least 100
     # yuan (granted), a month's 200 yuan (claimed) and a campaign's dining purchases (none).
@@ -239,6 +283,7 @@ async def test_rebuild_restores_only_the_holds_still_waiting(
     keys: Keys,
     settings: Settings,
     clock: FakeClock,
+    goal_state: GoalState,
 ) -> None:
     # A reversal held now, another two days before the first one's wait is over; the rebuild
     # comes a day after that: the first waits no more, the second still does.
@@ -262,19 +307,22 @@ async def test_rebuild_restores_only_the_holds_still_waiting(
     bucket = customer_bucket("tx-2", EVENT_BUCKETS)
     own = customer_bucket("rf-2", EVENT_BUCKETS)
     until = int(second_at) + hold_s
+    # Restored in every shard (rebuild_goals.py: where its original may count), as one shard.
+    hold = {b"core|tx-2": f"rf-2|cust-2|12000|{own}|{int(second_at)}".encode()}
     assert state == {
-        keys.held_reversals(bucket).encode(): (
-            {b"core|tx-2": f"rf-2|cust-2|12000|{own}|{int(second_at)}".encode()},
-            until,
-        ),
-        keys.held_reversals_count.encode(): (b"1", until),
+        key.encode(): value
+        for shard in keys.shards
+        for key, value in (
+            (shard.held_reversals(bucket), (hold, until)),
+            (shard.held_reversals_count, (b"1", until)),
+        )
     }
     # The first original counts again; the second is still held to nothing by its reversal.
     late = at(first_at + 60)
     first = (await send(api, event(api, "tx-1", at=late)))[0]
     assert first == {"event_id": "tx-1", "status": "accepted"}
     assert (await send(api, event(api, "tx-2", "cust-2", at=late)))[0]["status"] == "accepted"
-    assert await redis.get(keys.held_reversals_count) == "0"
+    assert await redis.get(keys.of("g1").held_reversals_count) == "0"
     await LedgerWorker(redis, pool, keys).drain()
     assert (await outcome(pool, "tx-1"), await outcome(pool, "tx-2")) == ("counted", "cancelled")
 

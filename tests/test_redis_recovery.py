@@ -25,16 +25,21 @@ from quanyi.ledger.rebuild import Rebuild
 from quanyi.ledger.reconcile import Reconcile, drifted
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.outbox import LEDGER_GROUP, outbox_lag
-from quanyi.stores.redis import open_redis
+from quanyi.stores.redis import cluster_client, open_redis
+from tests.conftest import CLUSTER_SHARDS
 from tests.support.clients import Api, claim, not_ready
 from tests.support.factories import register_vendor
 from tests.support.scratch import ScratchRedis, redis_available
 from tests.support.settings import CHANNEL, settings_for_tests
+from tests.support.stores import delete_test_keys
 from tests.support.vendors import sim_stats
 from tests.support.waiting import until
 from tests.support.workers import fulfilment_worker
 
-pytestmark = pytest.mark.skipif(not redis_available(), reason="needs redis-server")
+pytestmark = [
+    pytest.mark.skipif(not redis_available(), reason="needs redis-server"),
+    pytest.mark.cluster_too,
+]
 
 
 @pytest.fixture
@@ -48,15 +53,28 @@ def scratch(tmp_path: Any, request: Any) -> Iterator[ScratchRedis]:
 
 
 @pytest.fixture
-def settings(scratch: ScratchRedis):
-    return settings_for_tests(redis_url=scratch.url(0))
+def settings(redis_mode: str, redis_url: str, request: Any):
+    """On the cluster, the suite's scratch cluster (tests/conftest.py): losing its data (a
+    flush, the test's keys deleted) is a scratch's to lose as well."""
+    if redis_mode == "cluster":
+        return settings_for_tests(
+            redis_url=redis_url, redis_cluster=True, redis_shards=CLUSTER_SHARDS
+        )
+    return settings_for_tests(redis_url=request.getfixturevalue("scratch").url(0))
 
 
 @pytest.fixture
-async def redis(scratch: ScratchRedis) -> AsyncIterator[Redis]:
-    """The scratch server, standing in for the shared test Redis in every fixture."""
-    client = Redis.from_url(scratch.url(0), decode_responses=True)
+async def redis(redis_mode: str, redis_url: str, request: Any) -> AsyncIterator[Redis]:
+    """The scratch server (or the scratch cluster), standing in for the shared test Redis in
+    every fixture."""
+    if redis_mode == "cluster":
+        client: Redis = cluster_client(redis_url)  # type: ignore[assignment]
+        await delete_test_keys(client)
+    else:
+        client = Redis.from_url(request.getfixturevalue("scratch").url(0), decode_responses=True)
     yield client
+    if redis_mode == "cluster":
+        await delete_test_keys(client)
     await client.aclose()
 
 
@@ -111,7 +129,12 @@ async def test_a_flush_under_claims_grants_nothing_twice_and_claims_resume_after
     status, body = await claim(api, "late", "late")
     assert not_ready(status, body), body
     assert "retry" in body["error"]["message"] and "ledger" in body["error"]["message"]
-    assert not await redis.exists(keys.outbox, keys.campaign_definition("c1"), keys.campaign("c1"))
+    emptied = [
+        *(s.outbox for s in keys.shards),
+        keys.campaign_definition("c1"),
+        keys.campaign("c1"),
+    ]
+    assert not any([await redis.exists(key) for key in emptied])  # each alone: slots differ
 
     await Rebuild(pool, redis, keys, settings, clock).run()
     for i in range(40):
@@ -244,7 +267,7 @@ async def test_a_replay_and_the_customer_list_report_a_revoke_at_once(api, pool,
     # Before the ledger has the grant, after it has the grant but not yet the revoke, after both.
     assert await seen() == ("revoked", ["revoked"])
     worker = LedgerWorker(redis, pool, keys)
-    events = await redis.xrange(keys.outbox)
+    events = await redis.xrange(keys.of("c1").outbox)
     await worker.drain()
     assert len(events) == 2 and await pool.fetchval("SELECT status FROM grants") == "revoked"
     assert await seen() == ("revoked", ["revoked"])
@@ -263,8 +286,11 @@ async def test_a_replay_of_a_persisted_live_grant_reports_its_status(api, pool, 
 async def claim_again_after_a_loss(api: Api, redis: Redis, keys: Any, first: dict) -> dict:
     """The loss: what claim.lua wrote for request q1 and cust-1 (the request id, the customer's
     count) is gone. The retry of q1 gets a new grant, counted on top of the first."""
-    idem_key, idem_field = keys.idempotency(CHANNEL, "q1")
+    idem_key, idem_field = keys.of("c1").idempotency(CHANNEL, "q1")
     assert await redis.hdel(idem_key, idem_field) == 1
+    if keys.sharded:  # and the record of the shard q1 was decided in (quanyi/stores/shards.py)
+        route_key, route_field = keys.idempotency_route(CHANNEL, "q1")
+        assert await redis.hdel(route_key, route_field) == 1
     for key in [k async for k in redis.scan_iter(match=f"{keys.campaign('c1')}:cu:*")]:
         await redis.delete(key)
     status, second = await claim(api, "q1", "cust-1")
@@ -305,7 +331,7 @@ async def test_the_fulfilment_worker_never_issues_a_grant_the_ledger_refused(
         worker.stop()
         await asyncio.wait_for(task, 15)
     assert (await sim_stats(sim))["effects"] == {first["grant_id"]: 1}
-    dead = [f for _id, f in await redis.xrange(keys.fulfil_dead)]
+    dead = [f for _id, f in await redis.xrange(keys.of("c1").fulfil_dead)]
     assert len(dead) == 1 and "duplicate request" in dead[0]["error"]
     assert first["grant_id"] in dead[0]["error"]
     # Its stock came back: Redis counts what the ledger holds.
@@ -338,7 +364,9 @@ async def test_a_duplicate_born_fulfilled_is_failed_by_the_ledger_and_gives_its_
     second = await claim_again_after_a_loss(api, redis, keys, first)
     assert second["status"] == "fulfilled"
     assert await customer_total(redis, keys) == 1
-    [entry] = [m for m in await redis.xrange(keys.outbox) if second["grant_id"] in str(m[1])]
+    [entry] = [
+        m for m in await redis.xrange(keys.of("c1").outbox) if second["grant_id"] in str(m[1])
+    ]
 
     await ledger.drain()
     assert await pool.fetchval("SELECT count(*) FROM grants") == 1
@@ -346,7 +374,7 @@ async def test_a_duplicate_born_fulfilled_is_failed_by_the_ledger_and_gives_its_
     assert await pool.fetchval(fulfilled, second["grant_id"]) == 0
     assert await redis.hget(keys.grant_states("c1"), second["grant_id"]) == "failed"
     assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 1
-    dead = [f for _id, f in await redis.xrange(keys.outbox_dead)]
+    dead = [f for _id, f in await redis.xrange(keys.of("c1").outbox_dead)]
     assert len(dead) == 1 and second["grant_id"] in dead[0]["g"]
     failed = await pool.fetchval(
         "SELECT detail FROM grant_events WHERE grant_id = $1 AND event = 'failed'",
@@ -355,7 +383,7 @@ async def test_a_duplicate_born_fulfilled_is_failed_by_the_ledger_and_gives_its_
     assert failed is not None and f'"duplicate_of": "{first["grant_id"]}"' in failed
 
     # Delivered again (a worker died before its XACK): refused again, nothing given back twice.
-    await ledger._persist([entry])
+    await ledger._persist([entry], keys.of("c1"))
     assert int(await redis.hget(keys.campaign("c1"), "r:r1:granted")) == 1
     assert await pool.fetchval(fulfilled, second["grant_id"]) == 0
     # The customer's limit came back too (the loss had emptied it; the duplicate took one).
@@ -378,6 +406,7 @@ async def fire(api: Api, prefix: str, acknowledged: list[tuple[float, str]], sto
 
 
 @pytest.mark.parametrize("scratch", ["always", "everysec"], indirect=True)
+@pytest.mark.single_redis("kill -9 of a Redis server of its own, restarted from its AOF")
 async def test_kill_9_of_redis_with_aof_loses_no_acknowledged_grant(
     api, pool, redis, keys, settings, clock, scratch, record_property
 ):

@@ -23,6 +23,10 @@ from quanyi.stores.scripts import Scripts
 from tests.support.scratch import ScratchRedis, redis_available
 from tests.support.waiting import until
 
+# Side tasks run per shard's streams on a cluster as on one Redis; only those that need a Redis
+# of their own to kill, or read settings alone, stay on the single Redis.
+pytestmark = pytest.mark.cluster_too
+
 FULFIL_SIDE_TASKS = {
     "fulfil-retries",
     "fulfil-reclaim",
@@ -78,7 +82,8 @@ async def test_the_ledger_worker_reclaims_a_dead_consumers_entries_from_its_side
     await api.create_campaign()
     status, grant = await api.claim(request_id="q1", campaign_id="c1", customer_id="cust-1")
     assert status == 201
-    await redis.xreadgroup(LEDGER_GROUP, "dead-one", {keys.outbox: ">"})  # and then it died
+    outbox = keys.of("c1").outbox  # the campaign's shard (the only one with one shard)
+    await redis.xreadgroup(LEDGER_GROUP, "dead-one", {outbox: ">"})  # and then it died
     worker = LedgerWorker(redis, pool, keys, block_ms=20, reclaim_idle_ms=200)
     run = asyncio.create_task(worker.run())
     try:
@@ -102,6 +107,7 @@ async def status_of(api: Any, grant_id: str) -> str:
 
 
 @pytest.mark.skipif(not redis_available(), reason="needs redis-server")
+@pytest.mark.single_redis("kills and restarts a Redis server of its own, a single one")
 async def test_a_side_task_whose_store_goes_away_keeps_running_and_fulfilment_goes_on(
     api, redis, pool, keys, settings, clock, tmp_path, caplog
 ):
@@ -215,6 +221,7 @@ FULFIL_ENV = {
 }
 
 
+@pytest.mark.single_redis("tunables are read from settings alone: no Redis differs")
 async def test_the_fulfilment_workers_tunables_are_read_from_quanyi_fulfil_settings(
     redis, pool, keys, clock
 ):
@@ -236,6 +243,7 @@ async def test_the_fulfilment_workers_tunables_are_read_from_quanyi_fulfil_setti
     )
 
 
+@pytest.mark.single_redis("tunables are read from settings alone: no Redis differs")
 async def test_the_fulfilment_reclaim_idle_is_the_ledgers_unless_set(redis, pool, keys, clock):
     def reclaim_idle_ms(env: dict[str, str]) -> int:
         stores = Stores(Settings.from_env(env), clock, keys, redis, pool, Scripts(redis))
