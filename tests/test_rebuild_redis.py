@@ -7,7 +7,7 @@ cluster (every shard): it is flushed.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,11 @@ from quanyi.core.settings import Settings
 from quanyi.ledger.rebuild import ClaimsFlowing, Rebuild, refuse_while_flowing
 from quanyi.ledger.reconcile import Reconcile, drifted
 from quanyi.ledger.worker import LedgerWorker
-from quanyi.stores.redis import cluster_client
-from tests.conftest import CLUSTER_SHARDS
 from tests.support.cli import quanyi as run_cli
 from tests.support.clients import claim, not_ready
+from tests.support.lost_stores import lost_store_redis, lost_store_settings
 from tests.support.scratch import ScratchRedis, redis_available
-from tests.support.settings import settings_for_tests
-from tests.support.stores import delete_test_keys, redis_snapshot
+from tests.support.stores import redis_snapshot
 
 pytestmark = [
     pytest.mark.skipif(not redis_available(), reason="needs redis-server"),
@@ -39,30 +37,8 @@ def scratch(tmp_path: Any) -> Iterator[ScratchRedis]:
         yield server
 
 
-@pytest.fixture
-def settings(redis_mode: str, redis_url: str, request: Any):
-    """On the cluster, the suite's scratch cluster (tests/conftest.py): losing its data (a
-    flush, the test's keys deleted) is a scratch's to lose as well."""
-    if redis_mode == "cluster":
-        return settings_for_tests(
-            redis_url=redis_url, redis_cluster=True, redis_shards=CLUSTER_SHARDS
-        )
-    return settings_for_tests(redis_url=request.getfixturevalue("scratch").url(0))
-
-
-@pytest.fixture
-async def redis(redis_mode: str, redis_url: str, request: Any) -> AsyncIterator[Redis]:
-    """The scratch server (or the scratch cluster), standing in for the shared test Redis in
-    every fixture."""
-    if redis_mode == "cluster":
-        client: Redis = cluster_client(redis_url)  # type: ignore[assignment]
-        await delete_test_keys(client)
-    else:
-        client = Redis.from_url(request.getfixturevalue("scratch").url(0), decode_responses=True)
-    yield client
-    if redis_mode == "cluster":
-        await delete_test_keys(client)
-    await client.aclose()
+settings = pytest.fixture(name="settings")(lost_store_settings)
+redis = pytest.fixture(name="redis")(lost_store_redis)
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,13 +25,12 @@ from quanyi.ledger.rebuild import Rebuild
 from quanyi.ledger.reconcile import Reconcile, drifted
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.outbox import LEDGER_GROUP, outbox_lag
-from quanyi.stores.redis import cluster_client, open_redis
-from tests.conftest import CLUSTER_SHARDS
+from quanyi.stores.redis import open_redis
 from tests.support.clients import Api, claim, not_ready
 from tests.support.factories import register_vendor
+from tests.support.lost_stores import lost_store_redis, lost_store_settings
 from tests.support.scratch import ScratchRedis, redis_available
-from tests.support.settings import CHANNEL, settings_for_tests
-from tests.support.stores import delete_test_keys
+from tests.support.settings import CHANNEL
 from tests.support.vendors import sim_stats
 from tests.support.waiting import until
 from tests.support.workers import fulfilment_worker
@@ -52,30 +51,8 @@ def scratch(tmp_path: Any, request: Any) -> Iterator[ScratchRedis]:
         yield server
 
 
-@pytest.fixture
-def settings(redis_mode: str, redis_url: str, request: Any):
-    """On the cluster, the suite's scratch cluster (tests/conftest.py): losing its data (a
-    flush, the test's keys deleted) is a scratch's to lose as well."""
-    if redis_mode == "cluster":
-        return settings_for_tests(
-            redis_url=redis_url, redis_cluster=True, redis_shards=CLUSTER_SHARDS
-        )
-    return settings_for_tests(redis_url=request.getfixturevalue("scratch").url(0))
-
-
-@pytest.fixture
-async def redis(redis_mode: str, redis_url: str, request: Any) -> AsyncIterator[Redis]:
-    """The scratch server (or the scratch cluster), standing in for the shared test Redis in
-    every fixture."""
-    if redis_mode == "cluster":
-        client: Redis = cluster_client(redis_url)  # type: ignore[assignment]
-        await delete_test_keys(client)
-    else:
-        client = Redis.from_url(request.getfixturevalue("scratch").url(0), decode_responses=True)
-    yield client
-    if redis_mode == "cluster":
-        await delete_test_keys(client)
-    await client.aclose()
+settings = pytest.fixture(name="settings")(lost_store_settings)
+redis = pytest.fixture(name="redis")(lost_store_redis)
 
 
 async def test_a_flush_under_claims_grants_nothing_twice_and_claims_resume_after_rebuild(
