@@ -37,7 +37,7 @@ from loadtests import scratch
 from loadtests.bench.metrics import http_text, metric
 from loadtests.bench.report import RULE, verdict
 from loadtests.drivers import run_wrk
-from loadtests.procs import cpu_s, free_port, quanyi_argv, running, wait_http
+from loadtests.procs import cpu_s, free_port, quanyi_argv, running, service_env, wait_http
 from quanyi.access.channels import create_channel
 from quanyi.access.signing import sign, signed_headers
 from quanyi.access.staff import Staff, create_staff
@@ -310,15 +310,7 @@ async def outcome_counts(url: str) -> dict[str, float]:
 
 async def events_phase(total: int, work_dir: Path) -> list[EventsRun]:
     port = free_port()
-    env = dict(os.environ)
-    env.update(
-        QUANYI_REDIS_URL=REDIS_URL,
-        QUANYI_DATABASE_URL=DATABASE_URL,
-        QUANYI_KEY_PREFIX=PREFIX,
-        QUANYI_HTTP_PORT=str(port),
-        QUANYI_LOG_LEVEL="WARNING",
-        QUANYI_ACCESS_LOG="false",
-    )
+    env = service_env(REDIS_URL, DATABASE_URL, PREFIX, port, QUANYI_ACCESS_LOG="false")
     runs = []
     argv = quanyi_argv("serve", "--port", str(port))
     async with running("api", argv, env, work_dir) as api:

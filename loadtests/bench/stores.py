@@ -9,14 +9,13 @@ import time
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from loadtests import procs, scratch, seeding
 from loadtests.bench.results import BenchError, Settled
 from loadtests.seeding import CHANNEL
 from quanyi.core.settings import Settings
 from quanyi.stores.keys import Keys
-from quanyi.stores.outbox import LEDGER_GROUP, trim_outbox
+from quanyi.stores.outbox import LEDGER_GROUP, stream_groups, trim_outbox
 
 PG_ADMIN_URL = "postgresql://127.0.0.1:5432/postgres"
 DATABASE = "quanyi_bench"
@@ -134,11 +133,7 @@ async def outbox_groups(redis: Redis, keys: Keys) -> dict[str, int]:
     summed over the shards' streams."""
     counts: dict[str, int] = {}
     for shard in keys.shards:
-        try:
-            groups = await redis.xinfo_groups(shard.outbox)
-        except ResponseError:  # no outbox in this shard yet
-            continue
-        for group in groups:
+        for group in await stream_groups(redis, shard.outbox):
             lag = group.get("lag")
             if lag is None:  # Redis could not count it: count what follows the last delivery
                 after = f"({group['last-delivered-id']}"

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from loadtests.bench.results import BenchError
 from loadtests.bench.runner import Poller
 from quanyi.stores.keys import Keys
-from quanyi.stores.outbox import Lag, outbox_lag
+from quanyi.stores.outbox import Lag, outbox_lag, stream_groups
 
 # The boundedness rule. The ledger worker trims the outbox about once a second, and only below
 # what every group acknowledged, so a healthy outbox saws between a little and about a second of
@@ -71,11 +70,7 @@ async def group_names(redis: Redis, keys: Keys) -> list[str]:
     shard's stream, in the order first seen (a shard with no claims yet may have no stream)."""
     names: dict[str, None] = {}
     for shard in keys.shards:
-        try:
-            groups = await redis.xinfo_groups(shard.outbox)
-        except ResponseError:  # no outbox in this shard yet
-            continue
-        names.update((str(g["name"]), None) for g in groups)
+        names.update((str(g["name"]), None) for g in await stream_groups(redis, shard.outbox))
     return list(names)
 
 

@@ -50,7 +50,8 @@ class Lag:
     seconds: float
 
 
-async def _groups(redis: Redis, outbox: str) -> list[dict]:
+async def stream_groups(redis: Redis, outbox: str) -> list[dict]:
+    """XINFO GROUPS of one shard's outbox; none while the shard has no stream yet."""
     try:
         return await redis.xinfo_groups(outbox)
     except ResponseError:  # no stream yet
@@ -65,7 +66,7 @@ async def outbox_lag(redis: Redis, keys: Keys, group: str = LEDGER_GROUP) -> Lag
 
 
 async def _stream_lag(redis: Redis, outbox: str, group: str) -> Lag:
-    info = next((g for g in await _groups(redis, outbox) if g["name"] == group), None)
+    info = next((g for g in await stream_groups(redis, outbox) if g["name"] == group), None)
     if info is None:
         return Lag(await redis.xlen(outbox), 0.0)
     oldest: str | None = None
@@ -96,7 +97,7 @@ async def _trim_stream(redis: Redis, outbox: str) -> None:
     """
     floor: tuple[int, int] | None = None
     floor_id = ""
-    for info in await _groups(redis, outbox):
+    for info in await stream_groups(redis, outbox):
         low = None
         if info["pending"]:
             # None when the group acknowledged the rest after XINFO GROUPS answered.
