@@ -12,8 +12,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from quanyi.inventory import channel_quota
-from quanyi.stores.keys import Keys, ShardKeys
+from quanyi.inventory import channel_quota, stock_parts
+from quanyi.stores.keys import Keys, ShardKeys, part_ids, part_of
 from quanyi.stores.redis import is_cluster
 
 
@@ -99,6 +99,9 @@ class HotCampaign:
     return_stock_on_failure: bool = True
     # What a customer is shown the campaign as (offers).
     name: str = ""
+    # Stock parts (README "Splitting a hot campaign"): the stock and the budget split over
+    # this many copies of the campaign's hash, on as many shards; 1, the campaign's hash alone.
+    parts: int = 1
 
     def reward(self, reward_id: str) -> HotReward | None:
         for reward in self.rewards:
@@ -123,6 +126,14 @@ class HotCampaign:
     def has_goals(self) -> bool:
         return any(r.goal is not None for r in self.rewards)
 
+    def part_ids(self) -> list[str]:
+        """The Redis ids of its parts (its own id alone when it is not split)."""
+        return part_ids(self.id, self.parts)
+
+    def part_of(self, customer_id: str) -> str:
+        """The Redis id a customer's claims of it are decided under."""
+        return part_of(self.id, self.parts, customer_id)
+
 
 @dataclass(frozen=True)
 class Counters:
@@ -130,6 +141,9 @@ class Counters:
     spent: int
     # reward -> channel -> live grants, for rewards with channel quotas (channel_quota.py).
     by_channel: dict[str, dict[str, int]] = field(default_factory=dict)
+    # A split campaign's counters per part (stock_parts.counters_by_part); None when it is
+    # not split, or when it has granted nothing.
+    by_part: dict[str, stock_parts.PartCounters] | None = None
 
 
 class HotCampaigns:
@@ -143,8 +157,71 @@ class HotCampaigns:
     async def publish(self, campaign: HotCampaign, counters: Counters, fresh: bool) -> None:
         """Write the definition and state. Counters are only ever initialised, never reset:
         from the ledger's figures when Redis lost them. `fresh` (never approved, so never
-        granted) clears what an earlier draft left."""
-        key = self._keys.campaign(campaign.id)
+        granted) clears what an earlier draft left.
+
+        A split campaign (parts > 1) is written part by part, each in its own transaction (its
+        own slot), the other parts before part 0, which holds the definition and the live
+        list. A part's stock and budget are written only when fresh, or when Redis does not
+        hold them: moves between parts changed them since (stock_parts.py)."""
+        ids = campaign.part_ids()
+        limits = (
+            stock_parts.part_limits(
+                {r.id: r.stock for r in campaign.rewards},
+                campaign.budget,
+                counters.by_part or {pid: stock_parts.PartCounters() for pid in ids},
+            )
+            if campaign.parts > 1
+            else {}
+        )
+        if (
+            campaign.parts > 1
+            and not fresh
+            and counters.by_part is None
+            and any(counters.granted.values())
+        ):
+            raise ValueError(f"split campaign {campaign.id}: its counters per part are needed")
+        if campaign.parts > 1 and not fresh:
+            limits = await self._limits_of_lost_parts(campaign, counters, limits)
+        for pid in reversed(ids):
+            part_counters = (counters.by_part or {}).get(pid) if campaign.parts > 1 else None
+            await self._publish_part(campaign, pid, counters, part_counters, limits.get(pid), fresh)
+
+    async def _limits_of_lost_parts(
+        self, campaign: HotCampaign, counters: Counters, limits: dict[str, dict[str, int]]
+    ) -> dict[str, dict[str, int]]:
+        """The stock and budget to write in a split campaign's parts Redis does not hold. All
+        of them lost: each part's grants plus its share of what is left (a rebuild's figures).
+        Some only (a shard lost, the others live, their stocks moved since): a lost part gets
+        none left to sell, only what it granted and spent, so the parts never add up to more
+        than the campaign; `quanyi rebuild-redis` shares out the rest again."""
+        ids = campaign.part_ids()
+        held = await asyncio.gather(*(self._redis.exists(self._keys.campaign(p)) for p in ids))
+        if all(held) or not any(held):
+            return limits
+        by_part = counters.by_part or {}
+        lost: dict[str, dict[str, int]] = {}
+        for pid, present in zip(ids, held, strict=True):
+            part = by_part.get(pid, stock_parts.PartCounters())
+            lost[pid] = (
+                limits[pid]
+                if present
+                else {
+                    **{f"r:{r.id}:stock": part.granted.get(r.id, 0) for r in campaign.rewards},
+                    **({} if campaign.budget is None else {"budget": part.spent}),
+                }
+            )
+        return lost
+
+    async def _publish_part(
+        self,
+        campaign: HotCampaign,
+        pid: str,
+        counters: Counters,
+        part: stock_parts.PartCounters | None,
+        limits: dict[str, int] | None,
+        fresh: bool,
+    ) -> None:
+        key = self._keys.campaign(pid)
         fields: dict[FieldT, EncodableT] = {
             "state": campaign.state,
             "ver": campaign.version,
@@ -152,11 +229,12 @@ class HotCampaigns:
             "ends": campaign.ends_ms,
         }
         fields.update({f"ch:{channel}": 1 for channel in campaign.channels})
-        if campaign.budget is not None:
+        if campaign.budget is not None and limits is None:
             fields["budget"] = campaign.budget
         for r in campaign.rewards:
             p = f"r:{r.id}:"
-            fields[p + "stock"] = r.stock
+            if limits is None:
+                fields[p + "stock"] = r.stock
             fields[p + "limit"] = r.limit
             fields[p + "cost"] = r.cost
             if r.daily_stock:
@@ -167,9 +245,12 @@ class HotCampaigns:
                 fields[p + "susp"] = 1
             if r.channel_quota is not None:
                 fields.update(channel_quota.definition_fields(r.id, r.channel_quota))
+        if limits is not None and fresh:
+            fields.update(limits)
         # Resumed rewards lose their marker in the same transaction that writes the rest: a
         # claim sees the reward suspended or not, never half of a publication.
         resumed = [f"r:{r.id}:susp" for r in campaign.rewards if not r.suspended]
+        home = pid == campaign.id
         async with self._redis.pipeline(transaction=True) as pipe:
             if fresh:
                 pipe.delete(key)
@@ -184,24 +265,30 @@ class HotCampaigns:
             if stale and not fresh:
                 pipe.hdel(key, *stale)
             pipe.hset(key, mapping=fields)
-            pipe.hsetnx(key, "spent", counters.spent)
+            if limits is not None and not fresh:
+                for limit_field, amount in limits.items():
+                    pipe.hsetnx(key, limit_field, amount)
+            granted = counters.granted if part is None else part.granted
+            pipe.hsetnx(key, "spent", counters.spent if part is None else part.spent)
             for r in campaign.rewards:
-                pipe.hsetnx(key, f"r:{r.id}:granted", counters.granted.get(r.id, 0))
+                pipe.hsetnx(key, f"r:{r.id}:granted", granted.get(r.id, 0))
                 if r.channel_quota is not None:
                     quota_counters = channel_quota.counter_fields(
                         r.id, r.channel_quota, campaign.channels, counters.by_channel.get(r.id, {})
                     )
                     for name, value in quota_counters.items():
                         pipe.hsetnx(key, name, value)
-            pipe.set(self._keys.campaign_definition(campaign.id), campaign.to_json())
-            if campaign.state == "active":
-                pipe.sadd(self._keys.of(campaign.id).live_campaigns, campaign.id)
-            else:
-                pipe.srem(self._keys.of(campaign.id).live_campaigns, campaign.id)
-            # Whoever holds the list of live campaigns sees it is out of date. A fresh token,
-            # not a counter: a counter lost with Redis's data would count again from zero and
-            # meet the numbers of lists processes still hold.
-            pipe.set(self._keys.of(campaign.id).live_version, secrets.token_hex(8))
+            if home:
+                pipe.set(self._keys.campaign_definition(campaign.id), campaign.to_json())
+                if campaign.state == "active":
+                    pipe.sadd(self._keys.of(campaign.id).live_campaigns, campaign.id)
+                else:
+                    pipe.srem(self._keys.of(campaign.id).live_campaigns, campaign.id)
+            # Whoever holds the list of live campaigns sees it is out of date (in every shard
+            # a part is in: offers.lua checks the version of the shard it reads a part in). A
+            # fresh token, not a counter: a counter lost with Redis's data would count again
+            # from zero and meet the numbers of lists processes still hold.
+            pipe.set(self._keys.of(pid).live_version, secrets.token_hex(8))
             await pipe.execute()
 
     async def definition(self, campaign_id: str) -> HotCampaign | None:
@@ -245,7 +332,13 @@ class HotCampaigns:
             replies = await pipe.execute()
         return list(zip(replies[::2], replies[1::2], strict=True))
 
-    async def counters(self, campaign_id: str, reward_ids: list[str]) -> Counters:
+    async def counters(self, campaign_id: str, reward_ids: list[str], parts: int = 1) -> Counters:
+        """The live counters: summed over the parts of a split campaign."""
+        if parts > 1:
+            granted, spent, _moving = await stock_parts.sums(
+                self._redis, self._keys, campaign_id, parts, reward_ids
+            )
+            return Counters(granted=granted, spent=spent)
         fields = ["spent", *(f"r:{rid}:granted" for rid in reward_ids)]
         values = await self._redis.hmget(self._keys.campaign(campaign_id), fields)
         granted = {rid: int(v or 0) for rid, v in zip(reward_ids, values[1:], strict=True)}

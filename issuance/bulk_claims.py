@@ -148,6 +148,10 @@ class BulkClaims(ClaimService):
         # A job is one campaign's, so all its calls go to that campaign's shard. Its request ids
         # ("<job>/<customer>") name the job, so they are never reused on another shard's campaign
         # and need no route (quanyi/stores/shards.py route_requests).
+        if campaign.parts > 1:
+            # Its members' claims would be in several parts' slots; the API refuses such a
+            # job (campaign_split), this keeps any other caller from a cross-slot call.
+            raise ValueError(f"campaign {campaign.id} is split into stock parts: no bulk calls")
         shard = keys_of.of(campaign.id)
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
         pointer = audience_pointer(keys_of, reward)

@@ -84,19 +84,21 @@ def claim_slice(
     who: str,
 ) -> tuple[list[str], list[Any]]:
     """One claim's 6 KEYS and 11 ARGV of a claim.lua call (its header: KEYS[k+1..k+6],
-    ARGV[a+1..a+11]). `shard` is the campaign's; `day_ends` the unix second today ends;
+    ARGV[a+1..a+11]). `shard` is the campaign's (of a split campaign, the customer's part's:
+    keys.of(campaign.part_of(customer))); `day_ends` the unix second today ends;
     `keep_until` the unix second until which idempotency and customer totals are kept; `who`
     the ARGV[a+11] of `who_may_have` (with, on a cluster, the membership read in place of the
     pointer: `with_membership`)."""
     bucket = customer_bucket(claim.customer_id, campaign.buckets)
     idem_key, idem_field = shard.idempotency(claim.channel_id, claim.request_id)
+    part = campaign.part_of(claim.customer_id)
     return (
         [
-            keys.campaign(campaign.id),
+            keys.campaign(part),
             idem_key,
-            keys.customer_totals(campaign.id, bucket),
-            keys.customer_daily(campaign.id, day, bucket),
-            keys.reward_daily(campaign.id, day),
+            keys.customer_totals(part, bucket),
+            keys.customer_daily(part, day, bucket),
+            keys.reward_daily(part, day),
             shard.customer_pending(claim.customer_id),
         ],
         [

@@ -30,6 +30,7 @@ from quanyi.core.errors import (
 from quanyi.core.ids import grant_id_ms, new_grant_id
 from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
+from quanyi.inventory.stock_parts import REFILL_TRIES, StockParts, short_of
 from quanyi.issuance.claim_calls import (
     DAY_S,
     audience_pointer,
@@ -132,6 +133,7 @@ class ClaimService:
         self._script = self._scripts.claim
         self._cluster = is_cluster(redis)
         self.campaigns = campaigns or CampaignCache.of_store(redis, keys, republish)
+        self._parts = StockParts(redis, keys, self._scripts)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._runners: list[asyncio.Task] = []
         self._closing = False
@@ -188,7 +190,7 @@ class ClaimService:
                         "this reward is granted when its goal is reached, not claimed",
                         reason="automatic",
                     )
-                outcome, detail, *extra = await self._decide(claim, campaign, reward)
+                outcome, detail, *extra = await self._decide_refilling(claim, campaign, reward)
                 if outcome not in ("stale", "campaign_not_found"):
                     break
                 if last:
@@ -213,19 +215,19 @@ class ClaimService:
                 # Only a replay can have moved on: a new grant is `granted` (`fulfilled` for a
                 # right with no vendor), with no look-up.
                 status=(
-                    await self._status_now(campaign.id, detail, reward)
+                    await self._status_now(campaign.part_of(claim.customer_id), detail, reward)
                     if replayed
                     else born_status(reward)
                 ),
             )
         raise rejection(outcome, detail, claim, reward, extra)
 
-    async def _status_now(self, campaign_id: str, grant_id: str, reward: HotReward) -> str:
+    async def _status_now(self, part_id: str, grant_id: str, reward: HotReward) -> str:
         """A replayed grant's final status (revoked, redeemed, expired, failed) as Redis decided
         it, else `granted` (`fulfilled` for a right with no vendor): one HGET, and no PostgreSQL
         on the claim path, even under a storm of retries. Fulfilment details are for
         GET /v1/grants/{id}."""
-        final = await self._redis.hget(self._keys.grant_states(campaign_id), grant_id)
+        final = await self._redis.hget(self._keys.grant_states(part_id), grant_id)
         return str(final) if final else born_status(reward)
 
     @staticmethod
@@ -241,12 +243,35 @@ class ClaimService:
             raise RewardNotFound(f"campaign {campaign.id} has no reward {reward_id}")
         return reward
 
+    async def _decide_refilling(
+        self, claim: Claim, campaign: HotCampaign, reward: HotReward
+    ) -> list[Any]:
+        """_decide's reply; for a split campaign whose part for this customer ran dry, decided
+        again after stock or budget was moved into it from another part (stock_parts.py), so
+        a claim is refused out_of_stock only when no part has any to spare."""
+        reply = await self._decide(claim, campaign, reward)
+        if campaign.parts == 1:
+            return reply
+        part = campaign.part_of(claim.customer_id)
+        for _ in range(REFILL_TRIES):
+            short = short_of(reply)
+            if short is None:
+                return reply
+            # A budget is short of the reward's cost, which a few moves may make up.
+            need = reward.cost if short == "budget" else 1
+            if not await self._parts.refill(
+                campaign.id, campaign.parts, reward.id, part, short, need
+            ):
+                return reply
+            reply = await self._decide(claim, campaign, reward)
+        return reply
+
     async def _decide(self, claim: Claim, campaign: HotCampaign, reward: HotReward) -> list[Any]:
         """claim.lua's reply for this claim: [outcome, detail, ...]."""
         now = self._clock()
         now_ms = int(now * 1000)
         day, day_ends = self._calendar.day(now)
-        shard = self._keys.of(campaign.id)
+        shard = self._keys.of(campaign.part_of(claim.customer_id))
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
         pointer = audience_pointer(self._keys, reward)
         who = who_may_have(self._keys, self._periods, campaign, reward, claim.customer_id, now, day)

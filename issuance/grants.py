@@ -205,16 +205,15 @@ class GrantReader:
     async def _apply_pending_events(self, grants: list[dict[str, Any]]) -> None:
         """A transition the ledger has not stored yet (a revoke a moment ago) sets the status:
         the list reads the latest state, as a single grant read does. A grant's events are in
-        its campaign's shard (issuance/lifecycle.py)."""
+        its campaign's shard (issuance/lifecycle.py), or its part's."""
         if not grants:
             return
-        by_shard: dict[int, list[str]] = {}
-        for g in grants:
-            shard = self._keys.of(g["campaign_id"]).shard
-            by_shard.setdefault(shard, []).extend(f"{g['grant_id']}:{e}" for e in EVENTS)
+        # Every shard is asked for every grant: a grant of a split campaign is in the shard of
+        # its customer's part, which the row does not say (as a single grant read asks them).
+        fields = [f"{g['grant_id']}:{e}" for g in grants for e in EVENTS]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for shard, fields in by_shard.items():
-                pipe.hmget(self._keys.shards[shard].pending_events, fields)
+            for shard in self._keys.shards:
+                pipe.hmget(shard.pending_events, fields)
             replies = await pipe.execute()
         raws = [raw for found in replies for raw in found]
         latest: dict[str, dict[str, Any]] = {}

@@ -197,16 +197,18 @@ class GrantLifecycle:
                 "reward_id": grant["reward_id"],
             }
         )
-        # The campaign's shard: its outbox and pending events share the campaign's slot.
-        shard = self._keys.of(cid)
+        # The campaign's shard: its outbox and pending events share the campaign's slot (of a
+        # split campaign, the slot of the part the grant was taken in: the customer's).
+        part = campaign.part_of(grant["customer_id"])
+        shard = self._keys.of(part)
         return (
             [
                 shard.outbox,
-                shard.campaign(cid),
-                self._keys.grant_states(cid),
-                self._keys.customer_totals(cid, bucket),
-                self._keys.customer_daily(cid, day, bucket),
-                self._keys.reward_daily(cid, day),
+                shard.campaign(part),
+                self._keys.grant_states(part),
+                self._keys.customer_totals(part, bucket),
+                self._keys.customer_daily(part, day, bucket),
+                self._keys.reward_daily(part, day),
                 shard.pending_events,
                 shard.store_ready,
             ],

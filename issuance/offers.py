@@ -5,6 +5,10 @@ An offer is shown for every reward of every active campaign on the channel that 
 may have (a reward kept for an audience is left out for anyone outside it), with whether a
 claim would be granted now and, when not, why. It is advice, read at most REFRESH_S behind the
 publications: the claim itself decides (claim.lua), atomically.
+
+A campaign split into stock parts (inventory/stock_parts.py) is read in the customer's part,
+where their claims are decided and counted; a part run dry is judged by what the whole
+campaign has left, as a claim would refill it from the other parts.
 """
 
 from __future__ import annotations
@@ -19,11 +23,24 @@ from redis.asyncio import Redis
 from quanyi.core.clock import Clock, LocalCalendar, LocalPeriods, rfc3339
 from quanyi.core.errors import CampaignNotFound, ChannelNotAllowed, StoreNotReady, Unavailable
 from quanyi.core.settings import Settings
+from quanyi.inventory import stock_parts
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns, HotReward
 from quanyi.issuance import memberships
 from quanyi.issuance.exposures import Exposures
 from quanyi.issuance.live import REFRESH_S, LiveCampaigns, LiveList
-from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, ShardKeys, customer_bucket
+from quanyi.issuance.offer_figures import (
+    CampaignFigures,
+    RewardFigures,
+    part_is_dry,
+    whole_campaign_figures,
+)
+from quanyi.stores.keys import (
+    MAX_STOCK_PARTS,
+    PROGRESS_BUCKETS,
+    Keys,
+    ShardKeys,
+    customer_bucket,
+)
 from quanyi.stores.redis import is_cluster
 from quanyi.stores.scripts import Scripts
 
@@ -35,92 +52,11 @@ LIMIT_REACHED, GOAL_NOT_MET = "limit_reached", "goal_not_met"
 OUT_OF_STOCK, BUDGET_EXHAUSTED = "out_of_stock", "budget_exhausted"
 # Reads of the live list before giving up while publications keep moving it.
 STALE_RETRIES = 3
-# Plans held at once (one per channel and live list): a new list makes the old ones useless.
+# Live lists and channels whose plans are held at once: a new list makes the old ones useless.
 MAX_PLANS = 64
-
-
-def _int(value: str) -> int:
-    return int(value) if value else 0
-
-
-@dataclass(frozen=True)
-class _Figures:
-    """One reward's figures as offers.lua read them."""
-
-    stock: int
-    granted: int
-    daily_stock: int
-    limit: int
-    daily_limit: int
-    cost: int
-    customer_total: int
-    customer_today: int
-    reward_today: int
-    member: int  # 1 member, 0 not, -1 no audience
-    count: int
-    amount: int
-    claimed_in_period: bool
-    known: bool  # the campaign hash holds the reward
-    # Channel quotas (README "Channel quotas"), for the calling channel: None without quotas.
-    channel_left: int | None = None
-
-
-def _channel_left(stock: int, q: list[str]) -> int | None:
-    """What the channel may still grant of a reward with quotas, from qsum, q:<channel>,
-    qg:<channel>, qfg, as grant.lua quota_refused judges it: a named channel its quota less its
-    grants; any other the stock less the quotas' sum, less what the others took of it."""
-    quota_sum, quota, granted, shared = q
-    if not quota_sum:  # the hash holds no quotas for it: claims check none either
-        return None
-    if quota:
-        return int(quota) - _int(granted)
-    return stock - int(quota_sum) - _int(shared)
-
-
-@dataclass(frozen=True)
-class _CampaignFigures:
-    state: str
-    starts_ms: int
-    ends_ms: int
-    budget: int | None
-    spent: int
-    rewards: list[_Figures]
-
-    @classmethod
-    def parse(cls, row: str, quoted: tuple[bool, ...]) -> _CampaignFigures:
-        """`quoted`: which of the campaign's rewards have channel quotas (their 4 figures
-        follow the others, in reward order)."""
-        f = row.split(",")
-        m = len(quoted)
-        customer = 5 + 6 * m
-        quota_at = customer + 7 * m
-        rewards = []
-        for r in range(m):
-            h, c = f[5 + 6 * r : 11 + 6 * r], f[customer + 7 * r : customer + 7 * r + 7]
-            left = None
-            if quoted[r]:
-                left = _channel_left(_int(h[0]), f[quota_at : quota_at + 4])
-                quota_at += 4
-            rewards.append(
-                _Figures(
-                    stock=_int(h[0]),
-                    granted=_int(h[1]),
-                    daily_stock=_int(h[2]),
-                    limit=_int(h[3]),
-                    daily_limit=_int(h[4]),
-                    cost=_int(h[5]),
-                    customer_total=_int(c[0]),
-                    customer_today=_int(c[1]),
-                    reward_today=_int(c[2]),
-                    member=int(c[3]),
-                    count=_int(c[4]),
-                    amount=_int(c[5]),
-                    claimed_in_period=c[6] == "1",
-                    known=h[0] != "",
-                    channel_left=left,
-                )
-            )
-        return cls(f[0], _int(f[1]), _int(f[2]), int(f[3]) if f[3] else None, _int(f[4]), rewards)
+# Plans held at once: one per channel and live list, times the customers' choices of parts of
+# its split campaigns.
+MAX_PART_PLANS = MAX_PLANS * MAX_STOCK_PARTS
 
 
 @dataclass(frozen=True)
@@ -132,9 +68,10 @@ class _Period:
 @dataclass(frozen=True)
 class _Plan:
     """What an offers.lua call for these campaigns sends whoever the customer is: made once
-    per live list, channel and goal periods, so a request only adds the customer's buckets."""
+    per live list, channel and goal periods (and parts chosen, with split campaigns), so a
+    request only adds the customer's buckets."""
 
-    shard: ShardKeys  # the shard of every campaign of the plan
+    shard: ShardKeys  # the shard of every campaign hash of the plan
     campaigns: tuple[HotCampaign, ...]
     keys: tuple[str, ...]  # campaign hashes, then audience pointers (not on a cluster)
     audiences: tuple[str, ...]  # audience pointers, in the order rewards name them
@@ -156,6 +93,7 @@ class OfferService:
         clock: Clock,
         exposures: Exposures | None = None,
     ) -> None:
+        self._redis = redis
         self._keys = keys
         # Who was shown which campaign, for the report funnel (quanyi/issuance/exposures.py).
         self._exposures = exposures
@@ -166,6 +104,8 @@ class OfferService:
         self._calendar = LocalCalendar(settings.zone)
         self._periods = LocalPeriods(settings.zone)
         self._plans: dict[tuple[Any, ...], tuple[_Plan, ...]] = {}
+        # (live list, channel) -> its split campaigns, whose part is the customer's choice.
+        self._split: dict[tuple[Any, ...], tuple[HotCampaign, ...]] = {}
         self._cluster = is_cluster(redis)
 
     async def offers(self, channel_id: str, customer_id: str) -> list[dict[str, Any]]:
@@ -173,13 +113,14 @@ class OfferService:
         now = self._clock()
         live = await self._live.current(max_age_s=REFRESH_S)
         for _ in range(STALE_RETRIES):
-            plans = self._plan_for(live, channel_id, now)
+            plans = self._plan_for(live, channel_id, customer_id, now)
             read = await self._read_all(plans, channel_id, customer_id, now, live)
             if read is not None:
                 break
             live = await self._live.reload()
         else:
             raise Unavailable("campaigns are being published faster than they can be read")
+        read = await self._whole_where_dry(read)
         now_ms = int(now * 1000)
         offers: list[dict[str, Any]] = []
         for plan, campaign, held in read:
@@ -201,7 +142,7 @@ class OfferService:
         customer_id: str,
         now: float,
         live: LiveList,
-    ) -> list[tuple[_Plan, HotCampaign, _CampaignFigures]] | None:
+    ) -> list[tuple[_Plan, HotCampaign, CampaignFigures]] | None:
         """Every plan's campaigns with their figures, in the live list's order (one call with
         one shard; one per shard at once with several), or None when a shard's list moved."""
         versions = live.versions
@@ -217,12 +158,34 @@ class OfferService:
                 for plan in plans
             )
         )
-        read: list[tuple[_Plan, HotCampaign, _CampaignFigures]] = []
+        read: list[tuple[_Plan, HotCampaign, CampaignFigures]] = []
         for plan, figures in zip(plans, replies, strict=True):
             if figures is None:
                 return None
             read.extend(_with_plan(plan, figures))
         return sorted(read, key=lambda item: item[1].id)
+
+    async def _whole_where_dry(
+        self, read: list[tuple[_Plan, HotCampaign, CampaignFigures]]
+    ) -> list[tuple[_Plan, HotCampaign, CampaignFigures]]:
+        """The figures, with those of a split campaign's part run dry replaced by the whole
+        campaign's: a claim there would take stock (or budget) from the other parts
+        (inventory/stock_parts.py refill), so it is refused only when no part has any left.
+        One more round trip, only when a part shown is dry."""
+        dry = [i for i, (_, c, held) in enumerate(read) if part_is_dry(c, held)]
+        if not dry:
+            return read
+        found = await asyncio.gather(
+            *(
+                stock_parts.sums(self._redis, self._keys, c.id, c.parts, [r.id for r in c.rewards])
+                for c in (read[i][1] for i in dry)
+            )
+        )
+        whole = list(read)
+        for i, (granted, spent, _moving) in zip(dry, found, strict=True):
+            plan, campaign, held = read[i]
+            whole[i] = (plan, campaign, whole_campaign_figures(campaign, held, granted, spent))
+        return whole
 
     async def progress(
         self, channel_id: str, customer_id: str, campaign_id: str
@@ -232,7 +195,8 @@ class OfferService:
         if channel_id not in campaign.channels:
             raise ChannelNotAllowed(f"channel {channel_id} does not serve campaign {campaign_id}")
         now = self._clock()
-        plan = self._plan(self._keys.of(campaign.id), (campaign,), now, audiences=False)
+        part = campaign.part_of(customer_id)
+        plan = self._plan(self._keys.of(part), (campaign,), (part,), now, audiences=False)
         figures = await self._read(plan, channel_id, customer_id, now, None)
         assert figures is not None  # read at no version: never stale
         (held,) = figures
@@ -253,29 +217,52 @@ class OfferService:
             raise CampaignNotFound(f"no campaign {campaign_id}")
         return found
 
-    def _plan_for(self, live: LiveList, channel_id: str, now: float) -> tuple[_Plan, ...]:
-        """One plan per shard with campaigns on the channel (the one shard's, with one)."""
+    def _plan_for(
+        self, live: LiveList, channel_id: str, customer_id: str, now: float
+    ) -> tuple[_Plan, ...]:
+        """One plan per shard with campaigns on the channel (the one shard's, with one). A split
+        campaign is read in the customer's part, on that part's shard, so the plans depend on
+        the parts the customer's claims go to: the cache key holds them (none without split
+        campaigns, so a plan is made once per list and channel)."""
         periods = tuple(self._periods.period(w, now)[0] for w in ("month", "week"))
-        key = (live.version, live.read_at, channel_id, periods)
+        key: tuple[Any, ...] = (live.version, live.read_at, channel_id, periods)
+        split = self._split.get(key)
+        if split is None:
+            if len(self._split) >= MAX_PLANS:
+                self._split.clear()
+            split = self._split[key] = tuple(c for c in live.on_channel(channel_id) if c.parts > 1)
+        chosen = {c.id: c.part_of(customer_id) for c in split}
+        if chosen:
+            key = (*key, tuple(chosen.values()))
         plans = self._plans.get(key)
         if plans is None:
-            if len(self._plans) >= MAX_PLANS:
+            if len(self._plans) >= MAX_PART_PLANS:
                 self._plans.clear()
-            campaigns = live.on_channel(channel_id)
-            if not self._keys.sharded:
-                grouped = {0: list(campaigns)}
-            else:
-                grouped = {}
-                for c in campaigns:
-                    grouped.setdefault(self._keys.of(c.id).shard, []).append(c)
+            grouped: dict[int, list[tuple[HotCampaign, str]]] = {}
+            for c in live.on_channel(channel_id):
+                hash_id = chosen.get(c.id, c.id)
+                shard = self._keys.of(hash_id).shard if self._keys.sharded else 0
+                grouped.setdefault(shard, []).append((c, hash_id))
             plans = self._plans[key] = tuple(
-                self._plan(self._keys.shards[n], tuple(cs), now, audiences=True)
-                for n, cs in sorted(grouped.items())
-            ) or (self._plan(self._keys.shards[0], (), now, audiences=True),)
+                self._plan(
+                    self._keys.shards[n],
+                    tuple(c for c, _ in held),
+                    tuple(hash_id for _, hash_id in held),
+                    now,
+                    audiences=True,
+                )
+                for n, held in sorted(grouped.items())
+            ) or (self._plan(self._keys.shards[0], (), (), now, audiences=True),)
         return plans
 
     def _plan(
-        self, shard: ShardKeys, campaigns: tuple[HotCampaign, ...], now: float, *, audiences: bool
+        self,
+        shard: ShardKeys,
+        campaigns: tuple[HotCampaign, ...],
+        ids: tuple[str, ...],
+        now: float,
+        *,
+        audiences: bool,
     ) -> _Plan:
         audience_index: dict[str, int] = {}
         periods: dict[tuple[str, str], _Period] = {}
@@ -301,7 +288,7 @@ class OfferService:
             campaigns=campaigns,
             # On a cluster the audiences are read before (_read), out of the script's slot.
             keys=(
-                *(self._keys.campaign(c.id) for c in campaigns),
+                *(self._keys.campaign(hash_id) for hash_id in ids),
                 *(() if self._cluster else pointers),
             ),
             audiences=pointers,
@@ -314,7 +301,7 @@ class OfferService:
 
     async def _read(
         self, plan: _Plan, channel_id: str, customer_id: str, now: float, version: str | None
-    ) -> list[_CampaignFigures] | None:
+    ) -> list[CampaignFigures] | None:
         """The figures of the plan's campaigns for the customer on the channel, or None when the
         live list moved past `version` (None: not checked)."""
         day, _ = self._calendar.day(now)
@@ -342,7 +329,7 @@ class OfferService:
         if reply == "stale":
             return None
         return [
-            _CampaignFigures.parse(row, quoted)
+            CampaignFigures.parse(row, quoted)
             for row, quoted in zip(reply, plan.quoted, strict=True)
         ]
 
@@ -351,8 +338,8 @@ class OfferService:
         plan: _Plan,
         campaign: HotCampaign,
         reward: HotReward,
-        held: _CampaignFigures,
-        fig: _Figures,
+        held: CampaignFigures,
+        fig: RewardFigures,
         now_ms: int,
     ) -> dict[str, Any]:
         left = max(fig.stock - fig.granted, 0)
@@ -378,7 +365,7 @@ class OfferService:
 
     @staticmethod
     def _progress(
-        plan: _Plan, campaign: HotCampaign, reward: HotReward, fig: _Figures
+        plan: _Plan, campaign: HotCampaign, reward: HotReward, fig: RewardFigures
     ) -> dict[str, Any]:
         assert reward.goal is not None
         return {
@@ -392,8 +379,8 @@ class OfferService:
 
 def _why_not(
     reward: HotReward,
-    held: _CampaignFigures,
-    fig: _Figures,
+    held: CampaignFigures,
+    fig: RewardFigures,
     now_ms: int,
     progress: dict[str, Any] | None,
 ) -> str | None:
@@ -427,7 +414,7 @@ def _why_not(
 
 
 def _with_plan(
-    plan: _Plan, figures: list[_CampaignFigures]
-) -> Iterator[tuple[_Plan, HotCampaign, _CampaignFigures]]:
+    plan: _Plan, figures: list[CampaignFigures]
+) -> Iterator[tuple[_Plan, HotCampaign, CampaignFigures]]:
     for campaign, held in zip(plan.campaigns, figures, strict=True):
         yield plan, campaign, held

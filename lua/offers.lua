@@ -9,7 +9,10 @@
 -- KEYS[2]      live-list version: moved by every publication of a campaign
 -- KEYS[2+i]    campaign i's hash {c:ID}: state starts ends budget spent
 --              r:<reward>:stock|granted|dstock|limit|dlimit|cost, and for a reward with
---              channel quotas r:<reward>:qsum|q:<channel>|qg:<channel>|qfg (grant.lua)
+--              channel quotas r:<reward>:qsum|q:<channel>|qg:<channel>|qfg (grant.lua); of a
+--              campaign split into stock parts, the customer's part's {c:ID~j}, where their
+--              claims are counted (its stock and budget are the part's alone: the caller
+--              judges a dry part by the whole campaign's, inventory/stock_parts.py)
 -- KEYS[2+n+j]  pointer of audience j, "VERSION:BUCKETS" (absent until imported)
 --
 -- The campaign's other hashes share its hash tag and are named from its key as

@@ -6,7 +6,6 @@ cluster (every shard): it is flushed.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ from quanyi.core.settings import Settings
 from quanyi.ledger.rebuild import ClaimsFlowing, Rebuild, refuse_while_flowing
 from quanyi.ledger.reconcile import Reconcile, drifted
 from quanyi.ledger.worker import LedgerWorker
-from tests.support.cli import quanyi as run_cli
 from tests.support.clients import claim, not_ready
 from tests.support.lost_stores import lost_store_redis, lost_store_settings
+from tests.support.lost_stores import quanyi_on as quanyi
 from tests.support.scratch import ScratchRedis, redis_available
 from tests.support.stores import redis_snapshot
 
@@ -42,17 +41,6 @@ redis = pytest.fixture(name="redis")(lost_store_redis)
 
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def quanyi(settings: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
-    """The command on the test's Redis: the scratch server, or the scratch cluster's shards."""
-    return run_cli(
-        *argv,
-        QUANYI_REDIS_URL=settings.redis_url,
-        QUANYI_REDIS_CLUSTER=str(settings.redis_cluster).lower(),
-        QUANYI_REDIS_SHARDS=str(settings.redis_shards),
-        COLUMNS="160",
-    )
 
 
 async def restorable(settings: Settings) -> dict[bytes, Any]:

@@ -16,7 +16,8 @@ What a live campaign has spent is read from Redis, its `spent` counter: grant.lu
 the step that checks the campaign's own budget, so it is current and never above the budget,
 while the ledger trails it by the outbox's lag. Hence a balance's reserved + spent is always
 what it committed, and ending a campaign (once Redis has it ended, so no grant can follow) reads
-the final figure.
+the final figure: summed over the parts of a campaign split into stock parts (each part
+counts its own `spent`, inventory/stock_parts.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from redis.asyncio import Redis
 
 from quanyi.access.staff import HEAD_OFFICE, Actor, Staff, audit
 from quanyi.campaigns.model import Campaign
+from quanyi.campaigns.parts import stock_parts_of
 from quanyi.core.errors import (
     BudgetExceeded,
     BudgetRequired,
@@ -276,17 +278,22 @@ async def rereserve(
 
 
 async def release_reservation(
-    conn: asyncpg.Connection, stock: HotCampaigns, campaign_id: str, ended_by: str
+    conn: asyncpg.Connection,
+    stock: HotCampaigns,
+    campaign_id: str,
+    ended_by: str,
+    parts: int = 1,
 ) -> int | None:
     """At a campaign's end, give back to its branch what it reserved and did not spend; what it
     spent stays charged for good. Called in the ending's transaction (quanyi/campaigns/ending.py)
     once Redis has the campaign ended, so no grant can follow and `spent` is final; the movement
     row names `ended_by`, the ending itself is audited as campaign.end. Returns the amount given
-    back; None when the campaign held no reservation."""
+    back; None when the campaign held no reservation. `parts`: the campaign's stock parts, whose
+    `spent` counters add up to what it spent."""
     current = await conn.fetchrow(queries.lock_reservation, campaign_id)
     if current is None:
         return None
-    spent = (await stock.counters(campaign_id, [])).spent
+    spent = (await stock.counters(campaign_id, [], parts=parts)).spent
     charged = min(spent, current["amount"])
     released = current["amount"] - charged
     await _move(
@@ -395,7 +402,13 @@ class BudgetService:
         balance = Balance.of(row) if row else Balance(branch_id, period)
         charged = await conn.fetch(queries.reservations_of_balance, branch_id, period)
         live = [r for r in charged if r["charged"] is None]
-        counters = await asyncio.gather(*(self._stock.counters(r["campaign_id"], []) for r in live))
+        parts = await stock_parts_of(conn, [r["campaign_id"] for r in live])
+        counters = await asyncio.gather(
+            *(
+                self._stock.counters(r["campaign_id"], [], parts=parts.get(r["campaign_id"], 1))
+                for r in live
+            )
+        )
         spent_live = sum(min(c.spent, r["amount"]) for c, r in zip(counters, live, strict=True))
         return {
             "branch": branch_id,

@@ -7,7 +7,8 @@ In the ending's transaction, in this order (CampaignService.transition):
    grants) and how far the ledger is behind. Reads that may fail fail here, while Redis still
    has the campaign as it was and a rollback leaves both stores agreeing.
 2. The campaign is published to Redis as ended: no claim is decided any more.
-3. campaign_ended: Redis's counters, final now (one HMGET), the figures at the end
+3. campaign_ended: Redis's counters, final now (one HMGET, one per part of a campaign split
+   into stock parts, summed), the figures at the end
    (campaign_results), the phase `ended`, `campaign.ended` queued once, and last the budget
    reservation released, so the branch's budget row is locked only for that step and the
    commit.
@@ -64,7 +65,9 @@ async def release_budget_reservation(
 ) -> None:
     """Hand back what the campaign reserved of its branch's budget and did not spend, in the
     ending's transaction (quanyi/campaigns/budgets.py): the one place every ending passes."""
-    await release_reservation(conn, HotCampaigns(redis, keys), campaign.id, ended_by)
+    await release_reservation(
+        conn, HotCampaigns(redis, keys), campaign.id, ended_by, parts=campaign.stock_parts
+    )
 
 
 async def campaign_ended(
@@ -117,7 +120,9 @@ async def final_figures(
     view counts it) as the ledger held them; and what the campaign spent in all, as Redis
     counts it."""
     reward_ids = [r.id for r in campaign.rewards]
-    counters = await HotCampaigns(redis, keys).counters(campaign.id, reward_ids)
+    counters = await HotCampaigns(redis, keys).counters(
+        campaign.id, reward_ids, parts=campaign.stock_parts
+    )
     figures = []
     for reward in campaign.rewards:
         granted = counters.granted[reward.id]

@@ -36,6 +36,7 @@ from quanyi.campaigns.issuances import (
     LANE_LOCK_CLASS,
     LOCK_CLASS,
     STATES,
+    bulk_channel_hashes,
     drop_members,
     member_key,
     queries,
@@ -256,7 +257,8 @@ class IssuanceWorker:
         campaign_id, reward_id, job_id = row["campaign_id"], row["reward_id"], row["id"]
         # Set before every batch: a publication of the campaign or a restored Redis may have
         # taken it away; release_channel takes it away when no job of the campaign runs.
-        await self._redis.hset(self._keys.campaign(campaign_id), f"ch:{BULK_CHANNEL}", 1)
+        for name in await bulk_channel_hashes(self._pool, self._keys, campaign_id):
+            await self._redis.hset(name, f"ch:{BULK_CHANNEL}", 1)
         async with self._redis.pipeline(transaction=False) as pipe:
             for b in range(start, end):
                 pipe.hkeys(member_key(self._keys, row["audience_id"], job_id, b))

@@ -13,6 +13,10 @@ The member list is frozen by copying the audience's live version's member hashes
 a memcpy of each small hash) to keys of the job's own: an import during the job flips the
 pointer and unlinks the old version, and the job still covers exactly whom it was approved for.
 The copies go when the job is done or cancelled.
+
+A campaign split into stock parts (inventory/stock_parts.py) is not issued in bulk (CampaignSplit,
+a 409): a job's calls go to one shard, its members' claims to as many parts as it has, and only
+the live claim path refills a dry part from the others.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from quanyi.campaigns.approvals import (
     money_of,
     required_approvals,
 )
+from quanyi.campaigns.parts import stock_parts_of
+from quanyi.campaigns.revise_refusals import CampaignSplit
 from quanyi.core.errors import (
     AlreadyExists,
     InvalidTransition,
@@ -40,7 +46,7 @@ from quanyi.core.errors import (
 )
 from quanyi.core.schemas import Body, Ident, Reply
 from quanyi.stores.db import load_queries
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, part_ids
 
 queries = load_queries("quanyi.campaigns", "issuances.sql")
 
@@ -181,7 +187,18 @@ async def release_channel(
         "SELECT channels FROM campaigns WHERE id = $1", row["campaign_id"]
     )
     if BULK_CHANNEL not in (channels or []):
-        await redis.hdel(keys.campaign(row["campaign_id"]), f"ch:{BULK_CHANNEL}")
+        for name in await bulk_channel_hashes(conn, keys, row["campaign_id"]):
+            await redis.hdel(name, f"ch:{BULK_CHANNEL}")
+
+
+async def bulk_channel_hashes(
+    conn: asyncpg.Connection | asyncpg.Pool, keys: Keys, campaign_id: str
+) -> list[str]:
+    """The hashes `ch:bulk` is set in: the campaign's, and each part's of a campaign split
+    into stock parts (which no job is created for; one made before, or by hand, still claims
+    in its members' parts)."""
+    parts = (await stock_parts_of(conn, [campaign_id])).get(campaign_id, 1)
+    return [keys.campaign(pid) for pid in part_ids(campaign_id, parts)]
 
 
 class IssuanceService:
@@ -198,6 +215,14 @@ class IssuanceService:
             if campaign is None:
                 raise NotFound(f"no campaign {campaign_id!r}")
             staff.require_branch(campaign["branch"])
+            parts = (await stock_parts_of(conn, [campaign_id])).get(campaign_id, 1)
+            if parts > 1:
+                raise CampaignSplit(
+                    f"campaign {campaign_id} is split into {parts} stock parts: bulk issuance"
+                    " of a split campaign is not supported",
+                    campaign_id=campaign_id,
+                    stock_parts=parts,
+                )
             reward = await conn.fetchrow(queries.reward_of_campaign, campaign_id, body.reward_id)
             if reward is None:
                 raise RewardNotFound(f"campaign {campaign_id} has no reward {body.reward_id}")

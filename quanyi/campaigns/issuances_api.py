@@ -7,6 +7,7 @@ from aiohttp import web
 from quanyi.access.api import request_staff
 from quanyi.campaigns.approvals import AlreadyApproved, HeadOfficeApprovalNeeded, MakerMayNotApprove
 from quanyi.campaigns.issuances import IssuanceBody, IssuanceReply, IssuanceService
+from quanyi.campaigns.revise_refusals import CampaignSplit
 from quanyi.core.errors import (
     AlreadyExists,
     Forbidden,
@@ -48,6 +49,7 @@ def _service(request: web.Request) -> IssuanceService:
         RewardNotFound,
         AlreadyExists,
         InvalidTransition,
+        CampaignSplit,
     ),
     tags=TAGS,
 )

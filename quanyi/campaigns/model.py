@@ -37,7 +37,7 @@ from quanyi.core.schemas import (
 )
 from quanyi.inventory.channel_quota import rewards_quota_errors
 from quanyi.inventory.hot_campaigns import HotCampaign, HotGoal, HotReward
-from quanyi.stores.keys import buckets_for
+from quanyi.stores.keys import MAX_STOCK_PARTS, buckets_for
 
 RightKind = Literal["voucher", "points", "lounge_pass", "cashback", "coupon", "physical", "other"]
 MAX_LIMIT = 10_000
@@ -243,7 +243,24 @@ class CampaignChange(Body):
     channels: Channels
     budget: Amount | None = None
     return_stock_on_failure: Flag | None = True
+    # A hot campaign's stock and budget split over this many Redis shards (README "Splitting
+    # a hot campaign"); fixed once approved.
+    stock_parts: Annotated[int, Field(ge=1, le=MAX_STOCK_PARTS, strict=True)] = 1
     rewards: Rewards
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> CampaignChange:
+        # What a part cannot count alone: a daily stock and channel quotas are one counter for
+        # the whole campaign; goals count card events in the campaign's own slot.
+        if self.stock_parts > 1:
+            for r in self.rewards:
+                if r.goal is not None or r.daily_stock is not None or r.channel_quota:
+                    raise PydanticCustomError(
+                        "stock_parts",
+                        "a campaign split into stock parts has no goals, daily stock or"
+                        " channel quotas",
+                    )
+        return self
 
     @field_validator("return_stock_on_failure")
     @classmethod
@@ -369,6 +386,7 @@ class Campaign:
     # Fixed once a revision changed the stock (campaign_revisions): each customer's counters
     # stay in the bucket they were counted in. None: as many as the stock asks for.
     customer_buckets: int | None = None
+    stock_parts: int = 1
 
     @classmethod
     def from_rows(cls, row: asyncpg.Record, rewards: list[asyncpg.Record]) -> Campaign:
@@ -390,6 +408,7 @@ class Campaign:
             makers=tuple(row["makers"]),
             rewards=tuple(Reward.from_row(r) for r in rewards),
             customer_buckets=row.get("customer_buckets"),
+            stock_parts=row.get("stock_parts") or 1,
         )
 
     def hot(self) -> HotCampaign:
@@ -404,6 +423,7 @@ class Campaign:
             budget=self.budget,
             return_stock_on_failure=self.return_stock_on_failure,
             buckets=self.customer_buckets or buckets_for(sum(r.stock for r in self.rewards)),
+            parts=self.stock_parts,
             rewards=tuple(
                 HotReward(
                     id=r.id,
@@ -435,6 +455,7 @@ class Campaign:
             "channels": list(self.channels),
             "budget": self.budget,
             "return_stock_on_failure": self.return_stock_on_failure,
+            "stock_parts": self.stock_parts,
             "status": self.status,
             "version": self.version,
             "created_by": self.created_by,

@@ -30,8 +30,8 @@ ORDER BY c.id
 
 -- name: insert_campaign
 INSERT INTO campaigns (id, name, branch, starts_at, ends_at, channels, budget,
-                       return_stock_on_failure, created_by, makers)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ARRAY[$9::text])
+                       return_stock_on_failure, created_by, makers, stock_parts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ARRAY[$9::text], $10)
 
 -- name: insert_reward
 INSERT INTO rewards (campaign_id, id, right_id, face_value, unit_cost, vendor_id, stock,
@@ -97,6 +97,17 @@ WHERE g.campaign_id = $1
   AND NOT (g.status = 'failed' AND c.return_stock_on_failure)
 GROUP BY g.reward_id
 
+-- name: live_ledger_customer_totals
+-- As live_ledger_totals, per customer: a split campaign's counters per part (each customer's
+-- grants are in the customer's part, inventory/stock_parts.py counters_by_part).
+SELECT g.customer_id, g.reward_id, count(*) AS granted,
+       coalesce(sum(g.unit_cost), 0)::bigint AS spent
+FROM grants g JOIN campaigns c ON c.id = g.campaign_id
+WHERE g.campaign_id = $1
+  AND g.status <> 'revoked'
+  AND NOT (g.status = 'failed' AND c.return_stock_on_failure)
+GROUP BY g.customer_id, g.reward_id
+
 -- name: live_rewards
 SELECT c.id AS campaign_id, r.id AS reward_id, r.stock
 FROM campaigns c JOIN rewards r ON r.campaign_id = c.id
@@ -118,7 +129,8 @@ RETURNING *
 UPDATE campaigns
 SET name = $2, branch = $3, starts_at = $4, ends_at = $5, channels = $6, budget = $7,
     return_stock_on_failure = $8, version = version + 1, updated_at = now(),
-    makers = CASE WHEN $9 = ANY(makers) THEN makers ELSE makers || $9::text END
+    makers = CASE WHEN $9 = ANY(makers) THEN makers ELSE makers || $9::text END,
+    stock_parts = $10
 WHERE id = $1
 
 -- name: delete_rewards
@@ -161,3 +173,7 @@ WHERE g.campaign_id = $1
   AND g.status <> 'revoked'
   AND NOT (g.status = 'failed' AND c.return_stock_on_failure)
 GROUP BY g.reward_id, g.channel_id
+
+-- name: split_campaigns
+-- Which of these campaigns Redis counts in several hashes (campaigns/parts.py).
+SELECT id, stock_parts FROM campaigns WHERE id = ANY($1::text[]) AND stock_parts > 1

@@ -110,6 +110,7 @@ class CampaignView(Reply):
     channels: list[str]
     budget: int | None
     return_stock_on_failure: bool
+    stock_parts: int
     status: CampaignStatus
     version: int
     created_by: str

@@ -4,6 +4,9 @@ What the live counters refuse (a stock below what was granted, a budget below wh
 channel quotas that no longer fit what their channels granted) is a 409: the revision was fine
 when it was made, the campaign moved since. Field names of channel quotas are by reward id,
 rewards.<id>.channel_quota[.<channel>], as Revised.problems names them.
+
+A campaign split into stock parts refuses a revision of its stock or budget before anything
+else (CampaignSplit): a 409 too, of the campaign as approved rather than as it moved.
 """
 
 from __future__ import annotations
@@ -36,6 +39,24 @@ class BudgetBelowSpent(Conflict):
     """The new budget is below what the campaign spent already (details: spent)."""
 
     code = "budget_below_spent"
+
+
+class CampaignSplit(Conflict):
+    """What a campaign split into stock parts (inventory/stock_parts.py) does not do: its stock
+    and budget are spread over its parts and moved between them by claims, so no one figure
+    could be written; nor is it issued in bulk (details: campaign_id, stock_parts)."""
+
+    code = "campaign_split"
+
+
+def split_stock_refusal(campaign_id: str, parts: int) -> CampaignSplit:
+    """A revision of a split campaign's stock, daily stock or budget."""
+    return CampaignSplit(
+        f"campaign {campaign_id} is split into {parts} stock parts: the stock and budget of a"
+        " split campaign stay as approved; its end, limits and channels may be revised",
+        campaign_id=campaign_id,
+        stock_parts=parts,
+    )
 
 
 def refusal(outcome: str, detail: str, figure: int, channel: str) -> QuanyiError:

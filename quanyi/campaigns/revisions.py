@@ -12,6 +12,10 @@ reward's stock drops below what it granted, the budget not below what is spent, 
 reward's channel quotas (moved or not) not below what their channels granted and within the
 stock left. A refusal there rolls the PostgreSQL side back: nothing changes. Counters are never
 reset.
+
+A campaign split into stock parts (inventory/stock_parts.py) keeps the stock and budget it was
+approved with (a revision of them is refused, CampaignSplit); the rest of a revision is written
+to every part, each keeping the stock and budget it holds, part 0 (the definition) last.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from quanyi.campaigns import queries as campaign_queries
 from quanyi.campaigns.approvals import money_of
 from quanyi.campaigns.budgets import BudgetRules
 from quanyi.campaigns.model import Campaign
-from quanyi.campaigns.revise_refusals import refusal
+from quanyi.campaigns.revise_refusals import refusal, split_stock_refusal
 from quanyi.campaigns.revision_model import Revised, before_of, read_revision, revised
 from quanyi.core.errors import (
     Conflict,
@@ -106,6 +110,7 @@ class Revisions:
             self._revisable(campaign)
             changes = change.changes()
             figures = revised(campaign, changes)
+            self._fits_parts(campaign, figures)
             problems = figures.problems(campaign)
             if problems:
                 raise InvalidRequest("the revision does not fit the campaign", problems)
@@ -163,6 +168,7 @@ class Revisions:
             self._in_state(revision, "pending", "approve")
             self._revisable(campaign)
             figures = revised(campaign, _json(revision["changes"]))
+            self._fits_parts(campaign, figures)
             complete, given, needed = await approvals.approve(
                 conn,
                 staff,
@@ -257,25 +263,36 @@ class Revisions:
 
     async def _revise_hot(self, campaign: Campaign) -> None:
         hot = campaign.hot()
+        split = hot.parts > 1
+        # Part 0 last, as a publication writes them: it holds the definition processes load.
+        for pid in reversed(hot.part_ids()):
+            await self._revise_part(campaign, pid, split)
+
+    async def _revise_part(self, campaign: Campaign, pid: str, split: bool) -> None:
+        """revise.lua on one hash: the campaign's, or one of its stock parts', which keeps the
+        stock and budget it holds (moves between the parts change them)."""
+        hot = campaign.hot()
         k = self._keys
+        budget: Any = "" if hot.budget is None else hot.budget
         args: list[Any] = [
             hot.version,
-            hot.to_json(),
+            hot.to_json() if pid == campaign.id else "",
             secrets.token_hex(8),
             hot.ends_ms,
-            "" if hot.budget is None else hot.budget,
+            "keep" if split and hot.budget is not None else budget,
             "\n".join(hot.channels),
             len(hot.rewards),
         ]
         for r in hot.rewards:
             quota = orjson.dumps(r.channel_quota).decode() if r.channel_quota else ""
-            args += [r.id, r.stock, r.daily_stock or "", r.limit, r.daily_limit or "", quota]
+            stock = "" if split else r.stock
+            args += [r.id, stock, r.daily_stock or "", r.limit, r.daily_limit or "", quota]
         outcome, detail, figure, channel = await self._scripts.revise(
             keys=[
-                k.campaign(campaign.id),
-                k.campaign_definition(campaign.id),
-                k.of(campaign.id).live_version,
-                k.of(campaign.id).store_ready,
+                k.campaign(pid),
+                k.campaign_definition(pid),
+                k.of(pid).live_version,
+                k.of(pid).store_ready,
             ],
             args=args,
         )
@@ -292,8 +309,11 @@ class Revisions:
         until = int(after.ends_at.timestamp()) + self._retention_s
         hot = after.hot()
         k = self._keys
-        names = [k.customer_totals(after.id, b) for b in range(hot.buckets)]
-        names.append(k.grant_states(after.id))
+        names = []
+        # Each part of a split campaign counts its own customers, in its own slot.
+        for pid in hot.part_ids():
+            names += [k.customer_totals(pid, b) for b in range(hot.buckets)]
+            names.append(k.grant_states(pid))
         if hot.has_goals:
             names += [k.progress(after.id, b) for b in range(PROGRESS_BUCKETS)]
             names += [k.counted_events(after.id, b) for b in range(EVENT_BUCKETS)]
@@ -312,6 +332,19 @@ class Revisions:
                 f"only an approved or paused campaign is revised; this one is {campaign.status}",
                 state=campaign.status,
             )
+
+    @staticmethod
+    def _fits_parts(campaign: Campaign, figures: Revised) -> None:
+        """A split campaign's stock, daily stock and budget stay as approved: its parts share
+        them out and move them between each other."""
+        if campaign.stock_parts <= 1:
+            return
+        before = {r.id: r for r in campaign.rewards}
+        if figures.budget != campaign.budget or any(
+            r.stock != before[r.id].stock or r.daily_stock != before[r.id].daily_stock
+            for r in figures.rewards
+        ):
+            raise split_stock_refusal(campaign.id, campaign.stock_parts)
 
     @staticmethod
     def _in_state(revision: asyncpg.Record, state: str, action: str) -> None:

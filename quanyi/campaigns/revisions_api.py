@@ -20,6 +20,7 @@ from quanyi.campaigns.approvals import (
 from quanyi.campaigns.replies import ApprovalView
 from quanyi.campaigns.revise_refusals import (
     BudgetBelowSpent,
+    CampaignSplit,
     QuotaBelowGranted,
     StockBelowGranted,
     StockBelowQuotas,
@@ -87,6 +88,7 @@ def _revision_id(request: web.Request) -> int:
         CampaignNotFound,
         InvalidTransition,
         RevisionOpen,
+        CampaignSplit,
     ),
 )
 async def post_revision(request: web.Request) -> web.Response:
@@ -133,6 +135,7 @@ async def get_revisions(request: web.Request) -> web.Response:
         StockBelowQuotas,
         QuotaBelowGranted,
         BudgetBelowSpent,
+        CampaignSplit,
         InvalidRequest,
         Unavailable,
         StoreNotReady,

@@ -14,7 +14,9 @@ stored `phase` is not the one the clock gives them, and moves them:
 Then it compares each live campaign's state in Redis with PostgreSQL's and publishes it again
 where they differ (an ending or approval that failed after Redis took it, before its commit),
 and queues `stock.low` once per reward of a live campaign whose remaining stock (Redis's live
-count) falls below 10 % of its stock: one HMGET per campaign, of the rewards not told yet.
+count) falls below 10 % of its stock: one HMGET per campaign, of the rewards not told yet (one
+per part of a campaign split into stock parts: its state and version in every part, its grants
+summed).
 
 Several schedulers may run (one per `quanyi run`, or `quanyi worker schedule`): a phase move
 locks its campaign with FOR UPDATE SKIP LOCKED and re-reads it, an ending takes the campaign's
@@ -35,13 +37,14 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from quanyi.campaigns.ending import SCHEDULE_ACTOR, about, queries
+from quanyi.campaigns.parts import stock_parts_of
 from quanyi.campaigns.service import CampaignService
 from quanyi.core.clock import Clock
 from quanyi.core.errors import CampaignNotFound, InvalidTransition, StoreNotReady
 from quanyi.core.side_tasks import SideTask, SideTasks
 from quanyi.notifications.outbox import CAMPAIGN_STARTED, STOCK_LOW, enqueue
 from quanyi.stores.db import POSTGRES_AWAY
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, part_ids
 from quanyi.stores.outbox import REDIS_AWAY
 
 log = logging.getLogger(__name__)
@@ -205,30 +208,49 @@ class CampaignScheduler:
             campaigns.setdefault(r["campaign_id"], []).append(r)
         if not campaigns:
             return [], []
+        # A split campaign is read in every part: a publication that failed half way leaves
+        # some parts in the new state and some in the old, and each counts its own grants.
+        parts = await stock_parts_of(self._pool, list(campaigns))
         async with self._redis.pipeline(transaction=False) as pipe:
             for campaign_id, rewards in campaigns.items():
-                pipe.hmget(
-                    self._keys.campaign(campaign_id),
-                    ["state", *(f"r:{r['reward_id']}:granted" for r in rewards if r["reward_id"])],
-                )
-            read = await pipe.execute()
+                for pid in part_ids(campaign_id, parts.get(campaign_id, 1)):
+                    pipe.hmget(
+                        self._keys.campaign(pid),
+                        [
+                            "state",
+                            "ver",
+                            *(f"r:{r['reward_id']}:granted" for r in rewards if r["reward_id"]),
+                        ],
+                    )
+            replies = iter(await pipe.execute())
         healed, low = [], []
-        for (campaign_id, rewards), values in zip(campaigns.items(), read, strict=True):
-            state, granted = values[0], values[1:]
-            # Nothing held (Redis emptied): `quanyi rebuild-redis` restores it, not this.
-            if state is not None and state != redis_state(rewards[0]["status"]):
+        for campaign_id, rewards in campaigns.items():
+            held = [next(replies) for _ in range(parts.get(campaign_id, 1))]
+            states = [v[0] for v in held]
+            wanted = redis_state(rewards[0]["status"])
+            granted = [sum(int(v[i] or 0) for v in held) for i in range(2, len(held[0]))]
+            # Parts of two versions: a revision applied to some parts only (revisions.py),
+            # whose claims are answered `stale` until every part holds one version again.
+            versions = {v[1] for v in held}
+            # Nothing held (Redis emptied, or a shard of a split campaign's parts): `quanyi
+            # rebuild-redis` restores it, not this (a part written alone could hold more stock
+            # than the other parts left it).
+            if None not in states and (any(s != wanted for s in states) or len(versions) > 1):
                 try:
                     if await self._campaigns.publish_one(campaign_id):
                         healed.append(campaign_id)
                         log.warning(
-                            "campaign %s: redis said %s; published again", campaign_id, state
+                            "campaign %s: redis said %s (version %s); published again",
+                            campaign_id,
+                            "/".join(states),
+                            "/".join(sorted(str(v) for v in versions)),
                         )
                 except Exception as exc:
                     self._failed(exc, "heal", "campaign %s not published again", campaign_id)
                 continue
             told = [r for r in rewards if r["reward_id"]]
             for r, g in zip(told, granted, strict=True):
-                remaining = max(r["stock"] - int(g or 0), 0)
+                remaining = max(r["stock"] - g, 0)
                 if remaining * 100 < r["stock"] * STOCK_LOW_PERCENT:
                     low.append((r, remaining))
         queued_now = []

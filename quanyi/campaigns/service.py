@@ -35,6 +35,7 @@ from quanyi.campaigns.model import (
     RightChange,
     read_body,
 )
+from quanyi.campaigns.parts import stock_parts_of
 from quanyi.campaigns.revisions import Revisions
 from quanyi.campaigns.rights import RightLifecycle, refuse_unadmitted
 from quanyi.campaigns.view import campaign_views
@@ -48,6 +49,7 @@ from quanyi.core.errors import (
     RightInUse,
 )
 from quanyi.inventory.hot_campaigns import Counters, HotCampaigns
+from quanyi.inventory.stock_parts import counters_by_part
 from quanyi.stores.keys import Keys
 from quanyi.stores.scripts import Scripts
 
@@ -201,6 +203,7 @@ class CampaignService:
                     draft.budget,
                     draft.return_stock_on_failure,
                     staff.username,
+                    draft.stock_parts,
                 )
             except asyncpg.UniqueViolationError:
                 raise AlreadyExists(f"campaign {draft.id} exists") from None
@@ -240,6 +243,7 @@ class CampaignService:
                     draft.budget,
                     draft.return_stock_on_failure,
                     staff.username,
+                    draft.stock_parts,
                 )
             except asyncpg.ForeignKeyViolationError:
                 raise unknown_branch() from None
@@ -426,6 +430,7 @@ class CampaignService:
             "channels": list(source.channels),
             "budget": source.budget,
             "return_stock_on_failure": source.return_stock_on_failure,
+            "stock_parts": source.stock_parts,
             "rewards": [
                 {
                     "id": r.id,
@@ -489,8 +494,12 @@ class CampaignService:
         """(campaign, reward, stock, remaining) for every approved or paused campaign."""
         levels = []
         rows = await self._pool.fetch(queries.live_rewards)
+        # A split campaign's granted is the sum over its parts.
+        parts = await stock_parts_of(self._pool, list({r["campaign_id"] for r in rows}))
         for row in rows:
-            live = await self._stock.counters(row["campaign_id"], [row["reward_id"]])
+            live = await self._stock.counters(
+                row["campaign_id"], [row["reward_id"]], parts=parts.get(row["campaign_id"], 1)
+            )
             remaining = max(row["stock"] - live.granted[row["reward_id"]], 0)
             levels.append((row["campaign_id"], row["reward_id"], row["stock"], remaining))
         return levels
@@ -530,9 +539,14 @@ class CampaignService:
         if any(r.channel_quota is not None for r in campaign.rewards):
             for row in await conn.fetch(queries.live_ledger_channel_totals, campaign.id):
                 by_channel.setdefault(row["reward_id"], {})[row["channel_id"]] = row["granted"]
+        by_part = None
+        if campaign.stock_parts > 1 and totals:
+            rows = await conn.fetch(queries.live_ledger_customer_totals, campaign.id)
+            by_part = counters_by_part(campaign.id, campaign.stock_parts, rows)
         counters = Counters(
             granted={r["reward_id"]: r["granted"] for r in totals},
             spent=sum(r["spent"] for r in totals),
             by_channel=by_channel,
+            by_part=by_part,
         )
         await self._stock.publish(campaign.hot(), counters, fresh=campaign.approved_at is None)

@@ -16,6 +16,9 @@ when it ended, `persisted` counted as above as the ledger held it then.
 The ledger counts cost a read of the campaign's grants (through its index): only the view of
 one campaign has them. The list shows each campaign without them, so that listing 500
 campaigns costs one Redis round trip, not a read of the grants table.
+
+A campaign split into stock parts (inventory/stock_parts.py) counts in each part's hash: its
+`granted` and `spent` are the sums over its parts, read at once after that round trip.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from quanyi.campaigns import queries
 from quanyi.campaigns.ending import queries as schedule_queries
 from quanyi.campaigns.model import Campaign, Reward
 from quanyi.inventory.channel_quota import GOAL_CHANNEL, granted_fields
+from quanyi.inventory.stock_parts import sums
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import outbox_lag
 
@@ -54,6 +58,9 @@ async def campaign_views(
         for c in campaigns:
             pipe.hmget(keys.campaign(c.id), ["spent", *(f"r:{r.id}:granted" for r in c.rewards)])
         counters = await pipe.execute() if campaigns else []
+    for i, c in enumerate(campaigns):
+        if c.stock_parts > 1:
+            counters[i] = await _split_counters(redis, keys, c)
     by_channel = await _channel_granted(redis, keys, campaigns)
     lag = await outbox_lag(redis, keys)
     ledger_lag = {"entries": lag.entries, "seconds": lag.seconds}
@@ -89,6 +96,15 @@ async def campaign_views(
         }
         views.append(view)
     return views
+
+
+async def _split_counters(redis: Redis, keys: Keys, campaign: Campaign) -> list[int]:
+    """[spent, granted of each reward] of a split campaign: the sums over its parts (stock in
+    a move between parts is granted by none)."""
+    granted, spent, _moving = await sums(
+        redis, keys, campaign.id, campaign.stock_parts, [r.id for r in campaign.rewards]
+    )
+    return [spent, *(granted[r.id] for r in campaign.rewards)]
 
 
 async def _results(pool: asyncpg.Pool, campaign_ids: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -6,7 +6,9 @@ today's daily counters, the final states of grants (so each gives stock back onc
 idempotency entries (channel, request id → grant, as claim.lua writes them), with the expiry
 claim.lua gives them, and goal progress with the card events counted (rebuild_goals.py); and
 the reversals still waiting for their original. Counters are set to exactly what the ledger's live grants add up to, so
-a second run changes nothing.
+a second run changes nothing. A campaign split into stock parts (inventory/stock_parts.py) is
+restored part by part: each customer's counters, request ids and grant states in the
+customer's part, and the parts' stocks adding up to the campaign's.
 
 What guards the claims is the store-ready marker (inventory/readiness.py): a flush took it
 away, so claim.lua and transition.lua decide nothing while this runs; it is removed first
@@ -39,10 +41,17 @@ from quanyi.core.settings import Settings
 from quanyi.inventory import channel_quota
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns
 from quanyi.inventory.readiness import mark_store_ready, store_ready, unmark_store_ready
+from quanyi.inventory.stock_parts import (
+    MOVE_FIELD,
+    RECEIVED_FIELD,
+    counters_by_part,
+    part_limits,
+    read_parts,
+)
 from quanyi.issuance.claims import DAY_S, Claim
 from quanyi.ledger.rebuild_goals import PIPELINE_CHUNK, GoalRebuild
 from quanyi.stores.db import load_queries
-from quanyi.stores.keys import Keys, customer_bucket
+from quanyi.stores.keys import Keys, customer_bucket, part_of
 from quanyi.stores.outbox import LEDGER_GROUP, ensure_group, outbox_lag, stream_id_key
 from quanyi.stores.shards import queue_route
 
@@ -131,7 +140,8 @@ async def _holds_newest_grant(redis: Redis, pool: asyncpg.Pool, keys: Keys) -> b
     newest = await pool.fetchrow(queries.newest_grant)
     if newest is None:  # goal grants alone: nothing tells a kept Redis from an emptied one
         return False
-    shard = keys.of(newest["campaign_id"])
+    # A split campaign's entry is in the shard of the customer's part (issuance/claims.py).
+    shard = keys.of(part_of(newest["campaign_id"], newest["stock_parts"], newest["customer_id"]))
     bucket, field = shard.idempotency(newest["channel_id"], newest["request_id"])
     held = await redis.hget(bucket, field)
     if isinstance(held, bytes):
@@ -206,6 +216,8 @@ class Rebuild:
         totals: dict[str, asyncpg.Record],
         by_channel: dict[str, dict[str, int]],
     ) -> int:
+        if campaign.parts > 1:  # no channel quotas there (campaigns/model.py)
+            return await self._part_counters(campaign)
         mapping: dict[FieldT, EncodableT] = {
             f"r:{r.id}:granted": totals[r.id]["granted"] if r.id in totals else 0
             for r in campaign.rewards
@@ -221,30 +233,79 @@ class Rebuild:
         await self._redis.hset(self._keys.campaign(campaign.id), mapping=mapping)
         return len(mapping)
 
-    async def _replace_buckets(
-        self, keys: list[str], content: dict[str, dict[FieldT, EncodableT]], expire_at: int
-    ) -> int:
-        """Each key ends up holding exactly its content (or nothing), expiring at `expire_at`."""
+    async def _part_counters(self, campaign: HotCampaign) -> int:
+        """A split campaign's parts: each its customers' grants and spend, and stock and budget
+        as a publication from the ledger writes them (stock_parts.part_limits), so the parts
+        add up to the campaign's whatever moves came before. A move left open is dropped: the
+        stock it carried is in the parts again, and completing it would count it twice."""
+        rows = await self._pool.fetch(queries.live_customer_counts, campaign.id, None, None)
+        by_part = counters_by_part(campaign.id, campaign.parts, rows)
+        limits = part_limits({r.id: r.stock for r in campaign.rewards}, campaign.budget, by_part)
+        # Every open move marked received in its receiver before the parts are written: a
+        # process still between its take and its give (a refill, a reconcile) then adds
+        # nothing to the stock rebuilt here.
+        open_moves = dict(
+            zip(
+                by_part,
+                await read_parts(self._redis, self._keys, campaign.id, campaign.parts),
+                strict=True,
+            )
+        )
+        for h in open_moves.values():
+            for name, value in h.items():
+                if name.startswith(MOVE_FIELD):
+                    receiver = self._keys.campaign(value.split("|")[0])
+                    move = name[len(MOVE_FIELD) :]
+                    await self._redis.hsetnx(receiver, RECEIVED_FIELD + move, 1)
         written = 0
-        for i in range(0, len(keys), PIPELINE_CHUNK):
+        for pid, counters in by_part.items():
+            key = self._keys.campaign(pid)
+            mapping: dict[FieldT, EncodableT] = {
+                f"r:{r.id}:granted": counters.granted.get(r.id, 0) for r in campaign.rewards
+            }
+            mapping["spent"] = counters.spent
+            mapping.update(limits[pid])
+            moves = [f for f in open_moves[pid] if f.startswith(MOVE_FIELD)]
             async with self._redis.pipeline(transaction=True) as pipe:
-                for key in keys[i : i + PIPELINE_CHUNK]:
-                    pipe.delete(key)
-                    if content.get(key):
-                        pipe.hset(key, mapping=content[key])
-                        pipe.expireat(key, expire_at)
-                        written += len(content[key])
+                if moves:
+                    pipe.hdel(key, *moves)
+                pipe.hset(key, mapping=mapping)
                 await pipe.execute()
+            written += len(mapping)
+        return written
+
+    async def _replace_buckets(
+        self,
+        groups: list[list[str]],
+        content: dict[str, dict[FieldT, EncodableT]],
+        expire_at: int,
+    ) -> int:
+        """Each key ends up holding exactly its content (or nothing), expiring at `expire_at`.
+        A group's keys share a slot (one part's of a campaign): a transaction is within one."""
+        written = 0
+        for keys in groups:
+            for i in range(0, len(keys), PIPELINE_CHUNK):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for key in keys[i : i + PIPELINE_CHUNK]:
+                        pipe.delete(key)
+                        if content.get(key):
+                            pipe.hset(key, mapping=content[key])
+                            pipe.expireat(key, expire_at)
+                            written += len(content[key])
+                    await pipe.execute()
         return written
 
     async def _customer_totals(self, campaign: HotCampaign, keep_until: int) -> int:
         content: dict[str, dict[FieldT, EncodableT]] = defaultdict(dict)
         for r in await self._pool.fetch(queries.live_customer_counts, campaign.id, None, None):
             bucket = customer_bucket(r["customer_id"], campaign.buckets)
-            key = self._keys.customer_totals(campaign.id, bucket)
+            key = self._keys.customer_totals(campaign.part_of(r["customer_id"]), bucket)
             content[key][f"{r['reward_id']}|{r['customer_id']}"] = r["granted"]
-        keys = [self._keys.customer_totals(campaign.id, b) for b in range(campaign.buckets)]
-        return await self._replace_buckets(keys, content, keep_until)
+        groups = [
+            [self._keys.customer_totals(pid, b) for b in range(campaign.buckets)]
+            for pid in campaign.part_ids()
+        ]
+        return await self._replace_buckets(groups, content, keep_until)
 
     async def _daily(self, campaign: HotCampaign) -> int:
         """Today's counters, only those claim.lua keeps: a reward's with a daily stock, a
@@ -257,31 +318,34 @@ class Rebuild:
         start = datetime.strptime(day, "%Y%m%d").replace(tzinfo=self._settings.zone)
         end = datetime.fromtimestamp(day_ends, UTC)
         rows = await self._pool.fetch(queries.live_customer_counts, campaign.id, start, end)
-        reward_key = self._keys.reward_daily(campaign.id, day)
         content: dict[str, dict[FieldT, EncodableT]] = defaultdict(dict)
+        # Each counter in the part of the customer whose claim counted it (one part unsplit).
         for r in rows:
+            part = campaign.part_of(r["customer_id"])
             if r["reward_id"] in daily_stock:
-                held = content[reward_key]
+                held = content[self._keys.reward_daily(part, day)]
                 held[r["reward_id"]] = int(held.get(r["reward_id"], 0)) + r["granted"]
             if r["reward_id"] in daily_limit:
                 bucket = customer_bucket(r["customer_id"], campaign.buckets)
-                key = self._keys.customer_daily(campaign.id, day, bucket)
+                key = self._keys.customer_daily(part, day, bucket)
                 content[key][f"{r['reward_id']}|{r['customer_id']}"] = r["granted"]
-        keys = [reward_key] if daily_stock else []
-        if daily_limit:
-            keys += [
-                self._keys.customer_daily(campaign.id, day, b) for b in range(campaign.buckets)
-            ]
+        groups: list[list[str]] = []
+        for pid in campaign.part_ids():
+            keys = [self._keys.reward_daily(pid, day)] if daily_stock else []
+            if daily_limit:
+                keys += [self._keys.customer_daily(pid, day, b) for b in range(campaign.buckets)]
+            groups.append(keys)
         # As claim.lua: a day's counters go a day after the day ends.
-        return await self._replace_buckets(keys, content, day_ends + DAY_S)
+        return await self._replace_buckets(groups, content, day_ends + DAY_S)
 
     async def _grant_states(self, campaign: HotCampaign, keep_until: int) -> int:
-        states = {
-            r["grant_id"]: r["status"]
-            for r in await self._pool.fetch(queries.final_states, campaign.id)
-        }
-        key = self._keys.grant_states(campaign.id)
-        return await self._replace_buckets([key], {key: dict(states)}, keep_until)
+        # In the part of the grant's customer: where transition.lua looks for it.
+        content: dict[str, dict[FieldT, EncodableT]] = defaultdict(dict)
+        for r in await self._pool.fetch(queries.final_states, campaign.id):
+            key = self._keys.grant_states(campaign.part_of(r["customer_id"]))
+            content[key][r["grant_id"]] = r["status"]
+        groups = [[self._keys.grant_states(pid)] for pid in campaign.part_ids()]
+        return await self._replace_buckets(groups, content, keep_until)
 
     async def _idempotency(
         self,
@@ -314,9 +378,10 @@ class Rebuild:
         single_reward: bool,
     ) -> int:
         buckets: set[str] = set()
-        shard = self._keys.of(campaign.id)
         async with self._redis.pipeline(transaction=False) as pipe:
             for g in grants:
+                # A split campaign's request ids are in the shard of the customer's part.
+                shard = self._keys.of(campaign.part_of(g["customer_id"]))
                 if self._keys.sharded:  # the route of the request id to this shard (shards.py)
                     queue_route(
                         pipe, self._keys, g["channel_id"], g["request_id"], shard.shard, keep_until

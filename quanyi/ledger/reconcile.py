@@ -14,6 +14,10 @@ outbox, for every counter claim.lua and transition.lua keep:
 - final states (redeemed, expired, failed, revoked) that keep a grant from giving stock back
   twice;
 - the store-ready marker, without which Redis decides no claim (it lost its data);
+- of a campaign split into stock parts (inventory/stock_parts.py): the counters summed over
+  its parts, each customer's in the customer's part, and the parts' stocks (and budgets)
+  adding up to the campaign's. Moves between parts a crash left half done are completed
+  first, the one thing it writes: it only gives a part stock that is in no part's;
 - vendor outcomes: each grant's status is its latest event, and a fulfilled grant has a
   fulfilment event. Entries the ledger refused (its dead-letter stream) are shown, not counted
   as drift: what they did to the counters is.
@@ -34,12 +38,14 @@ from quanyi.core.settings import Settings
 from quanyi.inventory.channel_quota import GOAL_CHANNEL, granted_fields
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns
 from quanyi.inventory.readiness import store_ready
+from quanyi.inventory.stock_parts import MOVE_FIELD, StockParts, read_parts
 from quanyi.issuance.claims import DAY_S
 from quanyi.ledger import queries as ledger_queries
 from quanyi.ledger.rebuild import FULFIL_GROUP, PIPELINE_CHUNK, live_channel_totals, queries
 from quanyi.stores.keys import Keys
 from quanyi.stores.outbox import LEDGER_GROUP, outbox_lag
 from quanyi.stores.redis import as_text
+from quanyi.stores.scripts import Scripts
 
 # (campaign, reward, customer) -> grants still on their way to the ledger, net of the
 # transitions also on their way (a revoke not stored yet gives one back).
@@ -65,6 +71,7 @@ class Reconcile:
         self._clock = clock
         self._retention_s = settings.idempotency_retention_days * DAY_S
         self._stock = HotCampaigns(redis, keys)
+        self._parts = StockParts(redis, keys, Scripts(redis))
 
     async def run(self) -> list[Finding]:
         findings = [await self._marker(), *await self._outbox()]
@@ -77,6 +84,8 @@ class Reconcile:
                 continue
             campaigns[row["id"]] = campaign
             single[row["id"]] = row["rewards"] == 1
+            if campaign.parts > 1:
+                findings += await self._split(campaign)
         delta, spent_delta, channel_delta = await self._in_flight(campaigns)
         findings += await self._counters(campaigns, delta, spent_delta)
         findings += await self._channel_counters(campaigns, channel_delta)
@@ -107,6 +116,40 @@ class Reconcile:
             # Kept for inspection, not drift: what they did to the counters is checked below.
             Finding("outbox", "entries the ledger refused (dead letters)", refused, "-", True),
         ]
+
+    async def _split(self, campaign: HotCampaign) -> list[Finding]:
+        """A split campaign's moves completed, then its parts' stocks and budgets summed: stock
+        still in a move is in no part, so the sums are checked once none is left."""
+        completed = await self._parts.complete_moves(campaign.id, campaign.parts)
+        findings = [
+            Finding("stock parts", f"{campaign.id}: stock moves completed", completed, "-", True)
+        ]
+        hashes = await read_parts(self._redis, self._keys, campaign.id, campaign.parts)
+        open_moves = sum(1 for h in hashes for name in h if name.startswith(MOVE_FIELD))
+        findings.append(
+            Finding(
+                "stock parts", f"{campaign.id}: moves still open", open_moves, 0, open_moves == 0
+            )
+        )
+        for r in campaign.rewards:
+            held = sum(int(h.get(f"r:{r.id}:stock") or 0) for h in hashes)
+            subject = f"{campaign.id}/{r.id}: stock over the parts"
+            findings.append(Finding("stock parts", subject, held, r.stock, held == r.stock))
+            # Each part's own invariant: a part that granted past its stock oversold.
+            over = sum(
+                1
+                for h in hashes
+                if int(h.get(f"r:{r.id}:granted") or 0) > int(h.get(f"r:{r.id}:stock") or 0)
+            )
+            subject = f"{campaign.id}/{r.id}: parts granted past their stock"
+            findings.append(Finding("stock parts", subject, over, 0, over == 0))
+        if campaign.budget is not None:
+            held = sum(int(h.get("budget") or 0) for h in hashes)
+            subject = f"{campaign.id}: budget over the parts"
+            findings.append(
+                Finding("stock parts", subject, held, campaign.budget, held == campaign.budget)
+            )
+        return findings
 
     async def _in_flight(
         self, campaigns: dict[str, HotCampaign]
@@ -233,7 +276,7 @@ class Reconcile:
         findings = []
         for campaign in campaigns.values():
             ids = [r.id for r in campaign.rewards]
-            live = await self._stock.counters(campaign.id, ids)
+            live = await self._stock.counters(campaign.id, ids, parts=campaign.parts)
             for rid in ids:
                 want = ledger[(campaign.id, rid)]
                 have = live.granted[rid]
@@ -245,19 +288,24 @@ class Reconcile:
         return findings
 
     async def _customers(self, campaign: HotCampaign, delta: Delta) -> list[Finding]:
-        want: dict[str, int] = defaultdict(int)
+        # By (part, field): a customer's total counts only in the customer's part, where
+        # claim.lua reads it (one part, the campaign's own id, unless split).
+        want: dict[tuple[str, str], int] = defaultdict(int)
         for r in await self._pool.fetch(queries.live_customer_counts, campaign.id, None, None):
-            want[f"{r['reward_id']}|{r['customer_id']}"] = r["granted"]
+            part = campaign.part_of(r["customer_id"])
+            want[(part, f"{r['reward_id']}|{r['customer_id']}")] = r["granted"]
         for (cid, rid, customer), n in delta.items():
             if cid == campaign.id:
-                want[f"{rid}|{customer}"] += n
-        have: dict[str, int] = {}
-        for first in range(0, campaign.buckets, PIPELINE_CHUNK):
+                want[(campaign.part_of(customer), f"{rid}|{customer}")] += n
+        have: dict[tuple[str, str], int] = {}
+        buckets = [(pid, b) for pid in campaign.part_ids() for b in range(campaign.buckets)]
+        for first in range(0, len(buckets), PIPELINE_CHUNK):
+            chunk = buckets[first : first + PIPELINE_CHUNK]
             async with self._redis.pipeline(transaction=False) as pipe:
-                for b in range(first, min(first + PIPELINE_CHUNK, campaign.buckets)):
-                    pipe.hgetall(self._keys.customer_totals(campaign.id, b))
-                for held in await pipe.execute():
-                    have.update({k: int(v) for k, v in held.items()})
+                for pid, b in chunk:
+                    pipe.hgetall(self._keys.customer_totals(pid, b))
+                for (pid, _b), held in zip(chunk, await pipe.execute(), strict=True):
+                    have.update({(pid, k): int(v) for k, v in held.items()})
         fields = {k for k, v in want.items() if v} | {k for k, v in have.items() if v}
         wrong = sum(1 for k in fields if have.get(k, 0) != want.get(k, 0))
         return [
@@ -292,9 +340,10 @@ class Reconcile:
     async def _check_requests(
         self, campaign: HotCampaign, grants: list[asyncpg.Record]
     ) -> tuple[int, int]:
-        shard = self._keys.of(campaign.id)
         async with self._redis.pipeline(transaction=False) as pipe:
             for g in grants:
+                # A split campaign's request ids are in the shard of the customer's part.
+                shard = self._keys.of(campaign.part_of(g["customer_id"]))
                 key, field = shard.idempotency(g["channel_id"], g["request_id"])
                 pipe.hget(key, field)
             held = await pipe.execute()
@@ -303,13 +352,19 @@ class Reconcile:
         return missing, other
 
     async def _states(self, campaign: HotCampaign) -> list[Finding]:
-        ledger = {
-            r["grant_id"]: r["status"]
-            for r in await self._pool.fetch(queries.final_states, campaign.id)
+        rows = await self._pool.fetch(queries.final_states, campaign.id)
+        # Every part's, each grant looked for in its customer's part: where transition.lua
+        # keeps it (the campaign's own id alone, unless split).
+        redis = {
+            pid: await self._redis.hgetall(self._keys.grant_states(pid))
+            for pid in campaign.part_ids()
         }
-        redis = await self._redis.hgetall(self._keys.grant_states(campaign.id))
         # Redis may be ahead by the transitions still in the outbox, never behind.
-        wrong = sum(1 for g, state in ledger.items() if redis.get(g) != state)
+        wrong = sum(
+            1
+            for r in rows
+            if redis[campaign.part_of(r["customer_id"])].get(r["grant_id"]) != r["status"]
+        )
         return [
             Finding(
                 "grant states",

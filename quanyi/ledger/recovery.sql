@@ -21,9 +21,11 @@ SELECT EXISTS (SELECT 1 FROM grants)
 -- The ledger's most recent grant: Redis still holding its idempotency entry means Redis kept
 -- its data (an upgrade from before the store-ready marker), not that it lost it. Grants made by
 -- a goal (channel 'goal') have no idempotency entry: a goal grants once a period by its
--- progress, not by a channel's request id.
-SELECT grant_id, campaign_id, channel_id, request_id FROM grants WHERE channel_id <> 'goal'
-ORDER BY granted_at DESC LIMIT 1
+-- progress, not by a channel's request id. With its customer and the campaign's stock parts:
+-- the entry is in the shard of the customer's part.
+SELECT g.grant_id, g.campaign_id, g.channel_id, g.request_id, g.customer_id, c.stock_parts
+FROM grants g JOIN campaigns c ON c.id = g.campaign_id WHERE g.channel_id <> 'goal'
+ORDER BY g.granted_at DESC LIMIT 1
 
 -- name: live_totals
 SELECT g.campaign_id, g.reward_id, count(*) AS granted,
@@ -42,8 +44,10 @@ WHERE r.channel_quota IS NOT NULL
 GROUP BY g.campaign_id, g.reward_id, g.channel_id
 
 -- name: live_customer_counts
--- Per reward and customer of one campaign; with $2/$3, only grants made in [$2, $3).
-SELECT g.reward_id, g.customer_id, count(*) AS granted
+-- Per reward and customer of one campaign; with $2/$3, only grants made in [$2, $3). With
+-- their spend: a split campaign's counters per part add up its customers'.
+SELECT g.reward_id, g.customer_id, count(*) AS granted,
+       coalesce(sum(g.unit_cost), 0)::bigint AS spent
 FROM grants g JOIN campaigns c ON c.id = g.campaign_id
 WHERE g.campaign_id = $1
   AND g.status <> 'revoked' AND NOT (g.status = 'failed' AND c.return_stock_on_failure)
@@ -52,8 +56,9 @@ WHERE g.campaign_id = $1
 GROUP BY g.reward_id, g.customer_id
 
 -- name: final_states
--- Grants that left the live states: transition.lua keeps them so each leaves once.
-SELECT grant_id, status FROM grants
+-- Grants that left the live states: transition.lua keeps them so each leaves once (in the
+-- part of the grant's customer, for a split campaign).
+SELECT grant_id, status, customer_id FROM grants
 WHERE campaign_id = $1 AND status IN ('redeemed', 'expired', 'failed', 'revoked')
 
 -- name: requests_of_campaign

@@ -29,9 +29,44 @@ EVENT_BUCKETS = 1 << 12
 MAX_SHARDS = 1024
 
 
+# A campaign split into stock parts (README "Splitting a hot campaign") keeps part 0 under its
+# own id and part j > 0 under `<id>~<j>`: "~" is never in an id (IDENT), so no campaign's own
+# keys meet a part's. MAX_STOCK_PARTS bounds the parts a claim may look at when one runs dry.
+PART_MARK = "~"
+MAX_STOCK_PARTS = 16
+
+
 def shard_of(campaign_id: str, shards: int) -> int:
-    """The shard a campaign's keys live in: the one place it is decided."""
-    return zlib.crc32(campaign_id.encode()) % shards if shards > 1 else 0
+    """The shard a campaign's keys live in: the one place it is decided. Part j of a split
+    campaign is j shards on from part 0, so K parts of one campaign are on K shards (when there
+    are that many)."""
+    if shards <= 1:
+        return 0
+    base, mark, part = campaign_id.partition(PART_MARK)
+    offset = int(part) if mark else 0
+    return (zlib.crc32(base.encode()) + offset) % shards
+
+
+def part_ids(campaign_id: str, parts: int) -> list[str]:
+    """The Redis ids of a campaign's stock parts, part 0 (the campaign's own id) first."""
+    return [campaign_id, *(f"{campaign_id}{PART_MARK}{j}" for j in range(1, parts))]
+
+
+def part_of(campaign_id: str, parts: int, customer_id: str) -> str:
+    """The part a customer's claims are decided in: always the same one, so the customer's
+    limits and request ids stay in one slot. Another hash than customer_bucket's, so a part's
+    customers still spread over all its customer buckets."""
+    if parts <= 1:
+        return campaign_id
+    digest = hashlib.blake2b(customer_id.encode(), digest_size=4).digest()
+    j = int.from_bytes(digest, "big") % parts
+    return f"{campaign_id}{PART_MARK}{j}" if j else campaign_id
+
+
+def part_share(total: int, parts: int, j: int) -> int:
+    """Part j's share of a stock or a budget split `parts` ways: the shares add up to `total`,
+    the first `total % parts` parts taking one more."""
+    return total // parts + (1 if j < total % parts else 0)
 
 
 class ShardKeys:

@@ -399,11 +399,13 @@ CREATE TABLE public.campaigns (
     phase text,
     phase_changed_at timestamp with time zone,
     customer_buckets integer,
+    stock_parts integer DEFAULT 1 NOT NULL,
     CONSTRAINT campaigns_budget_check CHECK ((budget >= 0)),
     CONSTRAINT campaigns_check CHECK ((ends_at > starts_at)),
     CONSTRAINT campaigns_customer_buckets_check CHECK ((customer_buckets > 0)),
     CONSTRAINT campaigns_phase_check CHECK ((phase = ANY (ARRAY['scheduled'::text, 'running'::text, 'ended'::text]))),
-    CONSTRAINT campaigns_status_check CHECK ((status = ANY (ARRAY['draft'::text, 'pending'::text, 'approved'::text, 'rejected'::text, 'paused'::text, 'ended'::text])))
+    CONSTRAINT campaigns_status_check CHECK ((status = ANY (ARRAY['draft'::text, 'pending'::text, 'approved'::text, 'rejected'::text, 'paused'::text, 'ended'::text]))),
+    CONSTRAINT campaigns_stock_parts_check CHECK (((stock_parts >= 1) AND (stock_parts <= 16)))
 );
 
 

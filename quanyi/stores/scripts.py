@@ -42,6 +42,8 @@ class Scripts:
         self.revise: AsyncScript = redis.register_script(lua_source("revise"))
         self.rate_limit: AsyncScript = redis.register_script(lua_source("rate_limit"))
         self.route: AsyncScript = redis.register_script(lua_source("route"))
+        self.take_stock: AsyncScript = redis.register_script(lua_source("take_stock"))
+        self.give_stock: AsyncScript = redis.register_script(lua_source("give_stock"))
 
 
 async def run_script(

@@ -3,6 +3,7 @@ server of their own, or on the cluster the suite's scratch cluster, never the sh
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 from quanyi.core.settings import Settings
 from quanyi.stores.redis import cluster_client
 from tests.conftest import CLUSTER_SHARDS
+from tests.support.cli import quanyi
 from tests.support.settings import settings_for_tests
 from tests.support.stores import delete_test_keys
 
@@ -38,3 +40,14 @@ async def lost_store_redis(redis_mode: str, redis_url: str, request: Any) -> Asy
     if redis_mode == "cluster":
         await delete_test_keys(client)
     await client.aclose()
+
+
+def quanyi_on(settings: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The command on the test's Redis: the scratch server, or the scratch cluster's shards."""
+    return quanyi(
+        *argv,
+        QUANYI_REDIS_URL=settings.redis_url,
+        QUANYI_REDIS_CLUSTER=str(settings.redis_cluster).lower(),
+        QUANYI_REDIS_SHARDS=str(settings.redis_shards),
+        COLUMNS="160",
+    )
