@@ -20,11 +20,18 @@ and API CPU per claim, then the ratios against one master. Then the same claims 
 (ClaimService in this process) for each target. After every run the ledger holds one row per
 grant Redis counted and no campaign went over its stock, or the run fails.
 
+Then one hot campaign on the 3 masters (with the most API processes): every claim to it,
+each from a customer of its own (one per customer, 10M stock, never sold out), published
+whole ("hot, 1 part") and split into 3 stock parts on 3 masters ("hot, 3 parts"). Each prints
+claims/s, p99 and the busiest master's share of the Redis CPU over the run: about 1 when one
+master holds the campaign, about a third when the parts spread it. The invariants then cover
+the parts: their granted add up to the ledger's rows, and none granted more than its stock.
+
 On a machine with few cores the three masters share them with the API, the worker and wrk, so
 the ratio shows what the cluster path costs, not how it scales: the capacity model reads Redis
 CPU per claim, a core's worth of which a master has to itself in production.
 
-    python -m loadtests.bench_cluster [--duration S] [--quick] [--api 1,2] [--micro S]
+    python -m loadtests.bench_cluster [--duration S] [--quick] [--api 1,2] [--micro S] [--no-hot]
 
 The package: `stores` sets up the stores and campaigns and reads them back, `runs` runs the
 targets, `report` prints them; loadtests/scratch_redis.py starts the servers.

@@ -32,6 +32,9 @@ def parse_options(argv: list[str] | None) -> Options:
     p.add_argument(
         "--micro", type=int, help="seconds of the in-process figure per target (0: none)"
     )
+    p.add_argument(
+        "--no-hot", action="store_true", help="without the hot campaign's runs (1 part, 3 parts)"
+    )
     args = p.parse_args(argv)
     duration = max(args.duration or (5 if args.quick else 20), 2)
     return Options(
@@ -41,6 +44,7 @@ def parse_options(argv: list[str] | None) -> Options:
         connections=max(args.connections, 1),
         max_rate=args.max_rate,
         micro_s=max(args.micro if args.micro is not None else min(duration, 10), 0),
+        hot=not args.no_hot,
     )
 
 

@@ -2,7 +2,8 @@
 each number of API processes, fresh stores, `quanyi serve` and `quanyi worker ledger` started,
 wrk replaying unique signed claims over the campaigns, the ledger caught up, CPU read, then
 the in-process figure (ClaimService alone, no HTTP) against the same stores, and the
-invariants checked over everything that was granted."""
+invariants checked over everything that was granted. Then the hot runs: every claim to one
+campaign on the cluster, published in 1 stock part and then in 3, each master's CPU read."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from loadtests.scratch_redis import ScratchServers
 from loadtests.stats import per_unit_us
 from quanyi.core.errors import QuanyiError
 from quanyi.issuance.claims import Claim, ClaimService
-from quanyi.stores.keys import Keys
+from quanyi.stores.keys import Keys, part_ids, shard_of
 from quanyi.stores.redis import open_redis
 
 LEDGER_TIMEOUT_S = 60.0
@@ -38,13 +39,19 @@ MICRO_IN_FLIGHT = 256
 class Target:
     masters: int
     shards: int
+    # 0: the campaigns round-robin; K: every claim to the one hot campaign, in K stock parts
+    hot_parts: int = 0
 
     @property
     def name(self) -> str:
+        if self.hot_parts:
+            return f"hot, {self.hot_parts} part{'s' if self.hot_parts > 1 else ''}"
         return f"{self.masters} master{'s' if self.masters > 1 else ''}, {self.shards} shard(s)"
 
 
 TARGETS = (Target(1, 1), Target(1, stores.SHARDS), Target(3, stores.SHARDS))
+# The hot campaign on the cluster, whole and split: whether splitting spreads its work.
+HOT_TARGETS = (Target(3, stores.SHARDS, hot_parts=1), Target(3, stores.SHARDS, hot_parts=3))
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Options:
     connections: int
     max_rate: float  # claims/s the claim files hold
     micro_s: int  # 0: no in-process figure
+    hot: bool = True  # the hot campaign's runs, 1 part and 3
 
 
 @dataclass(frozen=True)
@@ -67,10 +75,18 @@ class HttpRun:
     api_cpu_us: float | None
     # Redis commands per grant, over the masters: the most frequent few
     commands: dict[str, float] = field(default_factory=dict)
+    # Each master's share of the Redis CPU over the run (its INFO cpu growth over the sum)
+    cpu_shares: tuple[float, ...] = ()
+    # A hot run: the master (an index of cpu_shares) each stock part is on
+    part_masters: tuple[int, ...] = ()
 
     @property
     def claims_per_s(self) -> float:
         return self.granted / self.wrk.seconds if self.wrk.seconds else 0.0
+
+    @property
+    def busiest_share(self) -> float | None:
+        return max(self.cpu_shares) if self.cpu_shares else None
 
 
 @dataclass(frozen=True)
@@ -101,13 +117,19 @@ class Runner:
         self.servers = servers
         self.campaigns = stores.campaign_ids()
         self.results = Results()
+        self.hot_campaign: str | None = None
+        self.shard_masters: list[int] = []
         self.started = time.monotonic()
 
     def say(self, message: str) -> None:
         print(f"[{time.monotonic() - self.started:5.0f}s] {message}", flush=True)
 
     async def run(self) -> Results:
-        for api, target in itertools.product(self.opts.api, TARGETS):
+        # The hot runs with the most API processes only: the one pair keeps the run as long
+        # as two more runs, and more API processes put more load on the hot campaign.
+        runs = list(itertools.product(self.opts.api, TARGETS))
+        runs += [(max(self.opts.api), t) for t in HOT_TARGETS if self.opts.hot]
+        for api, target in runs:
             name = f"{target.name}, {api} API process(es)"
             try:
                 await self.one(target, api)
@@ -117,10 +139,22 @@ class Runner:
                 self.say(f"{name}: FAILED: {self.results.failures[name][:2000]}")
         return self.results
 
+    async def hot_campaign_id(self, redis: ScratchServers, shards: int) -> str:
+        """The hot campaign, picked once so its parts are on distinct masters."""
+        if self.hot_campaign is None:
+            self.shard_masters = await stores.shard_masters(redis, shards)
+            parts = max(t.hot_parts for t in HOT_TARGETS)
+            self.hot_campaign = stores.hot_campaign_id(self.shard_masters, parts)
+        return self.hot_campaign
+
     async def one(self, target: Target, api: int) -> None:
         redis = self.servers[target.masters]
         tag = f"m{target.masters}-s{target.shards}-a{api}"
-        await stores.fresh_stores(redis, target.shards, self.campaigns)
+        campaigns = self.campaigns
+        if target.hot_parts:
+            tag += f"-h{target.hot_parts}"
+            campaigns = [await self.hot_campaign_id(redis, target.shards)]
+        await stores.fresh_stores(redis, target.shards, campaigns, target.hot_parts)
         port = free_port()
         extra = {}
         if api > 1:
@@ -149,14 +183,16 @@ class Runner:
                 if not ledger.alive():
                     raise BenchError(f"the ledger worker exited:\n{ledger.tail()}")
                 return await stores.check_invariants(
-                    pool, client, keys, self.campaigns, LEDGER_TIMEOUT_S
+                    pool, client, keys, campaigns, LEDGER_TIMEOUT_S, target.hot_parts
                 )
 
-            warm = await self.claims(f"{tag}-warm", self.opts.warmup, 1)
+            hot = bool(target.hot_parts)
+            warm = await self.claims(f"{tag}-warm", self.opts.warmup, 1, campaigns, hot)
             await run_wrk(url, warm, self.opts.warmup, 1, self.opts.connections)
             granted_before, _ = await caught_up()
-            measured = await self.claims(tag, self.opts.duration, 2)
-            redis_cpu, api_cpu = await stores.redis_cpu_s(nodes), server.cpu_s()
+            measured = await self.claims(tag, self.opts.duration, 2, campaigns, hot)
+            by_node, api_cpu = await stores.redis_cpu_by_node(nodes), server.cpu_s()
+            redis_cpu = sum(by_node)
             calls = await stores.command_calls(nodes)
             wrk = await run_wrk(url, measured, self.opts.duration, 1, self.opts.connections)
             api_after = server.cpu_s()
@@ -164,7 +200,8 @@ class Runner:
                 raise BenchError(f"the API exited under load:\n{server.tail()}")
             granted_after, _ = await caught_up()
             granted = granted_after - granted_before
-            redis_after = await stores.redis_cpu_s(nodes)
+            by_node_after = await stores.redis_cpu_by_node(nodes)
+            redis_after = sum(by_node_after)
             calls_after = await stores.command_calls(nodes)
             run = HttpRun(
                 target=target,
@@ -174,6 +211,13 @@ class Runner:
                 redis_cpu_us=per_unit_us(redis_cpu, redis_after, granted),
                 api_cpu_us=per_unit_us(api_cpu, api_after, granted),
                 commands=per_grant(calls, calls_after, granted),
+                cpu_shares=shares(by_node, by_node_after),
+                part_masters=tuple(
+                    self.shard_masters[shard_of(p, target.shards)]
+                    for p in part_ids(campaigns[0], target.hot_parts)
+                )
+                if hot
+                else (),
             )
             self.results.http[(target, api)] = run
             self.say(
@@ -181,8 +225,9 @@ class Runner:
                 f" {wrk.p50_ms:.1f} ms, p99 {wrk.p99_ms:.1f} ms, Redis"
                 f" {_us(run.redis_cpu_us)}/claim, {wrk.non_2xx} non-2xx,"
                 f" {max(wrk.ok - granted, 0)} replayed"
+                + (f", busiest master {run.busiest_share:.2f} of Redis CPU" if hot else "")
             )
-            if self.opts.micro_s and target not in self.results.micro:
+            if self.opts.micro_s and not hot and target not in self.results.micro:
                 micro = await self.micro(target, client, keys, nodes, caught_up)
                 self.results.micro[target] = micro
                 self.say(
@@ -191,10 +236,12 @@ class Runner:
                 )
             self.results.checked[(target, api)] = await caught_up()
 
-    async def claims(self, name: str, seconds: int, seed: int) -> Path:
+    async def claims(
+        self, name: str, seconds: int, seed: int, campaigns: list[str], unique: bool
+    ) -> Path:
         path = self.dir / f"{name}.claims"
         count = int(self.opts.max_rate * seconds) + 1
-        await asyncio.to_thread(stores.write_claims, path, self.campaigns, count, name, seed)
+        await asyncio.to_thread(stores.write_claims, path, campaigns, count, name, seed, unique)
         return path
 
     async def micro(
@@ -253,6 +300,14 @@ def per_grant(before: dict[str, int], after: dict[str, int], granted: int) -> di
     grown = {c: (n - before.get(c, 0)) / granted for c, n in after.items()}
     top = sorted(grown.items(), key=lambda kv: -kv[1])[:5]
     return {c: n for c, n in top if n > 0}
+
+
+def shares(before: list[float], after: list[float]) -> tuple[float, ...]:
+    """Each master's share of the CPU the masters used between two readings (none when they
+    used none)."""
+    used = [max(a - b, 0.0) for b, a in zip(before, after, strict=True)]
+    total = sum(used)
+    return tuple(u / total for u in used) if total > 0 else ()
 
 
 def _us(value: float | None) -> str:
