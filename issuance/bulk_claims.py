@@ -13,12 +13,14 @@ and on a cluster one audience membership read per call for all its customers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from quanyi.core.errors import CampaignNotFound, RewardNotFound, Unavailable
 from quanyi.inventory.hot_campaigns import HotCampaign, HotReward
+from quanyi.inventory.stock_parts import REFILL_TRIES
 from quanyi.issuance.claim_calls import (
     DAY_S,
     audience_pointer,
@@ -116,8 +118,71 @@ class BulkClaims(ClaimService):
         requests: list[tuple[str, str]],
         per_call: int,
     ) -> list[str]:
+        if campaign.parts == 1:
+            return await self._send_to_part(
+                channel_id, campaign, reward, campaign.id, requests, per_call
+            )
+        # A split campaign: each member's claim in the member's part, the parts' calls at once;
+        # a part run dry is refilled from the others and its refused members sent again, as a
+        # live claim would be (claims.py _decide_refilling), so a job issues the whole stock.
+        by_part: dict[str, list[int]] = {}
+        for i, (_request_id, customer) in enumerate(requests):
+            by_part.setdefault(campaign.part_of(customer), []).append(i)
+        answers = await asyncio.gather(
+            *(
+                self._send_refilling(
+                    channel_id, campaign, reward, part, [requests[i] for i in ix], per_call
+                )
+                for part, ix in by_part.items()
+            )
+        )
+        outcomes = [""] * len(requests)
+        for ix, answer in zip(by_part.values(), answers, strict=True):
+            for i, outcome in zip(ix, answer, strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+    async def _send_refilling(
+        self,
+        channel_id: str,
+        campaign: HotCampaign,
+        reward: HotReward,
+        part: str,
+        requests: list[tuple[str, str]],
+        per_call: int,
+    ) -> list[str]:
+        outcomes = await self._send_to_part(channel_id, campaign, reward, part, requests, per_call)
+        for _ in range(REFILL_TRIES):
+            # Refused for what another part may have: only "total" stock in a split campaign
+            # (it has no daily stock), or the budget. Sent again, they replay nothing: a
+            # refusal writes no idempotency entry.
+            dry = [i for i, o in enumerate(outcomes) if o in ("out_of_stock", "budget_exhausted")]
+            if not dry:
+                break
+            short = "budget" if outcomes[dry[0]] == "budget_exhausted" else "stock"
+            need = reward.cost if short == "budget" else 1
+            if not await self._parts.refill(
+                campaign.id, campaign.parts, reward.id, part, short, need
+            ):
+                break
+            again = await self._send_to_part(
+                channel_id, campaign, reward, part, [requests[i] for i in dry], per_call
+            )
+            for i, outcome in zip(dry, again, strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+    async def _send_to_part(
+        self,
+        channel_id: str,
+        campaign: HotCampaign,
+        reward: HotReward,
+        part: str,
+        requests: list[tuple[str, str]],
+        per_call: int,
+    ) -> list[str]:
         calls = [
-            await self._call_of(channel_id, campaign, reward, requests[i : i + per_call])
+            await self._call_of(channel_id, campaign, reward, part, requests[i : i + per_call])
             for i in range(0, len(requests), per_call)
         ]
         outcomes: list[str] = []
@@ -137,22 +202,21 @@ class BulkClaims(ClaimService):
         channel_id: str,
         campaign: HotCampaign,
         reward: HotReward,
+        part: str,
         requests: list[tuple[str, str]],
     ) -> tuple[list[str], list[Any]]:
         """One claim.lua call's KEYS and ARGV (claim.lua's header): each claim's slice as
-        `_decide` builds it (claim_calls.py claim_slice)."""
+        `_decide` builds it (claim_calls.py claim_slice). `part`: the campaign's id, or of a
+        split campaign the part all these customers' claims are in."""
         now = self._clock()
         now_ms = int(now * 1000)
         day, day_ends = self._calendar.day(now)
         keys_of = self._keys
-        # A job is one campaign's, so all its calls go to that campaign's shard. Its request ids
-        # ("<job>/<customer>") name the job, so they are never reused on another shard's campaign
-        # and need no route (quanyi/stores/shards.py route_requests).
-        if campaign.parts > 1:
-            # Its members' claims would be in several parts' slots; the API refuses such a
-            # job (campaign_split), this keeps any other caller from a cross-slot call.
-            raise ValueError(f"campaign {campaign.id} is split into stock parts: no bulk calls")
-        shard = keys_of.of(campaign.id)
+        # A call goes to its part's shard (the campaign's, unsplit). Its request ids
+        # ("<job>/<customer>") name the job, and a customer's are always in the customer's
+        # part, so they are never reused in another shard and need no route
+        # (quanyi/stores/shards.py route_requests).
+        shard = keys_of.of(part)
         keep_until = campaign.ends_ms // 1000 + self._settings.idempotency_retention_days * DAY_S
         pointer = audience_pointer(keys_of, reward)
         # On a cluster the membership of the call's customers, read in one go just before.

@@ -19,6 +19,7 @@ from quanyi.campaigns.issuance_worker import LANE_BUCKETS, IssuanceWorker, lanes
 from quanyi.core.errors import Unavailable
 from quanyi.issuance.bulk_claims import BulkClaims
 from quanyi.ledger.worker import LedgerWorker
+from quanyi.stores.keys import part_ids, part_of
 from tests.support.cli import ROOT, cli_env, quanyi, store_env
 from tests.support.clients import Api
 from tests.support.factories import reward
@@ -134,6 +135,31 @@ async def test_stock_100_audience_1000_issues_exactly_100(api, pool, redis, keys
     # Done: the channel may claim no more, and the frozen member list is gone.
     assert not await redis.hexists(keys.campaign("c1"), "ch:bulk")
     assert not [k async for k in redis.scan_iter(match=f"{keys.prefix}:aud:*:job:*")]
+
+
+async def test_a_split_campaign_issues_exactly_its_stock(api, pool, redis, keys, settings, clock):
+    """Stock 100 in 4 parts, 1,000 members: each member's claim in their part, dry parts refilled
+    from the others, so exactly the stock is issued, as to an unsplit campaign."""
+    await api.create_right()
+    await api.create_campaign(rewards=[reward(stock=100)], stock_parts=4)
+    await audience(api, 1000)
+    await job(api)
+    assert await run_once(make_worker(redis, pool, keys, settings, clock)) == ["j1"]
+    done = await status_of(api)
+    assert done["state"] == "done"
+    assert (done["total"], done["issued"], done["failed"]) == (1000, 100, 0)
+    assert done["skipped"] == {"out_of_stock": 900}
+    parts = [keys.campaign(p) for p in part_ids("c1", 4)]
+    held = [await redis.hmget(p, ["r:r1:stock", "r:r1:granted", "ch:bulk"]) for p in parts]
+    assert sum(int(g) for _, g, _ in held) == 100
+    assert sum(int(s) for s, _, _ in held) == 100
+    assert all(int(g) <= int(s) for s, g, _ in held)
+    assert [b for _, _, b in held] == [None] * 4  # done: no part lets the channel claim
+    await LedgerWorker(redis, pool, keys).drain()
+    per_customer = await grants_per_customer(pool)
+    assert sum(per_customer.values()) == 100 and set(per_customer.values()) == {1}
+    # Members of every part were issued, not only those of the parts that started full.
+    assert {part_of("c1", 4, c) for c in per_customer} == set(part_ids("c1", 4))
 
 
 async def test_the_creator_may_not_approve_and_bodies_are_checked(api):

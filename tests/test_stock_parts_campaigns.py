@@ -1,8 +1,7 @@
 """The campaigns domain treats a campaign split into stock parts (inventory/stock_parts.py) as
 one campaign: its view and its figures at the end sum the parts, a pause or an end stops claims
 in every part, a revision of its end or limits reaches every part and leaves each part's stock
-as it is, while a revision of its stock or budget, or a bulk issuance of it, is refused (409
-campaign_split); and what a part cannot count alone is refused when the campaign is made."""
+as it is, while a revision of its stock or budget is refused (409 campaign_split); and what a part cannot count alone is refused when the campaign is made."""
 
 from __future__ import annotations
 
@@ -255,22 +254,6 @@ async def test_a_revision_of_a_split_campaigns_stock_or_budget_is_refused(
         STOCK,
     )
     assert await pool.fetchval("SELECT count(*) FROM campaign_revisions") == 0
-
-
-# --- bulk issuance ------------------------------------------------------------------------------
-
-
-@pytest.mark.cluster_too
-async def test_a_bulk_issuance_of_a_split_campaign_is_refused(api, pool):
-    await split(api)
-    body = {"id": "vip", "name": "VIP customers", "branch": "HQ"}
-    status, made = await api.admin("marketer", "POST", "/admin/v1/audiences", body)
-    assert status == 201, made
-    job = {"id": "j1", "reward_id": "r1", "audience_id": "vip"}
-    status, body = await api.admin("marketer", "POST", f"{BASE}/issuances", job)
-    error = assert_error(status, body, 409, "campaign_split")
-    assert "bulk issuance of a split campaign is not supported" in error["message"]
-    assert await pool.fetchval("SELECT count(*) FROM issuance_jobs") == 0
 
 
 # --- what a split campaign cannot have ----------------------------------------------------------

@@ -14,9 +14,9 @@ a memcpy of each small hash) to keys of the job's own: an import during the job 
 pointer and unlinks the old version, and the job still covers exactly whom it was approved for.
 The copies go when the job is done or cancelled.
 
-A campaign split into stock parts (inventory/stock_parts.py) is not issued in bulk (CampaignSplit,
-a 409): a job's calls go to one shard, its members' claims to as many parts as it has, and only
-the live claim path refills a dry part from the others.
+A campaign split into stock parts (inventory/stock_parts.py) is issued part by part: each
+member's claim in the member's part, a dry part refilled from the others as a live claim's would
+be (issuance/bulk_claims.py), so a job issues the whole stock.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from quanyi.campaigns.approvals import (
     required_approvals,
 )
 from quanyi.campaigns.parts import stock_parts_of
-from quanyi.campaigns.revise_refusals import CampaignSplit
 from quanyi.core.errors import (
     AlreadyExists,
     InvalidTransition,
@@ -195,8 +194,7 @@ async def bulk_channel_hashes(
     conn: asyncpg.Connection | asyncpg.Pool, keys: Keys, campaign_id: str
 ) -> list[str]:
     """The hashes `ch:bulk` is set in: the campaign's, and each part's of a campaign split
-    into stock parts (which no job is created for; one made before, or by hand, still claims
-    in its members' parts)."""
+    into stock parts (its members' claims are in their parts)."""
     parts = (await stock_parts_of(conn, [campaign_id])).get(campaign_id, 1)
     return [keys.campaign(pid) for pid in part_ids(campaign_id, parts)]
 
@@ -215,14 +213,6 @@ class IssuanceService:
             if campaign is None:
                 raise NotFound(f"no campaign {campaign_id!r}")
             staff.require_branch(campaign["branch"])
-            parts = (await stock_parts_of(conn, [campaign_id])).get(campaign_id, 1)
-            if parts > 1:
-                raise CampaignSplit(
-                    f"campaign {campaign_id} is split into {parts} stock parts: bulk issuance"
-                    " of a split campaign is not supported",
-                    campaign_id=campaign_id,
-                    stock_parts=parts,
-                )
             reward = await conn.fetchrow(queries.reward_of_campaign, campaign_id, body.reward_id)
             if reward is None:
                 raise RewardNotFound(f"campaign {campaign_id} has no reward {body.reward_id}")

@@ -7,7 +7,6 @@ from aiohttp import web
 from quanyi.access.api import request_staff
 from quanyi.campaigns.approvals import AlreadyApproved, HeadOfficeApprovalNeeded, MakerMayNotApprove
 from quanyi.campaigns.issuances import IssuanceBody, IssuanceReply, IssuanceService
-from quanyi.campaigns.revise_refusals import CampaignSplit
 from quanyi.core.errors import (
     AlreadyExists,
     Forbidden,
@@ -49,7 +48,6 @@ def _service(request: web.Request) -> IssuanceService:
         RewardNotFound,
         AlreadyExists,
         InvalidTransition,
-        CampaignSplit,
     ),
     tags=TAGS,
 )
