@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from quanyi.core.clock import Clock, local_day
 from quanyi.core.errors import GrantNotLive, StoreNotReady, Unavailable
 from quanyi.core.settings import Settings
+from quanyi.inventory.stock_parts import REFILL_TRIES, StockParts
 from quanyi.issuance.claims import CampaignCache
 from quanyi.issuance.grants import GrantReader
 from quanyi.stores.keys import Keys, customer_bucket
@@ -84,6 +85,10 @@ def _decided(event: str, outcome: str, before: str, grant: dict[str, Any]) -> Tr
     return Transition(event, outcome, before, grant)
 
 
+# What a refused redrive was short of, that another part of a split campaign may have.
+SHORT_ON_REDRIVE = {"out_of_stock": "stock", "budget_exhausted": "budget"}
+
+
 class GrantLifecycle:
     def __init__(
         self,
@@ -102,7 +107,9 @@ class GrantLifecycle:
         self._zone = settings.zone
         self._retention_s = settings.idempotency_retention_days * 86_400
         self._clock = clock
-        self._script = (scripts or Scripts(redis)).transition
+        scripts = scripts or Scripts(redis)
+        self._script = scripts.transition
+        self._parts = StockParts(redis, keys, scripts)
 
     async def move(
         self,
@@ -121,6 +128,21 @@ class GrantLifecycle:
             return call
         keys, args, grant = call
         outcome, before = await self._script(keys=keys, args=args)
+        if event == "redriven" and outcome == "refused" and before in SHORT_ON_REDRIVE:
+            # A redrive takes the stock and budget again in the grant's part: a split campaign's
+            # part run dry is refilled from the others first, as a claim's would be.
+            campaign = await self._campaigns.get(grant["campaign_id"])
+            part = campaign.part_of(grant["customer_id"])
+            short = SHORT_ON_REDRIVE[before]
+            need = int(args[5]) if short == "budget" else 1  # ARGV[6]: the unit cost
+            for _ in range(REFILL_TRIES if campaign.parts > 1 else 0):
+                if not await self._parts.refill(
+                    campaign.id, campaign.parts, grant["reward_id"], part, short, need
+                ):
+                    break
+                outcome, before = await self._script(keys=keys, args=args)
+                if not (outcome == "refused" and before in SHORT_ON_REDRIVE):
+                    break
         return _decided(event, outcome, before, grant)
 
     async def move_many(self, moves: list[Move]) -> list[Transition | Exception]:

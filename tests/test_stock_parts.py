@@ -8,10 +8,13 @@ import asyncio
 import secrets
 from typing import Any
 
+import orjson
 import pytest
 from redis.crc import key_slot
 
 from quanyi.inventory.stock_parts import StockParts, read_parts, sums
+from quanyi.issuance.api import LIFECYCLE
+from quanyi.issuance.lifecycle import grant_from_event
 from quanyi.ledger.worker import LedgerWorker
 from quanyi.stores.keys import Keys, part_ids, part_of
 from quanyi.stores.scripts import Scripts, run_script
@@ -322,3 +325,43 @@ async def test_a_grant_of_a_split_campaign_without_a_vendor_is_fulfilled_and_fou
     for grant in granted:
         view = await grant_view(api, grant["grant_id"])
         assert (view["status"], view["persisted"]) == ("fulfilled", True)
+
+
+@pytest.mark.cluster_too
+async def test_a_redrive_in_a_dry_part_takes_the_stock_another_part_has(api, redis, keys):
+    """Stock 2 in 2 parts. A grant of part 0 fails (its unit comes back), another customer of
+    part 0 takes that unit, and the redrive of the failed grant, short in part 0, is refilled
+    from part 1: applied, and the campaign holds exactly its 2 grants; a second failed grant's
+    redrive with nothing left anywhere is refused out_of_stock."""
+    await _split(api, "hot", 2, stock=2)
+    lifecycle = api.client.server.app[LIFECYCLE]
+    first, second, third = _in_part("hot", 2, 0, 3)
+    status, granted = await api.claim(request_id="q1", campaign_id="hot", customer_id=first)
+    assert status == 201, granted
+    shard = keys.of(part_of("hot", 2, first))
+    event = orjson.loads(await redis.hget(shard.pending, granted["grant_id"]))
+    failed = await lifecycle.move(
+        granted["grant_id"], "failed", "test", {}, grant=grant_from_event(event)
+    )
+    assert failed.applied
+    status, _ = await api.claim(request_id="q2", campaign_id="hot", customer_id=second)
+    assert status == 201
+    redrive = await lifecycle.move(
+        granted["grant_id"], "redriven", "test", {}, grant=grant_from_event(event)
+    )
+    assert redrive.applied, redrive
+    granted_now, _spent, moving = await sums(redis, keys, "hot", 2, ["r1"])
+    assert granted_now == {"r1": 2} and moving == {"r1": 0}
+    # Nothing left in either part: a failure's unit taken again, and its redrive refused.
+    status, other = await api.claim(request_id="q3", campaign_id="hot", customer_id=third)
+    assert status == 409 and other["error"]["code"] == "out_of_stock"
+    event = orjson.loads(await redis.hget(shard.pending, granted["grant_id"]))
+    await lifecycle.move(granted["grant_id"], "failed", "test", {}, grant=grant_from_event(event))
+    status, _ = await api.claim(request_id="q4", campaign_id="hot", customer_id=third)
+    assert status == 201
+    again = await lifecycle.move(
+        granted["grant_id"], "redriven", "test", {}, grant=grant_from_event(event)
+    )
+    assert (again.outcome, again.before) == ("refused", "out_of_stock")
+    granted_now, _spent, _moving = await sums(redis, keys, "hot", 2, ["r1"])
+    assert granted_now == {"r1": 2}
