@@ -107,13 +107,15 @@ class StockParts:
         return await read_parts(self._redis, self._keys, campaign_id, parts)
 
     async def refill(
-        self, campaign_id: str, parts: int, reward_id: str, dry: str, short: str, need: int = 1
+        self, campaign_id: str, parts: int, reward_id: str, dry: str, short: str, cost: int
     ) -> bool:
         """Move stock of the reward (`short` "stock") or budget ("budget") into the part `dry`
-        from the part with the most of it left, unless `dry` has `need` of it again already;
+        from the part with the most of it left, unless `dry` has enough of it again already
+        (one unit of stock, or the budget for one grant of `cost`);
         False when no part has any to spare: the campaign has sold out (spent its budget)."""
         if len(self._refilling) > MAX_REFILL_LOCKS:  # parts of campaigns long over, mostly
             self._refilling = {k: v for k, v in self._refilling.items() if v.locked()}
+        need = cost if short == "budget" else 1
         lock = self._refilling.setdefault(dry, asyncio.Lock())
         async with lock:
             hashes = await self._read(campaign_id, parts)

@@ -160,9 +160,8 @@ class BulkClaims(ClaimService):
             if not dry:
                 break
             short = "budget" if outcomes[dry[0]] == "budget_exhausted" else "stock"
-            need = reward.cost if short == "budget" else 1
             if not await self._parts.refill(
-                campaign.id, campaign.parts, reward.id, part, short, need
+                campaign.id, campaign.parts, reward.id, part, short, reward.cost
             ):
                 break
             again = await self._send_to_part(

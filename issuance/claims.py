@@ -257,10 +257,8 @@ class ClaimService:
             short = short_of(reply)
             if short is None:
                 return reply
-            # A budget is short of the reward's cost, which a few moves may make up.
-            need = reward.cost if short == "budget" else 1
             if not await self._parts.refill(
-                campaign.id, campaign.parts, reward.id, part, short, need
+                campaign.id, campaign.parts, reward.id, part, short, reward.cost
             ):
                 return reply
             reply = await self._decide(claim, campaign, reward)

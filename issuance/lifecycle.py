@@ -133,11 +133,10 @@ class GrantLifecycle:
             # part run dry is refilled from the others first, as a claim's would be.
             campaign = await self._campaigns.get(grant["campaign_id"])
             part = campaign.part_of(grant["customer_id"])
-            short = SHORT_ON_REDRIVE[before]
-            need = int(args[5]) if short == "budget" else 1  # ARGV[6]: the unit cost
+            short, cost = SHORT_ON_REDRIVE[before], int(args[5])  # ARGV[6]: the unit cost
             for _ in range(REFILL_TRIES if campaign.parts > 1 else 0):
                 if not await self._parts.refill(
-                    campaign.id, campaign.parts, grant["reward_id"], part, short, need
+                    campaign.id, campaign.parts, grant["reward_id"], part, short, cost
                 ):
                     break
                 outcome, before = await self._script(keys=keys, args=args)
