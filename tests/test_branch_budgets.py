@@ -14,7 +14,8 @@ import pytest
 
 from quanyi.access.staff import Staff
 from quanyi.campaigns import queries as campaign_queries
-from quanyi.campaigns.budgets import BudgetRules, rereserve
+from quanyi.campaigns.budget_reservations import rereserve
+from quanyi.campaigns.budgets import BudgetRules
 from quanyi.campaigns.model import Campaign
 from quanyi.core.errors import BudgetExceeded
 from quanyi.runtime import Stores

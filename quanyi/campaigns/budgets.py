@@ -3,7 +3,7 @@
 Head office's admins set head office's budget for a year; a branch gives part of what it has
 left to a child and takes unreserved budget back from it; approving a campaign reserves its
 budget from its branch's budget for the year of its start, and its end gives back what it did
-not spend.
+not spend (budget_reservations.py).
 
 Every balance (branch, year) is one row of branch_budgets, changed only under its row lock and
 only by the statement that also writes the movement explaining it (budgets.sql `move`): two
@@ -23,7 +23,6 @@ counts its own `spent`, inventory/stock_parts.py).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -34,16 +33,9 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
-from quanyi.access.staff import HEAD_OFFICE, Actor, Staff, audit
-from quanyi.campaigns.model import Campaign
+from quanyi.access.staff import HEAD_OFFICE, Staff, audit
 from quanyi.campaigns.parts import stock_parts_of
-from quanyi.core.errors import (
-    BudgetExceeded,
-    BudgetRequired,
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-)
+from quanyi.core.errors import BudgetExceeded, Forbidden, InvalidRequest, NotFound
 from quanyi.core.schemas import Body, Ident, Range, decode
 from quanyi.core.settings import Settings
 from quanyi.inventory.hot_campaigns import HotCampaigns
@@ -146,13 +138,13 @@ class Balance:
             )
 
 
-async def _lock(conn: asyncpg.Connection, branch: str, period: str) -> Balance:
+async def lock_balance(conn: asyncpg.Connection, branch: str, period: str) -> Balance:
     """The balance, locked for this transaction (a balance of zeros when it had none)."""
     await conn.execute(queries.open_balance, branch, period)
     return Balance.of(await conn.fetchrow(queries.lock_balance, branch, period))
 
 
-async def _move(
+async def move_balance(
     conn: asyncpg.Connection,
     branch: str,
     period: str,
@@ -184,130 +176,8 @@ async def _transfer(
 ) -> None:
     """`amount` from `parent` down to `child` (negative: back up): the parent's `given` and the
     child's `allocated` move together, each with its movement row."""
-    await _move(conn, parent, period, GIVEN, kind, amount, by, counterpart=child)
-    await _move(conn, child, period, ALLOCATED, kind, amount, by, counterpart=parent)
-
-
-# campaigns: reserve at approval, revise, release at the end
-
-
-async def reserve(
-    conn: asyncpg.Connection, rules: BudgetRules, actor: Actor, campaign: Campaign
-) -> None:
-    """Reserve `campaign`'s budget from its branch's budget for the year of its start. Called in
-    the approval's transaction, under the campaign's row lock and before the approval reaches
-    Redis; refuses (BudgetExceeded, BudgetRequired) when it cannot, and the approval with it.
-    Nothing to do while head office has no budget for that year, or when the campaign holds a
-    reservation already."""
-    if await conn.fetchrow(queries.lock_reservation, campaign.id) is not None:
-        return
-    period = rules.period_of(campaign.starts_at)
-    if not await conn.fetchval(queries.in_force, period):
-        return
-    if campaign.budget is None:
-        if rules.required:
-            raise BudgetRequired(
-                f"budgets are in force for {period}: campaign {campaign.id} needs a budget,"
-                f" reserved from {campaign.branch}'s",
-                campaign.branch,
-                period,
-            )
-        return
-    balance = await _lock(conn, campaign.branch, period)
-    balance.ensure(campaign.budget, f"campaign {campaign.id} cannot reserve its budget")
-    await _move(
-        conn,
-        campaign.branch,
-        period,
-        COMMITTED,
-        "reservation",
-        campaign.budget,
-        actor.username,
-        campaign_id=campaign.id,
-    )
-    await conn.execute(
-        queries.insert_reservation, campaign.id, campaign.branch, period, campaign.budget
-    )
-    await audit(
-        conn,
-        actor,
-        "budget.reserve",
-        f"campaign:{campaign.id}",
-        {"branch": campaign.branch, "period": period, "amount": campaign.budget},
-    )
-
-
-async def rereserve(
-    conn: asyncpg.Connection,
-    rules: BudgetRules,
-    actor: Actor,
-    campaign: Campaign,
-    budget: int | None,
-) -> None:
-    """A revision of live `campaign` changes its budget to `budget`: its reservation follows, in
-    the revision's transaction under the campaign's row lock, before Redis takes the revision
-    (whose script refuses a budget below what was spent). A higher budget reserves the
-    difference (BudgetExceeded when the branch lacks it), a lower one gives it back. A campaign
-    holding no reservation is reserved for as at its approval."""
-    current = await conn.fetchrow(queries.lock_reservation, campaign.id)
-    if current is None:
-        await reserve(conn, rules, actor, dataclasses.replace(campaign, budget=budget))
-        return
-    branch, period, amount = current["branch_id"], current["period"], current["amount"]
-    if budget is None:
-        raise InvalidRequest(
-            "a campaign holding budget keeps a budget",
-            {"budget": f"required: it holds {amount} of {branch}'s {period} budget"},
-        )
-    delta = budget - amount
-    if delta == 0:
-        return
-    balance = await _lock(conn, branch, period)
-    balance.ensure(delta, f"campaign {campaign.id} cannot raise its budget")
-    await _move(
-        conn, branch, period, COMMITTED, "revision", delta, actor.username, campaign_id=campaign.id
-    )
-    await conn.execute(queries.update_reservation, campaign.id, budget)
-    await audit(
-        conn,
-        actor,
-        "budget.revise",
-        f"campaign:{campaign.id}",
-        {"branch": branch, "period": period, "amount": budget, "was": amount},
-    )
-
-
-async def release_reservation(
-    conn: asyncpg.Connection,
-    stock: HotCampaigns,
-    campaign_id: str,
-    ended_by: str,
-    parts: int = 1,
-) -> int | None:
-    """At a campaign's end, give back to its branch what it reserved and did not spend; what it
-    spent stays charged for good. Called in the ending's transaction (quanyi/campaigns/ending.py)
-    once Redis has the campaign ended, so no grant can follow and `spent` is final; the movement
-    row names `ended_by`, the ending itself is audited as campaign.end. Returns the amount given
-    back; None when the campaign held no reservation. `parts`: the campaign's stock parts, whose
-    `spent` counters add up to what it spent."""
-    current = await conn.fetchrow(queries.lock_reservation, campaign_id)
-    if current is None:
-        return None
-    spent = (await stock.counters(campaign_id, [], parts=parts)).spent
-    charged = min(spent, current["amount"])
-    released = current["amount"] - charged
-    await _move(
-        conn,
-        current["branch_id"],
-        current["period"],
-        COMMITTED,
-        "release",
-        -released,
-        ended_by,
-        campaign_id=campaign_id,
-    )
-    await conn.execute(queries.close_reservation, campaign_id, charged)
-    return released
+    await move_balance(conn, parent, period, GIVEN, kind, amount, by, counterpart=child)
+    await move_balance(conn, child, period, ALLOCATED, kind, amount, by, counterpart=parent)
 
 
 # the branches' budgets through the admin API
@@ -336,8 +206,10 @@ class BudgetService:
                         {"from": "leave it out for head office"},
                     )
                 _require_head_office_admin(staff)
-                await _lock(conn, branch_id, period)
-                await _move(conn, branch_id, period, ALLOCATED, "fund", amount, staff.username)
+                await lock_balance(conn, branch_id, period)
+                await move_balance(
+                    conn, branch_id, period, ALLOCATED, "fund", amount, staff.username
+                )
             else:
                 if move.from_ != parent:
                     raise InvalidRequest(
@@ -345,8 +217,8 @@ class BudgetService:
                         {"from": f"required: {parent}, the parent of {branch_id}"},
                     )
                 staff.require_branch(parent)
-                giver = await _lock(conn, parent, period)  # a parent before its child
-                await _lock(conn, branch_id, period)
+                giver = await lock_balance(conn, parent, period)  # a parent before its child
+                await lock_balance(conn, branch_id, period)
                 giver.ensure(amount, f"{parent} cannot give {branch_id} {amount}")
                 await _transfer(
                     conn, parent, branch_id, period, amount, "allocation", staff.username
@@ -363,13 +235,15 @@ class BudgetService:
             parent = await self._parent(conn, staff, branch_id)
             if parent is None:
                 _require_head_office_admin(staff)
-                own = await _lock(conn, branch_id, period)
+                own = await lock_balance(conn, branch_id, period)
                 own.ensure(amount, f"{branch_id}'s budget cannot be lowered by {amount}")
-                await _move(conn, branch_id, period, ALLOCATED, "reclaim", -amount, staff.username)
+                await move_balance(
+                    conn, branch_id, period, ALLOCATED, "reclaim", -amount, staff.username
+                )
             else:
                 staff.require_branch(parent)
-                await _lock(conn, parent, period)  # a parent before its child
-                child = await _lock(conn, branch_id, period)
+                await lock_balance(conn, parent, period)  # a parent before its child
+                child = await lock_balance(conn, branch_id, period)
                 child.ensure(amount, f"{parent} cannot take {amount} back from {branch_id}")
                 await _transfer(conn, parent, branch_id, period, -amount, "reclaim", staff.username)
             detail = {"period": period, "amount": amount, "to": parent}

@@ -27,7 +27,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from quanyi.access.staff import HEAD_OFFICE, Staff
-from quanyi.campaigns.budgets import release_reservation
+from quanyi.campaigns.budget_reservations import release_reservation
 from quanyi.campaigns.model import Campaign
 from quanyi.core.clock import rfc3339
 from quanyi.inventory.hot_campaigns import HotCampaigns
@@ -64,7 +64,8 @@ async def release_budget_reservation(
     conn: asyncpg.Connection, redis: Redis, keys: Keys, campaign: Campaign, ended_by: str
 ) -> None:
     """Hand back what the campaign reserved of its branch's budget and did not spend, in the
-    ending's transaction (quanyi/campaigns/budgets.py): the one place every ending passes."""
+    ending's transaction (quanyi/campaigns/budget_reservations.py): the one place every ending
+    passes."""
     await release_reservation(
         conn, HotCampaigns(redis, keys), campaign.id, ended_by, parts=campaign.stock_parts
     )

@@ -32,9 +32,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from quanyi.access.staff import Staff, audit
-from quanyi.campaigns import approvals, budgets
+from quanyi.campaigns import approvals
 from quanyi.campaigns import queries as campaign_queries
 from quanyi.campaigns.approvals import money_of
+from quanyi.campaigns.budget_reservations import rereserve
 from quanyi.campaigns.budgets import BudgetRules
 from quanyi.campaigns.model import Campaign
 from quanyi.campaigns.revise_refusals import refusal, split_stock_refusal
@@ -254,9 +255,9 @@ class Revisions:
                     orjson.dumps(r.channel_quota).decode(),
                 )
         if figures.budget != campaign.budget:
-            # The branch budget's reservation follows (quanyi/campaigns/budgets.py); a refusal
+            # The branch budget's reservation follows (campaigns/budget_reservations.py); a refusal
             # there (the branch lacks the difference) rolls the revision back.
-            await budgets.rereserve(conn, self.budget_rules, staff, campaign, figures.budget)
+            await rereserve(conn, self.budget_rules, staff, campaign, figures.budget)
         after = await self._load(conn, campaign.id)
         await self._revise_hot(after)
         return after

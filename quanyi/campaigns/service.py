@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 from quanyi.access.staff import Staff, audit, unknown_branch
 from quanyi.campaigns import approvals, queries
 from quanyi.campaigns.approvals import campaign_money
-from quanyi.campaigns.budgets import DEFAULT_RULES, BudgetRules, reserve
+from quanyi.campaigns.budget_reservations import reserve
+from quanyi.campaigns.budgets import DEFAULT_RULES, BudgetRules
 from quanyi.campaigns.dry_run import DryRuns, audience_branches
 from quanyi.campaigns.ending import campaign_ended, prepare_ending
 from quanyi.campaigns.model import (
@@ -81,7 +82,7 @@ class CampaignService:
         budget_rules: BudgetRules = DEFAULT_RULES,
     ) -> None:
         self._pool = pool
-        # Approval reserves the campaign's budget from its branch's (quanyi/campaigns/budgets.py).
+        # Approval reserves the campaign's budget from its branch's (budget_reservations.py).
         self._budget_rules = budget_rules
         self._redis = redis
         self._keys = keys

@@ -8,7 +8,7 @@ claim.lua gives them, and goal progress with the card events counted (rebuild_go
 the reversals still waiting for their original. Counters are set to exactly what the ledger's live grants add up to, so
 a second run changes nothing. A campaign split into stock parts (inventory/stock_parts.py) is
 restored part by part: each customer's counters, request ids and grant states in the
-customer's part, and the parts' stocks adding up to the campaign's.
+customer's part, and the parts' stocks adding up to the campaign's (rebuild_parts.py).
 
 What guards the claims is the store-ready marker (inventory/readiness.py): a flush took it
 away, so claim.lua and transition.lua decide nothing while this runs; it is removed first
@@ -41,15 +41,9 @@ from quanyi.core.settings import Settings
 from quanyi.inventory import channel_quota
 from quanyi.inventory.hot_campaigns import HotCampaign, HotCampaigns
 from quanyi.inventory.readiness import mark_store_ready, store_ready, unmark_store_ready
-from quanyi.inventory.stock_parts import (
-    MOVE_FIELD,
-    RECEIVED_FIELD,
-    counters_by_part,
-    part_limits,
-    read_parts,
-)
 from quanyi.issuance.claims import DAY_S, Claim
 from quanyi.ledger.rebuild_goals import PIPELINE_CHUNK, GoalRebuild
+from quanyi.ledger.rebuild_parts import restore_part_counters
 from quanyi.stores.db import load_queries
 from quanyi.stores.keys import Keys, customer_bucket, part_of
 from quanyi.stores.outbox import LEDGER_GROUP, ensure_group, outbox_lag, stream_id_key
@@ -217,7 +211,7 @@ class Rebuild:
         by_channel: dict[str, dict[str, int]],
     ) -> int:
         if campaign.parts > 1:  # no channel quotas there (campaigns/model.py)
-            return await self._part_counters(campaign)
+            return await restore_part_counters(self._pool, self._redis, self._keys, campaign)
         mapping: dict[FieldT, EncodableT] = {
             f"r:{r.id}:granted": totals[r.id]["granted"] if r.id in totals else 0
             for r in campaign.rewards
@@ -232,47 +226,6 @@ class Rebuild:
                 )
         await self._redis.hset(self._keys.campaign(campaign.id), mapping=mapping)
         return len(mapping)
-
-    async def _part_counters(self, campaign: HotCampaign) -> int:
-        """A split campaign's parts: each its customers' grants and spend, and stock and budget
-        as a publication from the ledger writes them (stock_parts.part_limits), so the parts
-        add up to the campaign's whatever moves came before. A move left open is dropped: the
-        stock it carried is in the parts again, and completing it would count it twice."""
-        rows = await self._pool.fetch(queries.live_customer_counts, campaign.id, None, None)
-        by_part = counters_by_part(campaign.id, campaign.parts, rows)
-        limits = part_limits({r.id: r.stock for r in campaign.rewards}, campaign.budget, by_part)
-        # Every open move marked received in its receiver before the parts are written: a
-        # process still between its take and its give (a refill, a reconcile) then adds
-        # nothing to the stock rebuilt here.
-        open_moves = dict(
-            zip(
-                by_part,
-                await read_parts(self._redis, self._keys, campaign.id, campaign.parts),
-                strict=True,
-            )
-        )
-        for h in open_moves.values():
-            for name, value in h.items():
-                if name.startswith(MOVE_FIELD):
-                    receiver = self._keys.campaign(value.split("|")[0])
-                    move = name[len(MOVE_FIELD) :]
-                    await self._redis.hsetnx(receiver, RECEIVED_FIELD + move, 1)
-        written = 0
-        for pid, counters in by_part.items():
-            key = self._keys.campaign(pid)
-            mapping: dict[FieldT, EncodableT] = {
-                f"r:{r.id}:granted": counters.granted.get(r.id, 0) for r in campaign.rewards
-            }
-            mapping["spent"] = counters.spent
-            mapping.update(limits[pid])
-            moves = [f for f in open_moves[pid] if f.startswith(MOVE_FIELD)]
-            async with self._redis.pipeline(transaction=True) as pipe:
-                if moves:
-                    pipe.hdel(key, *moves)
-                pipe.hset(key, mapping=mapping)
-                await pipe.execute()
-            written += len(mapping)
-        return written
 
     async def _replace_buckets(
         self,
