@@ -948,6 +948,14 @@ async def send(world: World, user: str, request: Request) -> tuple[int, Any]:
     return resp.status, await resp.json()
 
 
+def _changed(before: Any, after: Any) -> list[str]:
+    """The tables and Redis keys that differ between two World.state() readings."""
+    (rows_before, keys_before), (rows_after, keys_after) = before, after
+    tables = sorted({r[0] for r in set(rows_before) ^ set(rows_after)})
+    keys = sorted({str(k) for k, _ in set(keys_before) ^ set(keys_after)})
+    return tables + keys
+
+
 @pytest.mark.parametrize("row", TABLE, ids=lambda r: r.name)
 async def test_the_matrix(world, row):
     if row.setup is not None:
@@ -967,8 +975,10 @@ async def test_the_matrix(world, row):
                 refusal = row.hidden if status == 404 and row.hidden else "forbidden"
                 if reply.get("error", {}).get("code") != refusal:
                     problems.append((*where, "not a forbidden error", reply))
-                if await world.state() != before:
-                    problems.append((*where, "a refused call changed something", reply))
+                after = await world.state()
+                if after != before:
+                    changed = _changed(before, after)
+                    problems.append((*where, f"a refused call changed {changed}", reply))
             elif row.listed is not None:
                 shown = row.listed(reply)
                 if not shown <= SUBTREES[place]:
