@@ -243,32 +243,46 @@ class LedgerWorker:
         return written
 
     async def _write(self, entries: list[Entry], dead: list[tuple[str, dict, str]]) -> int:
-        """Insert the batch, retrying while PostgreSQL is away. Rows PostgreSQL refuses for
+        """Insert the batch, waiting while PostgreSQL is away. Rows PostgreSQL refuses for
         their content go to the dead-letter stream so they never block the rest."""
+        try:
+            inserted = await self._insert_waiting(entries)
+        except CONTENT_ERRORS as exc:
+            log.error("ledger: batch refused (%s); writing row by row", exc)
+            inserted = set()
+            refused = set()
+            # Entry by entry: a grant born fulfilled goes with its `fulfilled` event (batch.py
+            # writes that event with its grant only), both parsed from one outbox entry. A batch
+            # is one shard's entries (_persist_batch), so an outbox id names one entry here:
+            # it is unique within its own shard's stream only. Each entry waits out an outage
+            # of its own, so PostgreSQL dropping midway does not leave the batch to the reclaim.
+            for outbox_id, group in itertools.groupby(entries, lambda e: e.outbox_id):
+                one = list(group)
+                try:
+                    inserted |= await self._insert_waiting(one)
+                except CONTENT_ERRORS as row_exc:
+                    dead.append(
+                        (outbox_id, entry_fields(one[0]), f"refused by postgresql: {row_exc}")
+                    )
+                    refused.add(outbox_id)
+            entries[:] = [e for e in entries if e.outbox_id not in refused]
+        await self._check_unwritten(
+            [e for e in entries if isinstance(e, GrantEntry)], inserted, dead
+        )
+        metrics.LEDGER_BATCH_SIZE.observe(len(inserted))
+        metrics.LEDGER_PERSISTED.inc(len(inserted))
+        return len(inserted)
+
+    async def _insert_waiting(self, entries: list[Entry]) -> set[str]:
+        """`_insert`, tried again (0.5 s, doubling up to 5 s) while PostgreSQL is away or fails
+        for a reason not the rows' own; a content error is raised for `_write` to sort out.
+        Asked to stop meanwhile: LedgerStopping, the entries left pending."""
         backoff = 0.5
         while True:
             try:
-                inserted = await self._insert(entries)
-                break
-            except CONTENT_ERRORS as exc:
-                log.error("ledger: batch refused (%s); writing row by row", exc)
-                inserted = set()
-                refused = set()
-                # Entry by entry: a grant born fulfilled goes with its `fulfilled` event (batch.py
-                # writes that event with its grant only), both parsed from one outbox entry. A batch
-                # is one shard's entries (_persist_batch), so an outbox id names one entry here:
-                # it is unique within its own shard's stream only.
-                for outbox_id, group in itertools.groupby(entries, lambda e: e.outbox_id):
-                    one = list(group)
-                    try:
-                        inserted |= await self._insert(one)
-                    except CONTENT_ERRORS as row_exc:
-                        dead.append(
-                            (outbox_id, entry_fields(one[0]), f"refused by postgresql: {row_exc}")
-                        )
-                        refused.add(outbox_id)
-                entries[:] = [e for e in entries if e.outbox_id not in refused]
-                break
+                return await self._insert(entries)
+            except CONTENT_ERRORS:
+                raise
             except (*POSTGRES_AWAY, asyncpg.PostgresError) as exc:
                 metrics.LEDGER_RETRIES.inc()
                 log.warning(
@@ -281,12 +295,6 @@ class LedgerWorker:
                 if self._stopping.is_set():
                     raise LedgerStopping from exc
                 backoff = min(backoff * 2, 5.0)
-        await self._check_unwritten(
-            [e for e in entries if isinstance(e, GrantEntry)], inserted, dead
-        )
-        metrics.LEDGER_BATCH_SIZE.observe(len(inserted))
-        metrics.LEDGER_PERSISTED.inc(len(inserted))
-        return len(inserted)
 
     async def _insert(self, entries: list[Entry]) -> set[str]:
         """One transaction: the grants, their events, the statuses those events imply, the
