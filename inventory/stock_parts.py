@@ -103,9 +103,6 @@ class StockParts:
         # wait for the one refill instead of each draining the donors into it.
         self._refilling: dict[str, asyncio.Lock] = {}
 
-    async def _read(self, campaign_id: str, parts: int) -> list[dict[str, str]]:
-        return await read_parts(self._redis, self._keys, campaign_id, parts)
-
     async def refill(
         self, campaign_id: str, parts: int, reward_id: str, dry: str, short: str, cost: int
     ) -> bool:
@@ -118,9 +115,10 @@ class StockParts:
         need = cost if short == "budget" else 1
         lock = self._refilling.setdefault(dry, asyncio.Lock())
         async with lock:
-            hashes = await self._read(campaign_id, parts)
+            hashes = await read_parts(self._redis, self._keys, campaign_id, parts)
             if await self._complete(campaign_id, parts, hashes):
-                hashes = await self._read(campaign_id, parts)  # what the completed moves gave
+                # What the completed moves gave.
+                hashes = await read_parts(self._redis, self._keys, campaign_id, parts)
             total, taken = (
                 ("budget", "spent")
                 if short == "budget"
@@ -181,7 +179,8 @@ class StockParts:
 
     async def complete_moves(self, campaign_id: str, parts: int) -> int:
         """Finish the moves a crash left between take and give; how many there were."""
-        return await self._complete(campaign_id, parts, await self._read(campaign_id, parts))
+        hashes = await read_parts(self._redis, self._keys, campaign_id, parts)
+        return await self._complete(campaign_id, parts, hashes)
 
     async def _complete(self, campaign_id: str, parts: int, hashes: list[dict[str, str]]) -> int:
         done = 0

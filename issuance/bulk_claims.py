@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from quanyi.core.errors import CampaignNotFound, RewardNotFound, Unavailable
@@ -57,6 +58,17 @@ def grant_ids(now_ms: int, n: int) -> list[str]:
     return ids
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """What every call of one round of `decide_many` shares: the channel, the campaign's
+    definition as read for the round, its reward, and the claims a call holds."""
+
+    channel_id: str
+    campaign: HotCampaign
+    reward: HotReward
+    per_call: int
+
+
 class BulkClaims(ClaimService):
     """A claim service that also decides claims in bulk (`decide_many`)."""
 
@@ -89,9 +101,8 @@ class BulkClaims(ClaimService):
             else:
                 if reward.grant == "auto":
                     return ["not_eligible"] * len(requests)
-                todo_outcomes = await self._send(
-                    channel_id, campaign, reward, [requests[i] for i in todo], per_call
-                )
+                batch = _Batch(channel_id, campaign, reward, per_call)
+                todo_outcomes = await self._send(batch, [requests[i] for i in todo])
             again = []
             for i, outcome in zip(todo, todo_outcomes, strict=True):
                 if outcome in ("stale", "campaign_not_found"):
@@ -110,18 +121,10 @@ class BulkClaims(ClaimService):
                 campaign = await self.campaigns.get(campaign_id, reload=True)
         return outcomes
 
-    async def _send(
-        self,
-        channel_id: str,
-        campaign: HotCampaign,
-        reward: HotReward,
-        requests: list[tuple[str, str]],
-        per_call: int,
-    ) -> list[str]:
+    async def _send(self, batch: _Batch, requests: list[tuple[str, str]]) -> list[str]:
+        campaign = batch.campaign
         if campaign.parts == 1:
-            return await self._send_to_part(
-                channel_id, campaign, reward, campaign.id, requests, per_call
-            )
+            return await self._send_to_part(batch, campaign.id, requests)
         # A split campaign: each member's claim in the member's part, the parts' calls at once;
         # a part run dry is refilled from the others and its refused members sent again, as a
         # live claim would be (claims.py _decide_refilling), so a job issues the whole stock.
@@ -130,9 +133,7 @@ class BulkClaims(ClaimService):
             by_part.setdefault(campaign.part_of(customer), []).append(i)
         answers = await asyncio.gather(
             *(
-                self._send_refilling(
-                    channel_id, campaign, reward, part, [requests[i] for i in ix], per_call
-                )
+                self._send_refilling(batch, part, [requests[i] for i in ix])
                 for part, ix in by_part.items()
             )
         )
@@ -143,15 +144,10 @@ class BulkClaims(ClaimService):
         return outcomes
 
     async def _send_refilling(
-        self,
-        channel_id: str,
-        campaign: HotCampaign,
-        reward: HotReward,
-        part: str,
-        requests: list[tuple[str, str]],
-        per_call: int,
+        self, batch: _Batch, part: str, requests: list[tuple[str, str]]
     ) -> list[str]:
-        outcomes = await self._send_to_part(channel_id, campaign, reward, part, requests, per_call)
+        campaign, reward = batch.campaign, batch.reward
+        outcomes = await self._send_to_part(batch, part, requests)
         for _ in range(REFILL_TRIES):
             # Refused for what another part may have: only "total" stock in a split campaign
             # (it has no daily stock), or the budget. Sent again, they replay nothing: a
@@ -164,24 +160,17 @@ class BulkClaims(ClaimService):
                 campaign.id, campaign.parts, reward.id, part, short, reward.cost
             ):
                 break
-            again = await self._send_to_part(
-                channel_id, campaign, reward, part, [requests[i] for i in dry], per_call
-            )
+            again = await self._send_to_part(batch, part, [requests[i] for i in dry])
             for i, outcome in zip(dry, again, strict=True):
                 outcomes[i] = outcome
         return outcomes
 
     async def _send_to_part(
-        self,
-        channel_id: str,
-        campaign: HotCampaign,
-        reward: HotReward,
-        part: str,
-        requests: list[tuple[str, str]],
-        per_call: int,
+        self, batch: _Batch, part: str, requests: list[tuple[str, str]]
     ) -> list[str]:
+        per_call = batch.per_call
         calls = [
-            await self._call_of(channel_id, campaign, reward, part, requests[i : i + per_call])
+            await self._call_of(batch, part, requests[i : i + per_call])
             for i in range(0, len(requests), per_call)
         ]
         outcomes: list[str] = []
@@ -197,16 +186,13 @@ class BulkClaims(ClaimService):
         return outcomes
 
     async def _call_of(
-        self,
-        channel_id: str,
-        campaign: HotCampaign,
-        reward: HotReward,
-        part: str,
-        requests: list[tuple[str, str]],
+        self, batch: _Batch, part: str, requests: list[tuple[str, str]]
     ) -> tuple[list[str], list[Any]]:
         """One claim.lua call's KEYS and ARGV (claim.lua's header): each claim's slice as
         `_decide` builds it (claim_calls.py claim_slice). `part`: the campaign's id, or of a
         split campaign the part all these customers' claims are in."""
+        # Locals, once a call: the loop below runs once a member.
+        channel_id, campaign, reward = batch.channel_id, batch.campaign, batch.reward
         now = self._clock()
         now_ms = int(now * 1000)
         day, day_ends = self._calendar.day(now)

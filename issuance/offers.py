@@ -9,18 +9,20 @@ publications: the claim itself decides (claim.lua), atomically.
 A campaign split into stock parts (inventory/stock_parts.py) is read in the customer's part,
 where their claims are decided and counted; a part run dry is judged by what the whole
 campaign has left, as a claim would refill it from the other parts.
+
+What each call sends whoever the customer is (its plan) is made and held by
+issuance/offer_plans.py; the reply is read by issuance/offer_figures.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
-from quanyi.core.clock import Clock, LocalCalendar, LocalPeriods, rfc3339
+from quanyi.core.clock import Clock, LocalCalendar, LocalPeriods
 from quanyi.core.errors import CampaignNotFound, ChannelNotAllowed, StoreNotReady, Unavailable
 from quanyi.core.settings import Settings
 from quanyi.inventory import stock_parts
@@ -34,13 +36,8 @@ from quanyi.issuance.offer_figures import (
     part_is_dry,
     whole_campaign_figures,
 )
-from quanyi.stores.keys import (
-    MAX_STOCK_PARTS,
-    PROGRESS_BUCKETS,
-    Keys,
-    ShardKeys,
-    customer_bucket,
-)
+from quanyi.issuance.offer_plans import OfferPlan, OfferPlans
+from quanyi.stores.keys import PROGRESS_BUCKETS, Keys, customer_bucket
 from quanyi.stores.redis import is_cluster
 from quanyi.stores.scripts import Scripts
 
@@ -52,34 +49,6 @@ LIMIT_REACHED, GOAL_NOT_MET = "limit_reached", "goal_not_met"
 OUT_OF_STOCK, BUDGET_EXHAUSTED = "out_of_stock", "budget_exhausted"
 # Reads of the live list before giving up while publications keep moving it.
 STALE_RETRIES = 3
-# Live lists and channels whose plans are held at once: a new list makes the old ones useless.
-MAX_PLANS = 64
-# Plans held at once: one per channel and live list, times the customers' choices of parts of
-# its split campaigns.
-MAX_PART_PLANS = MAX_PLANS * MAX_STOCK_PARTS
-
-
-@dataclass(frozen=True)
-class _Period:
-    id: str
-    ends_at: str  # RFC 3339: the period's end, or the campaign's when that comes first
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What an offers.lua call for these campaigns sends whoever the customer is: made once
-    per live list, channel and goal periods (and parts chosen, with split campaigns), so a
-    request only adds the customer's buckets."""
-
-    shard: ShardKeys  # the shard of every campaign hash of the plan
-    campaigns: tuple[HotCampaign, ...]
-    keys: tuple[str, ...]  # campaign hashes, then audience pointers (not on a cluster)
-    audiences: tuple[str, ...]  # audience pointers, in the order rewards name them
-    rewards: str  # ARGV[7]
-    quoted: tuple[tuple[bool, ...], ...]  # per campaign, which rewards have channel quotas
-    bucket_counts: tuple[int, ...]
-    periods: dict[tuple[str, str], _Period]  # (campaign, reward) -> its goal's period now
-    goals: dict[tuple[str, str], dict[str, Any]]  # (campaign, reward) -> goal as JSON
 
 
 class OfferService:
@@ -102,18 +71,15 @@ class OfferService:
         self._stock = HotCampaigns(redis, keys)
         self._clock = clock
         self._calendar = LocalCalendar(settings.zone)
-        self._periods = LocalPeriods(settings.zone)
-        self._plans: dict[tuple[Any, ...], tuple[_Plan, ...]] = {}
-        # (live list, channel) -> its split campaigns, whose part is the customer's choice.
-        self._split: dict[tuple[Any, ...], tuple[HotCampaign, ...]] = {}
         self._cluster = is_cluster(redis)
+        self._plans = OfferPlans(keys, LocalPeriods(settings.zone), cluster=self._cluster)
 
     async def offers(self, channel_id: str, customer_id: str) -> list[dict[str, Any]]:
         """One offer per reward of each active campaign on the channel the customer may have."""
         now = self._clock()
         live = await self._live.current(max_age_s=REFRESH_S)
         for _ in range(STALE_RETRIES):
-            plans = self._plan_for(live, channel_id, customer_id, now)
+            plans = self._plans.for_channel(live, channel_id, customer_id, now)
             read = await self._read_all(plans, channel_id, customer_id, now, live)
             if read is not None:
                 break
@@ -137,12 +103,12 @@ class OfferService:
 
     async def _read_all(
         self,
-        plans: tuple[_Plan, ...],
+        plans: tuple[OfferPlan, ...],
         channel_id: str,
         customer_id: str,
         now: float,
         live: LiveList,
-    ) -> list[tuple[_Plan, HotCampaign, CampaignFigures]] | None:
+    ) -> list[tuple[OfferPlan, HotCampaign, CampaignFigures]] | None:
         """Every plan's campaigns with their figures, in the live list's order (one call with
         one shard; one per shard at once with several), or None when a shard's list moved."""
         versions = live.versions
@@ -158,7 +124,7 @@ class OfferService:
                 for plan in plans
             )
         )
-        read: list[tuple[_Plan, HotCampaign, CampaignFigures]] = []
+        read: list[tuple[OfferPlan, HotCampaign, CampaignFigures]] = []
         for plan, figures in zip(plans, replies, strict=True):
             if figures is None:
                 return None
@@ -166,8 +132,8 @@ class OfferService:
         return sorted(read, key=lambda item: item[1].id)
 
     async def _whole_where_dry(
-        self, read: list[tuple[_Plan, HotCampaign, CampaignFigures]]
-    ) -> list[tuple[_Plan, HotCampaign, CampaignFigures]]:
+        self, read: list[tuple[OfferPlan, HotCampaign, CampaignFigures]]
+    ) -> list[tuple[OfferPlan, HotCampaign, CampaignFigures]]:
         """The figures, with those of a split campaign's part run dry replaced by the whole
         campaign's: a claim there would take stock (or budget) from the other parts
         (inventory/stock_parts.py refill), so it is refused only when no part has any left.
@@ -196,7 +162,7 @@ class OfferService:
             raise ChannelNotAllowed(f"channel {channel_id} does not serve campaign {campaign_id}")
         now = self._clock()
         part = campaign.part_of(customer_id)
-        plan = self._plan(self._keys.of(part), (campaign,), (part,), now, audiences=False)
+        plan = self._plans.plan(self._keys.of(part), (campaign,), (part,), now, audiences=False)
         figures = await self._read(plan, channel_id, customer_id, now, None)
         assert figures is not None  # read at no version: never stale
         (held,) = figures
@@ -217,90 +183,8 @@ class OfferService:
             raise CampaignNotFound(f"no campaign {campaign_id}")
         return found
 
-    def _plan_for(
-        self, live: LiveList, channel_id: str, customer_id: str, now: float
-    ) -> tuple[_Plan, ...]:
-        """One plan per shard with campaigns on the channel (the one shard's, with one). A split
-        campaign is read in the customer's part, on that part's shard, so the plans depend on
-        the parts the customer's claims go to: the cache key holds them (none without split
-        campaigns, so a plan is made once per list and channel)."""
-        periods = tuple(self._periods.period(w, now)[0] for w in ("month", "week"))
-        key: tuple[Any, ...] = (live.version, live.read_at, channel_id, periods)
-        split = self._split.get(key)
-        if split is None:
-            if len(self._split) >= MAX_PLANS:
-                self._split.clear()
-            split = self._split[key] = tuple(c for c in live.on_channel(channel_id) if c.parts > 1)
-        chosen = {c.id: c.part_of(customer_id) for c in split}
-        if chosen:
-            key = (*key, tuple(chosen.values()))
-        plans = self._plans.get(key)
-        if plans is None:
-            if len(self._plans) >= MAX_PART_PLANS:
-                self._plans.clear()
-            grouped: dict[int, list[tuple[HotCampaign, str]]] = {}
-            for c in live.on_channel(channel_id):
-                hash_id = chosen.get(c.id, c.id)
-                shard = self._keys.of(hash_id).shard if self._keys.sharded else 0
-                grouped.setdefault(shard, []).append((c, hash_id))
-            plans = self._plans[key] = tuple(
-                self._plan(
-                    self._keys.shards[n],
-                    tuple(c for c, _ in held),
-                    tuple(hash_id for _, hash_id in held),
-                    now,
-                    audiences=True,
-                )
-                for n, held in sorted(grouped.items())
-            ) or (self._plan(self._keys.shards[0], (), (), now, audiences=True),)
-        return plans
-
-    def _plan(
-        self,
-        shard: ShardKeys,
-        campaigns: tuple[HotCampaign, ...],
-        ids: tuple[str, ...],
-        now: float,
-        *,
-        audiences: bool,
-    ) -> _Plan:
-        audience_index: dict[str, int] = {}
-        periods: dict[tuple[str, str], _Period] = {}
-        goals: dict[tuple[str, str], dict[str, Any]] = {}
-        specs = []
-        for c in campaigns:
-            rewards = []
-            for r in c.rewards:
-                j = 0
-                if audiences and r.audience_id:
-                    j = audience_index.setdefault(r.audience_id, len(audience_index) + 1)
-                period = ""
-                if r.goal is not None:
-                    period, ends_s = self._periods.period(r.goal.window, now)
-                    ends_ms = c.ends_ms if ends_s == 0 else min(ends_s * 1000, c.ends_ms)
-                    periods[c.id, r.id] = _Period(period, rfc3339(ends_ms))
-                    goals[c.id, r.id] = r.goal.to_json()
-                rewards.append(f"{r.id},{j},{period},{int(r.channel_quota is not None)}")
-            specs.append(" ".join(rewards))
-        pointers = tuple(self._keys.audience(a) for a in audience_index)
-        return _Plan(
-            shard=shard,
-            campaigns=campaigns,
-            # On a cluster the audiences are read before (_read), out of the script's slot.
-            keys=(
-                *(self._keys.campaign(hash_id) for hash_id in ids),
-                *(() if self._cluster else pointers),
-            ),
-            audiences=pointers,
-            rewards=";".join(specs),
-            quoted=tuple(tuple(r.channel_quota is not None for r in c.rewards) for c in campaigns),
-            bucket_counts=tuple(c.buckets for c in campaigns),
-            periods=periods,
-            goals=goals,
-        )
-
     async def _read(
-        self, plan: _Plan, channel_id: str, customer_id: str, now: float, version: str | None
+        self, plan: OfferPlan, channel_id: str, customer_id: str, now: float, version: str | None
     ) -> list[CampaignFigures] | None:
         """The figures of the plan's campaigns for the customer on the channel, or None when the
         live list moved past `version` (None: not checked)."""
@@ -335,7 +219,7 @@ class OfferService:
 
     def _offer(
         self,
-        plan: _Plan,
+        plan: OfferPlan,
         campaign: HotCampaign,
         reward: HotReward,
         held: CampaignFigures,
@@ -365,7 +249,7 @@ class OfferService:
 
     @staticmethod
     def _progress(
-        plan: _Plan, campaign: HotCampaign, reward: HotReward, fig: RewardFigures
+        plan: OfferPlan, campaign: HotCampaign, reward: HotReward, fig: RewardFigures
     ) -> dict[str, Any]:
         assert reward.goal is not None
         return {
@@ -414,7 +298,7 @@ def _why_not(
 
 
 def _with_plan(
-    plan: _Plan, figures: list[CampaignFigures]
-) -> Iterator[tuple[_Plan, HotCampaign, CampaignFigures]]:
+    plan: OfferPlan, figures: list[CampaignFigures]
+) -> Iterator[tuple[OfferPlan, HotCampaign, CampaignFigures]]:
     for campaign, held in zip(plan.campaigns, figures, strict=True):
         yield plan, campaign, held

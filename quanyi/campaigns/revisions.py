@@ -10,8 +10,8 @@ transaction, under the campaign's row lock: lua/revise.lua writes the new figure
 version and the cached definition together, after checking against the live counters that no
 reward's stock drops below what it granted, the budget not below what is spent, and each
 reward's channel quotas (moved or not) not below what their channels granted and within the
-stock left. A refusal there rolls the PostgreSQL side back: nothing changes. Counters are never
-reset.
+stock left (campaigns/revise_hot.py). A refusal there rolls the PostgreSQL side back: nothing
+changes. Counters are never reset.
 
 A campaign split into stock parts (inventory/stock_parts.py) keeps the stock and budget it was
 approved with (a revision of them is refused, CampaignSplit); the rest of a revision is written
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -38,7 +37,8 @@ from quanyi.campaigns.approvals import money_of
 from quanyi.campaigns.budget_reservations import rereserve
 from quanyi.campaigns.budgets import BudgetRules
 from quanyi.campaigns.model import Campaign
-from quanyi.campaigns.revise_refusals import refusal, split_stock_refusal
+from quanyi.campaigns.revise_hot import keep_counters, revise_hot
+from quanyi.campaigns.revise_refusals import split_stock_refusal
 from quanyi.campaigns.revision_model import Revised, before_of, read_revision, revised
 from quanyi.core.errors import (
     Conflict,
@@ -46,15 +46,13 @@ from quanyi.core.errors import (
     InvalidTransition,
     NotFound,
 )
-from quanyi.stores.keys import EVENT_BUCKETS, PROGRESS_BUCKETS, Keys
-from quanyi.stores.redis import as_text
+from quanyi.stores.keys import Keys
 from quanyi.stores.scripts import Scripts
 
 log = logging.getLogger(__name__)
 queries = approvals.queries
 # The campaign states a revision may be made of, approved in and applied to.
 REVISABLE_STATES = ("approved", "paused")
-EXPIRE_CHUNK = 1000
 
 Loader = Callable[..., Awaitable[Campaign]]
 
@@ -198,7 +196,7 @@ class Revisions:
                 )
         if complete:
             try:
-                await self._keep_counters(campaign, after)
+                await keep_counters(self._redis, self._keys, campaign, after, self._retention_s)
             except RedisError as exc:
                 # Applied already; a claim refreshes its customer's bucket anyway, so only a
                 # bucket untouched until its old expiry is at risk: said, not failed.
@@ -259,70 +257,8 @@ class Revisions:
             # there (the branch lacks the difference) rolls the revision back.
             await rereserve(conn, self.budget_rules, staff, campaign, figures.budget)
         after = await self._load(conn, campaign.id)
-        await self._revise_hot(after)
+        await revise_hot(self._keys, self._scripts, after)
         return after
-
-    async def _revise_hot(self, campaign: Campaign) -> None:
-        hot = campaign.hot()
-        split = hot.parts > 1
-        # Part 0 last, as a publication writes them: it holds the definition processes load.
-        for pid in reversed(hot.part_ids()):
-            await self._revise_part(campaign, pid, split)
-
-    async def _revise_part(self, campaign: Campaign, pid: str, split: bool) -> None:
-        """revise.lua on one hash: the campaign's, or one of its stock parts', which keeps the
-        stock and budget it holds (moves between the parts change them)."""
-        hot = campaign.hot()
-        k = self._keys
-        budget: Any = "" if hot.budget is None else hot.budget
-        args: list[Any] = [
-            hot.version,
-            hot.to_json() if pid == campaign.id else "",
-            secrets.token_hex(8),
-            hot.ends_ms,
-            "keep" if split and hot.budget is not None else budget,
-            "\n".join(hot.channels),
-            len(hot.rewards),
-        ]
-        for r in hot.rewards:
-            quota = orjson.dumps(r.channel_quota).decode() if r.channel_quota else ""
-            stock = "" if split else r.stock
-            args += [r.id, stock, r.daily_stock or "", r.limit, r.daily_limit or "", quota]
-        outcome, detail, figure, channel = await self._scripts.revise(
-            keys=[
-                k.campaign(pid),
-                k.campaign_definition(pid),
-                k.of(pid).live_version,
-                k.of(pid).store_ready,
-            ],
-            args=args,
-        )
-        if outcome != "applied":
-            raise refusal(outcome, as_text(detail), int(figure), as_text(channel))
-
-    async def _keep_counters(self, before: Campaign, after: Campaign) -> None:
-        """A later end keeps the counters that expire with the campaign (each customer's totals,
-        goal progress, the events counted, final grant states) until the new end and its
-        retention: a customer's limit must hold until then. Only ever extended, so a retry or
-        a race with a claim's own EXPIREAT does no harm."""
-        if after.ends_at <= before.ends_at:
-            return
-        until = int(after.ends_at.timestamp()) + self._retention_s
-        hot = after.hot()
-        k = self._keys
-        names = []
-        # Each part of a split campaign counts its own customers, in its own slot.
-        for pid in hot.part_ids():
-            names += [k.customer_totals(pid, b) for b in range(hot.buckets)]
-            names.append(k.grant_states(pid))
-        if hot.has_goals:
-            names += [k.progress(after.id, b) for b in range(PROGRESS_BUCKETS)]
-            names += [k.counted_events(after.id, b) for b in range(EVENT_BUCKETS)]
-        for first in range(0, len(names), EXPIRE_CHUNK):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for name in names[first : first + EXPIRE_CHUNK]:
-                    pipe.expireat(name, until, gt=True)
-                await pipe.execute()
 
     # helpers
 
