@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services install migrate schema demo loadtest bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports bench-issuance bench-sustained bench-cluster clean console
+.PHONY: run test lint services install migrate schema demo loadtest loadtest-cluster bench bench-fulfil bench-audience bench-offers bench-simulate bench-goals bench-reports bench-issuance bench-sustained bench-cluster clean console
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ needed"; exit 1; }
@@ -51,6 +51,11 @@ lint: install
 ## A short Locust run against a fresh API, then the invariant audit.
 loadtest: install services
 	$(BIN)/python -m loadtests.run --short
+
+## The same run against a scratch 3-master Redis Cluster of its own (16 shards), audited over
+## every shard; the cluster is killed at the end.
+loadtest-cluster: install services
+	$(BIN)/python -m loadtests.run --short --cluster
 
 ## Throughput and latency figures on this machine (installs wrk and redis-benchmark if missing):
 ## claims, the sustained pipeline (claims with both workers running), then the marketing loop's

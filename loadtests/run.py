@@ -1,7 +1,9 @@
-"""`python -m loadtests.run [--short] [--users N] [--duration S]`: a self-contained load test.
+"""`python -m loadtests.run [--short] [--users N] [--duration S] [--cluster [--masters N]]`: a
+self-contained load test.
 
-Starts the service on its own database (quanyi_loadtest, recreated), Redis db 10 (flushed) and
-key prefix `qylt` on free ports, with a simulated vendor and the ledger and fulfilment workers;
+Starts the service on its own database (quanyi_loadtest, recreated), Redis db 10 (flushed), or
+with --cluster a scratch Redis Cluster of its own (killed at the end), and key prefix `qylt`
+on free ports, with a simulated vendor and the ledger and fulfilment workers;
 creates staff, a channel, the card system's channel, the vendor and three campaigns (one
 fulfilled at the vendor, one granted by card events reaching a goal), runs
 Locust headless against it, waits for the ledger to catch up and fulfilment to settle, and
@@ -13,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +33,10 @@ from redis.asyncio import Redis
 from loadtests import audit, fulfilment_audit, seed
 from loadtests import scenario as sc
 from loadtests.procs import BIN, cancel_on_sigterm
+from loadtests.scratch_redis import ScratchServers, redis_tools_available
 from loadtests.stack import (
     DATABASE_URL,
     KEY_PREFIX,
-    REDIS_URL,
     SetupError,
     Stack,
     VendorKeys,
@@ -40,12 +45,18 @@ from loadtests.stack import (
     service,
     sim_stats,
 )
+from quanyi.stores.keys import Keys
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 LEDGER_TIMEOUT_S = 60.0
 FULFILMENT_TIMEOUT_S = 30.0
 # Past the planned duration, Locust gets this long to stop before it is killed.
 LOCUST_GRACE_S = 60.0
+# The cluster run's virtual shards: a few per master (so shards move with slots), as many as
+# the cluster benchmark's.
+CLUSTER_SHARDS = 16
+# `redis-cli --cluster create` wants at least three masters.
+MIN_MASTERS = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +73,53 @@ def _parser() -> argparse.ArgumentParser:
         default=float(os.environ.get(sc.ENV_P99_MS, sc.DEFAULT_P99_MS)),
         help=f"p99 SLA per channel endpoint, ms (default {sc.DEFAULT_P99_MS:g}, or ${sc.ENV_P99_MS})",
     )
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run against a scratch Redis Cluster of its own instead of db 10 of the local Redis",
+    )
+    p.add_argument(
+        "--masters", type=int, default=3, help="masters of the --cluster (default 3, at least 3)"
+    )
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=CLUSTER_SHARDS,
+        help=f"the service's redis_shards on the --cluster (default {CLUSTER_SHARDS})",
+    )
     return p
+
+
+def stack_for(args: argparse.Namespace, workdir: Path, cluster_url: str | None) -> Stack:
+    """The run's stack: on db 10 of the local Redis, or with `cluster_url` (a node of the
+    scratch cluster) its processes set to the cluster and `args.shards` shards."""
+    if not args.cluster:
+        return Stack(workdir)
+    if cluster_url is None:
+        raise SetupError("--cluster needs the scratch cluster's URL")
+    return Stack(workdir, redis_url=cluster_url, redis_cluster=True, redis_shards=args.shards)
+
+
+@contextlib.contextmanager
+def _stack(args: argparse.Namespace) -> Iterator[Stack]:
+    """The stack in a fresh folder; with --cluster, its scratch cluster running (in the folder's
+    redis/) until we leave, however we leave."""
+    workdir = Path(tempfile.mkdtemp(prefix="quanyi-loadtest-"))
+    if not args.cluster:
+        yield stack_for(args, workdir, None)
+        return
+    if not redis_tools_available():
+        raise SetupError("--cluster needs redis-server and redis-cli on PATH")
+    servers = ScratchServers(workdir / "redis", masters=args.masters)
+    try:
+        servers.__enter__()  # stops what it started when it fails
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", None) or b""
+        raise SetupError(f"scratch redis cluster: {exc} {detail.decode(errors='replace')}") from exc
+    try:
+        yield stack_for(args, workdir, servers.url)
+    finally:
+        servers.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.users < 1 or args.duration < 1 or args.spawn_rate <= 0:
         print("users, duration and spawn rate must be positive", file=sys.stderr)
         return 2
+    if args.cluster and (args.masters < MIN_MASTERS or not 1 <= args.shards <= 1024):
+        print(f"a cluster needs at least {MIN_MASTERS} masters, 1 to 1024 shards", file=sys.stderr)
+        return 2
     try:
-        with exclusive():
-            return asyncio.run(_run(args))
+        with exclusive(), _stack(args) as stack:
+            return asyncio.run(_run(args, stack))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("loadtest: stopped; the service was shut down", file=sys.stderr)
         return 130
@@ -87,10 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, stack: Stack) -> int:
     cancel_on_sigterm()
     plan = sc.scenario(args.short)
-    stack = Stack(Path(tempfile.mkdtemp(prefix="quanyi-loadtest-")))
     summary_path = stack.workdir / "summary.json"
     made: dict[str, Any] = {}
 
@@ -101,7 +160,8 @@ async def _run(args: argparse.Namespace) -> int:
     vendor_keys = make_vendor_keys(stack.workdir)
 
     print(
-        f"loadtest: API {stack.base_url}, vendor {stack.sim_url}, logs in {stack.workdir}",
+        f"loadtest: API {stack.base_url}, vendor {stack.sim_url}, redis {stack.redis_url}"
+        f"{' (cluster)' if stack.redis_cluster else ''}, logs in {stack.workdir}",
         flush=True,
     )
     async with service(stack, accounts, vendor_keys, sc.SIM_LATENCY_MS):
@@ -132,16 +192,20 @@ async def _run(args: argparse.Namespace) -> int:
             died = stack.check_alive
             caught_up = await audit.wait_for_ledger(marketer, plan, LEDGER_TIMEOUT_S, died)
             db = await asyncpg.connect(DATABASE_URL)
-            redis = Redis.from_url(REDIS_URL, decode_responses=True)
+            redis = stack.redis_client()
+            shards = stack.redis_shards  # the service's: Redis's side is read over every one
             try:
                 settled = await audit.wait_for_fulfilment(
-                    db, redis, KEY_PREFIX, plan, FULFILMENT_TIMEOUT_S, died
+                    db, redis, KEY_PREFIX, plan, FULFILMENT_TIMEOUT_S, died, shards=shards
                 )
                 vendor = await sim_stats(http, stack.sim_url)
-                checks = await audit.audit(marketer, db, redis, KEY_PREFIX, plan, summary)
-                checks += await fulfilment_audit.fulfilment(
-                    db, redis, KEY_PREFIX, plan, summary, vendor
+                checks = await audit.audit(
+                    marketer, db, redis, KEY_PREFIX, plan, summary, shards=shards
                 )
+                checks += await fulfilment_audit.fulfilment(
+                    db, redis, KEY_PREFIX, plan, summary, vendor, shards=shards
+                )
+                where = await _placement(stack, redis, plan)
             finally:
                 await db.close()
                 await redis.aclose()
@@ -160,7 +224,7 @@ async def _run(args: argparse.Namespace) -> int:
         *checks,
     ]
     ok = all(c.ok for c in checks)
-    print(_report(args, summary, lag[0], vendor, checks, ok))
+    print(_report(args, summary, lag[0], vendor, where, checks, ok))
     for death in dead:  # "NAME exited CODE": why it died is at the end of its log
         name = death.split()[0]
         print(f"loadtest: {death}; the end of {name}.log:\n{stack.tail(name, 15)}", file=sys.stderr)
@@ -219,6 +283,24 @@ async def _locust(
         return 1
 
 
+async def _placement(stack: Stack, redis: Redis, plan: sc.Scenario) -> str:
+    """Where the run's Redis data lived: on a cluster, each campaign's shard and master (a
+    campaign's keys all go to its shard's master)."""
+    if not stack.redis_cluster:
+        return f"redis: {stack.redis_url}, {stack.redis_shards} shard(s)"
+    keys = Keys(KEY_PREFIX, shards=stack.redis_shards)
+    cluster: Any = redis  # a RedisCluster: the slot table is its own
+    masters = sorted(node.port for node in cluster.get_primaries())
+    campaigns = [
+        f"{c.id} shard {keys.of(c.id).shard} on :{cluster.get_node_from_key(keys.campaign(c.id)).port}"
+        for c in plan.campaigns
+    ]
+    return (
+        f"redis: cluster of {len(masters)} masters (:{', :'.join(map(str, masters))}),"
+        f" {stack.redis_shards} shards; {', '.join(campaigns)}"
+    )
+
+
 def _read_summary(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -231,6 +313,7 @@ def _report(
     summary: dict[str, Any] | None,
     lag: audit.LagPeak | BaseException,
     vendor: dict[str, Any],
+    where: str,
     checks: list[audit.Check],
     ok: bool,
 ) -> str:
@@ -291,6 +374,7 @@ def _report(
         f"vendor {sc.VENDOR_ID} ({sc.SIM_LATENCY_MS:g} ms): {calls} issue calls, "
         f"{vendor.get('issued', 0)} issued, at most {vendor.get('max_in_flight', 0)} in flight"
     )
+    lines.append(where)
     lines.append("invariants:")
     for c in checks:
         lines.append(f"  [{'PASS' if c.ok else 'FAIL'}] {c.name}: {c.detail}")

@@ -1,5 +1,5 @@
-"""The service under test, started from scratch: its own database and Redis db, wiped first,
-then a simulated vendor, the API, the ledger worker and the fulfilment worker as child processes
+"""The service under test, started from scratch: its own database and Redis db (or a scratch
+Redis Cluster of its own), wiped first, then a simulated vendor, the API, the ledger worker and the fulfilment worker as child processes
 that are always stopped on the way out."""
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from loadtests.procs import HOST, Child, answers_200, free_port, quanyi_argv
+from loadtests.scratch_redis import CLUSTER_PORTS
+from quanyi.stores.redis import cluster_client
 from quanyi.vendors.rsa import generate_keypair
 
 DATABASE_URL = "postgresql://127.0.0.1:5432/quanyi_loadtest"
@@ -64,8 +66,19 @@ async def reset_database(url: str = DATABASE_URL) -> None:
         await admin.close()
 
 
-async def reset_redis(url: str = REDIS_URL) -> None:
-    """Empty the load-test Redis db (db 10 only: other dbs on the server are left alone)."""
+async def reset_redis(url: str = REDIS_URL, cluster: bool = False) -> None:
+    """Empty the load-test Redis db (db 10 only: other dbs on the server are left alone), or with
+    `cluster` every master of a scratch cluster (loadtests/scratch_redis.py: only its ports)."""
+    if cluster:
+        parts = urlsplit(url)
+        if parts.hostname != HOST or parts.port not in CLUSTER_PORTS:
+            raise SetupError(f"refusing to flush {url}: only a local scratch cluster is flushed")
+        nodes = cluster_client(url)
+        try:
+            await nodes.flushall(target_nodes=RedisCluster.PRIMARIES)
+        finally:
+            await nodes.aclose()
+        return
     if not url.startswith(f"redis://{HOST}:") or not url.endswith("/10"):
         raise SetupError(f"refusing to flush {url}: only the local db 10 is flushed")
     redis = Redis.from_url(url)
@@ -107,6 +120,10 @@ class Stack:
     workdir: Path
     database_url: str = DATABASE_URL
     redis_url: str = REDIS_URL
+    # A Redis Cluster at redis_url (any node of it), and the service's virtual shards: the
+    # settings redis_cluster and redis_shards of every process.
+    redis_cluster: bool = False
+    redis_shards: int = 1
     key_prefix: str = KEY_PREFIX
     api_port: int = field(default_factory=free_port)
     worker_metrics_port: int = field(default_factory=free_port)
@@ -128,6 +145,8 @@ class Stack:
         env.update(
             QUANYI_DATABASE_URL=self.database_url,
             QUANYI_REDIS_URL=self.redis_url,
+            QUANYI_REDIS_CLUSTER="true" if self.redis_cluster else "false",
+            QUANYI_REDIS_SHARDS=str(self.redis_shards),
             QUANYI_KEY_PREFIX=self.key_prefix,
             QUANYI_HTTP_HOST=HOST,
             QUANYI_HTTP_PORT=str(self.api_port),
@@ -141,6 +160,13 @@ class Stack:
         )
         env.update(extra or {})
         return env
+
+    def redis_client(self) -> Redis:
+        """A client on the run's Redis, replies decoded: a cluster client on a cluster, which
+        answers what the audits send (typed as the one client they know, as the service does)."""
+        if self.redis_cluster:
+            return cast(Redis, cluster_client(self.redis_url))
+        return Redis.from_url(self.redis_url, decode_responses=True)
 
     def log_path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
@@ -269,7 +295,7 @@ async def service(
     vendor simulator, the API, the ledger and the fulfilment worker; all stopped however we
     leave (the simulator last, after the worker that calls it)."""
     await reset_database(stack.database_url)
-    await reset_redis(stack.redis_url)
+    await reset_redis(stack.redis_url, stack.redis_cluster)
     try:
         await stack.run("migrate", *quanyi_argv("migrate"))
         await before_start()
