@@ -110,16 +110,16 @@ def _stack(args: argparse.Namespace) -> Iterator[Stack]:
         return
     if not redis_tools_available():
         raise SetupError("--cluster needs redis-server and redis-cli on PATH")
-    servers = ScratchServers(workdir / "redis", masters=args.masters)
-    try:
-        servers.__enter__()  # stops what it started when it fails
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", None) or b""
-        raise SetupError(f"scratch redis cluster: {exc} {detail.decode(errors='replace')}") from exc
-    try:
+    with contextlib.ExitStack() as running:
+        try:
+            # Entering stops what it started when it fails; leaving kills the cluster.
+            servers = running.enter_context(ScratchServers(workdir / "redis", masters=args.masters))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", None) or b""
+            raise SetupError(
+                f"scratch redis cluster: {exc} {detail.decode(errors='replace')}"
+            ) from exc
         yield stack_for(args, workdir, servers.url)
-    finally:
-        servers.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

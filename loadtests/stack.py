@@ -1,6 +1,6 @@
 """The service under test, started from scratch: its own database and Redis db (or a scratch
-Redis Cluster of its own), wiped first, then a simulated vendor, the API, the ledger worker and the fulfilment worker as child processes
-that are always stopped on the way out."""
+Redis Cluster of its own), wiped first, then a simulated vendor, the API, the ledger worker and
+the fulfilment worker as child processes that are always stopped on the way out."""
 
 from __future__ import annotations
 
