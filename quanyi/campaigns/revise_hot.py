@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from quanyi.campaigns.model import Campaign
 from quanyi.campaigns.revise_refusals import refusal
+from quanyi.inventory.hot_campaigns import HotCampaign
 from quanyi.stores.keys import EVENT_BUCKETS, PROGRESS_BUCKETS, Keys
 from quanyi.stores.redis import as_text
 from quanyi.stores.scripts import Scripts
@@ -27,22 +28,19 @@ EXPIRE_CHUNK = 1000
 async def revise_hot(keys: Keys, scripts: Scripts, campaign: Campaign) -> None:
     """revise.lua on every hash of the revised campaign (`campaign`: as it is after)."""
     hot = campaign.hot()
-    split = hot.parts > 1
     # Part 0 last, as a publication writes them: it holds the definition processes load.
     for pid in reversed(hot.part_ids()):
-        await _revise_part(keys, scripts, campaign, pid, split)
+        await _revise_part(keys, scripts, hot, pid)
 
 
-async def _revise_part(
-    keys: Keys, scripts: Scripts, campaign: Campaign, pid: str, split: bool
-) -> None:
+async def _revise_part(keys: Keys, scripts: Scripts, hot: HotCampaign, pid: str) -> None:
     """revise.lua on one hash: the campaign's, or one of its stock parts', which keeps the
     stock and budget it holds (moves between the parts change them)."""
-    hot = campaign.hot()
+    split = hot.parts > 1
     budget: Any = "" if hot.budget is None else hot.budget
     args: list[Any] = [
         hot.version,
-        hot.to_json() if pid == campaign.id else "",
+        hot.to_json() if pid == hot.id else "",
         secrets.token_hex(8),
         hot.ends_ms,
         "keep" if split and hot.budget is not None else budget,
