@@ -12,7 +12,10 @@ from loadtests.checks import Check
 
 # Each counted event's move of a goal's progress, (+1, +amount) for a purchase and (-1,
 # -amount) for a refund, and the customer's running progress in that goal's period after it,
-# in the order record_events.lua applied them (outbox ids: "ms-seq", increasing).
+# in the order record_events.lua applied them: by outbox id ("ms-seq", one per call), then by
+# place in the call's batch, which the card system's event ids number ("<user>-<n>", n growing
+# in a batch's order: loadtests/card_events.py). Without the place, a purchase reaching the
+# goal and a refund after it in one batch were peers in the window, both seen after the refund.
 GOAL_PROGRESS = """
 WITH moves AS (
     SELECT e.channel_id, e.event_id, e.customer_id, e.grants,
@@ -20,7 +23,8 @@ WITH moves AS (
            CASE e.outcome WHEN 'counted' THEN 1 ELSE -1 END AS n,
            CASE e.outcome WHEN 'counted' THEN e.amount ELSE -e.amount END AS a,
            split_part(e.outbox_id, '-', 1)::bigint AS ms,
-           split_part(e.outbox_id, '-', 2)::bigint AS seq
+           split_part(e.outbox_id, '-', 2)::bigint AS seq,
+           coalesce(substring(e.event_id FROM '([0-9]+)$')::bigint, 0) AS place
     FROM card_events e, jsonb_array_elements(e.counted) m
     WHERE e.outcome IN ('counted', 'reversal')
 )
@@ -31,7 +35,8 @@ SELECT mv.*,
            AS reached
 FROM moves mv JOIN rewards r ON r.campaign_id = mv.campaign_id AND r.id = mv.reward_id
 WHERE mv.campaign_id = $1
-WINDOW w AS (PARTITION BY mv.reward_id, mv.customer_id, mv.period ORDER BY ms, seq)
+WINDOW w AS (PARTITION BY mv.reward_id, mv.customer_id, mv.period ORDER BY ms, seq, place
+             ROWS UNBOUNDED PRECEDING)
 """
 
 
