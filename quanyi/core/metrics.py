@@ -42,6 +42,11 @@ OUTBOX_LAG_SECONDS = Gauge(
     "Age of the oldest outbox entry not yet persisted to the ledger",
     multiprocess_mode="max",
 )
+OUTBOX_SHARD_READ_FAILURES = Counter(
+    "quanyi_outbox_shard_read_failures_total",
+    "Reads of one shard's outbox that failed (its Redis away) while the other shards were read",
+    ["group"],
+)
 LEDGER_BATCH_SIZE = Histogram(
     "quanyi_ledger_batch_size",
     "Grants written to PostgreSQL per ledger batch",

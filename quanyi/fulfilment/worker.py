@@ -31,10 +31,10 @@ from quanyi.stores.keys import Keys, ShardKeys
 from quanyi.stores.outbox import (
     FULFIL_GROUP,
     default_consumer_name,
-    read_group,
     read_until_stopped,
     worth_retrying,
 )
+from quanyi.stores.outbox_reader import OutboxReader
 from quanyi.stores.scripts import Scripts
 
 __all__ = ["FulfilmentTunables", "FulfilmentWorker"]
@@ -114,6 +114,7 @@ class FulfilmentWorker:
         self._acks: dict[int, list[str]] = {}
         self._internal = metrics.FULFILMENTS.labels("internal", "fulfilled")
         self._stopping = asyncio.Event()
+        self._reader = OutboxReader(redis, keys, FULFIL_GROUP, self.consumer)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -154,14 +155,7 @@ class FulfilmentWorker:
 
     async def step(self) -> None:
         """One read of new entries of every shard's outbox, each dispatched."""
-        batch = await read_group(
-            self._redis,
-            self._keys,
-            FULFIL_GROUP,
-            self.consumer,
-            self.tunables.batch_size,
-            self.tunables.block_ms,
-        )
+        batch = await self._reader.read(self.tunables.batch_size, self.tunables.block_ms)
         for shard, messages in batch:
             for outbox_id, fields in messages:
                 await self.dispatch(shard, outbox_id, fields)

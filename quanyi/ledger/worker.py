@@ -53,6 +53,7 @@ from quanyi.stores.outbox import (
     trim_outbox,
     worth_retrying,
 )
+from quanyi.stores.outbox_reader import OutboxReader
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class LedgerWorker:
         # (across processes, queries.lock_ledger does the same for batches with transitions).
         self._writing = asyncio.Lock()
         self._side_tasks = SideTasks(worth_retrying)
+        self._reader = OutboxReader(redis, keys, LEDGER_GROUP, self.consumer)
 
     @property
     def side_tasks(self) -> list[str]:
@@ -152,9 +154,7 @@ class LedgerWorker:
     async def step(self) -> int:
         """One batch of new entries. Returns grants written."""
         written = 0
-        reply = await read_group(
-            self._redis, self._keys, LEDGER_GROUP, self.consumer, self._batch_size, self._block_ms
-        )
+        reply = await self._reader.read(self._batch_size, self._block_ms)
         for shard, messages in reply:
             written += await self._persist(messages, shard)
             if self._linger_s and len(messages) < self._batch_size // 4:
@@ -163,7 +163,8 @@ class LedgerWorker:
         return written
 
     async def drain(self) -> int:
-        """Persist everything already in the outbox (tests, CLI); returns grants written."""
+        """Persist everything already in the outbox (tests); returns grants written. Every
+        shard must answer: a shard away is an error here, not a shard to come back to."""
         await ensure_group(self._redis, self._keys)
         total = 0
         while True:

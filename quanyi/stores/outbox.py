@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.exceptions import ClusterDownError, ReadOnlyError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quanyi.core.errors import StoreNotReady
@@ -34,8 +34,15 @@ FULFIL_GROUP = "fulfil"
 # worker that finds its group gone after a Redis restart or flush): the outbox is trimmed only
 # below what every existing group acknowledged, so a group made later would miss entries.
 OUTBOX_GROUPS = (LEDGER_GROUP, FULFIL_GROUP)
-# Redis is away (restarting, loading its data, failing over to a replica): retry later.
-REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+# Redis is away (restarting, loading its data, failing over to a replica; on a cluster, a
+# master failed and not yet replaced, or its slots moving): retry later.
+REDIS_AWAY = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    ClusterDownError,
+    TryAgainError,
+)
 
 
 def stream_id_key(stream_id: str) -> tuple[int, int]:
@@ -140,25 +147,30 @@ async def read_group(
 ) -> Batch:
     """New entries for `consumer` of `group` from every shard's outbox: (shard, entries) for
     each shard that had some. One XREADGROUP over all streams on a single Redis (with one
-    shard, the call it always was); one per stream, at once, on a cluster."""
+    shard, the call it always was); one per stream, at once, on a cluster, every one of which
+    must answer (a worker's reads go on without a shard that does not: outbox_reader.py)."""
     if not is_cluster(redis):
         reply: Any = await redis.xreadgroup(
             group, consumer, {s.outbox: ">" for s in keys.shards}, count=count, block=block_ms
         )
         return [(shard_of_stream(keys, stream), messages) for stream, messages in reply or []]
     block = None if block_ms is None else min(block_ms, CLUSTER_BLOCK_MS)
-    replies: list[Any] = await asyncio.gather(
-        *(
-            redis.xreadgroup(group, consumer, {s.outbox: ">"}, count=count, block=block)
-            for s in keys.shards
-        )
+    replies = await asyncio.gather(
+        *(read_shard(redis, s, group, consumer, count, block) for s in keys.shards)
     )
     return [
-        (shard, messages)
-        for shard, reply in zip(keys.shards, replies, strict=True)
-        for _stream, messages in reply or []
-        if messages
+        (shard, messages) for shard, messages in zip(keys.shards, replies, strict=True) if messages
     ]
+
+
+async def read_shard(
+    redis: Redis, shard: ShardKeys, group: str, consumer: str, count: int, block_ms: int | None
+) -> list[Any]:
+    """New entries for `consumer` of `group` from one shard's outbox (one cluster slot)."""
+    reply: Any = await redis.xreadgroup(
+        group, consumer, {shard.outbox: ">"}, count=count, block=block_ms
+    )
+    return [entry for _stream, messages in reply or [] for entry in messages]
 
 
 async def ensure_groups(redis: Redis, keys: Keys) -> None:

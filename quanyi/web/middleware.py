@@ -16,13 +16,12 @@ from aiohttp.http_exceptions import (
     PayloadEncodingError,
 )
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quanyi.core.errors import QuanyiError
 from quanyi.core.http import error_response
 from quanyi.core.settings import Settings
 from quanyi.stores.db import POSTGRES_AWAY
+from quanyi.stores.outbox import REDIS_AWAY
 from quanyi.web.access_log import AccessLogWriter, access_log_options
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = _HTTP_CODES.get(exc.status, "invalid_request" if exc.status < 500 else "internal")
         return error_response(exc.status, code, exc.reason)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except REDIS_AWAY as exc:  # away, read-only after a failover, or a cluster failing over
         log.warning("redis unreachable: %s", exc)
         return error_response(503, "unavailable", "the rights store is unreachable; retry")
     except (*POSTGRES_AWAY, asyncpg.TooManyConnectionsError) as exc:

@@ -239,9 +239,13 @@ class ScratchCluster:
     """A Redis Cluster of `masters` redis-servers in `root/cluster`, each on a free loopback
     port, no replicas: `redis-cli --cluster create`, then wait for cluster_state:ok."""
 
-    def __init__(self, root: Path, masters: int = 3) -> None:
+    def __init__(self, root: Path, masters: int = 3, node_timeout_ms: int = 15_000) -> None:
+        """`node_timeout_ms`: how long a master may not answer before the others hold it failed
+        (and, with no replica to take over, the cluster down): Redis's default unless a test
+        wants to see that happen."""
         self.dir = Path(root) / "cluster"
         self.ports = _cluster_ports(masters)
+        self._node_timeout_ms = node_timeout_ms
         self._processes: list[subprocess.Popen[bytes]] = []
 
     def url(self) -> str:
@@ -252,7 +256,10 @@ class ScratchCluster:
             node = self.dir / str(port)
             node.mkdir(parents=True, exist_ok=True)
             config = str(node / "nodes.conf")
-            cluster = ("--cluster-enabled", "yes", "--cluster-config-file", config)
+            cluster = (
+                *("--cluster-enabled", "yes", "--cluster-config-file", config),
+                *("--cluster-node-timeout", str(self._node_timeout_ms)),
+            )
             self._processes.append(_redis_server(port, node, *cluster, "--appendonly", "no"))
         for port in self.ports:
             _wait(lambda port=port: _answers(port), "scratch cluster node")
@@ -261,6 +268,10 @@ class ScratchCluster:
         subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True, timeout=60)
         _wait(self._ok, "scratch cluster state ok")
         return self
+
+    def kill(self, port: int) -> None:
+        """The node on `port` killed (SIGKILL), as a master dies: the others keep running."""
+        _kill(self._processes[self.ports.index(port)])
 
     def _ok(self) -> bool:
         for port in self.ports:
