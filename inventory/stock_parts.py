@@ -177,6 +177,86 @@ class StockParts:
         await self._redis.hdel(self._keys.campaign(donor), MOVE_FIELD + move)
         return True
 
+    async def cut(
+        self, campaign_id: str, parts: int, reward_id: str | None, amount: int
+    ) -> dict[str, int] | None:
+        """Take `amount` of the reward's stock (`reward_id` None: of the budget) out of the
+        parts for good, from the parts with the most left first (cut_stock.lua, each part at
+        most what it has left): what each part gave (for give_back). None, with everything
+        taken given back, when the parts have not that much left between them: the cut would
+        go below what they granted (spent)."""
+        ids = part_ids(campaign_id, parts)
+        hashes = await read_parts(self._redis, self._keys, campaign_id, parts)
+        total, taken = (
+            ("budget", "spent")
+            if reward_id is None
+            else (f"r:{reward_id}:stock", f"r:{reward_id}:granted")
+        )
+        order = sorted(
+            ((_left(h, total, taken), pid) for pid, h in zip(ids, hashes, strict=True)),
+            reverse=True,
+        )
+        cuts: dict[str, int] = {}
+        try:
+            for _left_then, pid in order:
+                if sum(cuts.values()) >= amount:
+                    break
+                cuts[pid] = int(
+                    await run_script(
+                        self._redis,
+                        self._scripts.cut_stock,
+                        [self._keys.campaign(pid), self._keys.of(pid).store_ready],
+                        [reward_id or "", amount - sum(cuts.values())],
+                    )
+                )
+        except BaseException:
+            await self.give_back(reward_id, cuts)
+            raise
+        if sum(cuts.values()) < amount:
+            await self.give_back(reward_id, cuts)
+            return None
+        return cuts
+
+    async def give_back(self, reward_id: str | None, cuts: Mapping[str, int]) -> None:
+        """What cut() took, given back to each part it came from (a revision refused after its
+        cuts). Should Redis fail here, the parts keep less than the campaign's figure: they sell
+        less, never more (`quanyi reconcile` reports parts that do not add up)."""
+        for pid, amount in cuts.items():
+            if amount:
+                await self.add_to(pid, reward_id, amount, secrets.token_hex(8))
+
+    async def add(
+        self, campaign_id: str, parts: int, reward_id: str | None, amount: int, move: str
+    ) -> bool:
+        """`amount` more of the reward's stock (None: of the budget) shared out over the parts
+        as a publication shares stock (part_share), each part's share once for `move` however
+        often this is called (give_stock.lua's marker). False when a part's hash or its shard's
+        marker is gone: its share is to be given again once the part is back."""
+        given = [
+            await self.add_to(pid, reward_id, part_share(amount, parts, j), move)
+            for j, pid in enumerate(part_ids(campaign_id, parts))
+        ]
+        return all(given)
+
+    async def add_to(self, pid: str, reward_id: str | None, amount: int, move: str) -> bool:
+        """`amount` more stock (None: budget) in part `pid`, once for `move`."""
+        if amount <= 0:
+            return True
+        stock, budget = (0, amount) if reward_id is None else (amount, 0)
+        given = await run_script(
+            self._redis,
+            self._scripts.give_stock,
+            [self._keys.campaign(pid), self._keys.of(pid).store_ready],
+            [reward_id or "", move, stock, budget],
+        )
+        return int(given) >= 0
+
+    async def sums(
+        self, campaign_id: str, parts: int, reward_ids: list[str]
+    ) -> tuple[dict[str, int], int, dict[str, int]]:
+        """The module's sums() on these stores."""
+        return await sums(self._redis, self._keys, campaign_id, parts, reward_ids)
+
     async def complete_moves(self, campaign_id: str, parts: int) -> int:
         """Finish the moves a crash left between take and give; how many there were."""
         hashes = await read_parts(self._redis, self._keys, campaign_id, parts)

@@ -1,7 +1,9 @@
 """The campaigns domain treats a campaign split into stock parts (inventory/stock_parts.py) as
 one campaign: its view and its figures at the end sum the parts, a pause or an end stops claims
 in every part, a revision of its end or limits reaches every part and leaves each part's stock
-as it is, while a revision of its stock or budget is refused (409 campaign_split); and what a part cannot count alone is refused when the campaign is made."""
+as it is (its stock and budget: tests/test_stock_parts_revisions.py), while a daily stock or a
+first budget is refused (409 campaign_split); and what a part cannot count alone is refused when
+the campaign is made."""
 
 from __future__ import annotations
 
@@ -225,32 +227,31 @@ async def test_a_later_end_and_a_new_limit_reach_every_part_and_leave_each_stock
 
 @pytest.mark.cluster_too
 @pytest.mark.parametrize(
-    "changes",
+    ("budget", "changes"),
     [
-        {"rewards": [{"id": "r1", "stock": 150}]},
-        {"rewards": [{"id": "r1", "daily_stock": 10}]},
-        {"budget": 90_000},
-        {"ends_at": "2099-01-01T00:00:00Z", "budget": 90_000},
+        (50_000, {"rewards": [{"id": "r1", "daily_stock": 10}]}),
+        (None, {"budget": 90_000}),
+        (None, {"ends_at": "2099-01-01T00:00:00Z", "budget": 90_000}),
     ],
-    ids=["stock", "daily_stock", "budget", "budget_with_end"],
+    ids=["daily_stock", "budget_where_none", "budget_where_none_with_end"],
 )
-async def test_a_revision_of_a_split_campaigns_stock_or_budget_is_refused(
-    api, pool, redis, keys, changes
+async def test_a_daily_stock_or_a_first_budget_for_a_split_campaign_is_refused(
+    api, pool, redis, keys, budget, changes
 ):
-    await split(api, budget=50_000)
+    await split(api, **({} if budget is None else {"budget": budget}))
     assert [s for s, _ in await claim_all(api, one_per_part())] == [201] * PARTS
     before = await parts(redis, keys)
     version = (await view(api))["version"]
 
     status, body = await revise(api, changes)
     error = assert_error(status, body, 409, "campaign_split")
-    assert "stock and budget of a split campaign stay as approved" in error["message"]
+    assert "it has no daily stock, and keeps a budget (or none) as approved" in error["message"]
     assert (error["campaign_id"], error["stock_parts"]) == ("c1", PARTS)
     assert await parts(redis, keys) == before
     shown = await view(api)
     assert (shown["version"], shown["budget"], shown["rewards"][0]["stock"]) == (
         version,
-        50_000,
+        budget,
         STOCK,
     )
     assert await pool.fetchval("SELECT count(*) FROM campaign_revisions") == 0

@@ -42,18 +42,20 @@ class BudgetBelowSpent(Conflict):
 
 
 class CampaignSplit(Conflict):
-    """What a campaign split into stock parts (inventory/stock_parts.py) does not do: its stock
-    and budget are spread over its parts and moved between them by claims, so no one figure
-    could be written; nor is it issued in bulk (details: campaign_id, stock_parts)."""
+    """What a campaign split into stock parts (inventory/stock_parts.py) does not have: a daily
+    stock (one counter for the whole campaign), or a budget it was not approved with (details:
+    campaign_id, stock_parts)."""
 
     code = "campaign_split"
 
 
-def split_stock_refusal(campaign_id: str, parts: int) -> CampaignSplit:
-    """A revision of a split campaign's stock, daily stock or budget."""
+def split_daily_refusal(campaign_id: str, parts: int) -> CampaignSplit:
+    """A revision giving a split campaign a daily stock, or a budget where it had none (or
+    none where it had one)."""
     return CampaignSplit(
-        f"campaign {campaign_id} is split into {parts} stock parts: the stock and budget of a"
-        " split campaign stay as approved; its end, limits and channels may be revised",
+        f"campaign {campaign_id} is split into {parts} stock parts: it has no daily stock, and"
+        " keeps a budget (or none) as approved; its stock, budget, end, limits and channels may"
+        " be revised",
         campaign_id=campaign_id,
         stock_parts=parts,
     )

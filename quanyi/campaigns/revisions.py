@@ -13,9 +13,10 @@ reward's channel quotas (moved or not) not below what their channels granted and
 stock left (campaigns/revise_hot.py). A refusal there rolls the PostgreSQL side back: nothing
 changes. Counters are never reset.
 
-A campaign split into stock parts (inventory/stock_parts.py) keeps the stock and budget it was
-approved with (a revision of them is refused, CampaignSplit); the rest of a revision is written
-to every part, each keeping the stock and budget it holds, part 0 (the definition) last.
+A campaign split into stock parts (inventory/stock_parts.py) has its stock and budget moved by
+the difference in every part (campaigns/revise_parts.py: cuts before the commit, raises after
+it); the rest of a revision is written to every part, each keeping the stock and budget it
+holds, part 0 (the definition) last.
 """
 
 from __future__ import annotations
@@ -38,7 +39,16 @@ from quanyi.campaigns.budget_reservations import rereserve
 from quanyi.campaigns.budgets import BudgetRules
 from quanyi.campaigns.model import Campaign
 from quanyi.campaigns.revise_hot import keep_counters, revise_hot
-from quanyi.campaigns.revise_refusals import split_stock_refusal
+from quanyi.campaigns.revise_parts import (
+    Cuts,
+    cut_parts,
+    give_and_forget,
+    give_back,
+    give_pending,
+    part_changes,
+    to_give,
+)
+from quanyi.campaigns.revise_refusals import split_daily_refusal
 from quanyi.campaigns.revision_model import Revised, before_of, read_revision, revised
 from quanyi.core.errors import (
     Conflict,
@@ -46,6 +56,8 @@ from quanyi.core.errors import (
     InvalidTransition,
     NotFound,
 )
+from quanyi.inventory.stock_parts import StockParts
+from quanyi.stores.db import POSTGRES_AWAY
 from quanyi.stores.keys import Keys
 from quanyi.stores.scripts import Scripts
 
@@ -96,6 +108,7 @@ class Revisions:
         self._retention_s = retention_s
         # The periods and rules of branch budgets a revised budget is reserved under.
         self.budget_rules = budget_rules or BudgetRules()
+        self._parts = StockParts(redis, keys, scripts)
 
     async def create(
         self, staff: Staff, campaign_id: str, body: bytes | Mapping[str, Any]
@@ -162,6 +175,24 @@ class Revisions:
     async def approve(self, staff: Staff, campaign_id: str, revision_id: int) -> dict[str, Any]:
         """Records the approval; the last one needed applies the revision at once."""
         staff.require_role("approver")
+        # A split campaign's cuts, taken from its parts before the commit: given back if the
+        # revision does not go through.
+        taken: Cuts = []
+        try:
+            return await self._approve(staff, campaign_id, revision_id, taken)
+        except BaseException:
+            if taken:
+                try:
+                    await give_back(self._parts, taken)
+                except Exception:
+                    log.exception(
+                        "campaign %s: cuts of a failed revision not given back", campaign_id
+                    )
+            raise
+
+    async def _approve(
+        self, staff: Staff, campaign_id: str, revision_id: int, taken: Cuts
+    ) -> dict[str, Any]:
         async with self._pool.acquire() as conn, conn.transaction():
             campaign, revision = await self._locked(conn, staff, campaign_id, revision_id)
             self._in_state(revision, "pending", "approve")
@@ -180,8 +211,10 @@ class Revisions:
             detail = {"revision": revision_id, "approvals": len(given), "needed": needed}
             await self._audit(conn, staff, "approve", campaign_id, revision_id, detail)
             row = revision
+            raises: builtins.list[tuple[str | None, int]] = []
             if complete:
-                after = await self._apply(conn, staff, campaign, figures)
+                after = await self._apply(conn, staff, campaign, figures, revision_id, taken)
+                raises = part_changes(campaign, figures).raises if campaign.stock_parts > 1 else []
                 row = await conn.fetchrow(queries.applied_revision, campaign_id, revision_id)
                 await audit(
                     conn,
@@ -194,6 +227,9 @@ class Revisions:
                         "version": after.version,
                     },
                 )
+        taken.clear()  # committed: the cuts are the campaign's now
+        if raises:
+            await self._give(after, revision_id, raises)
         if complete:
             try:
                 await keep_counters(self._redis, self._keys, campaign, after, self._retention_s)
@@ -203,6 +239,11 @@ class Revisions:
                 log.warning("campaign %s: counters not kept until its new end: %s", after.id, exc)
             campaign = after
         return await self._view(row, campaign)
+
+    async def give_pending(self) -> builtins.list[str]:
+        """The raises of split campaigns' revisions that their parts do not hold yet, given
+        (the scheduler's step): the campaigns whose parts now hold them all."""
+        return await give_pending(self._pool, self._parts)
 
     async def list(self, staff: Staff, campaign_id: str) -> list[dict[str, Any]]:
         """Every revision of the campaign, oldest first, with who did what and when."""
@@ -222,7 +263,13 @@ class Revisions:
     # applying
 
     async def _apply(
-        self, conn: asyncpg.Connection, staff: Staff, campaign: Campaign, figures: Revised
+        self,
+        conn: asyncpg.Connection,
+        staff: Staff,
+        campaign: Campaign,
+        figures: Revised,
+        revision_id: int,
+        taken: Cuts,
     ) -> Campaign:
         # The buckets each customer's counters live in stay as they are, whatever the stock.
         buckets = campaign.hot().buckets
@@ -257,8 +304,39 @@ class Revisions:
             # there (the branch lacks the difference) rolls the revision back.
             await rereserve(conn, self.budget_rules, staff, campaign, figures.budget)
         after = await self._load(conn, campaign.id)
+        if campaign.stock_parts > 1:
+            changes = part_changes(campaign, figures)
+            taken += await cut_parts(self._parts, campaign, changes.cuts)
+            await conn.execute(
+                queries.set_parts_to_give, campaign.id, revision_id, to_give(changes.raises)
+            )
         await revise_hot(self._keys, self._scripts, after)
         return after
+
+    async def _give(
+        self, campaign: Campaign, revision_id: int, raises: builtins.list[tuple[str | None, int]]
+    ) -> None:
+        """A split campaign's raise given to its parts (committed already: only said when it
+        fails, for the scheduler gives what is left, campaigns/revise_parts.py)."""
+        try:
+            given = await give_and_forget(
+                self._pool, self._parts, campaign.id, campaign.stock_parts, revision_id, raises
+            )
+        except (RedisError, *POSTGRES_AWAY) as exc:
+            log.warning(
+                "campaign %s: revision %d's raise not in its parts yet (%s); the scheduler"
+                " gives it",
+                campaign.id,
+                revision_id,
+                exc,
+            )
+            return
+        if not given:
+            log.warning(
+                "campaign %s: a stock part missing; revision %d's raise is given once it is back",
+                campaign.id,
+                revision_id,
+            )
 
     # helpers
 
@@ -272,16 +350,15 @@ class Revisions:
 
     @staticmethod
     def _fits_parts(campaign: Campaign, figures: Revised) -> None:
-        """A split campaign's stock, daily stock and budget stay as approved: its parts share
-        them out and move them between each other."""
+        """A split campaign has no daily stock (one counter for the whole campaign), nor gets
+        one; nor a budget when it was approved without one, or loses it (the parts' shares of
+        the budget are made when the campaign is published)."""
         if campaign.stock_parts <= 1:
             return
-        before = {r.id: r for r in campaign.rewards}
-        if figures.budget != campaign.budget or any(
-            r.stock != before[r.id].stock or r.daily_stock != before[r.id].daily_stock
-            for r in figures.rewards
+        if any(r.daily_stock is not None for r in figures.rewards) or (
+            (figures.budget is None) != (campaign.budget is None)
         ):
-            raise split_stock_refusal(campaign.id, campaign.stock_parts)
+            raise split_daily_refusal(campaign.id, campaign.stock_parts)
 
     @staticmethod
     def _in_state(revision: asyncpg.Record, state: str, action: str) -> None:

@@ -68,3 +68,22 @@ WHERE id = $1
 UPDATE rewards
 SET stock = $3, daily_stock = $4, per_customer_limit = $5, per_customer_daily_limit = $6
 WHERE campaign_id = $1 AND id = $2
+
+-- name: set_parts_to_give
+UPDATE campaign_revisions SET parts_to_give = $3::jsonb WHERE campaign_id = $1 AND id = $2
+
+-- name: parts_given
+UPDATE campaign_revisions SET parts_to_give = NULL WHERE campaign_id = $1 AND id = $2
+
+-- name: revisions_with_parts_to_give
+-- Applied revisions whose raise some stock part does not hold yet, oldest first.
+SELECT r.campaign_id, r.id, r.parts_to_give, c.stock_parts
+FROM campaign_revisions r JOIN campaigns c ON c.id = r.campaign_id
+WHERE r.parts_to_give IS NOT NULL
+ORDER BY r.id
+LIMIT $1
+
+-- name: parts_to_give_of_campaign
+SELECT id, parts_to_give FROM campaign_revisions
+WHERE campaign_id = $1 AND parts_to_give IS NOT NULL
+ORDER BY id

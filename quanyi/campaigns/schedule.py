@@ -56,7 +56,7 @@ BATCH = 200
 FAILURES = Counter(
     "quanyi_schedule_failures_total",
     "Scheduler steps that failed for a reason other than a store away (a bug, bad data), by"
-    " step: move, end, heal, watch",
+    " step: move, end, heal, watch, give",
     ["step"],
 )
 # A store away: the tick ends and is tried again. Any other error belongs to one campaign.
@@ -76,6 +76,8 @@ class Tick:
     running: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     healed: list[str] = field(default_factory=list)
+    # Split campaigns whose parts now hold a revision's raise the approval could not give.
+    given: list[str] = field(default_factory=list)
     stock_low: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -146,6 +148,10 @@ class CampaignScheduler:
                         getattr(done, reached).append(row["id"])
             except Exception as exc:
                 self._failed(exc, step, "campaign %s not moved; again next tick", row["id"])
+        try:
+            done.given = await self._campaigns.revisions.give_pending()
+        except Exception as exc:
+            self._failed(exc, "give", "revisions' raises not given to stock parts; again next tick")
         try:
             done.healed, done.stock_low = await self._watch()
         except Exception as exc:

@@ -8,6 +8,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
+from quanyi.campaigns.revise_parts import forget_pending
 from quanyi.inventory.hot_campaigns import HotCampaign
 from quanyi.inventory.stock_parts import (
     MOVE_FIELD,
@@ -30,6 +31,9 @@ async def restore_part_counters(
     add up to the campaign's whatever moves came before. A move left open is dropped: the
     stock it carried is in the parts again, and completing it would count it twice.
     Returns the number of fields written."""
+    # Applied revisions are in the campaign's figures written below: their raises given too
+    # would count twice.
+    await forget_pending(pool, redis, keys, campaign.id, campaign.part_ids())
     rows = await pool.fetch(queries.live_customer_counts, campaign.id, None, None)
     by_part = counters_by_part(campaign.id, campaign.parts, rows)
     limits = part_limits({r.id: r.stock for r in campaign.rewards}, campaign.budget, by_part)

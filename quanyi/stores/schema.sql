@@ -356,6 +356,7 @@ CREATE TABLE public.campaign_revisions (
     submitted_at timestamp with time zone,
     decided_at timestamp with time zone,
     applied_at timestamp with time zone,
+    parts_to_give jsonb,
     CONSTRAINT campaign_revisions_status_check CHECK ((status = ANY (ARRAY['draft'::text, 'pending'::text, 'approved'::text, 'rejected'::text, 'applied'::text])))
 );
 

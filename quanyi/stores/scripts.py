@@ -44,6 +44,7 @@ class Scripts:
         self.route: AsyncScript = redis.register_script(lua_source("route"))
         self.take_stock: AsyncScript = redis.register_script(lua_source("take_stock"))
         self.give_stock: AsyncScript = redis.register_script(lua_source("give_stock"))
+        self.cut_stock: AsyncScript = redis.register_script(lua_source("cut_stock"))
 
 
 async def run_script(
