@@ -25,11 +25,13 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from quanyi.core.errors import StoreNotReady
 from quanyi.stores.keys import MAX_STOCK_PARTS, Keys, part_ids, part_of, part_share
 from quanyi.stores.scripts import Scripts, run_script
 
 MOVE_FIELD = "mv:"  # in the donor, until the receiver holds the move
 RECEIVED_FIELD = "mi:"  # in the receiver, for as long as its hash lives (give_stock.lua)
+CUT_FIELD = "ct:"  # in a part a revision's cut took from, until it stands or is given back
 # How often a claim in a dry part is decided again after a refill: each refill moves something
 # into the part, so a claim that keeps losing it to others of its part sees the campaign near
 # its end, and gives up after this many.
@@ -44,6 +46,16 @@ def short_of(reply: list[Any]) -> str | None:
     if reply[0] == "out_of_stock" and reply[1] == "total":
         return "stock"
     return "budget" if reply[0] == "budget_exhausted" else None
+
+
+@dataclass
+class Cut:
+    """One cut of a revision of a split campaign's stock (`reward_id`) or budget (None): its
+    id, unique to one approval, and every part it was sent to."""
+
+    id: str
+    reward_id: str | None
+    parts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -177,53 +189,60 @@ class StockParts:
         await self._redis.hdel(self._keys.campaign(donor), MOVE_FIELD + move)
         return True
 
-    async def cut(
-        self, campaign_id: str, parts: int, reward_id: str | None, amount: int
-    ) -> dict[str, int] | None:
-        """Take `amount` of the reward's stock (`reward_id` None: of the budget) out of the
+    async def cut(self, campaign_id: str, parts: int, cut: Cut, amount: int) -> bool:
+        """Take `amount` of the cut's reward's stock (reward_id None: of the budget) out of the
         parts for good, from the parts with the most left first (cut_stock.lua, each part at
-        most what it has left): what each part gave (for give_back). None, with everything
-        taken given back, when the parts have not that much left between them: the cut would
-        go below what they granted (spent)."""
+        most what it has left, recorded in it under the cut's id). Every part a call is sent to
+        is in `cut.parts` before it is sent, so give_back finds what it took, answered or not.
+        False when the parts have not that much left between them: the cut would go below what
+        they granted (spent); the caller gives back what it took."""
+        # Stock in moves a crash left open is in no part: completed first, it counts as left.
+        await self.complete_moves(campaign_id, parts)
         ids = part_ids(campaign_id, parts)
         hashes = await read_parts(self._redis, self._keys, campaign_id, parts)
         total, taken = (
             ("budget", "spent")
-            if reward_id is None
-            else (f"r:{reward_id}:stock", f"r:{reward_id}:granted")
+            if cut.reward_id is None
+            else (f"r:{cut.reward_id}:stock", f"r:{cut.reward_id}:granted")
         )
         order = sorted(
             ((_left(h, total, taken), pid) for pid, h in zip(ids, hashes, strict=True)),
             reverse=True,
         )
-        cuts: dict[str, int] = {}
-        try:
-            for _left_then, pid in order:
-                if sum(cuts.values()) >= amount:
-                    break
-                cuts[pid] = int(
-                    await run_script(
-                        self._redis,
-                        self._scripts.cut_stock,
-                        [self._keys.campaign(pid), self._keys.of(pid).store_ready],
-                        [reward_id or "", amount - sum(cuts.values())],
-                    )
+        got = 0
+        for _left_then, pid in order:
+            if got >= amount:
+                break
+            cut.parts.append(pid)
+            reply = int(
+                await run_script(
+                    self._redis,
+                    self._scripts.cut_stock,
+                    [self._keys.campaign(pid), self._keys.of(pid).store_ready],
+                    [cut.reward_id or "", amount - got, cut.id],
                 )
-        except BaseException:
-            await self.give_back(reward_id, cuts)
-            raise
-        if sum(cuts.values()) < amount:
-            await self.give_back(reward_id, cuts)
-            return None
-        return cuts
+            )
+            if reply < 0:
+                raise StoreNotReady()
+            got += reply
+        return got >= amount
 
-    async def give_back(self, reward_id: str | None, cuts: Mapping[str, int]) -> None:
-        """What cut() took, given back to each part it came from (a revision refused after its
-        cuts). Should Redis fail here, the parts keep less than the campaign's figure: they sell
-        less, never more (`quanyi reconcile` reports parts that do not add up)."""
-        for pid, amount in cuts.items():
-            if amount:
-                await self.add_to(pid, reward_id, amount, secrets.token_hex(8))
+    async def give_back(self, cut: Cut) -> None:
+        """What `cut` took, given back to each part it came from, read from the part itself
+        (once: give_stock.lua's marker under the cut's id). Should Redis fail here, the parts
+        keep less than the campaign's figure: they sell less, never more (`quanyi reconcile`
+        reports parts that do not add up)."""
+        for pid in cut.parts:
+            key = self._keys.campaign(pid)
+            recorded = await self._redis.hget(key, CUT_FIELD + cut.id)
+            if recorded and int(recorded) > 0:
+                await self.add_to(pid, cut.reward_id, int(recorded), cut.id)
+            await self._redis.hdel(key, CUT_FIELD + cut.id)
+
+    async def forget(self, cut: Cut) -> None:
+        """A cut that stands (its revision committed): its records in the parts dropped."""
+        for pid in cut.parts:
+            await self._redis.hdel(self._keys.campaign(pid), CUT_FIELD + cut.id)
 
     async def add(
         self, campaign_id: str, parts: int, reward_id: str | None, amount: int, move: str

@@ -16,20 +16,25 @@ never lets them add up to more than the campaign's figure in PostgreSQL, whateve
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import secrets
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from quanyi.campaigns import approvals
 from quanyi.campaigns.model import Campaign
 from quanyi.campaigns.revise_refusals import BudgetBelowSpent, StockBelowGranted
 from quanyi.campaigns.revision_model import Revised
-from quanyi.inventory.stock_parts import RECEIVED_FIELD, StockParts
+from quanyi.inventory.stock_parts import RECEIVED_FIELD, Cut, StockParts
+from quanyi.stores.db import POSTGRES_AWAY
 from quanyi.stores.keys import Keys
+from quanyi.stores.outbox import REDIS_AWAY
 
 log = logging.getLogger(__name__)
 queries = approvals.queries
@@ -38,7 +43,7 @@ GIVE_BATCH = 100
 
 # (reward id, or None for the budget; how much)
 Change = tuple[str | None, int]
-Cuts = list[tuple[str | None, dict[str, int]]]
+Cuts = list[Cut]
 
 
 @dataclass(frozen=True)
@@ -65,27 +70,64 @@ def part_changes(campaign: Campaign, figures: Revised) -> PartChanges:
     return PartChanges(cuts, raises)
 
 
-async def cut_parts(parts: StockParts, campaign: Campaign, cuts: Sequence[Change]) -> Cuts:
-    """Every cut taken from the parts (StockParts.cut), or none of them: a cut the parts have
-    not enough left for gives back the others and is refused (StockBelowGranted,
-    BudgetBelowSpent), with what they granted (spent)."""
+async def cut_parts(
+    parts: StockParts, campaign: Campaign, cuts: Sequence[Change], revision_id: int, taken: Cuts
+) -> None:
+    """Every cut taken from the parts (StockParts.cut), each in `taken` before it is sent, for
+    given_back_on_failure to give back should the revision not be committed. A cut the parts
+    have not enough left for is refused (StockBelowGranted, BudgetBelowSpent, with what they
+    granted or spent)."""
+    for what, amount in cuts:
+        cut = Cut(f"rev{revision_id}:{what or ''}:{secrets.token_hex(4)}", what)
+        taken.append(cut)
+        if not await parts.cut(campaign.id, campaign.stock_parts, cut, amount):
+            raise await _refusal(parts, campaign, what)
+
+
+@contextlib.asynccontextmanager
+async def given_back_on_failure(parts: StockParts, campaign_id: str) -> AsyncIterator[Cuts]:
+    """The cuts a revision's approval takes (cut_parts) go in the list this yields, and are
+    given back if the block fails before the commit (transaction_keeping_cuts empties it)."""
     taken: Cuts = []
     try:
-        for what, amount in cuts:
-            got = await parts.cut(campaign.id, campaign.stock_parts, what, amount)
-            if got is None:
-                raise await _refusal(parts, campaign, what)
-            taken.append((what, got))
+        yield taken
     except BaseException:
-        await give_back(parts, taken)
+        for cut in taken:
+            try:
+                await parts.give_back(cut)
+            except Exception:
+                log.exception(
+                    "campaign %s: cut %s of a failed revision not given back", campaign_id, cut.id
+                )
         raise
-    return taken
 
 
-async def give_back(parts: StockParts, taken: Cuts) -> None:
-    """Cuts of a revision that did not go through, given back to the parts they came from."""
-    for what, cuts in taken:
-        await parts.give_back(what, cuts)
+@contextlib.asynccontextmanager
+async def transaction_keeping_cuts(
+    conn: asyncpg.Connection, parts: StockParts, taken: Cuts
+) -> AsyncIterator[None]:
+    """The approval's transaction. From the moment its COMMIT is sent, answered or not, the cuts
+    are the campaign's and `taken` is emptied: giving back a cut whose revision went through
+    would let the parts sell past the new figure (a commit that failed leaves them selling
+    less). Their records in the parts are dropped after (best effort: only a record)."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # a connection gone rolls back by itself
+            await transaction.rollback()
+        raise
+    stands = list(taken)
+    try:
+        await transaction.commit()
+    finally:
+        taken.clear()
+    for cut in stands:
+        try:
+            await parts.forget(cut)
+        except RedisError as exc:
+            log.warning("cut %s stands; its records in the parts not dropped: %s", cut.id, exc)
 
 
 async def _refusal(
@@ -153,6 +195,35 @@ async def give_and_forget(
     return given
 
 
+async def give_after_commit(
+    pool: asyncpg.Pool,
+    parts: StockParts,
+    campaign: Campaign,
+    revision_id: int,
+    raises: Sequence[Change],
+) -> None:
+    """A committed revision's raises given to the split campaign's parts: applied already, so a
+    failure is only said; the scheduler gives what is left (give_pending)."""
+    try:
+        given = await give_and_forget(
+            pool, parts, campaign.id, campaign.stock_parts, revision_id, raises
+        )
+    except (RedisError, *POSTGRES_AWAY) as exc:
+        log.warning(
+            "campaign %s: revision %d's raise not in its parts yet (%s); the scheduler gives it",
+            campaign.id,
+            revision_id,
+            exc,
+        )
+        return
+    if not given:
+        log.warning(
+            "campaign %s: a stock part missing; revision %d's raise is given once it is back",
+            campaign.id,
+            revision_id,
+        )
+
+
 async def give_pending(pool: asyncpg.Pool, parts: StockParts) -> list[str]:
     """The raises applied revisions have still to give their parts, given (the scheduler's
     step): the campaigns whose parts now hold all of them."""
@@ -160,7 +231,12 @@ async def give_pending(pool: asyncpg.Pool, parts: StockParts) -> list[str]:
     for row in await pool.fetch(queries.revisions_with_parts_to_give, GIVE_BATCH):
         raises = [(what, int(amount)) for what, amount in orjson.loads(row["parts_to_give"])]
         cid, rid, k = row["campaign_id"], row["id"], row["stock_parts"]
-        if await give_and_forget(pool, parts, cid, k, rid, raises):
+        try:
+            given = await give_and_forget(pool, parts, cid, k, rid, raises)
+        except REDIS_AWAY as exc:  # one shard away: the campaigns on the others go on
+            log.warning("campaign %s: revision %d's raise not given yet: %s", cid, rid, exc)
+            continue
+        if given:
             done.append(cid)
             log.info("campaign %s: revision %d's raise given to its %d stock parts", cid, rid, k)
     return done

@@ -42,11 +42,12 @@ from quanyi.campaigns.revise_hot import keep_counters, revise_hot
 from quanyi.campaigns.revise_parts import (
     Cuts,
     cut_parts,
-    give_and_forget,
-    give_back,
+    give_after_commit,
     give_pending,
+    given_back_on_failure,
     part_changes,
     to_give,
+    transaction_keeping_cuts,
 )
 from quanyi.campaigns.revise_refusals import split_daily_refusal
 from quanyi.campaigns.revision_model import Revised, before_of, read_revision, revised
@@ -57,7 +58,6 @@ from quanyi.core.errors import (
     NotFound,
 )
 from quanyi.inventory.stock_parts import StockParts
-from quanyi.stores.db import POSTGRES_AWAY
 from quanyi.stores.keys import Keys
 from quanyi.stores.scripts import Scripts
 
@@ -175,25 +175,16 @@ class Revisions:
     async def approve(self, staff: Staff, campaign_id: str, revision_id: int) -> dict[str, Any]:
         """Records the approval; the last one needed applies the revision at once."""
         staff.require_role("approver")
-        # A split campaign's cuts, taken from its parts before the commit: given back if the
-        # revision does not go through.
-        taken: Cuts = []
-        try:
+        async with given_back_on_failure(self._parts, campaign_id) as taken:
             return await self._approve(staff, campaign_id, revision_id, taken)
-        except BaseException:
-            if taken:
-                try:
-                    await give_back(self._parts, taken)
-                except Exception:
-                    log.exception(
-                        "campaign %s: cuts of a failed revision not given back", campaign_id
-                    )
-            raise
 
     async def _approve(
         self, staff: Staff, campaign_id: str, revision_id: int, taken: Cuts
     ) -> dict[str, Any]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with (
+            self._pool.acquire() as conn,
+            transaction_keeping_cuts(conn, self._parts, taken),
+        ):
             campaign, revision = await self._locked(conn, staff, campaign_id, revision_id)
             self._in_state(revision, "pending", "approve")
             self._revisable(campaign)
@@ -227,9 +218,8 @@ class Revisions:
                         "version": after.version,
                     },
                 )
-        taken.clear()  # committed: the cuts are the campaign's now
         if raises:
-            await self._give(after, revision_id, raises)
+            await give_after_commit(self._pool, self._parts, after, revision_id, raises)
         if complete:
             try:
                 await keep_counters(self._redis, self._keys, campaign, after, self._retention_s)
@@ -306,37 +296,12 @@ class Revisions:
         after = await self._load(conn, campaign.id)
         if campaign.stock_parts > 1:
             changes = part_changes(campaign, figures)
-            taken += await cut_parts(self._parts, campaign, changes.cuts)
+            await cut_parts(self._parts, campaign, changes.cuts, revision_id, taken)
             await conn.execute(
                 queries.set_parts_to_give, campaign.id, revision_id, to_give(changes.raises)
             )
         await revise_hot(self._keys, self._scripts, after)
         return after
-
-    async def _give(
-        self, campaign: Campaign, revision_id: int, raises: builtins.list[tuple[str | None, int]]
-    ) -> None:
-        """A split campaign's raise given to its parts (committed already: only said when it
-        fails, for the scheduler gives what is left, campaigns/revise_parts.py)."""
-        try:
-            given = await give_and_forget(
-                self._pool, self._parts, campaign.id, campaign.stock_parts, revision_id, raises
-            )
-        except (RedisError, *POSTGRES_AWAY) as exc:
-            log.warning(
-                "campaign %s: revision %d's raise not in its parts yet (%s); the scheduler"
-                " gives it",
-                campaign.id,
-                revision_id,
-                exc,
-            )
-            return
-        if not given:
-            log.warning(
-                "campaign %s: a stock part missing; revision %d's raise is given once it is back",
-                campaign.id,
-                revision_id,
-            )
 
     # helpers
 
