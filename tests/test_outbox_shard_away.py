@@ -6,6 +6,7 @@ scratch cluster of its own, whose masters it kills."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -118,6 +119,58 @@ async def test_a_master_away_holds_back_only_its_own_shards(store, cluster) -> N
     assert reader.resting == away
     ticks.now += FIRST_REST_S
     assert reader.resting == []
+
+
+async def test_a_master_that_does_not_answer_holds_back_only_its_own_shards(store, cluster):
+    """A master cut off (no answer, not a refused connection): the others' entries are handed
+    on while its shards' reads are still under way, and what those deliver once it answers
+    again is handed on by a later read, each entry once."""
+    redis, keys = store
+    entries = {s.shard: await redis.xadd(s.outbox, {"x": str(s.shard)}) for s in keys.shards}
+    masters = master_of(redis, keys)
+    silent = masters[0]
+    cut_off = sorted(s for s, port in masters.items() if port == silent)
+    reader = OutboxReader(redis, keys, LEDGER_GROUP, "w1", clock=Ticks())
+    cluster.pause(silent)
+    try:
+        batch = await reader.read(100, 20)
+        assert {sh.shard for sh, _m in batch} == set(entries) - set(cut_off)
+        assert reader.reading == cut_off
+    finally:
+        cluster.resume(silent)
+    late: dict[int, list[str]] = {}
+    for _ in range(50):
+        for shard, messages in await reader.read(100, 20):
+            late.setdefault(shard.shard, []).extend(i for i, _f in messages)
+        if not reader.reading:
+            break
+    assert late == {s: [entries[s]] for s in cut_off}
+    await reader.close()
+
+
+async def test_a_worker_started_with_a_master_away_reads_the_other_shards(
+    store, cluster, pool
+) -> None:
+    """Its groups cannot be made on the away master's shards: made on the others, which it
+    reads, and tried again on those later."""
+    redis, keys = store
+    for s in keys.shards:
+        body = wire(card_event(f"tx-{s.shard}", customer_id=f"cust-{s.shard}"))
+        await redis.xadd(s.outbox, {"t": body})
+    masters = master_of(redis, keys)
+    cluster.kill(masters[0])
+    worker = LedgerWorker(redis, pool, keys, consumer="w1", block_ms=20)
+    live = sorted(f"tx-{s}" for s, port in masters.items() if port != masters[0])
+
+    async def written() -> bool:
+        return sorted(await card_events(pool)) == live
+
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(written, 20, "the live shards' card events written")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 15)
 
 
 async def test_with_every_master_away_the_read_fails(store, cluster) -> None:

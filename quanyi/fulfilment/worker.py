@@ -133,6 +133,7 @@ class FulfilmentWorker:
             # alike) gets the same `grace_s` to finish, together.
             await asyncio.gather(self._side_tasks.stop(grace_s), self.wait_idle(grace_s))
         finally:
+            await self._reader.close()
             await self._side_tasks.stop()
             for task in list(self._tasks):
                 task.cancel()

@@ -137,6 +137,7 @@ class LedgerWorker:
         try:
             await self._read_until_stopped()
         finally:
+            await self._reader.close()
             # A re-claimed batch in hand is written (or left pending) before the worker ends.
             await self._side_tasks.stop(grace_s=5.0)
         try:

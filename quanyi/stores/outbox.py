@@ -16,7 +16,13 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import ClusterDownError, ReadOnlyError, ResponseError, TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -35,13 +41,15 @@ FULFIL_GROUP = "fulfil"
 # below what every existing group acknowledged, so a group made later would miss entries.
 OUTBOX_GROUPS = (LEDGER_GROUP, FULFIL_GROUP)
 # Redis is away (restarting, loading its data, failing over to a replica; on a cluster, a
-# master failed and not yet replaced, or its slots moving): retry later.
+# master failed and not yet replaced, its slots moving, or no node answering the client's
+# refresh of the slots map, RedisClusterException): retry later.
 REDIS_AWAY = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
     ClusterDownError,
     TryAgainError,
+    RedisClusterException,
 )
 
 
@@ -122,11 +130,15 @@ async def ensure_group(redis: Redis, keys: Keys, group: str = LEDGER_GROUP) -> N
     Every group is created before the first claim (at API start), so trimming never passes a
     group that does not exist yet."""
     for shard in keys.shards:
-        try:
-            await redis.xgroup_create(shard.outbox, group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await _create_group(redis, shard.outbox, group)
+
+
+async def _create_group(redis: Redis, outbox: str, group: str) -> None:
+    try:
+        await redis.xgroup_create(outbox, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):  # there already
+            raise
 
 
 # A cluster serves one slot per XREADGROUP: each shard's stream is read on its own, all at
@@ -180,10 +192,31 @@ async def ensure_groups(redis: Redis, keys: Keys) -> None:
         await ensure_group(redis, keys, group)
 
 
+async def ensure_groups_reachable(redis: Redis, keys: Keys) -> list[int]:
+    """ensure_groups on every shard that answers; the shards that did not (their master away),
+    for a later try, so a worker started during a master's outage reads the others meanwhile.
+    On a single Redis, ensure_groups: one server answers for every shard or for none."""
+    if not is_cluster(redis):
+        await ensure_groups(redis, keys)
+        return []
+    away = []
+    for shard in keys.shards:
+        try:
+            for group in OUTBOX_GROUPS:
+                await _create_group(redis, shard.outbox, group)
+        except REDIS_AWAY:
+            away.append(shard.shard)
+    return away
+
+
 def group_missing(exc: BaseException) -> bool:
     """NOGROUP: the outbox or its consumer group is gone (a Redis restart without the data, a
     flush). The worker re-creates the groups and goes on."""
     return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+# How often a worker tries again to make the groups on shards that were away.
+GROUPS_RETRY_S = 5.0
 
 
 def default_consumer_name() -> str:
@@ -215,12 +248,23 @@ async def read_until_stopped(
     or flush) are made again, all of them; anything else is a bug, retried the same way with
     `retry_bugs`, else raised for the worker's supervisor."""
     groups_ready = False
+    next_groups = 0.0  # when to try the shards whose groups could not be made again
     backoff = 0.5
+    clock = asyncio.get_running_loop().time
     while not stopping.is_set():
         try:
-            if not groups_ready:
-                await ensure_groups(redis, keys)
-                groups_ready = True
+            if not groups_ready and clock() >= next_groups:
+                away = await ensure_groups_reachable(redis, keys)
+                groups_ready = not away
+                if away:
+                    log.warning(
+                        "%s: outbox groups not made on shards %s (away); the others are read,"
+                        " these tried again in %.0f s",
+                        name,
+                        away,
+                        GROUPS_RETRY_S,
+                    )
+                    next_groups = clock() + GROUPS_RETRY_S
             await step()
             backoff = 0.5
             continue
@@ -229,7 +273,7 @@ async def read_until_stopped(
         except Exception as exc:
             if group_missing(exc):
                 log.warning("%s: outbox consumer group gone (%s); re-creating it", name, exc)
-                groups_ready = False
+                groups_ready, next_groups = False, 0.0
                 continue
             if not retry_bugs:
                 raise

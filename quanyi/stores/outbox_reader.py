@@ -5,8 +5,11 @@ A cluster read is one XREADGROUP per shard, all at once. Each read that answers 
 its entries to this consumer: they are pending under its name and, if the worker never handles
 them, wait for the reclaim (reclaim_idle_ms, 30 s by default). So one shard's master failing over
 must not throw away what the other shards delivered in the same read: the failing shard rests
-(0.5 s, doubling to 5 s while it keeps failing) and the others' entries are handed on. Only when
-no shard could be read at all does the read raise, for the worker's read loop to wait out.
+(0.5 s, doubling to 5 s while it keeps failing) and the others' entries are handed on. Nor
+must a master that does not answer at all hold the others back: each shard's read is a task of
+its own, waited for a little past its blocking time, and one still under way is taken by a later
+read. Only when no shard could be read at all does the read raise, for the worker's read loop
+to wait out.
 
 On a single Redis there is one server and one XREADGROUP over every stream: it answers or fails
 as a whole, so the read is outbox.read_group's, unchanged.
@@ -29,7 +32,6 @@ from quanyi.stores.outbox import (
     CLUSTER_BLOCK_MS,
     REDIS_AWAY,
     Batch,
-    group_missing,
     read_group,
     read_shard,
 )
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # How long a shard whose read failed is left alone: the first rest, and the longest.
 FIRST_REST_S, LONGEST_REST_S = 0.5, 5.0
+# How long past its blocking time a shard's read is waited for before the others are handed on.
+ANSWER_S = 0.5
 
 
 class _Rest:
@@ -72,9 +76,11 @@ class OutboxReader:
         self._clock = clock
         self._cluster = is_cluster(redis)
         self._resting: dict[int, _Rest] = {}
-        # A shard's group found gone while other shards delivered: raised at the next read,
-        # after what they delivered was handed on (the read loop then makes the groups again).
-        self._group_gone: BaseException | None = None
+        # Each shard's read under way, by shard.
+        self._reading: dict[int, asyncio.Task[list[Any]]] = {}
+        # A shard's group found gone, or an unexpected error, while other shards delivered:
+        # raised at the next read, after what they delivered was handed on.
+        self._deferred: BaseException | None = None
         self._failures = metrics.OUTBOX_SHARD_READ_FAILURES.labels(group)
 
     @property
@@ -83,55 +89,77 @@ class OutboxReader:
         now = self._clock()
         return sorted(shard for shard, rest in self._resting.items() if rest.until > now)
 
+    @property
+    def reading(self) -> list[int]:
+        """The shards whose read is still under way (a master slow to answer)."""
+        return sorted(self._reading)
+
     async def read(self, count: int, block_ms: int | None = None) -> Batch:
         """(shard, entries) for each shard that had new entries. Raises what kept every shard
-        from being read (all away, or resting after failing), or a shard's group gone."""
-        if self._group_gone is not None:
-            gone, self._group_gone = self._group_gone, None
-            raise gone
+        from being read (all away, or resting after failing), or, once what the others
+        delivered was handed on, a shard's group gone or a shard's unexpected error."""
+        if self._deferred is not None:
+            deferred, self._deferred = self._deferred, None
+            raise deferred
         if not self._cluster:
             return await read_group(
                 self._redis, self._keys, self._group, self._consumer, count, block_ms
             )
         now = self._clock()
-        shards = [s for s in self._keys.shards if self._ready(s, now)]
-        if not shards:
-            raise self._away_error()
         block = None if block_ms is None else min(block_ms, CLUSTER_BLOCK_MS)
-        replies = await asyncio.gather(
-            *(
-                read_shard(self._redis, s, self._group, self._consumer, count, block)
-                for s in shards
-            ),
-            return_exceptions=True,
+        for shard in self._keys.shards:
+            if shard.shard not in self._reading and self._ready(shard, now):
+                self._reading[shard.shard] = asyncio.create_task(
+                    read_shard(self._redis, shard, self._group, self._consumer, count, block)
+                )
+        if not self._reading:
+            raise self._away_error()
+        # A master that does not answer at all takes the client's socket timeout to fail: its
+        # shard's read is not waited for, but goes on and is taken by a later call, so what
+        # it delivers meanwhile is handed on then, not left for the reclaim.
+        await asyncio.wait(
+            self._reading.values(), timeout=None if block is None else block / 1000 + ANSWER_S
         )
         batch: Batch = []
-        read_any = False
-        for shard, reply in zip(shards, replies, strict=True):
-            if isinstance(reply, BaseException):
-                self._failed(shard, reply)
+        answered = False
+        for shard in self._keys.shards:
+            task = self._reading.get(shard.shard)
+            if task is None or not task.done():
                 continue
-            read_any = True
+            del self._reading[shard.shard]
+            error = task.exception()
+            if error is not None:
+                self._failed(shard, error)
+                continue
+            answered = True
             self._resting.pop(shard.shard, None)
-            if reply:
-                batch.append((shard, reply))
-        if self._group_gone is not None and not batch:
-            gone, self._group_gone = self._group_gone, None
-            raise gone
-        if not read_any and self._group_gone is None:
+            if messages := task.result():
+                batch.append((shard, messages))
+        if self._deferred is not None and not batch:
+            deferred, self._deferred = self._deferred, None
+            raise deferred
+        if not answered and not self._reading and self._deferred is None:
             raise self._away_error()
         return batch
+
+    async def close(self) -> None:
+        """Reads still under way stopped (a worker stopping): what they may have delivered
+        stays pending for the reclaim."""
+        reading, self._reading = list(self._reading.values()), {}
+        for task in reading:
+            task.cancel()
+        await asyncio.gather(*reading, return_exceptions=True)
 
     def _ready(self, shard: ShardKeys, now: float) -> bool:
         rest = self._resting.get(shard.shard)
         return rest is None or rest.until <= now
 
     def _failed(self, shard: ShardKeys, exc: BaseException) -> None:
-        if group_missing(exc):
-            self._group_gone = self._group_gone or exc
-            return
         if not isinstance(exc, REDIS_AWAY):
-            raise exc  # a bug: the worker's read loop decides what to do with it
+            # The group gone (the read loop makes the groups again), or a bug (the loop decides
+            # what to do with it): raised once what the other shards delivered is handed on.
+            self._deferred = self._deferred or exc
+            return
         rest = self._resting.setdefault(shard.shard, _Rest())
         rest.until, rest.error = self._clock() + rest.length, exc
         log.warning(

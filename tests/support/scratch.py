@@ -269,6 +269,14 @@ class ScratchCluster:
         _wait(self._ok, "scratch cluster state ok")
         return self
 
+    def pause(self, port: int) -> None:
+        """The node on `port` stopped (SIGSTOP): its connections stay open, nothing answers,
+        as a master cut off by the network. resume() lets it go on."""
+        self._processes[self.ports.index(port)].send_signal(signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        self._processes[self.ports.index(port)].send_signal(signal.SIGCONT)
+
     def kill(self, port: int) -> None:
         """The node on `port` killed (SIGKILL), as a master dies: the others keep running."""
         _kill(self._processes[self.ports.index(port)])
