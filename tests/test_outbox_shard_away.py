@@ -156,19 +156,25 @@ async def test_a_master_that_does_not_answer_holds_back_only_its_own_shards(stor
     await reader.close()
 
 
+async def card_events_then_a_master_dead(redis, keys, cluster) -> list[str]:
+    """A card event in each shard's outbox, then shard 0's master killed: the ids of the events
+    on the masters still up."""
+    for s in keys.shards:
+        body = wire(card_event(f"tx-{s.shard}", customer_id=f"cust-{s.shard}"))
+        await redis.xadd(s.outbox, {"t": body})
+    masters = master_of(redis, keys)
+    cluster.kill(masters[0])
+    return sorted(f"tx-{s}" for s, port in masters.items() if port != masters[0])
+
+
 async def test_a_worker_started_with_a_master_away_reads_the_other_shards(
     store, cluster, pool
 ) -> None:
     """Its groups cannot be made on the away master's shards: made on the others, which it
     reads, and tried again on those later."""
     redis, keys = store
-    for s in keys.shards:
-        body = wire(card_event(f"tx-{s.shard}", customer_id=f"cust-{s.shard}"))
-        await redis.xadd(s.outbox, {"t": body})
-    masters = master_of(redis, keys)
-    cluster.kill(masters[0])
+    live = await card_events_then_a_master_dead(redis, keys, cluster)
     worker = LedgerWorker(redis, pool, keys, consumer="w1", block_ms=20)
-    live = sorted(f"tx-{s}" for s, port in masters.items() if port != masters[0])
 
     async def written() -> bool:
         return sorted(await card_events(pool)) == live
@@ -215,15 +221,10 @@ async def test_the_ledger_writes_the_live_shards_card_events_with_a_master_away(
     store, cluster, pool
 ) -> None:
     redis, keys = store
-    for s in keys.shards:
-        body = wire(card_event(f"tx-{s.shard}", customer_id=f"cust-{s.shard}"))
-        await redis.xadd(s.outbox, {"t": body})
-    masters = master_of(redis, keys)
-    cluster.kill(masters[0])
+    live = await card_events_then_a_master_dead(redis, keys, cluster)
     worker = LedgerWorker(redis, pool, keys, consumer="w1", block_ms=20)
 
     await worker.step()
-    live = sorted(f"tx-{s}" for s, port in masters.items() if port != masters[0])
     assert sorted(await card_events(pool)) == live
     # Drain (tests, the CLI) wants every shard: it fails rather than stop short.
     with pytest.raises(REDIS_AWAY):
